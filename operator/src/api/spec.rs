@@ -1,0 +1,570 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, TopologySpreadConstraint};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::ClinicPlatformStatus;
+
+/// A complete OpenMRS 3 platform for one clinic: MariaDB, the OpenMRS backend, frontend and
+/// gateway, their Services, Ingress, Secrets, NetworkPolicies, autoscalers and disruption budgets.
+/// A minimal spec (an empty `spec: {}`) gives a working, secure platform.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "clinic.audioprothese.fr",
+    version = "v1alpha1",
+    kind = "ClinicPlatform",
+    plural = "clinicplatforms",
+    shortname = "clinic",
+    category = "clinic",
+    doc = "A ClinicPlatform declares one clinic's OpenMRS 3 platform; the operator builds and keeps it.",
+    namespaced,
+    cel,
+    status = "ClinicPlatformStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.versions.openmrs"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Last backup","type":"date","jsonPath":".status.lastBackupTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name: at most 40 characters, so that child names (name + suffix) stay valid DNS labels")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClinicPlatformSpec {
+    /// OpenMRS application settings: version, locale, and the backend, frontend and gateway
+    /// components.
+    #[serde(default)]
+    pub openmrs: OpenmrsSpec,
+
+    /// The MariaDB database that holds the clinic's records.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+
+    /// Public exposure through an Ingress with TLS. Without it the platform is reachable only
+    /// inside the cluster (Service `<name>-gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
+    /// Horizontal autoscaling of the stateless components (frontend and gateway).
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+
+    /// Security settings beyond the secure defaults.
+    #[serde(default)]
+    pub security: SecuritySpec,
+
+    /// Where images come from: a private registry mirror, pull secrets and pull policy.
+    #[serde(default)]
+    pub images: ImageSettings,
+
+    /// What happens to the data when the ClinicPlatform is deleted. `Retain` (default) keeps the
+    /// PersistentVolumeClaims of MariaDB and the backend; `Delete` removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// When true the operator stops changing the platform's children (reads and status only),
+    /// e.g. during manual maintenance.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// OpenMRS application settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenmrsSpec {
+    /// Version of the OpenMRS 3 reference application (image tag of the backend, frontend and
+    /// gateway images, e.g. `3.7.1`). A component's `image` overrides it.
+    #[serde(default = "default_openmrs_version")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("spec.openmrs.version: must be an image tag (letters, digits, '_', '.', '-'; at most 128 characters), e.g. 3.7.1"))]
+    #[schemars(length(max = 128))]
+    pub version: String,
+
+    /// Default locale of the user interface (`SPA_DEFAULT_LOCALE`), e.g. `fr`, `en_GB`.
+    #[serde(default = "default_locale")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$')").message("spec.openmrs.locale: must be a locale such as fr, fr_FR or en_GB"))]
+    #[schemars(length(max = 35))]
+    pub locale: String,
+
+    /// URLs of extra frontend configuration files (`SPA_CONFIG_URLS`), served by the clinic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 2048)))]
+    pub spa_config_urls: Vec<String>,
+
+    /// Load the reference application's demo patients. Never for a real clinic: the default
+    /// uses the `-no-demo` backend image and `OMRS_ADD_DEMO_DATA=false`.
+    #[serde(default)]
+    pub demo_data: bool,
+
+    /// The OpenMRS backend (Tomcat + the OpenMRS web application).
+    #[serde(default)]
+    pub backend: BackendSpec,
+
+    /// The frontend (the OpenMRS 3 single-page application served by nginx).
+    #[serde(default)]
+    pub frontend: WebComponentSpec,
+
+    /// The gateway (nginx routing `/openmrs/spa` to the frontend and `/openmrs` to the backend).
+    #[serde(default)]
+    pub gateway: WebComponentSpec,
+}
+
+impl Default for OpenmrsSpec {
+    fn default() -> Self {
+        Self {
+            version: default_openmrs_version(),
+            locale: default_locale(),
+            spa_config_urls: Vec::new(),
+            demo_data: false,
+            backend: BackendSpec::default(),
+            frontend: WebComponentSpec::default(),
+            gateway: WebComponentSpec::default(),
+        }
+    }
+}
+
+/// The OpenMRS backend.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.replicas == 1 || has(self.clustering)").message("spec.openmrs.backend.replicas: more than 1 needs spec.openmrs.backend.clustering (Elasticsearch search and shared attachment storage); without it the backend runs exactly 1 replica"))]
+pub struct BackendSpec {
+    /// Number of backend pods. The backend keeps a per-pod search index and data directory, so
+    /// more than 1 needs `clustering`.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 5").message("spec.openmrs.backend.replicas: must be between 1 and 5"))]
+    pub replicas: i32,
+
+    /// Full image reference (`registry/repo:tag` or `registry/repo@sha256:...`), overriding the
+    /// default `openmrs/openmrs-reference-application-3-backend:<version>-no-demo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// CPU and memory. Default: requests 1 CPU / 2Gi, limits 4 CPU / 4Gi (upstream defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// JVM memory options (`OMRS_JAVA_MEMORY_OPTS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub java_memory_opts: Option<String>,
+
+    /// The data volume mounted at `/openmrs/data` (attachments, search index, modules).
+    #[serde(default = "default_backend_storage")]
+    pub storage: StorageSpec,
+
+    /// What more than one backend replica needs. Experimental upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clustering: Option<ClusteringSpec>,
+
+    /// Node placement of the backend pods.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl Default for BackendSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            image: None,
+            resources: None,
+            java_memory_opts: None,
+            storage: default_backend_storage(),
+            clustering: None,
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// Settings that make several backend replicas safe.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusteringSpec {
+    /// Elasticsearch endpoints for the shared search index (`OMRS_SEARCH_ES_URIS`), e.g.
+    /// `http://elasticsearch.search:9200`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("spec.openmrs.backend.clustering.elasticsearchUris: must be http:// or https:// URLs"))]
+    #[schemars(length(min = 1, max = 1024))]
+    pub elasticsearch_uris: String,
+
+    /// Name of an existing ReadWriteMany PersistentVolumeClaim in the clinic namespace that holds
+    /// attachments (complex observations) shared by all replicas.
+    #[schemars(length(min = 1, max = 253))]
+    pub attachments_claim_name: String,
+}
+
+/// A stateless web component (frontend or gateway).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebComponentSpec {
+    /// Number of pods when autoscaling is off (with autoscaling, the HorizontalPodAutoscaler
+    /// decides and this field is ignored).
+    #[serde(default = "two")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 20").message("replicas: must be between 1 and 20"))]
+    pub replicas: i32,
+
+    /// Full image reference overriding the reference application's image for this component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// CPU and memory. Default: requests 50m / 64Mi, limits 500m / 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node placement of this component's pods.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl Default for WebComponentSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 2,
+            image: None,
+            resources: None,
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// The MariaDB database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// MariaDB version (tag of the `mariadb` image). OpenMRS supports the 10.11 LTS line.
+    #[serde(default = "default_mariadb_version")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("spec.database.version: must be an image tag, e.g. 10.11"))]
+    #[schemars(length(max = 128))]
+    pub version: String,
+
+    /// Full image reference overriding `mariadb:<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// The data volume mounted at `/var/lib/mysql`.
+    #[serde(default = "default_database_storage")]
+    pub storage: StorageSpec,
+
+    /// CPU and memory. Default: requests 500m / 512Mi, limits 1 CPU / 1Gi (upstream defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Name of an existing Secret (keys `root-password`, `username`, `password`) holding the
+    /// database credentials, e.g. synced by External Secrets. Without it the operator generates
+    /// `<name>-db-credentials` once and never regenerates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_ref: Option<String>,
+
+    /// Node placement of the database pod.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            version: default_mariadb_version(),
+            image: None,
+            storage: default_database_storage(),
+            resources: None,
+            credentials_secret_ref: None,
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// A persistent volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, e.g. `10Gi`. Growing it needs a StorageClass that allows expansion.
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Mi|Gi|Ti)$')").message("storage.size: must be a quantity in Mi, Gi or Ti, e.g. 10Gi"))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+
+    /// StorageClass of the volume; the cluster default when empty. Fixed once the volume exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Node placement of a component's pods, so a platform team can pin clinics to node pools.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Node labels the pods must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of node taints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Topology spread constraints. When empty, replicas of a component prefer distinct nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// Public exposure of the platform.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Public host name, e.g. `dossiers.clinique-lyon.example.fr`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')").message("spec.ingress.host: must be a lower-case DNS name with at least one dot, e.g. emr.clinic.example.fr"))]
+    #[schemars(length(max = 253))]
+    pub host: String,
+
+    /// IngressClass to use; the cluster default when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub class_name: Option<String>,
+
+    /// TLS at the Ingress. Exactly one of `secretName` or `issuerRef`.
+    pub tls: TlsSpec,
+
+    /// Namespace of the ingress controller: the only namespace whose pods may reach the gateway.
+    #[serde(default = "default_controller_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    pub controller_namespace: String,
+}
+
+/// Where the Ingress certificate comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.issuerRef)").message("spec.ingress.tls: set exactly one of secretName (an existing TLS Secret) or issuerRef (a cert-manager issuer)"))]
+pub struct TlsSpec {
+    /// An existing `kubernetes.io/tls` Secret in the clinic namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// A cert-manager issuer; the certificate is stored in `<name>-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// `ClusterIssuer` (default) or `Issuer` (in the clinic namespace).
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+/// Kind of cert-manager issuer.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum IssuerKind {
+    /// A cluster-wide issuer.
+    #[default]
+    ClusterIssuer,
+    /// An issuer in the clinic namespace.
+    Issuer,
+}
+
+/// Horizontal autoscaling of frontend and gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Create HorizontalPodAutoscalers for frontend and gateway (default true). While they exist
+    /// the operator never sets `replicas` on those Deployments.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// Autoscaling bounds of the frontend.
+    #[serde(default)]
+    pub frontend: ScalingBounds,
+
+    /// Autoscaling bounds of the gateway.
+    #[serde(default)]
+    pub gateway: ScalingBounds,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            frontend: ScalingBounds::default(),
+            gateway: ScalingBounds::default(),
+        }
+    }
+}
+
+/// Bounds of one HorizontalPodAutoscaler.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling: minReplicas must not exceed maxReplicas"))]
+pub struct ScalingBounds {
+    /// Fewest pods (1 to 20). With 2 or more, a PodDisruptionBudget keeps one pod up.
+    #[serde(default = "two")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 20").message("autoscaling.minReplicas: must be between 1 and 20"))]
+    pub min_replicas: i32,
+
+    /// Most pods (1 to 50).
+    #[serde(default = "five")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 50").message("autoscaling.maxReplicas: must be between 1 and 50"))]
+    pub max_replicas: i32,
+
+    /// Average CPU utilisation (percent of requests) to keep, 10 to 100.
+    #[serde(default = "seventy_five")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 100").message("autoscaling.targetCPUUtilizationPercentage: must be between 10 and 100"))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+impl Default for ScalingBounds {
+    fn default() -> Self {
+        Self {
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: 75,
+        }
+    }
+}
+
+/// Security settings beyond the secure defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// An existing Secret key holding the OpenMRS `admin` password. Without it the operator
+    /// generates `<name>-openmrs-admin` (key `password`) once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_secret_ref: Option<SecretKeyRef>,
+
+    /// Extra egress the backend may open beyond the platform's own flows and DNS, e.g. a lab
+    /// system. Everything else is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub extra_egress: Vec<EgressRule>,
+}
+
+/// A key in a Secret of the clinic namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// An allowed outbound destination.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// Destination network in CIDR notation, e.g. `10.20.0.0/16`.
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("spec.security.extraEgress[].cidr: must be a CIDR such as 10.20.0.0/16"))]
+    #[schemars(length(max = 64))]
+    pub cidr: String,
+
+    /// Destination TCP port (1 to 65535).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("spec.security.extraEgress[].port: must be between 1 and 65535"))]
+    pub port: i32,
+}
+
+/// What deleting a ClinicPlatform does to its data.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum DeletionPolicy {
+    /// Keep the PersistentVolumeClaims (and so the patient data).
+    #[default]
+    Retain,
+    /// Delete the PersistentVolumeClaims with the platform.
+    Delete,
+}
+
+/// Where images come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSettings {
+    /// Registry (and optional path) that replaces `docker.io` in the default images, e.g.
+    /// `registry.clinic.example.fr/mirror`. Component `image` overrides are used as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.endsWith('/') && !self.contains('://')").message("spec.images.registry: a registry host and optional path without scheme or trailing slash, e.g. registry.example.fr/mirror"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub registry: Option<String>,
+
+    /// Names of `kubernetes.io/dockerconfigjson` Secrets used to pull images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 253)))]
+    pub pull_secrets: Vec<String>,
+
+    /// Image pull policy of every container.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self {
+            registry: None,
+            pull_secrets: Vec::new(),
+            pull_policy: PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// Image pull policy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum PullPolicy {
+    /// Pull when the image is not on the node.
+    #[default]
+    IfNotPresent,
+    /// Pull on every start (for floating tags).
+    Always,
+    /// Never pull.
+    Never,
+}
+
+fn default_openmrs_version() -> String {
+    "3.7.1".into()
+}
+fn default_locale() -> String {
+    "fr".into()
+}
+fn default_mariadb_version() -> String {
+    "10.11".into()
+}
+fn default_backend_storage() -> StorageSpec {
+    StorageSpec {
+        size: "8Gi".into(),
+        storage_class_name: None,
+    }
+}
+fn default_database_storage() -> StorageSpec {
+    StorageSpec {
+        size: "10Gi".into(),
+        storage_class_name: None,
+    }
+}
+fn default_controller_namespace() -> String {
+    "ingress-nginx".into()
+}
+fn one() -> i32 {
+    1
+}
+fn two() -> i32 {
+    2
+}
+fn five() -> i32 {
+    5
+}
+fn seventy_five() -> i32 {
+    75
+}
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,90 @@
+//! HorizontalPodAutoscalers for the stateless components and PodDisruptionBudgets where the
+//! replica count allows one pod to go. The backend and MariaDB are single-replica: a budget
+//! there would only block node drains.
+
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+use crate::api::ScalingBounds;
+
+fn scalable(clinic: &Clinic) -> [(Component, String, &ScalingBounds, i32); 2] {
+    let spec = &clinic.spec;
+    [
+        (
+            Component::Frontend,
+            super::frontend::name(clinic),
+            &spec.autoscaling.frontend,
+            spec.openmrs.frontend.replicas,
+        ),
+        (
+            Component::Gateway,
+            super::gateway::name(clinic),
+            &spec.autoscaling.gateway,
+            spec.openmrs.gateway.replicas,
+        ),
+    ]
+}
+
+pub fn horizontal_pod_autoscalers(clinic: &Clinic) -> Vec<HorizontalPodAutoscaler> {
+    if !clinic.spec.autoscaling.enabled {
+        return vec![];
+    }
+    scalable(clinic)
+        .into_iter()
+        .map(|(component, name, bounds, _)| HorizontalPodAutoscaler {
+            metadata: metadata(clinic, name.clone(), component),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name,
+                },
+                min_replicas: Some(bounds.min_replicas),
+                max_replicas: bounds.max_replicas,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".into(),
+                        target: MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(bounds.target_cpu_utilization_percentage),
+                            ..Default::default()
+                        },
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+pub fn pod_disruption_budgets(clinic: &Clinic) -> Vec<PodDisruptionBudget> {
+    scalable(clinic)
+        .into_iter()
+        .filter(|(_, _, bounds, replicas)| {
+            let fewest = if clinic.spec.autoscaling.enabled {
+                bounds.min_replicas
+            } else {
+                *replicas
+            };
+            fewest >= 2
+        })
+        .map(|(component, name, _, _)| PodDisruptionBudget {
+            metadata: metadata(clinic, name, component),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(selector(clinic, component)),
+                unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}

@@ -1,0 +1,252 @@
+//! The OpenMRS backend: a StatefulSet (the data directory is per pod) and its Service.
+//!
+//! The image writes into `/openmrs` and Tomcat's directories at start. To run with a read-only
+//! root filesystem, an init container copies both into emptyDirs that the main container mounts
+//! in their place; `/openmrs/data` is the persistent volume.
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::database::{self, claim_template, retention};
+use super::secrets::{KEY_PASSWORD, KEY_USERNAME};
+use super::*;
+
+pub const PORT: i32 = 8080;
+/// Ports of the clustered cache (JGroups) when several replicas run.
+pub const JGROUPS_PORTS: [i32; 2] = [7800, 7801];
+/// The image's `openmrs` user.
+pub const UID: i64 = 1001;
+
+pub fn name(clinic: &Clinic) -> String {
+    clinic.child_name("backend")
+}
+
+/// The backend Service, plus a headless one for cluster discovery when clustering is on.
+pub fn services(clinic: &Clinic) -> Vec<Service> {
+    let mut out = vec![Service {
+        metadata: metadata(clinic, name(clinic), Component::Backend),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(clinic.selector_labels(Component::Backend)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            // Sessions live in one backend's memory.
+            session_affinity: Some("ClientIP".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if clinic.spec.openmrs.backend.clustering.is_some() {
+        out.push(Service {
+            metadata: metadata(
+                clinic,
+                clinic.child_name("backend-cluster"),
+                Component::Backend,
+            ),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                selector: Some(clinic.selector_labels(Component::Backend)),
+                publish_not_ready_addresses: Some(true),
+                ports: Some(
+                    JGROUPS_PORTS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, port)| ServicePort {
+                            name: Some(format!("jgroups-{i}")),
+                            port: *port,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let spec = &clinic.spec.openmrs;
+    let db_secret = clinic.db_credentials_secret();
+    let admin = clinic.admin_password();
+    let mut vars = vec![
+        env("OMRS_DB", "mysql"),
+        env("OMRS_DB_HOSTNAME", database::name(clinic)),
+        env("OMRS_DB_PORT", database::PORT.to_string()),
+        env("OMRS_DB_NAME", database::DATABASE_NAME),
+        env_from_secret("OMRS_DB_USERNAME", &db_secret, KEY_USERNAME),
+        env_from_secret("OMRS_DB_PASSWORD", &db_secret, KEY_PASSWORD),
+        // Upstream defaults to a well-known admin password.
+        env_from_secret("OMRS_ADMIN_USER_PASSWORD", &admin.secret, &admin.key),
+        // Module upload from the web UI would let an admin run arbitrary code.
+        env("OMRS_MODULE_WEB_ADMIN", "false"),
+        env(
+            "OMRS_ADD_DEMO_DATA",
+            if spec.demo_data { "true" } else { "false" },
+        ),
+        env("OMRS_INSTALL_METHOD", "auto"),
+        env("OMRS_CREATE_TABLES", "true"),
+        env("OMRS_AUTO_UPDATE_DATABASE", "true"),
+        env(
+            "OMRS_JAVA_MEMORY_OPTS",
+            spec.backend
+                .java_memory_opts
+                .clone()
+                .unwrap_or_else(|| "-XX:MaxRAMPercentage=75.0 -XX:+ExitOnOutOfMemoryError".into()),
+        ),
+    ];
+    if let Some(clustering) = &spec.backend.clustering {
+        vars.push(env("OMRS_SEARCH", "elasticsearch"));
+        vars.push(env(
+            "OMRS_SEARCH_ES_URIS",
+            clustering.elasticsearch_uris.clone(),
+        ));
+    }
+    vars
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
+    let spec = &clinic.spec.openmrs.backend;
+    let image = clinic.backend_image();
+    let security = container_security_context(UID);
+    let stage = Container {
+        name: "stage-writable-dirs".into(),
+        image: Some(image.clone()),
+        image_pull_policy: Some(pull_policy(clinic)),
+        command: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cp -a /openmrs/. /stage/openmrs/ && cp -a /usr/local/tomcat/. /stage/tomcat/".into(),
+        ]),
+        resources: Some(resources(None, ("100m", "128Mi"), ("1", "256Mi"))),
+        security_context: Some(security.clone()),
+        volume_mounts: Some(vec![
+            mount("openmrs-home", "/stage/openmrs"),
+            mount("tomcat", "/stage/tomcat"),
+        ]),
+        ..Default::default()
+    };
+    let mut mounts = vec![
+        mount("openmrs-home", "/openmrs"),
+        mount("data", "/openmrs/data"),
+        mount("tomcat", "/usr/local/tomcat"),
+        mount("tmp", "/tmp"),
+    ];
+    let mut ports = vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: PORT,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }];
+    let mut volumes = vec![
+        empty_dir("openmrs-home", "4Gi"),
+        empty_dir("tomcat", "2Gi"),
+        empty_dir("tmp", "1Gi"),
+    ];
+    if let Some(clustering) = &spec.clustering {
+        mounts.push(mount("attachments", "/openmrs/data/complex_obs"));
+        volumes.push(Volume {
+            name: "attachments".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: clustering.attachments_claim_name.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+        for (i, port) in JGROUPS_PORTS.iter().enumerate() {
+            ports.push(ContainerPort {
+                name: Some(format!("jgroups-{i}")),
+                container_port: *port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            });
+        }
+    }
+    let main = Container {
+        name: "openmrs".into(),
+        image: Some(image),
+        image_pull_policy: Some(pull_policy(clinic)),
+        ports: Some(ports),
+        env: Some(environment(clinic)),
+        resources: Some(resources(
+            spec.resources.as_ref(),
+            ("1", "2Gi"),
+            ("4", "4Gi"),
+        )),
+        security_context: Some(security),
+        // First start loads modules and runs Liquibase: upstream allows about 20 minutes.
+        startup_probe: Some(http_probe("/openmrs/health/started", 10, 120)),
+        // The REST session endpoint needs the database, so readiness means "can serve users".
+        readiness_probe: Some(http_probe("/openmrs/ws/rest/v1/session", 10, 3)),
+        liveness_probe: Some(http_probe("/openmrs/health/alive", 15, 4)),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let placement = &spec.placement;
+    let pod = PodSpec {
+        init_containers: Some(vec![stage]),
+        containers: vec![main],
+        security_context: Some(pod_security_context(UID, vec![])),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: image_pull_secrets(clinic),
+        node_selector: non_empty_map(&placement.node_selector),
+        tolerations: non_empty_vec(&placement.tolerations),
+        topology_spread_constraints: topology_spread(clinic, Component::Backend, placement),
+        termination_grace_period_seconds: Some(60),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: metadata(clinic, name(clinic), Component::Backend),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(name(clinic)),
+            selector: selector(clinic, Component::Backend),
+            pod_management_policy: Some("OrderedReady".into()),
+            persistent_volume_claim_retention_policy: Some(retention(clinic)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(clinic.labels(Component::Backend)),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim_template(
+                clinic,
+                Component::Backend,
+                &spec.storage.size,
+                spec.storage.storage_class_name.as_ref(),
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

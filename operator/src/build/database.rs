@@ -1,0 +1,240 @@
+//! MariaDB: a one-replica StatefulSet with its data volume, its configuration and a headless
+//! Service that also governs the StatefulSet.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    Volume, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::secrets::{KEY_PASSWORD, KEY_ROOT_PASSWORD, KEY_USERNAME};
+use super::*;
+use crate::api::DeletionPolicy;
+
+pub const PORT: i32 = 3306;
+/// The `mysql` user of the official image.
+pub const UID: i64 = 999;
+pub const DATABASE_NAME: &str = "openmrs";
+
+pub fn name(clinic: &Clinic) -> String {
+    clinic.child_name("mariadb")
+}
+
+/// Server settings: utf8mb4 as OpenMRS requires, upstream's connection limit and row binlog.
+pub fn config_map(clinic: &Clinic) -> ConfigMap {
+    let cnf = "\
+[mariadb]
+character-set-server = utf8mb4
+collation-server = utf8mb4_general_ci
+max_connections = 200
+default_storage_engine = InnoDB
+binlog_format = ROW
+skip-name-resolve
+innodb_buffer_pool_size = 256M
+";
+    ConfigMap {
+        metadata: metadata(
+            clinic,
+            clinic.child_name("mariadb-config"),
+            Component::Database,
+        ),
+        data: Some(BTreeMap::from([(
+            "clinic.cnf".to_string(),
+            cnf.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Headless: the backend resolves the pod directly, and it governs the StatefulSet's DNS.
+pub fn service(clinic: &Clinic) -> Service {
+    Service {
+        metadata: metadata(clinic, name(clinic), Component::Database),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(clinic.selector_labels(Component::Database)),
+            ports: Some(vec![ServicePort {
+                name: Some("mysql".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("mysql".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn healthcheck(args: &[&str]) -> Option<ExecAction> {
+    let mut command = vec!["healthcheck.sh".to_string()];
+    command.extend(args.iter().map(|s| s.to_string()));
+    Some(ExecAction {
+        command: Some(command),
+    })
+}
+
+pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
+    let spec = &clinic.spec.database;
+    let secret = clinic.db_credentials_secret();
+    let container = Container {
+        name: "mariadb".into(),
+        image: Some(clinic.database_image()),
+        image_pull_policy: Some(pull_policy(clinic)),
+        ports: Some(vec![ContainerPort {
+            name: Some("mysql".into()),
+            container_port: PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(vec![
+            env_from_secret("MARIADB_ROOT_PASSWORD", &secret, KEY_ROOT_PASSWORD),
+            env("MARIADB_DATABASE", DATABASE_NAME),
+            env_from_secret("MARIADB_USER", &secret, KEY_USERNAME),
+            env_from_secret("MARIADB_PASSWORD", &secret, KEY_PASSWORD),
+            // Creates a localhost-only `healthcheck` user whose credentials stay in the data
+            // directory, so probes need no password in the pod spec.
+            env("MARIADB_MYSQL_LOCALHOST_USER", "1"),
+            // Runs mariadb-upgrade when the server version changes.
+            env("MARIADB_AUTO_UPGRADE", "1"),
+        ]),
+        resources: Some(resources(
+            spec.resources.as_ref(),
+            ("500m", "512Mi"),
+            ("1", "1Gi"),
+        )),
+        security_context: Some(container_security_context(UID)),
+        // First start initialises the data directory: allow up to 10 minutes.
+        startup_probe: Some(Probe {
+            exec: healthcheck(&["--connect", "--innodb_initialized"]),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
+        readiness_probe: Some(Probe {
+            exec: healthcheck(&["--connect", "--innodb_initialized"]),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        liveness_probe: Some(Probe {
+            exec: healthcheck(&["--connect"]),
+            period_seconds: Some(20),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("data", "/var/lib/mysql"),
+            read_only_mount("config", "/etc/mysql/conf.d"),
+            mount("run", "/run/mysqld"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
+    let placement = &spec.placement;
+    let pod = PodSpec {
+        containers: vec![container],
+        security_context: Some(pod_security_context(UID, vec![])),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: image_pull_secrets(clinic),
+        node_selector: non_empty_map(&placement.node_selector),
+        tolerations: non_empty_vec(&placement.tolerations),
+        termination_grace_period_seconds: Some(60),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config.metadata.name.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            empty_dir("run", "16Mi"),
+            empty_dir("tmp", "1Gi"),
+        ]),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: metadata(clinic, name(clinic), Component::Database),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(name(clinic)),
+            selector: selector(clinic, Component::Database),
+            pod_management_policy: Some("OrderedReady".into()),
+            persistent_volume_claim_retention_policy: Some(retention(clinic)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(clinic.labels(Component::Database)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        hash_of(&config.data),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim_template(
+                clinic,
+                Component::Database,
+                &spec.storage.size,
+                spec.storage.storage_class_name.as_ref(),
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What deleting the StatefulSet does to its claims: the clinic's deletion policy.
+pub(crate) fn retention(clinic: &Clinic) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let when_deleted = match clinic.spec.deletion_policy {
+        DeletionPolicy::Retain => "Retain",
+        DeletionPolicy::Delete => "Delete",
+    };
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(when_deleted.into()),
+        when_scaled: Some("Retain".into()),
+    }
+}
+
+/// The `data` claim template (immutable once the StatefulSet exists).
+pub(crate) fn claim_template(
+    clinic: &Clinic,
+    component: Component,
+    size: &str,
+    storage_class: Option<&String>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(clinic.labels(component)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage_class.cloned(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.to_string()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

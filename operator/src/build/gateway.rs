@@ -1,0 +1,279 @@
+//! The gateway: nginx in front of frontend and backend, with our own configuration.
+//!
+//! The upstream gateway config resolves upstreams through Docker's embedded DNS (127.0.0.11),
+//! which does not exist on Kubernetes, and writes into the image at start. We mount a config that
+//! reproduces upstream's routing and security headers with the clinic's Service names, listens on
+//! an unprivileged port and writes only to emptyDirs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::frontend::{replicas_unless_autoscaled, rolling_update, web_probe};
+use super::*;
+
+/// Port of the proxy (the Service maps 80 to it).
+pub const PORT: i32 = 8080;
+/// Port of the health endpoint; not exposed by the Service.
+pub const HEALTH_PORT: i32 = 8081;
+pub const UID: i64 = 101;
+pub const CONFIG_DIR: &str = "/etc/nginx/clinic";
+
+pub fn name(clinic: &Clinic) -> String {
+    clinic.child_name("gateway")
+}
+
+/// The nginx configuration for `clinic`.
+pub fn nginx_conf(clinic: &Clinic) -> String {
+    let frontend = super::frontend::name(clinic);
+    let backend = super::backend::name(clinic);
+    let hsts = if clinic.serves_tls() {
+        "    add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"# Managed by clinic-operator; edits are reverted.
+worker_processes auto;
+pid /tmp/nginx.pid;
+error_log /dev/stderr warn;
+
+events {{
+  worker_connections 1024;
+}}
+
+http {{
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log /dev/stdout;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 65;
+  server_tokens off;
+  client_max_body_size 50m;
+
+  client_body_temp_path /tmp/client_temp;
+  proxy_temp_path /tmp/proxy_temp;
+  fastcgi_temp_path /tmp/fastcgi_temp;
+  uwsgi_temp_path /tmp/uwsgi_temp;
+  scgi_temp_path /tmp/scgi_temp;
+
+  map $request_uri $csp_header {{
+    default "default-src 'self' 'unsafe-inline' 'unsafe-eval'; base-uri 'self'; font-src 'self'; img-src 'self' data:; object-src 'self' blob:; frame-ancestors 'self';";
+    "~^/openmrs/(?:admin|dictionary|module|patientDashboard.form)/" "default-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; base-uri 'self'; font-src 'self'; frame-ancestors 'self';";
+    "~^/openmrs/owa" "default-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; base-uri 'self'; font-src 'self' data:; img-src 'self' data:; frame-ancestors 'self';";
+  }}
+
+  # Behind the Ingress the original scheme arrives in X-Forwarded-Proto.
+  map $http_x_forwarded_proto $forwarded_proto {{
+    default $http_x_forwarded_proto;
+    "" $scheme;
+  }}
+
+  upstream frontend {{
+    server {frontend}:80;
+  }}
+
+  upstream backend {{
+    server {backend}:{backend_port};
+  }}
+
+  server {{
+    listen {port};
+    absolute_redirect off;
+
+    add_header Content-Security-Policy $csp_header always;
+    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;
+{hsts}
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-Proto $forwarded_proto;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_http_version 1.1;
+
+    gzip on;
+    gzip_vary on;
+    gzip_min_length 1024;
+    gzip_proxied any;
+    gzip_types font/eot font/otf font/ttf image/svg+xml text/css text/html text/javascript text/plain text/xml application/javascript application/json application/importmap+json application/fhir+json application/fhir+xml application/manifest+json application/xml;
+
+    location = / {{
+      return 301 /openmrs/spa/home;
+    }}
+
+    location = /openmrs/spa {{
+      return 301 /openmrs/spa/home;
+    }}
+
+    location = /openmrs/spa/ {{
+      return 301 /openmrs/spa/home;
+    }}
+
+    location /openmrs/spa/ {{
+      rewrite ^/openmrs/spa/(.*)$ /$1 break;
+      proxy_pass http://frontend;
+    }}
+
+    location /openmrs {{
+      proxy_read_timeout 300s;
+      proxy_pass http://backend;
+    }}
+  }}
+
+  server {{
+    listen {health_port};
+    access_log off;
+
+    location = /healthz {{
+      return 200 "ok\n";
+    }}
+  }}
+}}
+"#,
+        backend_port = super::backend::PORT,
+        port = PORT,
+        health_port = HEALTH_PORT,
+    )
+}
+
+pub fn config_map(clinic: &Clinic) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(
+            clinic,
+            clinic.child_name("gateway-nginx"),
+            Component::Gateway,
+        ),
+        data: Some(BTreeMap::from([(
+            "nginx.conf".to_string(),
+            nginx_conf(clinic),
+        )])),
+        ..Default::default()
+    }
+}
+
+pub fn service(clinic: &Clinic) -> Service {
+    Service {
+        metadata: metadata(clinic, name(clinic), Component::Gateway),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(clinic.selector_labels(Component::Gateway)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
+    let spec = &clinic.spec.openmrs.gateway;
+    let config_name = config.metadata.name.clone().unwrap_or_default();
+    let main = Container {
+        name: "gateway".into(),
+        image: Some(clinic.gateway_image()),
+        image_pull_policy: Some(pull_policy(clinic)),
+        // Bypass the image's entrypoint, which templates config into the read-only image.
+        command: Some(vec![
+            "nginx".into(),
+            "-c".into(),
+            format!("{CONFIG_DIR}/nginx.conf"),
+            "-g".into(),
+            "daemon off;".into(),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("health".into()),
+                container_port: HEALTH_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(resources(
+            spec.resources.as_ref(),
+            ("50m", "64Mi"),
+            ("500m", "256Mi"),
+        )),
+        security_context: Some(container_security_context(UID)),
+        readiness_probe: Some(web_probe(
+            IntOrString::String("health".into()),
+            "/healthz",
+            10,
+        )),
+        liveness_probe: Some(web_probe(
+            IntOrString::String("health".into()),
+            "/healthz",
+            20,
+        )),
+        volume_mounts: Some(vec![
+            read_only_mount("config", CONFIG_DIR),
+            mount("cache", "/var/cache/nginx"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
+    let placement = &spec.placement;
+    let pod = PodSpec {
+        containers: vec![main],
+        security_context: Some(pod_security_context(UID, vec![])),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: image_pull_secrets(clinic),
+        node_selector: non_empty_map(&placement.node_selector),
+        tolerations: non_empty_vec(&placement.tolerations),
+        topology_spread_constraints: topology_spread(clinic, Component::Gateway, placement),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_name,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            empty_dir("cache", "64Mi"),
+            empty_dir("tmp", "256Mi"),
+        ]),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: metadata(clinic, name(clinic), Component::Gateway),
+        spec: Some(DeploymentSpec {
+            replicas: replicas_unless_autoscaled(clinic, spec.replicas),
+            selector: selector(clinic, Component::Gateway),
+            strategy: Some(rolling_update()),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(clinic.labels(Component::Gateway)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        hash_of(&config.data),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,302 @@
+//! Pure builders: `Clinic` model in, Kubernetes objects out. No I/O here; this is what
+//! `clinic-operator render` prints and what the reconciler applies.
+//!
+//! One module per child family; `ls src/build` shows where any child is made.
+
+pub mod autoscaling;
+pub mod backend;
+pub mod database;
+pub mod frontend;
+pub mod gateway;
+pub mod ingress;
+pub mod network;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, LocalObjectReference, PodSecurityContext, ResourceRequirements,
+    SeccompProfile, SecurityContext, Sysctl, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::DynamicObject;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::Placement;
+use crate::model::{Clinic, Component};
+
+pub use secrets::SecretValues;
+
+/// Annotation on pod templates with the hash of the configuration they mount, so a changed
+/// ConfigMap rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "clinic.audioprothese.fr/config-hash";
+
+/// Every object the operator wants for `clinic`, in apply order (config and Services before the
+/// workloads that use them).
+pub fn desired(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObject> {
+    let mut out = Vec::with_capacity(24);
+    for secret in secrets::build(clinic, secret_values) {
+        push(&mut out, &secret);
+    }
+    for policy in network::build(clinic) {
+        push(&mut out, &policy);
+    }
+    let db_config = database::config_map(clinic);
+    push(&mut out, &db_config);
+    push(&mut out, &database::service(clinic));
+    push(&mut out, &database::stateful_set(clinic, &db_config));
+
+    for service in backend::services(clinic) {
+        push(&mut out, &service);
+    }
+    push(&mut out, &backend::stateful_set(clinic));
+
+    push(&mut out, &frontend::service(clinic));
+    push(&mut out, &frontend::deployment(clinic));
+
+    let nginx = gateway::config_map(clinic);
+    push(&mut out, &nginx);
+    push(&mut out, &gateway::service(clinic));
+    push(&mut out, &gateway::deployment(clinic, &nginx));
+
+    for hpa in autoscaling::horizontal_pod_autoscalers(clinic) {
+        push(&mut out, &hpa);
+    }
+    for pdb in autoscaling::pod_disruption_budgets(clinic) {
+        push(&mut out, &pdb);
+    }
+    if let Some(ingress) = ingress::build(clinic) {
+        push(&mut out, &ingress);
+    }
+    out
+}
+
+fn push<K>(out: &mut Vec<DynamicObject>, object: &K)
+where
+    K: kube::Resource<DynamicType = ()> + Serialize,
+{
+    out.push(to_dynamic(object));
+}
+
+/// Converts a typed object into the uniform form the apply path and `render` use.
+pub fn to_dynamic<K>(object: &K) -> DynamicObject
+where
+    K: kube::Resource<DynamicType = ()> + Serialize,
+{
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&()).into());
+        map.insert("kind".into(), K::kind(&()).into());
+    }
+    // A typed k8s-openapi object always has metadata, apiVersion and kind, so this cannot fail;
+    // fall back to an empty object rather than panic.
+    serde_json::from_value(value)
+        .unwrap_or_else(|_| DynamicObject::new("", &kube::api::ApiResource::erase::<K>(&())))
+}
+
+/// Metadata of a same-namespace child.
+pub(crate) fn metadata(clinic: &Clinic, name: String, component: Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(clinic.namespace.clone()),
+        labels: Some(clinic.labels(component)),
+        owner_references: clinic.owner_references(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn selector(clinic: &Clinic, component: Component) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(clinic.selector_labels(component)),
+        ..Default::default()
+    }
+}
+
+/// Pod-level security settings that pass Pod Security "restricted".
+pub(crate) fn pod_security_context(uid: i64, sysctls: Vec<Sysctl>) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        sysctls: if sysctls.is_empty() {
+            None
+        } else {
+            Some(sysctls)
+        },
+        ..Default::default()
+    }
+}
+
+/// Container-level security settings: restricted, read-only root, every capability dropped.
+/// `privileged: false` is written out so that a change to it is drift we can see.
+pub(crate) fn container_security_context(uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn resources(
+    override_: Option<&ResourceRequirements>,
+    requests: (&str, &str),
+    limits: (&str, &str),
+) -> ResourceRequirements {
+    if let Some(r) = override_ {
+        return r.clone();
+    }
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(pair(requests)),
+        limits: Some(pair(limits)),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn image_pull_secrets(clinic: &Clinic) -> Option<Vec<LocalObjectReference>> {
+    let secrets = &clinic.spec.images.pull_secrets;
+    if secrets.is_empty() {
+        None
+    } else {
+        Some(
+            secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect(),
+        )
+    }
+}
+
+pub(crate) fn pull_policy(clinic: &Clinic) -> String {
+    format!("{:?}", clinic.spec.images.pull_policy)
+}
+
+/// Topology spread: the user's constraints, or by default replicas prefer distinct nodes.
+pub(crate) fn topology_spread(
+    clinic: &Clinic,
+    component: Component,
+    placement: &Placement,
+) -> Option<Vec<TopologySpreadConstraint>> {
+    if !placement.topology_spread_constraints.is_empty() {
+        return Some(placement.topology_spread_constraints.clone());
+    }
+    Some(vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(selector(clinic, component)),
+        ..Default::default()
+    }])
+}
+
+pub(crate) fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    if map.is_empty() {
+        None
+    } else {
+        Some(map.clone())
+    }
+}
+
+pub(crate) fn non_empty_vec<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    if v.is_empty() { None } else { Some(v.to_vec()) }
+}
+
+/// Hex SHA-256 of a serializable value (for config-hash annotations).
+pub fn hash_of<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// An environment variable with a literal value.
+pub(crate) fn env(name: &str, value: impl Into<String>) -> k8s_openapi::api::core::v1::EnvVar {
+    k8s_openapi::api::core::v1::EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable read from a Secret key.
+pub(crate) fn env_from_secret(
+    name: &str,
+    secret: &str,
+    key: &str,
+) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn empty_dir(name: &str, size_limit: &str) -> k8s_openapi::api::core::v1::Volume {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size_limit.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn mount(name: &str, path: &str) -> k8s_openapi::api::core::v1::VolumeMount {
+    k8s_openapi::api::core::v1::VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn read_only_mount(name: &str, path: &str) -> k8s_openapi::api::core::v1::VolumeMount {
+    k8s_openapi::api::core::v1::VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Every container of a pod gets the same hardening; used by tests and `render` checks.
+pub fn all_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<&Container> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .collect()
+}

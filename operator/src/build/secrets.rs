@@ -1,0 +1,112 @@
+//! Generated credentials: the MariaDB root and application passwords and the OpenMRS admin
+//! password. Created once, never regenerated; a user-provided Secret replaces each.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use rand::TryRngCore;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::OsRng;
+
+use super::metadata;
+use crate::model::{Clinic, Component};
+
+/// Length of generated passwords: 48 alphanumeric characters (~285 bits).
+pub const PASSWORD_LENGTH: usize = 48;
+/// Database user OpenMRS connects as.
+pub const DB_USERNAME: &str = "openmrs";
+/// Keys of the database credentials Secret.
+pub const KEY_ROOT_PASSWORD: &str = "root-password";
+pub const KEY_USERNAME: &str = "username";
+pub const KEY_PASSWORD: &str = "password";
+
+/// A Secret the operator generates, with the keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedSecret {
+    pub name: String,
+    /// Keys and whether each is a random password (else a fixed value such as the username).
+    pub keys: Vec<(&'static str, SecretValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretValue {
+    RandomPassword,
+    Fixed(&'static str),
+}
+
+/// What goes into generated Secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretValues {
+    /// Fresh CSPRNG passwords, for the one time a Secret is created.
+    Generate,
+    /// A visible placeholder: `render` output can go into a pull request.
+    Placeholder,
+}
+
+/// Placeholder shown by `render` instead of a password.
+pub const PLACEHOLDER: &str = "<generated-on-first-reconcile>";
+
+/// The Secrets `clinic` needs the operator to generate.
+pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
+    let mut out = Vec::new();
+    if clinic.generates_db_credentials {
+        out.push(GeneratedSecret {
+            name: clinic.db_credentials_secret(),
+            keys: vec![
+                (KEY_ROOT_PASSWORD, SecretValue::RandomPassword),
+                (KEY_USERNAME, SecretValue::Fixed(DB_USERNAME)),
+                (KEY_PASSWORD, SecretValue::RandomPassword),
+            ],
+        });
+    }
+    if clinic.generates_admin_password {
+        let admin = clinic.admin_password();
+        out.push(GeneratedSecret {
+            name: admin.secret,
+            keys: vec![("password", SecretValue::RandomPassword)],
+        });
+    }
+    out
+}
+
+/// The Secret object for one generated Secret.
+pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues) -> Secret {
+    let data: BTreeMap<String, String> = generated
+        .keys
+        .iter()
+        .map(|(key, value)| {
+            let v = match (value, values) {
+                (SecretValue::Fixed(v), _) => (*v).to_string(),
+                (SecretValue::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
+                (SecretValue::RandomPassword, SecretValues::Generate) => random_password(),
+            };
+            ((*key).to_string(), v)
+        })
+        .collect();
+    let mut meta = metadata(clinic, generated.name.clone(), Component::Platform);
+    // Velero restores Secrets with the namespace; keep them out of `kubectl apply --prune`.
+    meta.annotations = Some(BTreeMap::from([(
+        "clinic.audioprothese.fr/generated".to_string(),
+        "true".to_string(),
+    )]));
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        string_data: Some(data),
+        immutable: Some(false),
+        ..Default::default()
+    }
+}
+
+/// All generated Secrets of `clinic`.
+pub fn build(clinic: &Clinic, values: &SecretValues) -> Vec<Secret> {
+    generated(clinic)
+        .iter()
+        .map(|g| secret(clinic, g, *values))
+        .collect()
+}
+
+/// A password from the operating system's CSPRNG.
+pub fn random_password() -> String {
+    Alphanumeric.sample_string(&mut OsRng.unwrap_err(), PASSWORD_LENGTH)
+}

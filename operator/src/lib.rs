@@ -1,0 +1,12 @@
+//! clinic-operator: runs OpenMRS 3 platforms for clinics on Kubernetes.
+//!
+//! Pipeline of one reconcile: observe -> [`model::validate`] -> [`build::desired`] (pure) ->
+//! apply (server-side apply) -> prune -> status. See `docs/architecture.md`.
+
+pub mod api;
+pub mod build;
+pub mod metrics;
+pub mod model;
+pub mod reconcile;
+pub mod render;
+pub mod server;

@@ -1,0 +1,187 @@
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes operator that runs OpenMRS 3 platforms for clinics.
+#[derive(Parser)]
+#[command(name = "clinic-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the ClinicPlatform CustomResourceDefinition as YAML.
+    Crd,
+    /// Print every object the operator would apply for the ClinicPlatform(s) in a file.
+    Render {
+        /// File with one or more ClinicPlatform documents ("-" for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace for documents that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn")]
+    log_filter: String,
+    /// ClinicPlatforms reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// This replica's name in events (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Crd => match clinic_operator::render::crd_yaml() {
+            Ok(yaml) => emit(&yaml),
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::Render { file, namespace } => {
+            let input = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                match std::io::stdin().read_to_string(&mut s) {
+                    Ok(_) => s,
+                    Err(e) => return fail(&format!("cannot read standard input: {e}")),
+                }
+            } else {
+                match std::fs::read_to_string(&file) {
+                    Ok(s) => s,
+                    Err(e) => return fail(&format!("cannot read {}: {e}", file.display())),
+                }
+            };
+            match clinic_operator::render::render(&input, &namespace) {
+                Ok(yaml) => emit(&yaml),
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log_filter) {
+        Ok(f) => f,
+        Err(e) => return fail(&format!("--log-filter: {e}")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run_controller(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
+    use clinic_operator::{metrics::Metrics, reconcile, server};
+    let client = kube::Client::try_default()
+        .await
+        .context("no usable Kubernetes configuration")?;
+    let metrics = Arc::new(Metrics::new());
+    let (caches, writers) = reconcile::observe::Caches::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        caches.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let config = reconcile::RunConfig {
+        concurrency: args.concurrency,
+        instance: args.pod_name,
+    };
+    reconcile::run(client, config, metrics, caches, writers, stopped(stop_rx)).await;
+    match server.await {
+        Ok(result) => result.context("metrics server")?,
+        Err(e) => anyhow::bail!("metrics server task: {e}"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("cannot write output: {e}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,421 @@
+//! The checked, defaulted model of one ClinicPlatform: what `validate` returns and every builder
+//! takes. Rules the API server cannot express (or that a ClinicPlatform written before a schema
+//! change may break) are checked here, before anything is applied.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{ClinicPlatform, ClinicPlatformSpec};
+
+/// Default registry of the upstream images.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// A user error in a ClinicPlatform: names the field and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    /// Path of the offending field, e.g. `spec.openmrs.backend.replicas`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl InvalidSpec {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One platform component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Database,
+    Backend,
+    Frontend,
+    Gateway,
+    /// Objects shared by the whole platform (Secrets, default-deny policies, Ingress).
+    Platform,
+}
+
+impl Component {
+    /// Value of `app.kubernetes.io/component`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Component::Database => "database",
+            Component::Backend => "backend",
+            Component::Frontend => "frontend",
+            Component::Gateway => "gateway",
+            Component::Platform => "platform",
+        }
+    }
+
+    /// Value of `app.kubernetes.io/name`.
+    pub fn app_name(self) -> &'static str {
+        match self {
+            Component::Database => "mariadb",
+            Component::Backend => "openmrs-backend",
+            Component::Frontend => "openmrs-frontend",
+            Component::Gateway => "openmrs-gateway",
+            Component::Platform => "openmrs",
+        }
+    }
+}
+
+/// Where a workload finds a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKey {
+    pub secret: String,
+    pub key: String,
+}
+
+/// The checked model of one clinic.
+#[derive(Debug, Clone)]
+pub struct Clinic {
+    pub name: String,
+    pub namespace: String,
+    pub spec: ClinicPlatformSpec,
+    /// Owner reference set on every same-namespace child (absent when rendering a file whose
+    /// object has no uid yet: `render` then shows children without it).
+    pub owner: Option<OwnerReference>,
+    /// Whether the operator generates the database credentials Secret.
+    pub generates_db_credentials: bool,
+    /// Whether the operator generates the admin password Secret.
+    pub generates_admin_password: bool,
+}
+
+impl Clinic {
+    /// Name of a child: `<clinic>-<suffix>`.
+    pub fn child_name(&self, suffix: &str) -> String {
+        format!("{}-{}", self.name, suffix)
+    }
+
+    /// Standard labels of a child of `component`.
+    pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels(component);
+        labels.insert("app.kubernetes.io/name".into(), component.app_name().into());
+        labels.insert("app.kubernetes.io/part-of".into(), "openmrs".into());
+        labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+        labels
+    }
+
+    /// The labels that select a component's pods (stable: part of immutable selectors).
+    pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                component.label().to_string(),
+            ),
+        ])
+    }
+
+    /// Owner references of same-namespace children.
+    pub fn owner_references(&self) -> Option<Vec<OwnerReference>> {
+        self.owner.clone().map(|o| vec![o])
+    }
+
+    pub fn db_credentials_secret(&self) -> String {
+        match &self.spec.database.credentials_secret_ref {
+            Some(name) => name.clone(),
+            None => self.child_name("db-credentials"),
+        }
+    }
+
+    pub fn admin_password(&self) -> SecretKey {
+        match &self.spec.security.admin_password_secret_ref {
+            Some(r) => SecretKey {
+                secret: r.name.clone(),
+                key: r.key.clone(),
+            },
+            None => SecretKey {
+                secret: self.child_name("openmrs-admin"),
+                key: "password".into(),
+            },
+        }
+    }
+
+    /// Resolves a default upstream image (`docker.io/<path>:<tag>`) through the registry mirror,
+    /// unless the component overrides the image.
+    pub fn image(&self, override_image: Option<&String>, path: &str, tag: &str) -> String {
+        if let Some(image) = override_image {
+            return image.clone();
+        }
+        let registry = self
+            .spec
+            .images
+            .registry
+            .as_deref()
+            .unwrap_or(DEFAULT_REGISTRY);
+        format!("{registry}/{path}:{tag}")
+    }
+
+    pub fn backend_image(&self) -> String {
+        let tag = if self.spec.openmrs.demo_data {
+            self.spec.openmrs.version.clone()
+        } else {
+            format!("{}-no-demo", self.spec.openmrs.version)
+        };
+        self.image(
+            self.spec.openmrs.backend.image.as_ref(),
+            "openmrs/openmrs-reference-application-3-backend",
+            &tag,
+        )
+    }
+
+    pub fn frontend_image(&self) -> String {
+        self.image(
+            self.spec.openmrs.frontend.image.as_ref(),
+            "openmrs/openmrs-reference-application-3-frontend",
+            &self.spec.openmrs.version,
+        )
+    }
+
+    pub fn gateway_image(&self) -> String {
+        self.image(
+            self.spec.openmrs.gateway.image.as_ref(),
+            "openmrs/openmrs-reference-application-3-gateway",
+            &self.spec.openmrs.version,
+        )
+    }
+
+    pub fn database_image(&self) -> String {
+        self.image(
+            self.spec.database.image.as_ref(),
+            "library/mariadb",
+            &self.spec.database.version,
+        )
+    }
+
+    /// The URL users reach: the Ingress host over HTTPS, else the in-cluster gateway.
+    pub fn url(&self) -> String {
+        match &self.spec.ingress {
+            Some(ingress) => format!("https://{}/openmrs/spa/home", ingress.host),
+            None => format!(
+                "http://{}.{}.svc/openmrs/spa/home",
+                self.child_name("gateway"),
+                self.namespace
+            ),
+        }
+    }
+
+    /// Whether TLS terminates in front of the gateway (so HSTS is safe to send).
+    pub fn serves_tls(&self) -> bool {
+        self.spec.ingress.is_some()
+    }
+}
+
+/// Value of `app.kubernetes.io/managed-by` on every child.
+pub const MANAGED_BY: &str = "clinic-operator";
+
+/// Checks a ClinicPlatform and returns its model, or the first user error.
+///
+/// First the CRD's own CEL rules run offline (so an object that bypassed admission, or a file
+/// given to `render`, meets the same rules as `kubectl apply`), then the checks CEL cannot do.
+pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
+    let name = cp.name_any();
+    if name.is_empty() {
+        return Err(InvalidSpec::new("metadata.name", "is required"));
+    }
+    let namespace = cp.namespace().ok_or_else(|| {
+        InvalidSpec::new(
+            "metadata.namespace",
+            "is required: ClinicPlatform is namespaced",
+        )
+    })?;
+    check_dns_label("metadata.name", &name, 40)?;
+    if let Err(errors) = cp.validate_cel() {
+        return Err(cel_error(&errors.to_string()));
+    }
+    let spec = &cp.spec;
+
+    for (field, resources) in [
+        (
+            "spec.openmrs.backend.resources",
+            &spec.openmrs.backend.resources,
+        ),
+        (
+            "spec.openmrs.frontend.resources",
+            &spec.openmrs.frontend.resources,
+        ),
+        (
+            "spec.openmrs.gateway.resources",
+            &spec.openmrs.gateway.resources,
+        ),
+        ("spec.database.resources", &spec.database.resources),
+    ] {
+        if let Some(r) = resources {
+            check_requests_within_limits(field, r)?;
+        }
+    }
+    if let Some(name) = &spec.database.credentials_secret_ref {
+        check_dns_subdomain("spec.database.credentialsSecretRef", name)?;
+    }
+    if let Some(r) = &spec.security.admin_password_secret_ref {
+        check_dns_subdomain("spec.security.adminPasswordSecretRef.name", &r.name)?;
+    }
+    if let Some(tls) = spec.ingress.as_ref().map(|i| &i.tls) {
+        if let Some(secret) = &tls.secret_name {
+            check_dns_subdomain("spec.ingress.tls.secretName", secret)?;
+        }
+    }
+    for (i, secret) in spec.images.pull_secrets.iter().enumerate() {
+        check_dns_subdomain(&format!("spec.images.pullSecrets[{i}]"), secret)?;
+    }
+    for (field, image) in [
+        ("spec.openmrs.backend.image", &spec.openmrs.backend.image),
+        ("spec.openmrs.frontend.image", &spec.openmrs.frontend.image),
+        ("spec.openmrs.gateway.image", &spec.openmrs.gateway.image),
+        ("spec.database.image", &spec.database.image),
+    ] {
+        if let Some(image) = image {
+            check_image(field, image)?;
+        }
+    }
+
+    let owner = cp.controller_owner_ref(&());
+    Ok(Clinic {
+        name,
+        namespace,
+        generates_db_credentials: spec.database.credentials_secret_ref.is_none(),
+        generates_admin_password: spec.security.admin_password_secret_ref.is_none(),
+        spec: spec.clone(),
+        owner,
+    })
+}
+
+/// The CEL validator reports `path: message`; our messages already start with the field.
+fn cel_error(report: &str) -> InvalidSpec {
+    let first = report
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(report)
+        .trim();
+    match first.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') => InvalidSpec::new(field, message),
+        _ => InvalidSpec::new("spec", first),
+    }
+}
+
+fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSpec> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidSpec::new(
+            field,
+            format!(
+                "must be a DNS label of at most {max} lower-case letters, digits and '-', got {value:?}"
+            ),
+        ))
+    }
+}
+
+fn check_dns_subdomain(field: &str, value: &str) -> Result<(), InvalidSpec> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidSpec::new(
+            field,
+            format!("must be a Kubernetes object name (DNS subdomain), got {value:?}"),
+        ))
+    }
+}
+
+fn check_image(field: &str, image: &str) -> Result<(), InvalidSpec> {
+    let bad = image.is_empty()
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        || image.contains("://")
+        || image.ends_with(':')
+        || image.ends_with('@');
+    if bad {
+        return Err(InvalidSpec::new(
+            field,
+            format!(
+                "must be an image reference such as registry.example.fr/openmrs/backend:3.7.1 or repo@sha256:<digest>, got {image:?}"
+            ),
+        ));
+    }
+    if let Some((_, digest)) = image.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidSpec::new(
+                field,
+                "a digest must be sha256: followed by 64 hex digits",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_requests_within_limits(
+    field: &str,
+    r: &k8s_openapi::api::core::v1::ResourceRequirements,
+) -> Result<(), InvalidSpec> {
+    let (Some(requests), Some(limits)) = (&r.requests, &r.limits) else {
+        return Ok(());
+    };
+    for (resource, request) in requests {
+        let Some(limit) = limits.get(resource) else {
+            continue;
+        };
+        let (Some(req), Some(lim)) = (quantity_value(&request.0), quantity_value(&limit.0)) else {
+            return Err(InvalidSpec::new(
+                format!("{field}.{resource}"),
+                format!(
+                    "must be quantities such as 500m, 2 or 512Mi, got {:?} and {:?}",
+                    request.0, limit.0
+                ),
+            ));
+        };
+        if req > lim {
+            return Err(InvalidSpec::new(
+                format!("{field}.requests.{resource}"),
+                format!("request {} exceeds limit {}", request.0, limit.0),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the common Kubernetes quantity forms (plain, milli, binary and decimal suffixes).
+pub(crate) fn quantity_value(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(number * factor)
+}

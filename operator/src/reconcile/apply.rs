@@ -1,0 +1,420 @@
+//! The one write path: server-side apply with one field manager, skipped when the live object
+//! already carries what we declare; create-once for generated Secrets; prune by ownership.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use super::compare::converged;
+use super::error::{Error, Result};
+use super::{Context, Notice};
+use crate::api::{DeletionPolicy, FIELD_MANAGER};
+use crate::build::hash_of;
+use crate::build::secrets::{self, GeneratedSecret, SecretValues};
+use crate::model::Clinic;
+
+/// Annotation holding the hash of what the operator last declared for a child. Equal hash but
+/// different content means someone else changed the object: drift, not a spec change.
+pub const DESIRED_HASH_ANNOTATION: &str = "clinic.audioprothese.fr/desired-hash";
+
+/// What one apply pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub created: usize,
+    pub updated: usize,
+    pub drift_corrected: usize,
+    pub pruned: usize,
+}
+
+impl Applied {
+    pub fn changed_anything(&self) -> bool {
+        self.created + self.updated + self.drift_corrected + self.pruned > 0
+    }
+}
+
+fn key(object: &DynamicObject) -> (String, String) {
+    let kind = object
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    (kind, object.name_any())
+}
+
+fn api_resource(object: &DynamicObject) -> Option<ApiResource> {
+    let types = object.types.as_ref()?;
+    super::observe::child_kinds()
+        .into_iter()
+        .find(|ar| ar.kind == types.kind && ar.api_version == types.api_version)
+}
+
+/// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
+pub async fn ensure_secrets(
+    ctx: &Context,
+    clinic: &Clinic,
+    notices: &mut Vec<Notice>,
+) -> Result<usize> {
+    let mut created = 0;
+    for generated in secrets::generated(clinic) {
+        match ctx.caches.secret(&clinic.namespace, &generated.name) {
+            Some(live) => adopt_secret(ctx, clinic, &generated, &live.metadata).await?,
+            None => {
+                if create_secret(ctx, clinic, &generated).await? {
+                    created += 1;
+                    notices.push(Notice::normal(
+                        "Created",
+                        format!("Secret {} generated", generated.name),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Generated Secrets outlive a `Retain` clinic: they are the only key to the retained data. So
+/// they carry an owner reference only under `Delete`.
+fn secret_owner_references(
+    clinic: &Clinic,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    match clinic.spec.deletion_policy {
+        DeletionPolicy::Delete => clinic.owner_references().unwrap_or_default(),
+        DeletionPolicy::Retain => vec![],
+    }
+}
+
+async fn create_secret(
+    ctx: &Context,
+    clinic: &Clinic,
+    generated: &GeneratedSecret,
+) -> Result<bool> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
+    // The cache may lag; and a restored namespace brings its Secrets back. Look before creating.
+    match api.get_metadata_opt(&generated.name).await {
+        Ok(Some(existing)) => {
+            adopt_secret(ctx, clinic, generated, &existing.metadata).await?;
+            return Ok(false);
+        }
+        Ok(None) => {}
+        Err(source) => {
+            return Err(Error::Read {
+                what: format!("Secret {}", generated.name),
+                source,
+            });
+        }
+    }
+    // Credentials for a database that already holds data cannot be invented again.
+    let claim = format!("data-{}-0", crate::build::database::name(clinic));
+    if generated.name == clinic.db_credentials_secret() {
+        let pvcs: Api<PersistentVolumeClaim> =
+            Api::namespaced(ctx.client.clone(), &clinic.namespace);
+        match pvcs.get_metadata_opt(&claim).await {
+            Ok(Some(_)) => {
+                return Err(Error::CredentialsLost {
+                    secret: generated.name.clone(),
+                    claim,
+                });
+            }
+            Ok(None) => {}
+            Err(source) => {
+                return Err(Error::Read {
+                    what: format!("PersistentVolumeClaim {claim}"),
+                    source,
+                });
+            }
+        }
+    }
+    let mut secret = secrets::secret(clinic, generated, SecretValues::Generate);
+    secret.metadata.owner_references = Some(secret_owner_references(clinic));
+    ctx.metrics.record_write("create");
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => {
+            info!(secret = %generated.name, "generated Secret created");
+            Ok(true)
+        }
+        // Created between our look and our create (another replica, a restore): keep theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::CreateSecret {
+            name: generated.name.clone(),
+            source,
+        }),
+    }
+}
+
+/// An existing generated Secret keeps its values; only labels and owner references are ours.
+async fn adopt_secret(
+    ctx: &Context,
+    clinic: &Clinic,
+    generated: &GeneratedSecret,
+    live: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<()> {
+    let labels = clinic.labels(crate::model::Component::Platform);
+    let owners = secret_owner_references(clinic);
+    let live_labels = live.labels.clone().unwrap_or_default();
+    let labels_ok = labels.iter().all(|(k, v)| live_labels.get(k) == Some(v));
+    let live_owner_uids: BTreeSet<&str> = live
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.as_str())
+        .collect();
+    let owners_ok = owners
+        .iter()
+        .all(|o| live_owner_uids.contains(o.uid.as_str()))
+        && (clinic.spec.deletion_policy == DeletionPolicy::Delete
+            || clinic
+                .owner
+                .as_ref()
+                .is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));
+    if labels_ok && owners_ok {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": generated.name,
+            "namespace": clinic.namespace,
+            "labels": labels,
+            "ownerReferences": owners,
+        }
+    });
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
+    ctx.metrics.record_write("apply");
+    api.patch(
+        &generated.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "Secret".into(),
+        name: generated.name.clone(),
+        source,
+    })?;
+    debug!(secret = %generated.name, "adopted existing Secret");
+    Ok(())
+}
+
+/// StatefulSet volume claim templates cannot change once created. Keep the live ones and say so,
+/// rather than have every apply refused.
+fn keep_immutable_fields(desired: &mut Value, live: &DynamicObject, notices: &mut Vec<Notice>) {
+    let Some(live_templates) = live
+        .data
+        .get("spec")
+        .and_then(|s| s.get("volumeClaimTemplates"))
+    else {
+        return;
+    };
+    let Some(spec) = desired.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(wanted) = spec.get("volumeClaimTemplates") else {
+        return;
+    };
+    if converged(
+        &json!({ "kind": "", "t": wanted }),
+        &json!({ "kind": "", "t": live_templates }),
+    ) {
+        return;
+    }
+    notices.push(Notice::warning(
+        "ImmutableField",
+        format!(
+            "StatefulSet {}: volume claims cannot change after creation (storage size or class); the existing claims are kept - expand the PersistentVolumeClaim instead",
+            live.name_any()
+        ),
+    ));
+    let mut kept = live_templates.clone();
+    if let Some(list) = kept.as_array_mut() {
+        for template in list {
+            if let Some(t) = template.as_object_mut() {
+                t.remove("status");
+            }
+        }
+    }
+    spec.insert("volumeClaimTemplates".into(), kept);
+}
+
+/// Applies every desired child that is not already converged.
+pub async fn apply_children(
+    ctx: &Context,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    notices: &mut Vec<Notice>,
+) -> Result<Applied> {
+    let mut applied = Applied::default();
+    for object in desired {
+        let Some(ar) = api_resource(object) else {
+            continue;
+        };
+        if ar.kind == "Secret" {
+            continue;
+        }
+        let name = object.name_any();
+        let mut value = serde_json::to_value(object).map_err(|source| Error::Serialize {
+            what: format!("{} {name}", ar.kind),
+            source,
+        })?;
+        let hash = hash_of(&value);
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(map) = annotations.as_object_mut() {
+                map.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash.clone()));
+            }
+        }
+        let live = ctx.caches.get(&ar, &clinic.namespace, &name);
+        if let Some(live) = &live {
+            if ar.kind == "StatefulSet" {
+                keep_immutable_fields(&mut value, live, notices);
+            }
+            let live_value =
+                serde_json::to_value(live.as_ref()).map_err(|source| Error::Serialize {
+                    what: format!("{} {name}", ar.kind),
+                    source,
+                })?;
+            if converged(&value, &live_value) {
+                continue;
+            }
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
+        ctx.metrics.record_write("apply");
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: ar.kind.clone(),
+            name: name.clone(),
+            source,
+        })?;
+        match live {
+            None => {
+                applied.created += 1;
+                debug!(kind = %ar.kind, %name, "created");
+            }
+            Some(live) if live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash) => {
+                applied.drift_corrected += 1;
+                ctx.metrics.record_drift(&ar.kind);
+                warn!(kind = %ar.kind, %name, "reverted a change made outside the operator");
+                notices.push(Notice::warning(
+                    "DriftCorrected",
+                    format!("{} {name} was changed outside the operator; its declared state was put back", ar.kind),
+                ));
+            }
+            Some(_) => {
+                applied.updated += 1;
+                debug!(kind = %ar.kind, %name, "updated");
+            }
+        }
+    }
+    if applied.created > 0 {
+        notices.push(Notice::normal(
+            "Created",
+            format!("created {} objects", applied.created),
+        ));
+    }
+    if applied.updated > 0 {
+        notices.push(Notice::normal(
+            "Updated",
+            format!("updated {} objects to the new spec", applied.updated),
+        ));
+    }
+    Ok(applied)
+}
+
+/// Deletes children this ClinicPlatform owns that are no longer desired (e.g. the Ingress after
+/// `spec.ingress` was removed). Secrets are never pruned: they may be the only copy of a password.
+pub async fn prune(
+    ctx: &Context,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    notices: &mut Vec<Notice>,
+) -> Result<usize> {
+    let Some(owner) = &clinic.owner else {
+        return Ok(0);
+    };
+    let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
+    let mut pruned = 0;
+    let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (ar, object) in ctx.caches.owned_by(&clinic.namespace, &owner.uid) {
+        let name = object.name_any();
+        if wanted.contains(&(ar.kind.clone(), name.clone())) {
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
+        ctx.metrics.record_write("delete");
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: ar.kind.clone(),
+                    name,
+                    source,
+                });
+            }
+        }
+        pruned += 1;
+        by_kind.entry(ar.kind.clone()).or_default().push(name);
+    }
+    for (kind, names) in by_kind {
+        notices.push(Notice::normal(
+            "Pruned",
+            format!(
+                "deleted {kind} {} (no longer in the spec)",
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(pruned)
+}
+
+/// Events are best effort: a failure to record one must not fail the reconcile.
+pub async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    notices: &[Notice],
+) {
+    for notice in notices {
+        let event = kube::runtime::events::Event {
+            type_: notice.type_,
+            reason: notice.reason.to_string(),
+            note: Some(truncate(&notice.message, 1000)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        ctx.metrics.record_write("event");
+        if let Err(e) = ctx.recorder.publish(&event, reference).await {
+            warn!(error = %e, reason = notice.reason, "could not record event");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

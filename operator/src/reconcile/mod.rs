@@ -1,0 +1,442 @@
+//! The reconcile loop: observe -> validate -> build -> apply -> prune -> status.
+
+pub mod apply;
+pub mod compare;
+pub mod error;
+pub mod observe;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::api::{ClinicPlatform, ClinicPlatformStatus, FIELD_MANAGER};
+use crate::build::{self, SecretValues};
+use crate::metrics::Metrics;
+use crate::model::{self, Clinic};
+pub use error::{Error, Result};
+use observe::{CacheWriters, Caches};
+
+/// How often a converged clinic is looked at again without any watch event (a safety net:
+/// changes to children arrive through the watches).
+pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// Something worth an event on the ClinicPlatform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Notice {
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Self {
+            type_: EventType::Normal,
+            reason,
+            message,
+        }
+    }
+    pub fn warning(reason: &'static str, message: String) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        caches: Caches,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            caches,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Exponential backoff per object: 5 s, 10 s, 20 s ... capped at 5 minutes.
+    fn next_backoff(&self, key: (String, String)) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let seconds = 5u64.saturating_mul(1 << (*n - 1).min(6));
+        Duration::from_secs(seconds.min(300))
+    }
+
+    fn reset_backoff(&self, key: &(String, String)) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
+    }
+}
+
+fn object_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Reconciles one ClinicPlatform (or reports why it cannot be read).
+pub async fn reconcile(
+    object: Arc<DeserializeGuard<ClinicPlatform>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let started = Instant::now();
+    let result = match &object.0 {
+        Ok(cp) => {
+            let span = info_span!("reconcile", namespace = %cp.namespace().unwrap_or_default(), name = %cp.name_any());
+            reconcile_clinic(cp, &ctx).instrument(span).await
+        }
+        Err(invalid) => {
+            let meta = &invalid.metadata;
+            let span = info_span!("reconcile", namespace = %meta.namespace.clone().unwrap_or_default(), name = %meta.name.clone().unwrap_or_default());
+            report_unreadable(invalid, &ctx).instrument(span).await
+        }
+    };
+    ctx.metrics
+        .observe_reconcile(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        let meta = match &object.0 {
+            Ok(cp) => &cp.metadata,
+            Err(invalid) => &invalid.metadata,
+        };
+        ctx.reset_backoff(&object_key(meta));
+    }
+    result
+}
+
+/// Requeue with a growing delay; user errors wait longer (a spec change triggers anyway).
+pub fn error_policy(
+    object: Arc<DeserializeGuard<ClinicPlatform>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.record_error(error.reason());
+    let meta = match &object.0 {
+        Ok(cp) => &cp.metadata,
+        Err(invalid) => &invalid.metadata,
+    };
+    warn!(namespace = ?meta.namespace, name = ?meta.name, reason = error.reason(), error = %error, "reconcile failed");
+    if error.is_user_error() {
+        return Action::requeue(Duration::from_secs(300));
+    }
+    Action::requeue(ctx.next_backoff(object_key(meta)))
+}
+
+async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> {
+    if cp.metadata.deletion_timestamp.is_some() {
+        // Every child is owned: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    ctx.caches.wait_ready().await;
+    let reference = cp.object_ref(&());
+    let mut notices = Vec::new();
+
+    let clinic = match model::validate(cp) {
+        Ok(clinic) => clinic,
+        Err(invalid) => {
+            let error = Error::InvalidSpec(invalid);
+            let conditions = status::unreadable(
+                &error.to_string(),
+                cp.metadata.generation,
+                previous_conditions(cp),
+            );
+            let mut new_status = cp.status.clone().unwrap_or_default();
+            new_status.observed_generation = cp.metadata.generation;
+            merge_conditions(&mut new_status, conditions);
+            if status::differs(cp.status.as_ref(), &new_status) {
+                write_status(ctx, cp, &new_status).await?;
+                apply::publish(
+                    ctx,
+                    &reference,
+                    &[Notice::warning(error.reason(), error.to_string())],
+                )
+                .await;
+            }
+            info!(error = %error, "spec rejected; nothing applied");
+            return Err(error);
+        }
+    };
+
+    let outcome = if clinic.spec.paused {
+        Ok(apply::Applied::default())
+    } else {
+        converge(ctx, &clinic, &mut notices).await
+    };
+    let desired = build::desired(&clinic, &SecretValues::Placeholder);
+    let observed = observe_state(ctx, &clinic, cp, &desired, &outcome);
+    let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
+    if status::differs(cp.status.as_ref(), &new_status) {
+        if let Err(e) = &outcome {
+            notices.push(Notice::warning(e.reason(), e.to_string()));
+        }
+        write_status(ctx, cp, &new_status).await?;
+    }
+    apply::publish(ctx, &reference, &notices).await;
+    let applied = outcome?;
+    debug!(?applied, "reconciled");
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Secrets first (the workloads reference them), then every other child, then prune.
+async fn converge(
+    ctx: &Context,
+    clinic: &Clinic,
+    notices: &mut Vec<Notice>,
+) -> Result<apply::Applied> {
+    let created_secrets = apply::ensure_secrets(ctx, clinic, notices).await?;
+    let desired = build::desired(clinic, &SecretValues::Placeholder);
+    let mut applied = apply::apply_children(ctx, clinic, &desired, notices).await?;
+    applied.created += created_secrets;
+    applied.pruned = apply::prune(ctx, clinic, &desired, notices).await?;
+    Ok(applied)
+}
+
+fn observe_state(
+    ctx: &Context,
+    clinic: &Clinic,
+    cp: &ClinicPlatform,
+    desired: &[DynamicObject],
+    outcome: &Result<apply::Applied>,
+) -> status::Observed {
+    let ns = &clinic.namespace;
+    let sts = |name: String| {
+        let live = ctx.caches.get_typed::<StatefulSet>(ns, &name);
+        status::WorkloadState::from_stateful_set(name, live.as_ref())
+    };
+    let deploy = |name: String| {
+        let live = ctx.caches.get_typed::<Deployment>(ns, &name);
+        status::WorkloadState::from_deployment(name, live.as_ref())
+    };
+    let policy_kind = ApiResource::erase::<k8s_openapi::api::networking::v1::NetworkPolicy>(&());
+    let network_policies_enforced = desired
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "NetworkPolicy"))
+        .all(|wanted| {
+            let Some(live) = ctx.caches.get(&policy_kind, ns, &wanted.name_any()) else {
+                return false;
+            };
+            match (
+                serde_json::to_value(wanted),
+                serde_json::to_value(live.as_ref()),
+            ) {
+                (Ok(w), Ok(l)) => compare::converged(&w, &l),
+                _ => false,
+            }
+        });
+    status::Observed {
+        generation: cp.metadata.generation,
+        database: sts(build::database::name(clinic)),
+        backend: sts(build::backend::name(clinic)),
+        frontend: deploy(build::frontend::name(clinic)),
+        gateway: deploy(build::gateway::name(clinic)),
+        network_policies_enforced,
+        changed: outcome.as_ref().is_ok_and(|a| a.changed_anything()),
+        error: outcome
+            .as_ref()
+            .err()
+            .map(|e| (e.reason().to_string(), e.to_string())),
+        paused: clinic.spec.paused,
+    }
+}
+
+fn previous_conditions(cp: &ClinicPlatform) -> &[crate::api::Condition] {
+    cp.status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default()
+}
+
+fn merge_conditions(status: &mut ClinicPlatformStatus, conditions: Vec<crate::api::Condition>) {
+    for c in conditions {
+        match status.conditions.iter_mut().find(|e| e.type_ == c.type_) {
+            Some(existing) => *existing = c,
+            None => status.conditions.push(c),
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    cp: &ClinicPlatform,
+    status: &ClinicPlatformStatus,
+) -> Result<()> {
+    let api: Api<ClinicPlatform> =
+        Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": ClinicPlatform::api_version(&()),
+        "kind": ClinicPlatform::kind(&()),
+        "status": status,
+    });
+    ctx.metrics.record_write("status");
+    api.patch_status(
+        &cp.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// A ClinicPlatform whose spec does not even deserialize (it bypassed the schema, e.g. written
+/// before a schema change): say so in its status and an event, touch nothing else.
+async fn report_unreadable(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action> {
+    let meta = &invalid.metadata;
+    let (Some(name), Some(namespace)) = (meta.name.clone(), meta.namespace.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let message = format!("spec cannot be read: {}", invalid.error);
+    let conditions = status::unreadable(&message, meta.generation, &[]);
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &ApiResource::erase::<ClinicPlatform>(&()),
+    );
+    let patch = json!({
+        "apiVersion": ClinicPlatform::api_version(&()),
+        "kind": ClinicPlatform::kind(&()),
+        "status": { "observedGeneration": meta.generation, "conditions": conditions },
+    });
+    ctx.metrics.record_write("status");
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    let reference = ObjectReference {
+        api_version: Some(ClinicPlatform::api_version(&()).into()),
+        kind: Some(ClinicPlatform::kind(&()).into()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    apply::publish(ctx, &reference, &[Notice::warning("InvalidSpec", message)]).await;
+    Ok(Action::await_change())
+}
+
+/// Maps a child to its ClinicPlatform: by the instance label (present on every child, also on
+/// Secrets that carry no owner reference), else by the controller owner reference.
+fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<DeserializeGuard<ClinicPlatform>>> {
+    let meta = child.meta();
+    let namespace = meta.namespace.as_deref()?;
+    let by_label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/instance"))
+        .cloned();
+    let by_owner = || {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "ClinicPlatform")
+            .map(|o| o.name.clone())
+    };
+    let name = by_label.or_else(by_owner)?;
+    Some(ObjectRef::new(&name).within(namespace))
+}
+
+/// Runtime settings of the controller.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Identity in events (the pod name).
+    pub instance: Option<String>,
+}
+
+/// Watches and reconciles until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+    caches: Caches,
+    writers: CacheWriters,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let clinics = Api::<DeserializeGuard<ClinicPlatform>>::all(client.clone());
+    let children_config = watcher::Config::default()
+        .labels(&observe::managed_selector())
+        .any_semantic();
+    let mut controller = Controller::new(clinics, watcher::Config::default().any_semantic());
+    for (ar, writer) in writers.children {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        let stream = watcher(api, children_config.clone())
+            .modify(|o| o.managed_fields_mut().clear())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+    }
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        children_config,
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .default_backoff()
+    .reflect(writers.secrets)
+    .touched_objects();
+    controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
+
+    {
+        let caches = caches.clone();
+        tokio::spawn(async move {
+            caches.wait_ready().await;
+            info!("watches synced");
+        });
+    }
+    let ctx = Arc::new(Context::new(client, caches, metrics, config.instance));
+    controller
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}

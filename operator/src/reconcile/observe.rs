@@ -1,0 +1,150 @@
+//! What the reconciler reads: caches (reflector stores) of every child kind, filled by watches
+//! that also trigger reconciles when a child changes or disappears.
+//!
+//! Only objects labelled `app.kubernetes.io/managed-by=clinic-operator` are watched, managed
+//! fields are dropped before caching, and Secrets are cached as metadata only: the operator never
+//! holds a password in memory after creating it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::{Resource, ResourceExt};
+
+use crate::model::MANAGED_BY;
+
+/// Label selector of everything the operator manages.
+pub fn managed_selector() -> String {
+    format!("app.kubernetes.io/managed-by={MANAGED_BY}")
+}
+
+/// The kinds the operator creates (besides Secrets), in the order status reads them.
+pub fn child_kinds() -> Vec<ApiResource> {
+    vec![
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<Ingress>(&()),
+    ]
+}
+
+/// Read side of the caches.
+#[derive(Clone)]
+pub struct Caches {
+    children: Vec<(ApiResource, Store<DynamicObject>)>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Write side, handed to the watch streams.
+pub struct CacheWriters {
+    pub children: Vec<(ApiResource, Writer<DynamicObject>)>,
+    pub secrets: Writer<PartialObjectMeta<Secret>>,
+}
+
+impl Caches {
+    /// Empty caches and their writers.
+    pub fn new() -> (Caches, CacheWriters) {
+        let mut children = Vec::new();
+        let mut writers = Vec::new();
+        for ar in child_kinds() {
+            let writer = Writer::new(ar.clone());
+            children.push((ar.clone(), writer.as_reader()));
+            writers.push((ar, writer));
+        }
+        let secrets_writer: Writer<PartialObjectMeta<Secret>> = Writer::default();
+        let caches = Caches {
+            children,
+            secrets: secrets_writer.as_reader(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        (
+            caches,
+            CacheWriters {
+                children: writers,
+                secrets: secrets_writer,
+            },
+        )
+    }
+
+    /// Waits until every cache has listed once. Until then a missing object may only be missing
+    /// from the cache, so nothing may be pruned or judged absent.
+    pub async fn wait_ready(&self) {
+        if self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        // The watches fill all caches concurrently; waiting on them in turn costs nothing more.
+        // An error only means the writer was dropped (shutdown): nothing to wait for then.
+        for (_, store) in &self.children {
+            let _ = store.wait_until_ready().await;
+        }
+        let _ = self.secrets.wait_until_ready().await;
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether every cache has listed once (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
+        self.children
+            .iter()
+            .find(|(kind, _)| kind == ar)
+            .map(|(_, s)| s)
+    }
+
+    /// The cached child of kind `ar`.
+    pub fn get(&self, ar: &ApiResource, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        let key = ObjectRef::new_with(name, ar.clone()).within(namespace);
+        self.store(ar)?.get(&key)
+    }
+
+    /// The typed view of a cached child, e.g. a StatefulSet's status.
+    pub fn get_typed<K>(&self, namespace: &str, name: &str) -> Option<K>
+    where
+        K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
+        let object = self.get(&ApiResource::erase::<K>(&()), namespace, name)?;
+        serde_json::to_value(object.as_ref())
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// Cached children of every kind that belong to the ClinicPlatform with `owner_uid`.
+    pub fn owned_by(
+        &self,
+        namespace: &str,
+        owner_uid: &str,
+    ) -> Vec<(ApiResource, Arc<DynamicObject>)> {
+        let mut out = Vec::new();
+        for (ar, store) in &self.children {
+            for object in store.state() {
+                let owned = object.metadata.namespace.as_deref() == Some(namespace)
+                    && object
+                        .owner_references()
+                        .iter()
+                        .any(|o| o.uid == owner_uid && o.controller == Some(true));
+                if owned {
+                    out.push((ar.clone(), object));
+                }
+            }
+        }
+        out
+    }
+
+    /// Cached metadata of a Secret.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+}

@@ -1,0 +1,82 @@
+//! `clinic-operator render` and `clinic-operator crd`: the operator's output with no cluster.
+
+use kube::CustomResourceExt;
+use serde::Deserialize;
+
+use crate::api::ClinicPlatform;
+use crate::build::{self, SecretValues};
+use crate::model::{self, InvalidSpec};
+
+/// Why a file could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("document {index}: not valid YAML for a ClinicPlatform: {source}")]
+    Parse {
+        index: usize,
+        source: serde_yaml::Error,
+    },
+    #[error("document {index} ({name}): {source}")]
+    Invalid {
+        index: usize,
+        name: String,
+        source: InvalidSpec,
+    },
+    #[error(
+        "document {index}: kind {kind:?} is not a ClinicPlatform (apiVersion clinic.audioprothese.fr/v1alpha1)"
+    )]
+    WrongKind { index: usize, kind: String },
+    #[error("cannot write YAML: {0}")]
+    Serialize(#[from] serde_yaml::Error),
+}
+
+/// The CRD as YAML (what `crds/clinicplatform.yaml` holds).
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&ClinicPlatform::crd())
+}
+
+/// Renders every object the operator would apply for the ClinicPlatforms in `input`
+/// (multi-document YAML). Objects without a namespace are rendered into `default_namespace`.
+/// Nothing is returned unless every document is valid.
+pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
+    let mut clinics = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
+        let index = index + 1;
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|source| RenderError::Parse { index, source })?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        if kind != "ClinicPlatform" || api_version != "clinic.audioprothese.fr/v1alpha1" {
+            return Err(RenderError::WrongKind { index, kind });
+        }
+        let mut cp: ClinicPlatform =
+            serde_yaml::from_value(value).map_err(|source| RenderError::Parse { index, source })?;
+        if cp.metadata.namespace.is_none() {
+            cp.metadata.namespace = Some(default_namespace.to_string());
+        }
+        let name = cp.metadata.name.clone().unwrap_or_default();
+        let clinic = model::validate(&cp).map_err(|source| RenderError::Invalid {
+            index,
+            name,
+            source,
+        })?;
+        clinics.push(clinic);
+    }
+    let mut out = String::new();
+    for clinic in &clinics {
+        for object in build::desired(clinic, &SecretValues::Placeholder) {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&object)?);
+        }
+    }
+    Ok(out)
+}

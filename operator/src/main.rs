@@ -92,21 +92,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(&format!("--log-filter: {e}")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -118,9 +109,7 @@ fn run(args: RunArgs) -> ExitCode {
 
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     use clinic_operator::{metrics::Metrics, reconcile, server};
-    let client = kube::Client::try_default()
-        .await
-        .context("no usable Kubernetes configuration")?;
+    let client = kube::Client::try_default().await.context("no usable Kubernetes configuration")?;
     let metrics = Arc::new(Metrics::new());
     let (caches, writers) = reconcile::observe::Caches::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -138,10 +127,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         caches.clone(),
         stopped(stop_rx.clone()),
     ));
-    let config = reconcile::RunConfig {
-        concurrency: args.concurrency,
-        instance: args.pod_name,
-    };
+    let config = reconcile::RunConfig { concurrency: args.concurrency, instance: args.pod_name };
     reconcile::run(client, config, metrics, caches, writers, stopped(stop_rx)).await;
     match server.await {
         Ok(result) => result.context("metrics server")?,
@@ -154,14 +140,13 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {},
             _ = term.recv() => {},

@@ -41,9 +41,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("clinic_operator");
         // 5 ms to ~20 s.
-        let reconcile_duration = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-        ]);
+        let reconcile_duration =
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0]);
         let reconciliations = Counter::default();
         let errors = Family::<ReasonLabel, Counter>::default();
         let drift = Family::<KindLabel, Counter>::default();
@@ -54,29 +53,14 @@ impl Metrics {
             reconcile_duration.clone(),
         );
         registry.register("reconciliations", "Reconciles run", reconciliations.clone());
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciles by reason",
-            errors.clone(),
-        );
+        registry.register("reconcile_errors", "Failed reconciles by reason", errors.clone());
         registry.register(
             "drift_corrections",
             "Children changed outside the operator and put back, by kind",
             drift.clone(),
         );
-        registry.register(
-            "api_writes",
-            "Write requests sent to the API server, by verb",
-            writes.clone(),
-        );
-        Self {
-            registry,
-            reconcile_duration,
-            reconciliations,
-            errors,
-            drift,
-            writes,
-        }
+        registry.register("api_writes", "Write requests sent to the API server, by verb", writes.clone());
+        Self { registry, reconcile_duration, reconciliations, errors, drift, writes }
     }
 
     pub fn observe_reconcile(&self, seconds: f64) {
@@ -85,30 +69,20 @@ impl Metrics {
     }
 
     pub fn record_error(&self, reason: &'static str) {
-        self.errors
-            .get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            })
-            .inc();
+        self.errors.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
     }
 
     pub fn record_drift(&self, kind: &str) {
-        self.drift
-            .get_or_create(&KindLabel { kind: kind.into() })
-            .inc();
+        self.drift.get_or_create(&KindLabel { kind: kind.into() }).inc();
     }
 
     pub fn record_write(&self, verb: &'static str) {
-        self.writes
-            .get_or_create(&VerbLabel { verb: verb.into() })
-            .inc();
+        self.writes.get_or_create(&VerbLabel { verb: verb.into() }).inc();
     }
 
     /// Total write requests of `verb` so far (tests and benchmarks read it).
     pub fn writes(&self, verb: &'static str) -> u64 {
-        self.writes
-            .get_or_create(&VerbLabel { verb: verb.into() })
-            .get()
+        self.writes.get_or_create(&VerbLabel { verb: verb.into() }).get()
     }
 
     /// The OpenMetrics text exposition.

@@ -24,10 +24,7 @@ pub struct InvalidSpec {
 
 impl InvalidSpec {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -107,10 +104,7 @@ impl Clinic {
     pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("app.kubernetes.io/instance".to_string(), self.name.clone()),
-            (
-                "app.kubernetes.io/component".to_string(),
-                component.label().to_string(),
-            ),
+            ("app.kubernetes.io/component".to_string(), component.label().to_string()),
         ])
     }
 
@@ -128,14 +122,8 @@ impl Clinic {
 
     pub fn admin_password(&self) -> SecretKey {
         match &self.spec.security.admin_password_secret_ref {
-            Some(r) => SecretKey {
-                secret: r.name.clone(),
-                key: r.key.clone(),
-            },
-            None => SecretKey {
-                secret: self.child_name("openmrs-admin"),
-                key: "password".into(),
-            },
+            Some(r) => SecretKey { secret: r.name.clone(), key: r.key.clone() },
+            None => SecretKey { secret: self.child_name("openmrs-admin"), key: "password".into() },
         }
     }
 
@@ -145,12 +133,7 @@ impl Clinic {
         if let Some(image) = override_image {
             return image.clone();
         }
-        let registry = self
-            .spec
-            .images
-            .registry
-            .as_deref()
-            .unwrap_or(DEFAULT_REGISTRY);
+        let registry = self.spec.images.registry.as_deref().unwrap_or(DEFAULT_REGISTRY);
         format!("{registry}/{path}:{tag}")
     }
 
@@ -184,22 +167,14 @@ impl Clinic {
     }
 
     pub fn database_image(&self) -> String {
-        self.image(
-            self.spec.database.image.as_ref(),
-            "library/mariadb",
-            &self.spec.database.version,
-        )
+        self.image(self.spec.database.image.as_ref(), "library/mariadb", &self.spec.database.version)
     }
 
     /// The URL users reach: the Ingress host over HTTPS, else the in-cluster gateway.
     pub fn url(&self) -> String {
         match &self.spec.ingress {
             Some(ingress) => format!("https://{}/openmrs/spa/home", ingress.host),
-            None => format!(
-                "http://{}.{}.svc/openmrs/spa/home",
-                self.child_name("gateway"),
-                self.namespace
-            ),
+            None => format!("http://{}.{}.svc/openmrs/spa/home", self.child_name("gateway"), self.namespace),
         }
     }
 
@@ -221,12 +196,9 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     if name.is_empty() {
         return Err(InvalidSpec::new("metadata.name", "is required"));
     }
-    let namespace = cp.namespace().ok_or_else(|| {
-        InvalidSpec::new(
-            "metadata.namespace",
-            "is required: ClinicPlatform is namespaced",
-        )
-    })?;
+    let namespace = cp
+        .namespace()
+        .ok_or_else(|| InvalidSpec::new("metadata.namespace", "is required: ClinicPlatform is namespaced"))?;
     check_dns_label("metadata.name", &name, 40)?;
     if let Err(errors) = cp.validate_cel() {
         return Err(cel_error(&errors.to_string()));
@@ -234,18 +206,9 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     let spec = &cp.spec;
 
     for (field, resources) in [
-        (
-            "spec.openmrs.backend.resources",
-            &spec.openmrs.backend.resources,
-        ),
-        (
-            "spec.openmrs.frontend.resources",
-            &spec.openmrs.frontend.resources,
-        ),
-        (
-            "spec.openmrs.gateway.resources",
-            &spec.openmrs.gateway.resources,
-        ),
+        ("spec.openmrs.backend.resources", &spec.openmrs.backend.resources),
+        ("spec.openmrs.frontend.resources", &spec.openmrs.frontend.resources),
+        ("spec.openmrs.gateway.resources", &spec.openmrs.gateway.resources),
         ("spec.database.resources", &spec.database.resources),
     ] {
         if let Some(r) = resources {
@@ -290,11 +253,7 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
 
 /// The CEL validator reports `path: message`; our messages already start with the field.
 fn cel_error(report: &str) -> InvalidSpec {
-    let first = report
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(report)
-        .trim();
+    let first = report.lines().find(|l| !l.trim().is_empty()).unwrap_or(report).trim();
     match first.split_once(": ") {
         Some((field, message)) if !field.contains(' ') => InvalidSpec::new(field, message),
         _ => InvalidSpec::new("spec", first),
@@ -304,9 +263,7 @@ fn cel_error(report: &str) -> InvalidSpec {
 fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSpec> {
     let ok = !value.is_empty()
         && value.len() <= max
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if ok {
@@ -314,9 +271,7 @@ fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSp
     } else {
         Err(InvalidSpec::new(
             field,
-            format!(
-                "must be a DNS label of at most {max} lower-case letters, digits and '-', got {value:?}"
-            ),
+            format!("must be a DNS label of at most {max} lower-case letters, digits and '-', got {value:?}"),
         ))
     }
 }
@@ -326,9 +281,7 @@ fn check_dns_subdomain(field: &str, value: &str) -> Result<(), InvalidSpec> {
         && value.len() <= 253
         && value.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
@@ -359,10 +312,7 @@ fn check_image(field: &str, image: &str) -> Result<(), InvalidSpec> {
     if let Some((_, digest)) = image.split_once('@') {
         let hex = digest.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(InvalidSpec::new(
-                field,
-                "a digest must be sha256: followed by 64 hex digits",
-            ));
+            return Err(InvalidSpec::new(field, "a digest must be sha256: followed by 64 hex digits"));
         }
     }
     Ok(())
@@ -382,10 +332,7 @@ fn check_requests_within_limits(
         let (Some(req), Some(lim)) = (quantity_value(&request.0), quantity_value(&limit.0)) else {
             return Err(InvalidSpec::new(
                 format!("{field}.{resource}"),
-                format!(
-                    "must be quantities such as 500m, 2 or 512Mi, got {:?} and {:?}",
-                    request.0, limit.0
-                ),
+                format!("must be quantities such as 500m, 2 or 512Mi, got {:?} and {:?}", request.0, limit.0),
             ));
         };
         if req > lim {

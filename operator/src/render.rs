@@ -11,16 +11,9 @@ use crate::model::{self, InvalidSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("document {index}: not valid YAML for a ClinicPlatform: {source}")]
-    Parse {
-        index: usize,
-        source: serde_yaml::Error,
-    },
+    Parse { index: usize, source: serde_yaml::Error },
     #[error("document {index} ({name}): {source}")]
-    Invalid {
-        index: usize,
-        name: String,
-        source: InvalidSpec,
-    },
+    Invalid { index: usize, name: String, source: InvalidSpec },
     #[error(
         "document {index}: kind {kind:?} is not a ClinicPlatform (apiVersion clinic.audioprothese.fr/v1alpha1)"
     )]
@@ -46,15 +39,8 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         if value.is_null() {
             continue;
         }
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let api_version = value
-            .get("apiVersion")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
         if kind != "ClinicPlatform" || api_version != "clinic.audioprothese.fr/v1alpha1" {
             return Err(RenderError::WrongKind { index, kind });
         }
@@ -64,11 +50,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             cp.metadata.namespace = Some(default_namespace.to_string());
         }
         let name = cp.metadata.name.clone().unwrap_or_default();
-        let clinic = model::validate(&cp).map_err(|source| RenderError::Invalid {
-            index,
-            name,
-            source,
-        })?;
+        let clinic = model::validate(&cp).map_err(|source| RenderError::Invalid { index, name, source })?;
         clinics.push(clinic);
     }
     let mut out = String::new();

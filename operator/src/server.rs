@@ -29,10 +29,7 @@ pub fn router(metrics: Arc<Metrics>, caches: Caches) -> Router {
 
 async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
 }
@@ -54,7 +51,5 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(metrics, caches))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(metrics, caches)).with_graceful_shutdown(shutdown).await
 }

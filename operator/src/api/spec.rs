@@ -216,12 +216,7 @@ pub struct WebComponentSpec {
 
 impl Default for WebComponentSpec {
     fn default() -> Self {
-        Self {
-            replicas: 2,
-            image: None,
-            resources: None,
-            placement: Placement::default(),
-        }
+        Self { replicas: 2, image: None, resources: None, placement: Placement::default() }
     }
 }
 
@@ -359,9 +354,7 @@ pub struct IssuerRef {
 }
 
 /// Kind of cert-manager issuer.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IssuerKind {
     /// A cluster-wide issuer.
     #[default]
@@ -390,11 +383,7 @@ pub struct AutoscalingSpec {
 
 impl Default for AutoscalingSpec {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            frontend: ScalingBounds::default(),
-            gateway: ScalingBounds::default(),
-        }
+        Self { enabled: true, frontend: ScalingBounds::default(), gateway: ScalingBounds::default() }
     }
 }
 
@@ -422,11 +411,7 @@ pub struct ScalingBounds {
 
 impl Default for ScalingBounds {
     fn default() -> Self {
-        Self {
-            min_replicas: 2,
-            max_replicas: 5,
-            target_cpu_utilization_percentage: 75,
-        }
+        Self { min_replicas: 2, max_replicas: 5, target_cpu_utilization_percentage: 75 }
     }
 }
 
@@ -473,9 +458,7 @@ pub struct EgressRule {
 }
 
 /// What deleting a ClinicPlatform does to its data.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Keep the PersistentVolumeClaims (and so the patient data).
     #[default]
@@ -507,18 +490,12 @@ pub struct ImageSettings {
 
 impl Default for ImageSettings {
     fn default() -> Self {
-        Self {
-            registry: None,
-            pull_secrets: Vec::new(),
-            pull_policy: PullPolicy::IfNotPresent,
-        }
+        Self { registry: None, pull_secrets: Vec::new(), pull_policy: PullPolicy::IfNotPresent }
     }
 }
 
 /// Image pull policy.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PullPolicy {
     /// Pull when the image is not on the node.
     #[default]
@@ -539,16 +516,10 @@ fn default_mariadb_version() -> String {
     "10.11".into()
 }
 fn default_backend_storage() -> StorageSpec {
-    StorageSpec {
-        size: "8Gi".into(),
-        storage_class_name: None,
-    }
+    StorageSpec { size: "8Gi".into(), storage_class_name: None }
 }
 fn default_database_storage() -> StorageSpec {
-    StorageSpec {
-        size: "10Gi".into(),
-        storage_class_name: None,
-    }
+    StorageSpec { size: "10Gi".into(), storage_class_name: None }
 }
 fn default_controller_namespace() -> String {
     "ingress-nginx".into()

@@ -69,11 +69,7 @@ pub fn pod_disruption_budgets(clinic: &Clinic) -> Vec<PodDisruptionBudget> {
     scalable(clinic)
         .into_iter()
         .filter(|(_, _, bounds, replicas)| {
-            let fewest = if clinic.spec.autoscaling.enabled {
-                bounds.min_replicas
-            } else {
-                *replicas
-            };
+            let fewest = if clinic.spec.autoscaling.enabled { bounds.min_replicas } else { *replicas };
             fewest >= 2
         })
         .map(|(component, name, _, _)| PodDisruptionBudget {

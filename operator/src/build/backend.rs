@@ -6,8 +6,8 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -48,11 +48,7 @@ pub fn services(clinic: &Clinic) -> Vec<Service> {
     }];
     if clinic.spec.openmrs.backend.clustering.is_some() {
         out.push(Service {
-            metadata: metadata(
-                clinic,
-                clinic.child_name("backend-cluster"),
-                Component::Backend,
-            ),
+            metadata: metadata(clinic, clinic.child_name("backend-cluster"), Component::Backend),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(clinic.selector_labels(Component::Backend)),
@@ -92,10 +88,7 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         env_from_secret("OMRS_ADMIN_USER_PASSWORD", &admin.secret, &admin.key),
         // Module upload from the web UI would let an admin run arbitrary code.
         env("OMRS_MODULE_WEB_ADMIN", "false"),
-        env(
-            "OMRS_ADD_DEMO_DATA",
-            if spec.demo_data { "true" } else { "false" },
-        ),
+        env("OMRS_ADD_DEMO_DATA", if spec.demo_data { "true" } else { "false" }),
         env("OMRS_INSTALL_METHOD", "auto"),
         env("OMRS_CREATE_TABLES", "true"),
         env("OMRS_AUTO_UPDATE_DATABASE", "true"),
@@ -109,10 +102,7 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     ];
     if let Some(clustering) = &spec.backend.clustering {
         vars.push(env("OMRS_SEARCH", "elasticsearch"));
-        vars.push(env(
-            "OMRS_SEARCH_ES_URIS",
-            clustering.elasticsearch_uris.clone(),
-        ));
+        vars.push(env("OMRS_SEARCH_ES_URIS", clustering.elasticsearch_uris.clone()));
     }
     vars
 }
@@ -147,10 +137,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         ]),
         resources: Some(resources(None, ("100m", "128Mi"), ("1", "256Mi"))),
         security_context: Some(security.clone()),
-        volume_mounts: Some(vec![
-            mount("openmrs-home", "/stage/openmrs"),
-            mount("tomcat", "/stage/tomcat"),
-        ]),
+        volume_mounts: Some(vec![mount("openmrs-home", "/stage/openmrs"), mount("tomcat", "/stage/tomcat")]),
         ..Default::default()
     };
     let mut mounts = vec![
@@ -165,11 +152,8 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         protocol: Some("TCP".into()),
         ..Default::default()
     }];
-    let mut volumes = vec![
-        empty_dir("openmrs-home", "4Gi"),
-        empty_dir("tomcat", "2Gi"),
-        empty_dir("tmp", "1Gi"),
-    ];
+    let mut volumes =
+        vec![empty_dir("openmrs-home", "4Gi"), empty_dir("tomcat", "2Gi"), empty_dir("tmp", "1Gi")];
     if let Some(clustering) = &spec.clustering {
         mounts.push(mount("attachments", "/openmrs/data/complex_obs"));
         volumes.push(Volume {
@@ -195,11 +179,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         image_pull_policy: Some(pull_policy(clinic)),
         ports: Some(ports),
         env: Some(environment(clinic)),
-        resources: Some(resources(
-            spec.resources.as_ref(),
-            ("1", "2Gi"),
-            ("4", "4Gi"),
-        )),
+        resources: Some(resources(spec.resources.as_ref(), ("1", "2Gi"), ("4", "4Gi"))),
         security_context: Some(security),
         // First start loads modules and runs Liquibase: upstream allows about 20 minutes.
         startup_probe: Some(http_probe("/openmrs/health/started", 10, 120)),

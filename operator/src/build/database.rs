@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -41,15 +41,8 @@ skip-name-resolve
 innodb_buffer_pool_size = 256M
 ";
     ConfigMap {
-        metadata: metadata(
-            clinic,
-            clinic.child_name("mariadb-config"),
-            Component::Database,
-        ),
-        data: Some(BTreeMap::from([(
-            "clinic.cnf".to_string(),
-            cnf.to_string(),
-        )])),
+        metadata: metadata(clinic, clinic.child_name("mariadb-config"), Component::Database),
+        data: Some(BTreeMap::from([("clinic.cnf".to_string(), cnf.to_string())])),
         ..Default::default()
     }
 }
@@ -78,9 +71,7 @@ pub fn service(clinic: &Clinic) -> Service {
 fn healthcheck(args: &[&str]) -> Option<ExecAction> {
     let mut command = vec!["healthcheck.sh".to_string()];
     command.extend(args.iter().map(|s| s.to_string()));
-    Some(ExecAction {
-        command: Some(command),
-    })
+    Some(ExecAction { command: Some(command) })
 }
 
 pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
@@ -107,11 +98,7 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             // Runs mariadb-upgrade when the server version changes.
             env("MARIADB_AUTO_UPGRADE", "1"),
         ]),
-        resources: Some(resources(
-            spec.resources.as_ref(),
-            ("500m", "512Mi"),
-            ("1", "1Gi"),
-        )),
+        resources: Some(resources(spec.resources.as_ref(), ("500m", "512Mi"), ("1", "1Gi"))),
         security_context: Some(container_security_context(UID)),
         // First start initialises the data directory: allow up to 10 minutes.
         startup_probe: Some(Probe {
@@ -227,10 +214,7 @@ pub(crate) fn claim_template(
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage_class.cloned(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(size.to_string()),
-                )])),
+                requests: Some(BTreeMap::from([("storage".to_string(), Quantity(size.to_string()))])),
                 ..Default::default()
             }),
             ..Default::default()

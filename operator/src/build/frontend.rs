@@ -4,9 +4,7 @@
 //! a read-only root filesystem, an init container copies the site into an emptyDir that the main
 //! container mounts over `/usr/share/nginx/html`, where the script may write.
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
     ServiceSpec, Sysctl,
@@ -48,10 +46,7 @@ pub fn service(clinic: &Clinic) -> Service {
 }
 
 pub(crate) fn unprivileged_ports() -> Vec<Sysctl> {
-    vec![Sysctl {
-        name: "net.ipv4.ip_unprivileged_port_start".into(),
-        value: "0".into(),
-    }]
+    vec![Sysctl { name: "net.ipv4.ip_unprivileged_port_start".into(), value: "0".into() }]
 }
 
 pub(crate) fn web_probe(port: IntOrString, path: &str, period: i32) -> Probe {
@@ -88,11 +83,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         name: "stage-site".into(),
         image: Some(image.clone()),
         image_pull_policy: Some(pull_policy(clinic)),
-        command: Some(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cp -a /usr/share/nginx/html/. /stage/".into(),
-        ]),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), "cp -a /usr/share/nginx/html/. /stage/".into()]),
         resources: Some(resources(None, ("50m", "32Mi"), ("500m", "128Mi"))),
         security_context: Some(container_security_context(UID)),
         volume_mounts: Some(vec![mount("site", "/stage")]),
@@ -114,11 +105,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             env("SPA_DEFAULT_LOCALE", clinic.spec.openmrs.locale.clone()),
             env("SPA_CONFIG_URLS", config_urls),
         ]),
-        resources: Some(resources(
-            spec.resources.as_ref(),
-            ("50m", "64Mi"),
-            ("500m", "256Mi"),
-        )),
+        resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
         readiness_probe: Some(web_probe(IntOrString::String("http".into()), "/", 10)),
         liveness_probe: Some(web_probe(IntOrString::String("http".into()), "/", 20)),
@@ -171,9 +158,5 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
 
 /// With an HPA the operator must not own `spec.replicas`, or every apply would fight it.
 pub(crate) fn replicas_unless_autoscaled(clinic: &Clinic, replicas: i32) -> Option<i32> {
-    if clinic.spec.autoscaling.enabled {
-        None
-    } else {
-        Some(replicas)
-    }
+    if clinic.spec.autoscaling.enabled { None } else { Some(replicas) }
 }

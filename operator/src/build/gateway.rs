@@ -146,15 +146,8 @@ http {{
 
 pub fn config_map(clinic: &Clinic) -> ConfigMap {
     ConfigMap {
-        metadata: metadata(
-            clinic,
-            clinic.child_name("gateway-nginx"),
-            Component::Gateway,
-        ),
-        data: Some(BTreeMap::from([(
-            "nginx.conf".to_string(),
-            nginx_conf(clinic),
-        )])),
+        metadata: metadata(clinic, clinic.child_name("gateway-nginx"), Component::Gateway),
+        data: Some(BTreeMap::from([("nginx.conf".to_string(), nginx_conf(clinic))])),
         ..Default::default()
     }
 }
@@ -207,22 +200,10 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
                 ..Default::default()
             },
         ]),
-        resources: Some(resources(
-            spec.resources.as_ref(),
-            ("50m", "64Mi"),
-            ("500m", "256Mi"),
-        )),
+        resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
-        readiness_probe: Some(web_probe(
-            IntOrString::String("health".into()),
-            "/healthz",
-            10,
-        )),
-        liveness_probe: Some(web_probe(
-            IntOrString::String("health".into()),
-            "/healthz",
-            20,
-        )),
+        readiness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 10)),
+        liveness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 20)),
         volume_mounts: Some(vec![
             read_only_mount("config", CONFIG_DIR),
             mount("cache", "/var/cache/nginx"),
@@ -243,10 +224,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         volumes: Some(vec![
             Volume {
                 name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_name,
-                    ..Default::default()
-                }),
+                config_map: Some(ConfigMapVolumeSource { name: config_name, ..Default::default() }),
                 ..Default::default()
             },
             empty_dir("cache", "64Mi"),

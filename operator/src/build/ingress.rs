@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, ServiceBackendPort,
 };
 
 use super::*;
@@ -14,22 +14,10 @@ use crate::api::IssuerKind;
 pub fn build(clinic: &Clinic) -> Option<Ingress> {
     let spec = clinic.spec.ingress.as_ref()?;
     let mut annotations = BTreeMap::from([
-        (
-            "nginx.ingress.kubernetes.io/ssl-redirect".to_string(),
-            "true".to_string(),
-        ),
-        (
-            "nginx.ingress.kubernetes.io/force-ssl-redirect".to_string(),
-            "true".to_string(),
-        ),
-        (
-            "nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(),
-            "300".to_string(),
-        ),
-        (
-            "nginx.ingress.kubernetes.io/proxy-body-size".to_string(),
-            "50m".to_string(),
-        ),
+        ("nginx.ingress.kubernetes.io/ssl-redirect".to_string(), "true".to_string()),
+        ("nginx.ingress.kubernetes.io/force-ssl-redirect".to_string(), "true".to_string()),
+        ("nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(), "300".to_string()),
+        ("nginx.ingress.kubernetes.io/proxy-body-size".to_string(), "50m".to_string()),
     ]);
     let secret_name = match (&spec.tls.secret_name, &spec.tls.issuer_ref) {
         (Some(secret), _) => secret.clone(),
@@ -63,10 +51,7 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
                         backend: IngressBackend {
                             service: Some(IngressServiceBackend {
                                 name: super::gateway::name(clinic),
-                                port: Some(ServiceBackendPort {
-                                    number: Some(80),
-                                    name: None,
-                                }),
+                                port: Some(ServiceBackendPort { number: Some(80), name: None }),
                             }),
                             resource: None,
                         },

@@ -15,8 +15,8 @@ pub mod secrets;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, LocalObjectReference, PodSecurityContext, ResourceRequirements,
-    SeccompProfile, SecurityContext, Sysctl, TopologySpreadConstraint,
+    Capabilities, Container, LocalObjectReference, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext, Sysctl, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -108,10 +108,7 @@ pub(crate) fn metadata(clinic: &Clinic, name: String, component: Component) -> O
 }
 
 pub(crate) fn selector(clinic: &Clinic, component: Component) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(clinic.selector_labels(component)),
-        ..Default::default()
-    }
+    LabelSelector { match_labels: Some(clinic.selector_labels(component)), ..Default::default() }
 }
 
 /// Pod-level security settings that pass Pod Security "restricted".
@@ -122,15 +119,8 @@ pub(crate) fn pod_security_context(uid: i64, sysctls: Vec<Sysctl>) -> PodSecurit
         run_as_group: Some(uid),
         fs_group: Some(uid),
         fs_group_change_policy: Some("OnRootMismatch".into()),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        sysctls: if sysctls.is_empty() {
-            None
-        } else {
-            Some(sysctls)
-        },
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        sysctls: if sysctls.is_empty() { None } else { Some(sysctls) },
         ..Default::default()
     }
 }
@@ -145,14 +135,8 @@ pub(crate) fn container_security_context(uid: i64) -> SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(uid),
         run_as_group: Some(uid),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -171,11 +155,7 @@ pub(crate) fn resources(
             ("memory".to_string(), Quantity(memory.to_string())),
         ])
     };
-    ResourceRequirements {
-        requests: Some(pair(requests)),
-        limits: Some(pair(limits)),
-        ..Default::default()
-    }
+    ResourceRequirements { requests: Some(pair(requests)), limits: Some(pair(limits)), ..Default::default() }
 }
 
 pub(crate) fn image_pull_secrets(clinic: &Clinic) -> Option<Vec<LocalObjectReference>> {
@@ -183,12 +163,7 @@ pub(crate) fn image_pull_secrets(clinic: &Clinic) -> Option<Vec<LocalObjectRefer
     if secrets.is_empty() {
         None
     } else {
-        Some(
-            secrets
-                .iter()
-                .map(|name| LocalObjectReference { name: name.clone() })
-                .collect(),
-        )
+        Some(secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect())
     }
 }
 
@@ -215,11 +190,7 @@ pub(crate) fn topology_spread(
 }
 
 pub(crate) fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    if map.is_empty() {
-        None
-    } else {
-        Some(map.clone())
-    }
+    if map.is_empty() { None } else { Some(map.clone()) }
 }
 
 pub(crate) fn non_empty_vec<T: Clone>(v: &[T]) -> Option<Vec<T>> {
@@ -235,19 +206,11 @@ pub fn hash_of<T: Serialize>(value: &T) -> String {
 
 /// An environment variable with a literal value.
 pub(crate) fn env(name: &str, value: impl Into<String>) -> k8s_openapi::api::core::v1::EnvVar {
-    k8s_openapi::api::core::v1::EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
+    k8s_openapi::api::core::v1::EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
 
 /// An environment variable read from a Secret key.
-pub(crate) fn env_from_secret(
-    name: &str,
-    secret: &str,
-    key: &str,
-) -> k8s_openapi::api::core::v1::EnvVar {
+pub(crate) fn env_from_secret(name: &str, secret: &str, key: &str) -> k8s_openapi::api::core::v1::EnvVar {
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
     EnvVar {
         name: name.into(),
@@ -294,9 +257,5 @@ pub(crate) fn read_only_mount(name: &str, path: &str) -> k8s_openapi::api::core:
 
 /// Every container of a pod gets the same hardening; used by tests and `render` checks.
 pub fn all_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<&Container> {
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .collect()
+    spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect()
 }

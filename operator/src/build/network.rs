@@ -14,34 +14,20 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::*;
 
 fn tcp(port: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(port)),
-        protocol: Some("TCP".into()),
-        end_port: None,
-    }
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
 }
 
 fn udp(port: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(port)),
-        protocol: Some("UDP".into()),
-        end_port: None,
-    }
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("UDP".into()), end_port: None }
 }
 
 fn pods_of(clinic: &Clinic, component: Component) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        pod_selector: Some(selector(clinic, component)),
-        ..Default::default()
-    }
+    NetworkPolicyPeer { pod_selector: Some(selector(clinic, component)), ..Default::default() }
 }
 
 fn namespace_named(name: &str) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_string(),
-            name.to_string(),
-        )])),
+        match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])),
         ..Default::default()
     }
 }
@@ -49,10 +35,7 @@ fn namespace_named(name: &str) -> LabelSelector {
 /// Every pod of the platform (all components share the instance label).
 fn platform_pods(clinic: &Clinic) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            "app.kubernetes.io/instance".to_string(),
-            clinic.name.clone(),
-        )])),
+        match_labels: Some(BTreeMap::from([("app.kubernetes.io/instance".to_string(), clinic.name.clone())])),
         ..Default::default()
     }
 }
@@ -76,30 +59,18 @@ fn policy(
 }
 
 fn from(peers: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
-    NetworkPolicyIngressRule {
-        from: Some(peers),
-        ports: Some(ports),
-    }
+    NetworkPolicyIngressRule { from: Some(peers), ports: Some(ports) }
 }
 
 fn to(peers: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyEgressRule {
-    NetworkPolicyEgressRule {
-        to: Some(peers),
-        ports: Some(ports),
-    }
+    NetworkPolicyEgressRule { to: Some(peers), ports: Some(ports) }
 }
 
 pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
     let backend_port = super::backend::PORT;
     let clustered = clinic.spec.openmrs.backend.clustering.is_some();
 
-    let default_deny = policy(
-        clinic,
-        "default-deny",
-        platform_pods(clinic),
-        vec![],
-        vec![],
-    );
+    let default_deny = policy(clinic, "default-deny", platform_pods(clinic), vec![], vec![]);
 
     let dns = policy(
         clinic,
@@ -110,10 +81,7 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
             vec![NetworkPolicyPeer {
                 namespace_selector: Some(namespace_named("kube-system")),
                 pod_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "k8s-app".to_string(),
-                        "kube-dns".to_string(),
-                    )])),
+                    match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -138,14 +106,8 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
         selector(clinic, Component::Gateway),
         gateway_ingress,
         vec![
-            to(
-                vec![pods_of(clinic, Component::Frontend)],
-                vec![tcp(super::frontend::PORT)],
-            ),
-            to(
-                vec![pods_of(clinic, Component::Backend)],
-                vec![tcp(backend_port)],
-            ),
+            to(vec![pods_of(clinic, Component::Frontend)], vec![tcp(super::frontend::PORT)]),
+            to(vec![pods_of(clinic, Component::Backend)], vec![tcp(backend_port)]),
         ],
     );
 
@@ -153,60 +115,35 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
         clinic,
         "frontend",
         selector(clinic, Component::Frontend),
-        vec![from(
-            vec![pods_of(clinic, Component::Gateway)],
-            vec![tcp(super::frontend::PORT)],
-        )],
+        vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(super::frontend::PORT)])],
         vec![],
     );
 
-    let mut backend_ingress = vec![from(
-        vec![pods_of(clinic, Component::Gateway)],
-        vec![tcp(backend_port)],
-    )];
-    let mut backend_egress = vec![to(
-        vec![pods_of(clinic, Component::Database)],
-        vec![tcp(super::database::PORT)],
-    )];
+    let mut backend_ingress = vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(backend_port)])];
+    let mut backend_egress =
+        vec![to(vec![pods_of(clinic, Component::Database)], vec![tcp(super::database::PORT)])];
     if clustered {
-        let jgroups: Vec<_> = super::backend::JGROUPS_PORTS
-            .iter()
-            .map(|p| tcp(*p))
-            .collect();
-        backend_ingress.push(from(
-            vec![pods_of(clinic, Component::Backend)],
-            jgroups.clone(),
-        ));
+        let jgroups: Vec<_> = super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect();
+        backend_ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
         backend_egress.push(to(vec![pods_of(clinic, Component::Backend)], jgroups));
     }
     for rule in &clinic.spec.security.extra_egress {
         backend_egress.push(to(
             vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: rule.cidr.clone(),
-                    except: None,
-                }),
+                ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
                 ..Default::default()
             }],
             vec![tcp(rule.port)],
         ));
     }
-    let backend = policy(
-        clinic,
-        "backend",
-        selector(clinic, Component::Backend),
-        backend_ingress,
-        backend_egress,
-    );
+    let backend =
+        policy(clinic, "backend", selector(clinic, Component::Backend), backend_ingress, backend_egress);
 
     let database = policy(
         clinic,
         "mariadb",
         selector(clinic, Component::Database),
-        vec![from(
-            vec![pods_of(clinic, Component::Backend)],
-            vec![tcp(super::database::PORT)],
-        )],
+        vec![from(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::database::PORT)])],
         vec![],
     );
 

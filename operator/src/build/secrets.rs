@@ -85,10 +85,8 @@ pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues
         .collect();
     let mut meta = metadata(clinic, generated.name.clone(), Component::Platform);
     // Velero restores Secrets with the namespace; keep them out of `kubectl apply --prune`.
-    meta.annotations = Some(BTreeMap::from([(
-        "clinic.audioprothese.fr/generated".to_string(),
-        "true".to_string(),
-    )]));
+    meta.annotations =
+        Some(BTreeMap::from([("clinic.audioprothese.fr/generated".to_string(), "true".to_string())]));
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
@@ -100,10 +98,7 @@ pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues
 
 /// All generated Secrets of `clinic`.
 pub fn build(clinic: &Clinic, values: &SecretValues) -> Vec<Secret> {
-    generated(clinic)
-        .iter()
-        .map(|g| secret(clinic, g, *values))
-        .collect()
+    generated(clinic).iter().map(|g| secret(clinic, g, *values)).collect()
 }
 
 /// A password from the operating system's CSPRNG.

@@ -9,7 +9,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::compare::converged;
+use super::compare::{converged, first_difference};
 use super::error::{Error, Result};
 use super::{Context, Notice};
 use crate::api::{DeletionPolicy, FIELD_MANAGER};
@@ -37,11 +37,7 @@ impl Applied {
 }
 
 fn key(object: &DynamicObject) -> (String, String) {
-    let kind = object
-        .types
-        .as_ref()
-        .map(|t| t.kind.clone())
-        .unwrap_or_default();
+    let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
     (kind, object.name_any())
 }
 
@@ -53,11 +49,7 @@ fn api_resource(object: &DynamicObject) -> Option<ApiResource> {
 }
 
 /// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
-pub async fn ensure_secrets(
-    ctx: &Context,
-    clinic: &Clinic,
-    notices: &mut Vec<Notice>,
-) -> Result<usize> {
+pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic, notices: &mut Vec<Notice>) -> Result<usize> {
     let mut created = 0;
     for generated in secrets::generated(clinic) {
         match ctx.caches.secret(&clinic.namespace, &generated.name) {
@@ -65,10 +57,7 @@ pub async fn ensure_secrets(
             None => {
                 if create_secret(ctx, clinic, &generated).await? {
                     created += 1;
-                    notices.push(Notice::normal(
-                        "Created",
-                        format!("Secret {} generated", generated.name),
-                    ));
+                    notices.push(Notice::normal("Created", format!("Secret {} generated", generated.name)));
                 }
             }
         }
@@ -87,11 +76,7 @@ fn secret_owner_references(
     }
 }
 
-async fn create_secret(
-    ctx: &Context,
-    clinic: &Clinic,
-    generated: &GeneratedSecret,
-) -> Result<bool> {
+async fn create_secret(ctx: &Context, clinic: &Clinic, generated: &GeneratedSecret) -> Result<bool> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
     // The cache may lag; and a restored namespace brings its Secrets back. Look before creating.
     match api.get_metadata_opt(&generated.name).await {
@@ -101,30 +86,20 @@ async fn create_secret(
         }
         Ok(None) => {}
         Err(source) => {
-            return Err(Error::Read {
-                what: format!("Secret {}", generated.name),
-                source,
-            });
+            return Err(Error::Read { what: format!("Secret {}", generated.name), source });
         }
     }
     // Credentials for a database that already holds data cannot be invented again.
     let claim = format!("data-{}-0", crate::build::database::name(clinic));
     if generated.name == clinic.db_credentials_secret() {
-        let pvcs: Api<PersistentVolumeClaim> =
-            Api::namespaced(ctx.client.clone(), &clinic.namespace);
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
         match pvcs.get_metadata_opt(&claim).await {
             Ok(Some(_)) => {
-                return Err(Error::CredentialsLost {
-                    secret: generated.name.clone(),
-                    claim,
-                });
+                return Err(Error::CredentialsLost { secret: generated.name.clone(), claim });
             }
             Ok(None) => {}
             Err(source) => {
-                return Err(Error::Read {
-                    what: format!("PersistentVolumeClaim {claim}"),
-                    source,
-                });
+                return Err(Error::Read { what: format!("PersistentVolumeClaim {claim}"), source });
             }
         }
     }
@@ -132,13 +107,7 @@ async fn create_secret(
     secret.metadata.owner_references = Some(secret_owner_references(clinic));
     ctx.metrics.record_write("create");
     match api
-        .create(
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &secret,
-        )
+        .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret)
         .await
     {
         Ok(_) => {
@@ -147,10 +116,7 @@ async fn create_secret(
         }
         // Created between our look and our create (another replica, a restore): keep theirs.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::CreateSecret {
-            name: generated.name.clone(),
-            source,
-        }),
+        Err(source) => Err(Error::CreateSecret { name: generated.name.clone(), source }),
     }
 }
 
@@ -165,20 +131,11 @@ async fn adopt_secret(
     let owners = secret_owner_references(clinic);
     let live_labels = live.labels.clone().unwrap_or_default();
     let labels_ok = labels.iter().all(|(k, v)| live_labels.get(k) == Some(v));
-    let live_owner_uids: BTreeSet<&str> = live
-        .owner_references
-        .iter()
-        .flatten()
-        .map(|o| o.uid.as_str())
-        .collect();
-    let owners_ok = owners
-        .iter()
-        .all(|o| live_owner_uids.contains(o.uid.as_str()))
+    let live_owner_uids: BTreeSet<&str> =
+        live.owner_references.iter().flatten().map(|o| o.uid.as_str()).collect();
+    let owners_ok = owners.iter().all(|o| live_owner_uids.contains(o.uid.as_str()))
         && (clinic.spec.deletion_policy == DeletionPolicy::Delete
-            || clinic
-                .owner
-                .as_ref()
-                .is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));
+            || clinic.owner.as_ref().is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));
     if labels_ok && owners_ok {
         return Ok(());
     }
@@ -194,17 +151,9 @@ async fn adopt_secret(
     });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
     ctx.metrics.record_write("apply");
-    api.patch(
-        &generated.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind: "Secret".into(),
-        name: generated.name.clone(),
-        source,
-    })?;
+    api.patch(&generated.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Apply { kind: "Secret".into(), name: generated.name.clone(), source })?;
     debug!(secret = %generated.name, "adopted existing Secret");
     Ok(())
 }
@@ -212,11 +161,7 @@ async fn adopt_secret(
 /// StatefulSet volume claim templates cannot change once created. Keep the live ones and say so,
 /// rather than have every apply refused.
 fn keep_immutable_fields(desired: &mut Value, live: &DynamicObject, notices: &mut Vec<Notice>) {
-    let Some(live_templates) = live
-        .data
-        .get("spec")
-        .and_then(|s| s.get("volumeClaimTemplates"))
-    else {
+    let Some(live_templates) = live.data.get("spec").and_then(|s| s.get("volumeClaimTemplates")) else {
         return;
     };
     let Some(spec) = desired.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -225,10 +170,7 @@ fn keep_immutable_fields(desired: &mut Value, live: &DynamicObject, notices: &mu
     let Some(wanted) = spec.get("volumeClaimTemplates") else {
         return;
     };
-    if converged(
-        &json!({ "kind": "", "t": wanted }),
-        &json!({ "kind": "", "t": live_templates }),
-    ) {
+    if converged(&json!({ "kind": "", "t": wanted }), &json!({ "kind": "", "t": live_templates })) {
         return;
     }
     notices.push(Notice::warning(
@@ -257,6 +199,8 @@ pub async fn apply_children(
     notices: &mut Vec<Notice>,
 ) -> Result<Applied> {
     let mut applied = Applied::default();
+    // One refused child must not keep the others from being put right: go on, report the first.
+    let mut first_error = None;
     for object in desired {
         let Some(ar) = api_resource(object) else {
             continue;
@@ -265,10 +209,8 @@ pub async fn apply_children(
             continue;
         }
         let name = object.name_any();
-        let mut value = serde_json::to_value(object).map_err(|source| Error::Serialize {
-            what: format!("{} {name}", ar.kind),
-            source,
-        })?;
+        let mut value = serde_json::to_value(object)
+            .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
         let hash = hash_of(&value);
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
@@ -277,33 +219,22 @@ pub async fn apply_children(
             }
         }
         let live = ctx.caches.get(&ar, &clinic.namespace, &name);
+        let mut drifted_field = None;
         if let Some(live) = &live {
             if ar.kind == "StatefulSet" {
                 keep_immutable_fields(&mut value, live, notices);
             }
-            let live_value =
-                serde_json::to_value(live.as_ref()).map_err(|source| Error::Serialize {
-                    what: format!("{} {name}", ar.kind),
-                    source,
-                })?;
-            if converged(&value, &live_value) {
-                continue;
+            let live_value = serde_json::to_value(live.as_ref())
+                .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
+            match first_difference(&value, &live_value) {
+                None => continue,
+                Some(path) => drifted_field = Some(path),
             }
         }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
-        ctx.metrics.record_write("apply");
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&value),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: ar.kind.clone(),
-            name: name.clone(),
-            source,
-        })?;
+        if let Err(e) = write_child(ctx, clinic, &ar, &name, &value, live.is_some()).await {
+            first_error.get_or_insert(e);
+            continue;
+        }
         match live {
             None => {
                 applied.created += 1;
@@ -312,10 +243,11 @@ pub async fn apply_children(
             Some(live) if live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash) => {
                 applied.drift_corrected += 1;
                 ctx.metrics.record_drift(&ar.kind);
-                warn!(kind = %ar.kind, %name, "reverted a change made outside the operator");
+                let field = drifted_field.unwrap_or_default();
+                warn!(kind = %ar.kind, %name, %field, "reverted a change made outside the operator");
                 notices.push(Notice::warning(
                     "DriftCorrected",
-                    format!("{} {name} was changed outside the operator; its declared state was put back", ar.kind),
+                    format!("{} {name}: {field} was changed outside the operator and put back", ar.kind),
                 ));
             }
             Some(_) => {
@@ -325,18 +257,55 @@ pub async fn apply_children(
         }
     }
     if applied.created > 0 {
-        notices.push(Notice::normal(
-            "Created",
-            format!("created {} objects", applied.created),
-        ));
+        notices.push(Notice::normal("Created", format!("created {} objects", applied.created)));
     }
     if applied.updated > 0 {
-        notices.push(Notice::normal(
-            "Updated",
-            format!("updated {} objects to the new spec", applied.updated),
-        ));
+        notices
+            .push(Notice::normal("Updated", format!("updated {} objects to the new spec", applied.updated)));
     }
-    Ok(applied)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(applied),
+    }
+}
+
+/// Server-side apply; if the result still differs from what we declare (server-side apply keeps
+/// list entries and fields that another manager added) or the apply is refused because of such
+/// entries, a JSON merge patch replaces our lists wholesale.
+async fn write_child(
+    ctx: &Context,
+    clinic: &Clinic,
+    ar: &ApiResource,
+    name: &str,
+    value: &Value,
+    exists: bool,
+) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, ar);
+    let fail = |source| Error::Apply { kind: ar.kind.clone(), name: name.to_string(), source };
+    ctx.metrics.record_write("apply");
+    match api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value)).await {
+        Ok(result) => {
+            let after = serde_json::to_value(&result)
+                .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
+            if converged(value, &after) {
+                return Ok(());
+            }
+        }
+        Err(kube::Error::Api(status)) if exists && status.code == 422 => {
+            debug!(kind = %ar.kind, %name, message = %status.message, "apply refused; replacing lists with a merge patch");
+        }
+        Err(source) => return Err(fail(source)),
+    }
+    let mut body = value.clone();
+    if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+        // Immutable once created.
+        spec.remove("volumeClaimTemplates");
+        spec.remove("selector");
+    }
+    ctx.metrics.record_write("merge");
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(name, &params, &Patch::Merge(&body)).await.map_err(fail)?;
+    Ok(())
 }
 
 /// Deletes children this ClinicPlatform owns that are no longer desired (e.g. the Ingress after
@@ -358,18 +327,13 @@ pub async fn prune(
         if wanted.contains(&(ar.kind.clone(), name.clone())) {
             continue;
         }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
         ctx.metrics.record_write("delete");
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => {
-                return Err(Error::Prune {
-                    kind: ar.kind.clone(),
-                    name,
-                    source,
-                });
+                return Err(Error::Prune { kind: ar.kind.clone(), name, source });
             }
         }
         pruned += 1;
@@ -378,10 +342,7 @@ pub async fn prune(
     for (kind, names) in by_kind {
         notices.push(Notice::normal(
             "Pruned",
-            format!(
-                "deleted {kind} {} (no longer in the spec)",
-                names.join(", ")
-            ),
+            format!("deleted {kind} {} (no longer in the spec)", names.join(", ")),
         ));
     }
     Ok(pruned)

@@ -14,26 +14,57 @@ const EXACT_KEYS: &[&str] = &["securityContext"];
 
 /// Whether `live` carries every field of `desired` (see the module docs).
 pub fn converged(desired: &Value, live: &Value) -> bool {
+    first_difference(desired, live).is_none()
+}
+
+/// The path of the first field where `live` differs from `desired` (e.g.
+/// `spec.template.spec.containers[0].securityContext`), or `None` when converged.
+pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
     let exact_spec = desired.get("kind").and_then(Value::as_str) == Some("NetworkPolicy");
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(key, dv)| {
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(key, dv)| {
             let lv = l.get(key).unwrap_or(&Value::Null);
-            if exact_spec && key == "spec" {
-                exact(dv, lv)
-            } else {
-                subset(key, dv, lv)
-            }
+            let same = if exact_spec && key == "spec" { exact(dv, lv) } else { subset(key, dv, lv) };
+            if same { None } else { Some(deepest(key.clone(), dv, lv)) }
         }),
-        _ => false,
+        _ => Some(String::new()),
     }
 }
 
+/// Narrows a differing subtree down to its first differing leaf, for messages.
+fn deepest(path: String, desired: &Value, live: &Value) -> String {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => {
+            for (k, dv) in d {
+                let lv = l.get(k).unwrap_or(&Value::Null);
+                if !subset(k, dv, lv) {
+                    return deepest(format!("{path}.{k}"), dv, lv);
+                }
+            }
+            path
+        }
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
+            for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                if !subset("", dv, lv) {
+                    return deepest(format!("{path}[{i}]"), dv, lv);
+                }
+            }
+            path
+        }
+        _ => path,
+    }
+}
+
+/// Values the API server omits when it writes an object back (Go `omitempty`): absent and
+/// these mean the same.
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
-        _ => false,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
     }
 }
 
@@ -41,14 +72,13 @@ fn subset(key: &str, desired: &Value, live: &Value) -> bool {
     if EXACT_KEYS.contains(&key) {
         return exact(desired, live);
     }
-    if is_empty(desired) {
-        // The server drops empty lists and maps: absent and empty mean the same.
+    if is_empty(desired) && live.is_null() {
         return true;
     }
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| subset(k, dv, l.get(k).unwrap_or(&Value::Null))),
+        (Value::Object(d), Value::Object(l)) => {
+            d.iter().all(|(k, dv)| subset(k, dv, l.get(k).unwrap_or(&Value::Null)))
+        }
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| subset("", dv, lv))
         }
@@ -61,12 +91,8 @@ fn subset(key: &str, desired: &Value, live: &Value) -> bool {
 fn exact(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => {
-            let keys_ok = l
-                .iter()
-                .all(|(k, lv)| is_empty(lv) || d.get(k).is_some_and(|dv| !is_empty(dv)));
-            keys_ok
-                && d.iter()
-                    .all(|(k, dv)| exact(dv, l.get(k).unwrap_or(&Value::Null)))
+            let keys_ok = l.iter().all(|(k, lv)| is_empty(lv) || d.get(k).is_some_and(|dv| !is_empty(dv)));
+            keys_ok && d.iter().all(|(k, dv)| exact(dv, l.get(k).unwrap_or(&Value::Null)))
         }
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| exact(dv, lv))
@@ -119,22 +145,17 @@ mod tests {
 
     #[test]
     fn an_added_field_in_a_security_context_is_drift() {
-        let desired =
-            json!({"kind": "Deployment", "spec": {"securityContext": {"runAsNonRoot": true}}});
+        let desired = json!({"kind": "Deployment", "spec": {"securityContext": {"runAsNonRoot": true}}});
         let weakened = json!({"kind": "Deployment", "spec": {"securityContext": {"runAsNonRoot": true, "capabilities": {"add": ["NET_ADMIN"]}}}});
         assert!(!converged(&desired, &weakened));
-        let same =
-            json!({"kind": "Deployment", "spec": {"securityContext": {"runAsNonRoot": true}}});
+        let same = json!({"kind": "Deployment", "spec": {"securityContext": {"runAsNonRoot": true}}});
         assert!(converged(&desired, &same));
     }
 
     #[test]
     fn a_removed_label_is_drift_an_added_one_is_not() {
         let desired = json!({"kind": "Service", "metadata": {"labels": {"a": "1"}}});
-        assert!(!converged(
-            &desired,
-            &json!({"kind": "Service", "metadata": {"labels": {}}})
-        ));
+        assert!(!converged(&desired, &json!({"kind": "Service", "metadata": {"labels": {}}})));
         assert!(converged(
             &desired,
             &json!({"kind": "Service", "metadata": {"labels": {"a": "1", "b": "2"}}})
@@ -142,11 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn omitted_zero_values_match_absent_ones() {
+        let desired = json!({"kind": "Service", "spec": {"publishNotReadyAddresses": false, "env": [{"name": "A", "value": ""}]}});
+        let live = json!({"kind": "Service", "spec": {"env": [{"name": "A"}]}});
+        assert!(converged(&desired, &live));
+        let flipped =
+            json!({"kind": "Service", "spec": {"publishNotReadyAddresses": true, "env": [{"name": "A"}]}});
+        assert!(!converged(&desired, &flipped));
+    }
+
+    #[test]
     fn numbers_compare_by_value() {
         let desired = json!({"kind": "X", "spec": {"n": 1}});
-        assert!(converged(
-            &desired,
-            &json!({"kind": "X", "spec": {"n": 1.0}})
-        ));
+        assert!(converged(&desired, &json!({"kind": "X", "spec": {"n": 1.0}})));
     }
 }

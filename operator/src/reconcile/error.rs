@@ -11,19 +11,11 @@ pub enum Error {
 
     /// A server-side apply of a child was refused.
     #[error("applying {kind} {name}: {source}")]
-    Apply {
-        kind: String,
-        name: String,
-        source: kube::Error,
-    },
+    Apply { kind: String, name: String, source: kube::Error },
 
     /// A child that is no longer wanted could not be deleted.
     #[error("deleting {kind} {name}: {source}")]
-    Prune {
-        kind: String,
-        name: String,
-        source: kube::Error,
-    },
+    Prune { kind: String, name: String, source: kube::Error },
 
     /// A generated Secret could not be created.
     #[error("creating Secret {name}: {source}")]
@@ -46,10 +38,7 @@ pub enum Error {
 
     /// An object could not be (de)serialised.
     #[error("serialising {what}: {source}")]
-    Serialize {
-        what: String,
-        source: serde_json::Error,
-    },
+    Serialize { what: String, source: serde_json::Error },
 }
 
 impl Error {

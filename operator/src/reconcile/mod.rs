@@ -44,18 +44,10 @@ pub struct Notice {
 
 impl Notice {
     pub fn normal(reason: &'static str, message: String) -> Self {
-        Self {
-            type_: EventType::Normal,
-            reason,
-            message,
-        }
+        Self { type_: EventType::Normal, reason, message }
     }
     pub fn warning(reason: &'static str, message: String) -> Self {
-        Self {
-            type_: EventType::Warning,
-            reason,
-            message,
-        }
+        Self { type_: EventType::Warning, reason, message }
     }
 }
 
@@ -69,16 +61,8 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        caches: Caches,
-        metrics: Arc<Metrics>,
-        instance: Option<String>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance,
-        };
+    pub fn new(client: Client, caches: Caches, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -103,20 +87,12 @@ impl Context {
     }
 }
 
-fn object_key(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
 /// Reconciles one ClinicPlatform (or reports why it cannot be read).
-pub async fn reconcile(
-    object: Arc<DeserializeGuard<ClinicPlatform>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
+pub async fn reconcile(object: Arc<DeserializeGuard<ClinicPlatform>>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = match &object.0 {
         Ok(cp) => {
@@ -129,8 +105,7 @@ pub async fn reconcile(
             report_unreadable(invalid, &ctx).instrument(span).await
         }
     };
-    ctx.metrics
-        .observe_reconcile(started.elapsed().as_secs_f64());
+    ctx.metrics.observe_reconcile(started.elapsed().as_secs_f64());
     if result.is_ok() {
         let meta = match &object.0 {
             Ok(cp) => &cp.metadata,
@@ -172,22 +147,14 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         Ok(clinic) => clinic,
         Err(invalid) => {
             let error = Error::InvalidSpec(invalid);
-            let conditions = status::unreadable(
-                &error.to_string(),
-                cp.metadata.generation,
-                previous_conditions(cp),
-            );
+            let conditions =
+                status::unreadable(&error.to_string(), cp.metadata.generation, previous_conditions(cp));
             let mut new_status = cp.status.clone().unwrap_or_default();
             new_status.observed_generation = cp.metadata.generation;
             merge_conditions(&mut new_status, conditions);
             if status::differs(cp.status.as_ref(), &new_status) {
                 write_status(ctx, cp, &new_status).await?;
-                apply::publish(
-                    ctx,
-                    &reference,
-                    &[Notice::warning(error.reason(), error.to_string())],
-                )
-                .await;
+                apply::publish(ctx, &reference, &[Notice::warning(error.reason(), error.to_string())]).await;
             }
             info!(error = %error, "spec rejected; nothing applied");
             return Err(error);
@@ -215,11 +182,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
 }
 
 /// Secrets first (the workloads reference them), then every other child, then prune.
-async fn converge(
-    ctx: &Context,
-    clinic: &Clinic,
-    notices: &mut Vec<Notice>,
-) -> Result<apply::Applied> {
+async fn converge(ctx: &Context, clinic: &Clinic, notices: &mut Vec<Notice>) -> Result<apply::Applied> {
     let created_secrets = apply::ensure_secrets(ctx, clinic, notices).await?;
     let desired = build::desired(clinic, &SecretValues::Placeholder);
     let mut applied = apply::apply_children(ctx, clinic, &desired, notices).await?;
@@ -252,10 +215,7 @@ fn observe_state(
             let Some(live) = ctx.caches.get(&policy_kind, ns, &wanted.name_any()) else {
                 return false;
             };
-            match (
-                serde_json::to_value(wanted),
-                serde_json::to_value(live.as_ref()),
-            ) {
+            match (serde_json::to_value(wanted), serde_json::to_value(live.as_ref())) {
                 (Ok(w), Ok(l)) => compare::converged(&w, &l),
                 _ => false,
             }
@@ -268,19 +228,13 @@ fn observe_state(
         gateway: deploy(build::gateway::name(clinic)),
         network_policies_enforced,
         changed: outcome.as_ref().is_ok_and(|a| a.changed_anything()),
-        error: outcome
-            .as_ref()
-            .err()
-            .map(|e| (e.reason().to_string(), e.to_string())),
+        error: outcome.as_ref().err().map(|e| (e.reason().to_string(), e.to_string())),
         paused: clinic.spec.paused,
     }
 }
 
 fn previous_conditions(cp: &ClinicPlatform) -> &[crate::api::Condition] {
-    cp.status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default()
+    cp.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
 }
 
 fn merge_conditions(status: &mut ClinicPlatformStatus, conditions: Vec<crate::api::Condition>) {
@@ -292,26 +246,17 @@ fn merge_conditions(status: &mut ClinicPlatformStatus, conditions: Vec<crate::ap
     }
 }
 
-async fn write_status(
-    ctx: &Context,
-    cp: &ClinicPlatform,
-    status: &ClinicPlatformStatus,
-) -> Result<()> {
-    let api: Api<ClinicPlatform> =
-        Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
+async fn write_status(ctx: &Context, cp: &ClinicPlatform, status: &ClinicPlatformStatus) -> Result<()> {
+    let api: Api<ClinicPlatform> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": ClinicPlatform::api_version(&()),
         "kind": ClinicPlatform::kind(&()),
         "status": status,
     });
     ctx.metrics.record_write("status");
-    api.patch_status(
-        &cp.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
     Ok(())
 }
 
@@ -327,24 +272,17 @@ async fn report_unreadable(
     };
     let message = format!("spec cannot be read: {}", invalid.error);
     let conditions = status::unreadable(&message, meta.generation, &[]);
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        ctx.client.clone(),
-        &namespace,
-        &ApiResource::erase::<ClinicPlatform>(&()),
-    );
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ApiResource::erase::<ClinicPlatform>(&()));
     let patch = json!({
         "apiVersion": ClinicPlatform::api_version(&()),
         "kind": ClinicPlatform::kind(&()),
         "status": { "observedGeneration": meta.generation, "conditions": conditions },
     });
     ctx.metrics.record_write("status");
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
     let reference = ObjectReference {
         api_version: Some(ClinicPlatform::api_version(&()).into()),
         kind: Some(ClinicPlatform::kind(&()).into()),
@@ -362,11 +300,7 @@ async fn report_unreadable(
 fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<DeserializeGuard<ClinicPlatform>>> {
     let meta = child.meta();
     let namespace = meta.namespace.as_deref()?;
-    let by_label = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("app.kubernetes.io/instance"))
-        .cloned();
+    let by_label = meta.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/instance")).cloned();
     let by_owner = || {
         meta.owner_references
             .iter()
@@ -397,27 +331,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let clinics = Api::<DeserializeGuard<ClinicPlatform>>::all(client.clone());
-    let children_config = watcher::Config::default()
-        .labels(&observe::managed_selector())
-        .any_semantic();
+    let children_config = watcher::Config::default().labels(&observe::managed_selector()).any_semantic();
     let mut controller = Controller::new(clinics, watcher::Config::default().any_semantic());
     for (ar, writer) in writers.children {
         let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
         let stream = watcher(api, children_config.clone())
-            .modify(|o| o.managed_fields_mut().clear())
+            // List items carry no apiVersion/kind; the comparison with desired objects needs them.
+            .modify(move |o| {
+                o.managed_fields_mut().clear();
+                o.types = Some(types.clone());
+            })
             .default_backoff()
             .reflect(writer)
             .touched_objects();
         controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
     }
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        children_config,
-    )
-    .modify(|o| o.managed_fields_mut().clear())
-    .default_backoff()
-    .reflect(writers.secrets)
-    .touched_objects();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), children_config)
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff()
+        .reflect(writers.secrets)
+        .touched_objects();
     controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
 
     {

@@ -63,18 +63,9 @@ impl Caches {
             writers.push((ar, writer));
         }
         let secrets_writer: Writer<PartialObjectMeta<Secret>> = Writer::default();
-        let caches = Caches {
-            children,
-            secrets: secrets_writer.as_reader(),
-            ready: Arc::new(AtomicBool::new(false)),
-        };
-        (
-            caches,
-            CacheWriters {
-                children: writers,
-                secrets: secrets_writer,
-            },
-        )
+        let caches =
+            Caches { children, secrets: secrets_writer.as_reader(), ready: Arc::new(AtomicBool::new(false)) };
+        (caches, CacheWriters { children: writers, secrets: secrets_writer })
     }
 
     /// Waits until every cache has listed once. Until then a missing object may only be missing
@@ -98,10 +89,7 @@ impl Caches {
     }
 
     fn store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
-        self.children
-            .iter()
-            .find(|(kind, _)| kind == ar)
-            .map(|(_, s)| s)
+        self.children.iter().find(|(kind, _)| kind == ar).map(|(_, s)| s)
     }
 
     /// The cached child of kind `ar`.
@@ -116,17 +104,11 @@ impl Caches {
         K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
     {
         let object = self.get(&ApiResource::erase::<K>(&()), namespace, name)?;
-        serde_json::to_value(object.as_ref())
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
+        serde_json::to_value(object.as_ref()).ok().and_then(|v| serde_json::from_value(v).ok())
     }
 
     /// Cached children of every kind that belong to the ClinicPlatform with `owner_uid`.
-    pub fn owned_by(
-        &self,
-        namespace: &str,
-        owner_uid: &str,
-    ) -> Vec<(ApiResource, Arc<DynamicObject>)> {
+    pub fn owned_by(&self, namespace: &str, owner_uid: &str) -> Vec<(ApiResource, Arc<DynamicObject>)> {
         let mut out = Vec::new();
         for (ar, store) in &self.children {
             for object in store.state() {

@@ -41,10 +41,7 @@ impl WorkloadState {
         } else if !self.current {
             format!("{} has not observed its newest spec yet", self.name)
         } else {
-            format!(
-                "{}: {}/{} ready, {} updated",
-                self.name, self.ready, self.desired, self.updated
-            )
+            format!("{}: {}/{} ready, {} updated", self.name, self.ready, self.desired, self.updated)
         }
     }
 
@@ -81,14 +78,7 @@ impl WorkloadState {
     }
 
     fn missing(name: String) -> Self {
-        Self {
-            name,
-            exists: false,
-            desired: 0,
-            ready: 0,
-            updated: 0,
-            current: false,
-        }
+        Self { name, exists: false, desired: 0, ready: 0, updated: 0, current: false }
     }
 }
 
@@ -109,13 +99,7 @@ pub struct Observed {
     pub paused: bool,
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -138,54 +122,21 @@ pub fn compute(
     let openmrs_ready = openmrs_parts.iter().all(|w| w.is_ready());
 
     let database = if database_ready {
-        condition(
-            DATABASE_READY,
-            true,
-            "Ready",
-            observed.database.describe(),
-            generation,
-        )
+        condition(DATABASE_READY, true, "Ready", observed.database.describe(), generation)
     } else {
-        condition(
-            DATABASE_READY,
-            false,
-            "NotReady",
-            observed.database.describe(),
-            generation,
-        )
+        condition(DATABASE_READY, false, "NotReady", observed.database.describe(), generation)
     };
-    let not_ready: Vec<String> = openmrs_parts
-        .iter()
-        .filter(|w| !w.is_ready())
-        .map(|w| w.describe())
-        .collect();
+    let not_ready: Vec<String> =
+        openmrs_parts.iter().filter(|w| !w.is_ready()).map(|w| w.describe()).collect();
     let openmrs = if openmrs_ready {
-        condition(
-            OPENMRS_READY,
-            true,
-            "Ready",
-            "backend, frontend and gateway are ready".into(),
-            generation,
-        )
+        condition(OPENMRS_READY, true, "Ready", "backend, frontend and gateway are ready".into(), generation)
     } else {
-        condition(
-            OPENMRS_READY,
-            false,
-            "NotReady",
-            not_ready.join("; "),
-            generation,
-        )
+        condition(OPENMRS_READY, false, "NotReady", not_ready.join("; "), generation)
     };
 
     let degraded = match &observed.error {
         Some((reason, message)) => condition(DEGRADED, true, reason, message.clone(), generation),
-        None => condition(
-            DEGRADED,
-            false,
-            "AsExpected",
-            "no errors".into(),
-            generation,
-        ),
+        None => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
     };
 
     let progressing = if observed.paused {
@@ -197,13 +148,7 @@ pub fn compute(
             generation,
         )
     } else if observed.error.is_some() {
-        condition(
-            PROGRESSING,
-            false,
-            "Blocked",
-            "see the Degraded condition".into(),
-            generation,
-        )
+        condition(PROGRESSING, false, "Blocked", "see the Degraded condition".into(), generation)
     } else if observed.changed || !database_ready || !openmrs_ready {
         let mut waiting = Vec::new();
         if !database_ready {
@@ -217,13 +162,7 @@ pub fn compute(
         };
         condition(PROGRESSING, true, "Reconciling", message, generation)
     } else {
-        condition(
-            PROGRESSING,
-            false,
-            "Stable",
-            "every component runs the declared spec".into(),
-            generation,
-        )
+        condition(PROGRESSING, false, "Stable", "every component runs the declared spec".into(), generation)
     };
 
     let security = if observed.network_policies_enforced {
@@ -246,38 +185,15 @@ pub fn compute(
 
     let ready_now = database_ready && openmrs_ready && observed.error.is_none();
     let ready = if ready_now {
-        condition(
-            READY,
-            true,
-            "Ready",
-            format!("OpenMRS is serving at {}", clinic.url()),
-            generation,
-        )
+        condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
     } else if let Some((reason, _)) = &observed.error {
-        condition(
-            READY,
-            false,
-            reason,
-            "see the Degraded condition".into(),
-            generation,
-        )
+        condition(READY, false, reason, "see the Degraded condition".into(), generation)
     } else {
-        condition(
-            READY,
-            false,
-            "Progressing",
-            "see the Progressing condition".into(),
-            generation,
-        )
+        condition(READY, false, "Progressing", "see the Progressing condition".into(), generation)
     };
 
     let mut conditions = vec![ready, progressing, degraded, database, openmrs, security];
-    carry_transition_times(
-        &mut conditions,
-        previous
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default(),
-    );
+    carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
         conditions,
@@ -293,12 +209,7 @@ pub fn compute(
                     .unwrap_or_else(|| clinic.spec.openmrs.version.clone()),
             ),
             database: Some(
-                clinic
-                    .spec
-                    .database
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| clinic.spec.database.version.clone()),
+                clinic.spec.database.image.clone().unwrap_or_else(|| clinic.spec.database.version.clone()),
             ),
         }),
         last_backup_time: previous.and_then(|s| s.last_backup_time.clone()),
@@ -310,9 +221,7 @@ fn carry_transition_times(conditions: &mut [Condition], previous: &[Condition]) 
     let now = Time(jiff::Timestamp::now());
     for c in conditions {
         c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
-            Some(p) if p.status == c.status => {
-                p.last_transition_time.clone().or_else(|| Some(now.clone()))
-            }
+            Some(p) if p.status == c.status => p.last_transition_time.clone().or_else(|| Some(now.clone())),
             _ => Some(now.clone()),
         };
     }
@@ -333,19 +242,9 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
 }
 
 /// Status of an object whose spec cannot even be read (wrong types in the YAML).
-pub fn unreadable(
-    message: &str,
-    generation: Option<i64>,
-    previous: &[Condition],
-) -> Vec<Condition> {
+pub fn unreadable(message: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let mut conditions = vec![
-        condition(
-            READY,
-            false,
-            "InvalidSpec",
-            "see the Degraded condition".into(),
-            generation,
-        ),
+        condition(READY, false, "InvalidSpec", "see the Degraded condition".into(), generation),
         condition(DEGRADED, true, "InvalidSpec", message.into(), generation),
     ];
     carry_transition_times(&mut conditions, previous);

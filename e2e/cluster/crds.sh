@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prints the paths of the upstream CRD files the e2e cluster installs (Velero, Prometheus
+# Operator, cert-manager), downloading the pinned modules into the Go module cache if needed.
+set -euo pipefail
+cd "$(dirname "$0")/crds"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+velero=$(dir github.com/vmware-tanzu/velero)
+prom=$(dir github.com/prometheus-operator/prometheus-operator)
+cm=$(dir github.com/cert-manager/cert-manager)
+for f in schedules backups restores backupstoragelocations; do
+  echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
+done
+for f in servicemonitors podmonitors prometheusrules; do
+  echo "$prom/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml"
+done
+for f in certificates issuers clusterissuers; do
+  echo "$cm/deploy/crds/cert-manager.io_$f.yaml"
+done

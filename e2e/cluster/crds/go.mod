@@ -1,0 +1,12 @@
+// Pins the releases whose CustomResourceDefinitions the e2e cluster installs. Nothing here is
+// built: crds.sh downloads these modules (checked against go.sum) and reads their CRD files, so
+// the operator's objects meet the upstream schemas, never hand-written copies.
+module github.com/audioprothese/clinic-operator/e2e/cluster/crds
+
+go 1.26
+
+require (
+	github.com/cert-manager/cert-manager v1.21.2
+	github.com/prometheus-operator/prometheus-operator v0.85.0
+	github.com/vmware-tanzu/velero v1.18.3
+)

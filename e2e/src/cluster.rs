@@ -1,0 +1,476 @@
+//! A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kwok (simulated nodes), built from the Kubernetes Go modules by
+//! `e2e/cluster/build.sh`. Dropping the [`ControlPlane`] stops every process it started; the
+//! processes also die with the thread that started them (PR_SET_PDEATHSIG), so a killed test run
+//! leaves nothing behind.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+
+use crate::pki::{self, Pki};
+use crate::provisioner::Provisioner;
+use crate::workspace_root;
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub api_port: u16,
+    pub pki: Pki,
+    etcd_data: PathBuf,
+    processes: Vec<(String, Child)>,
+    provisioner: Option<Provisioner>,
+    keep_dir: bool,
+}
+
+/// Number of simulated nodes.
+pub const NODES: usize = 2;
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Builds (or finds in the cache) the control-plane binaries and returns their directory.
+pub fn binaries() -> Result<PathBuf> {
+    let script = workspace_root().join("e2e/cluster/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed", script.display());
+    }
+    let dir = String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().trim().to_string();
+    Ok(PathBuf::from(dir))
+}
+
+/// The upstream CRD files (Velero, Prometheus Operator, cert-manager) from their Go modules.
+pub fn upstream_crds() -> Result<Vec<PathBuf>> {
+    let script = workspace_root().join("e2e/cluster/crds.sh");
+    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("{} failed", script.display());
+    }
+    Ok(String::from_utf8(out.stdout)?.lines().map(PathBuf::from).collect())
+}
+
+impl ControlPlane {
+    /// Starts a control plane in a new temporary directory.
+    pub fn start() -> Result<ControlPlane> {
+        let started = Instant::now();
+        let bin = binaries()?;
+        let dir = std::env::temp_dir().join(format!("clinic-e2e-{}", std::process::id()));
+        Self::start_in(&bin, &dir)
+            .inspect(|_| eprintln!("control plane ready in {:.1}s", started.elapsed().as_secs_f64()))
+    }
+
+    /// Starts a control plane with its files under `dir`.
+    pub fn start_in(bin: &Path, dir: &Path) -> Result<ControlPlane> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let pki = pki::generate(&dir.join("pki"))?;
+        let etcd_port = free_port()?;
+        let etcd_peer = free_port()?;
+        let api_port = free_port()?;
+        let kcm_port = free_port()?;
+        let scheduler_port = free_port()?;
+        let shm = Path::new("/dev/shm");
+        let etcd_base = if shm.is_dir() { shm.to_path_buf() } else { dir.to_path_buf() };
+        let etcd_data = etcd_base.join(format!("clinic-e2e-etcd-{}-{}", std::process::id(), api_port));
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let mut plane = ControlPlane {
+            dir: dir.to_path_buf(),
+            bin: bin.to_path_buf(),
+            kubeconfig: kubeconfig.clone(),
+            api_port,
+            pki: pki.clone(),
+            etcd_data: etcd_data.clone(),
+            processes: Vec::new(),
+            provisioner: None,
+            keep_dir: std::env::var_os("E2E_KEEP_DIR").is_some(),
+        };
+        write_admin_kubeconfig(&kubeconfig, api_port, &pki)?;
+
+        plane.spawn(
+            "etcd",
+            &[
+                "--name=e2e".into(),
+                format!("--data-dir={}", etcd_data.display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync=true".into(),
+                "--auto-compaction-retention=1".into(),
+                "--quota-backend-bytes=4294967296".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        wait_until("etcd", Duration::from_secs(30), || {
+            plane.check_running()?;
+            Ok(TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
+        })?;
+
+        let p = |path: &Path| path.display().to_string();
+        plane.spawn(
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                // No default route in a sandbox: advertise loopback, and since loopback cannot be
+                // an endpoint of the `kubernetes` Service, do not reconcile that endpoint.
+                "--advertise-address=127.0.0.1".into(),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+                format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
+                format!("--client-ca-file={}", p(&pki.ca_cert)),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", p(&pki.sa_pub)),
+                format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--allow-privileged=true".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        wait_until("kube-apiserver /readyz", Duration::from_secs(90), || {
+            plane.check_running()?;
+            Ok(plane.kubectl(&["get", "--raw", "/readyz"]).is_ok())
+        })?;
+
+        plane.spawn(
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                format!("--authentication-kubeconfig={}", p(&kubeconfig)),
+                format!("--authorization-kubeconfig={}", p(&kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm_port}"),
+                "--leader-elect=false".into(),
+                "--controllers=*".into(),
+                "--use-service-account-credentials=true".into(),
+                format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+                format!("--root-ca-file={}", p(&pki.ca_cert)),
+                "--v=1".into(),
+            ],
+        )?;
+        let scheduler_config = dir.join("scheduler.yaml");
+        std::fs::write(
+            &scheduler_config,
+            format!(
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: false\n",
+                p(&kubeconfig)
+            ),
+        )?;
+        plane.spawn(
+            "kube-scheduler",
+            &[
+                format!("--config={}", p(&scheduler_config)),
+                format!("--authentication-kubeconfig={}", p(&kubeconfig)),
+                format!("--authorization-kubeconfig={}", p(&kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={scheduler_port}"),
+                "--v=1".into(),
+            ],
+        )?;
+        wait_until("controller-manager and scheduler ports", Duration::from_secs(60), || {
+            plane.check_running()?;
+            Ok(TcpStream::connect(("127.0.0.1", kcm_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", scheduler_port)).is_ok())
+        })?;
+        // The serviceaccount and root-ca publisher controllers run: the cluster is usable.
+        wait_until("default ServiceAccount and kube-root-ca.crt", Duration::from_secs(60), || {
+            plane.check_running()?;
+            Ok(plane
+                .kubectl(&["-n", "default", "get", "serviceaccount/default", "configmap/kube-root-ca.crt"])
+                .is_ok())
+        })?;
+
+        let stages = dir.join("kwok-stages.yaml");
+        let mut all = String::new();
+        for entry in std::fs::read_dir(bin.join("kwok-stages"))? {
+            let path = entry?.path();
+            all.push_str("---\n");
+            all.push_str(&std::fs::read_to_string(&path)?);
+            all.push('\n');
+        }
+        std::fs::write(&stages, all)?;
+        plane.spawn(
+            "kwok",
+            &[
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                format!("--config={}", p(&stages)),
+                "--manage-all-nodes=false".into(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                "--cidr=10.244.0.0/16".into(),
+                "--node-lease-duration-seconds=40".into(),
+            ],
+        )?;
+        plane.apply_yaml(&cluster_objects())?;
+        wait_until("fake nodes Ready", Duration::from_secs(60), || {
+            plane.check_running()?;
+            Ok(plane.kubectl(&["wait", "--for=condition=Ready", "node", "--all", "--timeout=2s"]).is_ok())
+        })?;
+        plane.provisioner = Some(Provisioner::start(&kubeconfig)?);
+        Ok(plane)
+    }
+
+    /// Path of the kubectl built with the control plane (same version).
+    pub fn kubectl_path(&self) -> PathBuf {
+        self.bin.join("kubectl")
+    }
+
+    /// Runs kubectl as cluster admin and returns its standard output.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_as(&self.kubeconfig, args)
+    }
+
+    /// Runs kubectl with another kubeconfig.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Applies YAML (server-side) as cluster admin.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<String> {
+        let path = self.dir.join(format!(
+            "apply-{}.yaml",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+        ));
+        std::fs::write(&path, yaml)?;
+        let result =
+            self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &path.display().to_string()]);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// Installs CRDs from files and waits until they are established.
+    pub fn install_crds(&self, files: &[PathBuf]) -> Result<()> {
+        for file in files {
+            self.kubectl(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                &file.display().to_string(),
+            ])?;
+        }
+        self.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])?;
+        Ok(())
+    }
+
+    /// Creates a ServiceAccount bound to the ClusterRole in `clusterrole_file` and writes a
+    /// kubeconfig that authenticates as it (a TokenRequest token): the identity the operator
+    /// runs with in the tests.
+    pub fn service_account_kubeconfig(
+        &self,
+        clusterrole_file: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf> {
+        let role: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(clusterrole_file)?)?;
+        let role_name = role["metadata"]["name"].as_str().context("ClusterRole without a name")?.to_string();
+        self.kubectl(&["apply", "--server-side", "-f", &clusterrole_file.display().to_string()])?;
+        self.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {name}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role_name}\nsubjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {namespace}\n"
+        ))?;
+        let token = self.kubectl(&["-n", namespace, "create", "token", name, "--duration=24h"])?;
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&self.pki.ca_cert)?);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {name}, namespace: {namespace}}}\ncurrent-context: e2e\n",
+                port = self.api_port,
+                token = token.trim(),
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// The last lines of a component's log (for failure reports).
+    pub fn log_tail(&self, component: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{component}.log")))
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Fails with the log tail of a component that exited.
+    fn check_running(&mut self) -> Result<()> {
+        for (name, child) in &mut self.processes {
+            if let Ok(Some(status)) = child.try_wait() {
+                let name = name.clone();
+                bail!("{name} exited ({status}):\n{}", self.log_tail(&name, 20));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
+        let log = File::create(self.dir.join("logs").join(format!("{name}.log")))?;
+        let mut command = Command::new(self.bin.join(name));
+        command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        die_with_parent(&mut command);
+        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+        self.processes.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Stops everything (also done on drop).
+    pub fn stop(&mut self) {
+        if let Some(p) = self.provisioner.take() {
+            p.stop();
+        }
+        while let Some((_, mut child)) = self.processes.pop() {
+            terminate(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(&self.etcd_data);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIGTERM, a grace period, then SIGKILL.
+pub fn terminate(child: &mut Child) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: signalling a child process we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Makes the child receive SIGKILL when the thread that spawned it dies, so nothing outlives a
+/// crashed or killed test process.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A parent that waits for signals blocks them; the child must not inherit that.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+fn write_admin_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
+    let b64 = |p: &Path| -> Result<String> {
+        Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(p)?))
+    };
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: e2e-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: e2e-admin, namespace: default}}\ncurrent-context: e2e\n",
+            ca = b64(&pki.ca_cert)?,
+            cert = b64(&pki.admin_cert)?,
+            key = b64(&pki.admin_key)?,
+        ),
+    )?;
+    Ok(())
+}
+
+/// Fake nodes and the default StorageClass served by the in-process provisioner.
+fn cluster_objects() -> String {
+    let mut yaml = String::new();
+    for i in 0..NODES {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-node-{i}
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: e2e-node-{i}
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    topology.kubernetes.io/region: fr-par
+    topology.kubernetes.io/zone: fr-par-{zone}
+    type: kwok
+status:
+  allocatable: {{cpu: "64", memory: 512Gi, pods: "500"}}
+  capacity: {{cpu: "64", memory: 512Gi, pods: "500"}}
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+    kubeletVersion: fake
+    kubeProxyVersion: fake
+    bootID: ""
+    containerRuntimeVersion: ""
+    kernelVersion: ""
+    machineID: ""
+    osImage: ""
+    systemUUID: ""
+"#,
+            zone = i + 1
+        ));
+    }
+    yaml.push_str(&format!(
+        r#"---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: {provisioner}
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+"#,
+        provisioner = crate::provisioner::PROVISIONER
+    ));
+    yaml
+}

@@ -1,1 +1,615 @@
-fn main() {}
+//! End-to-end scenarios against a real kube-apiserver + controller-manager + scheduler + kwok.
+//!
+//! One control plane and one operator process serve every scenario (one namespace each), so the
+//! suite stays short. The operator runs with the chart's ClusterRole through a ServiceAccount
+//! token, so a missing permission fails a scenario and an excess one fails `rbac_is_least_privilege`.
+//! Every wait is bounded.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clinic_operator_e2e::cluster::{self, ControlPlane};
+use clinic_operator_e2e::operator::{self, OperatorProcess};
+use clinic_operator_e2e::workspace_root;
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+
+struct Env {
+    plane: ControlPlane,
+    operator: Mutex<OperatorProcess>,
+    operator_kubeconfig: PathBuf,
+}
+
+const INSTANCE: &str = "app.kubernetes.io/instance";
+
+impl Env {
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.plane.kubectl(args)
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&all)?)?)
+    }
+
+    fn operator(&self) -> MutexGuard<'_, OperatorProcess> {
+        self.operator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A namespace that enforces Pod Security "restricted", as the docs tell platform teams to.
+    fn namespace(&self, name: &str) -> Result<()> {
+        self.plane.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/warn: restricted\n"
+        ))?;
+        Ok(())
+    }
+
+    fn clinic(&self, namespace: &str, name: &str, spec: &str) -> Result<()> {
+        self.plane.apply_yaml(&format!(
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}\n"
+        ))?;
+        Ok(())
+    }
+
+    fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<()> {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Ready",
+            &format!("clinicplatform/{name}"),
+            &format!("--timeout={}s", timeout.as_secs()),
+        ])
+        .map(|_| ())
+        .with_context(|| {
+            format!(
+                "clinic {namespace}/{name} not Ready; operator log:\n{}",
+                tail(&self.operator().output(), 30)
+            )
+        })
+    }
+
+    fn condition(&self, namespace: &str, name: &str, type_: &str) -> Result<Option<Value>> {
+        let cp = self.json(&["-n", namespace, "get", "clinicplatform", name])?;
+        Ok(cp["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned()))
+    }
+
+    /// Names of the children of `name` of the kinds the operator makes, as `Kind/name`.
+    fn children(&self, namespace: &str, name: &str) -> Result<BTreeSet<String>> {
+        let list = self.json(&[
+            "-n",
+            namespace,
+            "get",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses",
+            "-l",
+            &format!("{INSTANCE}={name}"),
+        ])?;
+        Ok(list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}/{}",
+                            o["kind"].as_str().unwrap_or(""),
+                            o["metadata"]["name"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    match last_error {
+        Some(e) => bail!("timed out after {timeout:?} waiting for {what} (last error: {e:#})"),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// What `clinic-operator render` says the operator makes for a file, as `Kind/name`.
+fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
+    let input = std::fs::read_to_string(workspace_root().join(file))?;
+    let yaml = clinic_operator::render::render(&input, namespace)?;
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
+        if v.is_null() {
+            continue;
+        }
+        out.insert(format!(
+            "{}/{}",
+            v["kind"].as_str().unwrap_or(""),
+            v["metadata"]["name"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(out)
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+fn crd_installs(env: &Env) -> Result<()> {
+    let crd = env.json(&["get", "crd", "clinicplatforms.clinic.audioprothese.fr"])?;
+    let conditions = crd["status"]["conditions"].as_array().context("CRD has no conditions")?;
+    let has = |t: &str, s: &str| conditions.iter().any(|c| c["type"] == t && c["status"] == s);
+    ensure!(has("Established", "True"), "CRD not established: {conditions:?}");
+    ensure!(has("NamesAccepted", "True"), "CRD names not accepted: {conditions:?}");
+    ensure!(!has("NonStructuralSchema", "True"), "CRD schema is not structural: {conditions:?}");
+    let explain = env.kubectl(&["explain", "clinicplatform.spec.openmrs.backend.replicas"])?;
+    ensure!(explain.contains("clustering"), "kubectl explain lacks the field doc:\n{explain}");
+    Ok(())
+}
+
+fn minimal_example_converges(env: &Env) -> Result<()> {
+    // examples/minimal.yaml names its own namespace.
+    env.namespace("clinic-minimal")?;
+    env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
+    env.wait_ready("clinic-minimal", "clinic-minimal", WAIT)?;
+    let expected = rendered_children("examples/minimal.yaml", "clinic-minimal")?;
+    let actual = env.children("clinic-minimal", "clinic-minimal")?;
+    let missing: Vec<_> = expected.difference(&actual).collect();
+    ensure!(missing.is_empty(), "children missing after Ready: {missing:?}");
+    for c in ["DatabaseReady", "OpenMRSReady", "SecurityEnforced"] {
+        let cond = env.condition("clinic-minimal", "clinic-minimal", c)?.context("condition missing")?;
+        ensure!(cond["status"] == "True", "{c} is not True: {cond}");
+    }
+    let cp = env.json(&["-n", "clinic-minimal", "get", "clinicplatform", "clinic-minimal"])?;
+    ensure!(
+        cp["status"]["observedGeneration"] == cp["metadata"]["generation"],
+        "observedGeneration behind: {}",
+        cp["status"]
+    );
+    ensure!(
+        cp["status"]["url"].as_str().is_some_and(|u| u.contains("clinic-minimal-gateway")),
+        "no url: {}",
+        cp["status"]
+    );
+    Ok(())
+}
+
+fn restricted_namespace_admits_every_pod(env: &Env) -> Result<()> {
+    env.namespace("e2e-restricted")?;
+    env.clinic("e2e-restricted", "psa", "  openmrs:\n    locale: fr\n")?;
+    env.wait_ready("e2e-restricted", "psa", WAIT)?;
+    let events =
+        env.json(&["-n", "e2e-restricted", "get", "events", "--field-selector", "reason=FailedCreate"])?;
+    let failed = events["items"].as_array().map(Vec::len).unwrap_or(0);
+    ensure!(failed == 0, "pods were refused: {}", events["items"]);
+    // mariadb + backend + 2 frontend + 2 gateway (the autoscalers bring frontend and gateway to
+    // their minimum of 2).
+    eventually("6 running pods", Duration::from_secs(90), || {
+        let pods = env.json(&["-n", "e2e-restricted", "get", "pods", "-l", &format!("{INSTANCE}=psa")])?;
+        Ok(pods["items"].as_array().map(|p| p.iter().filter(|p| p["status"]["phase"] == "Running").count())
+            == Some(6))
+    })?;
+    let events =
+        env.json(&["-n", "e2e-restricted", "get", "events", "--field-selector", "reason=FailedCreate"])?;
+    ensure!(events["items"].as_array().is_none_or(Vec::is_empty), "pods were refused: {}", events["items"]);
+    Ok(())
+}
+
+fn drift_is_put_back(env: &Env) -> Result<()> {
+    let ns = "e2e-drift";
+    env.namespace(ns)?;
+    env.clinic(ns, "drift", "  openmrs: {}\n")?;
+    env.wait_ready(ns, "drift", WAIT)?;
+
+    // A deleted child comes back.
+    env.kubectl(&["-n", ns, "delete", "service", "drift-frontend", "--wait=true"])?;
+    eventually("deleted Service re-created", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "service", "drift-frontend"]).is_ok())
+    })?;
+
+    // A widened NetworkPolicy rule is narrowed again.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "networkpolicy",
+        "drift-mariadb",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/ingress/0/from/-","value":{"namespaceSelector":{}}}]"#,
+    ])?;
+    eventually("NetworkPolicy rule put back", Duration::from_secs(30), || {
+        let np = env.json(&["-n", ns, "get", "networkpolicy", "drift-mariadb"])?;
+        Ok(np["spec"]["ingress"][0]["from"].as_array().map(Vec::len) == Some(1))
+    })?;
+
+    // A weakened container securityContext is hardened again.
+    env.kubectl(&["-n", ns, "patch", "deployment", "drift-gateway", "--type=json", "-p",
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem","value":false}]"#])?;
+    eventually("securityContext put back", Duration::from_secs(30), || {
+        let d = env.json(&["-n", ns, "get", "deployment", "drift-gateway"])?;
+        Ok(d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+            == true)
+    })?;
+
+    // A changed Service port is changed back.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "service",
+        "drift-gateway",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ports/0/port","value":8081}]"#,
+    ])?;
+    eventually("Service port put back", Duration::from_secs(30), || {
+        let s = env.json(&["-n", ns, "get", "service", "drift-gateway"])?;
+        Ok(s["spec"]["ports"].as_array().map(Vec::len) == Some(1) && s["spec"]["ports"][0]["port"] == 80)
+    })?;
+
+    // Events are published after the write that corrected the drift.
+    eventually("a DriftCorrected event per corrected child", Duration::from_secs(30), || {
+        let events = env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DriftCorrected"])?;
+        let messages: Vec<String> = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str().map(String::from))
+            .collect();
+        Ok(["NetworkPolicy drift-mariadb", "Deployment drift-gateway", "Service drift-gateway"]
+            .iter()
+            .all(|child| messages.iter().any(|m| m.starts_with(child))))
+    })?;
+    Ok(())
+}
+
+/// Specs the API server must refuse, with a fragment its message must contain.
+const INVALID_SPECS: &[(&str, &str)] = &[
+    ("  openmrs:\n    backend:\n      replicas: 3\n", "spec.openmrs.backend.replicas"),
+    ("  openmrs:\n    backend:\n      replicas: 0\n", "spec.openmrs.backend.replicas"),
+    ("  openmrs:\n    version: \"3.7.1 bad\"\n", "spec.openmrs.version"),
+    ("  openmrs:\n    locale: \"FRENCH!\"\n", "spec.openmrs.locale"),
+    ("  openmrs:\n    frontend:\n      replicas: 99\n", "replicas"),
+    ("  database:\n    storage:\n      size: \"ten gigs\"\n", "storage.size"),
+    ("  ingress:\n    host: \"Not_A_Host\"\n    tls:\n      secretName: x\n", "spec.ingress.host"),
+    ("  ingress:\n    host: emr.clinic.example.fr\n    tls: {}\n", "spec.ingress.tls"),
+    (
+        "  ingress:\n    host: emr.clinic.example.fr\n    tls:\n      secretName: a\n      issuerRef:\n        name: b\n",
+        "spec.ingress.tls",
+    ),
+    ("  autoscaling:\n    frontend:\n      minReplicas: 6\n      maxReplicas: 3\n", "minReplicas"),
+    (
+        "  autoscaling:\n    gateway:\n      targetCPUUtilizationPercentage: 5\n",
+        "targetCPUUtilizationPercentage",
+    ),
+    (
+        "  security:\n    extraEgress:\n      - cidr: \"not-a-cidr\"\n        port: 443\n",
+        "spec.security.extraEgress",
+    ),
+    ("  security:\n    extraEgress:\n      - cidr: 10.0.0.0/8\n        port: 70000\n", "port"),
+    ("  images:\n    registry: \"https://registry.example.fr/\"\n", "spec.images.registry"),
+    ("  deletionPolicy: Forget\n", "deletionPolicy"),
+];
+
+fn invalid_specs_are_rejected(env: &Env) -> Result<()> {
+    env.namespace("e2e-invalid")?;
+    let mut problems = Vec::new();
+    for (i, (spec, field)) in INVALID_SPECS.iter().enumerate() {
+        let yaml = format!(
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: invalid-{i}\n  namespace: e2e-invalid\nspec:\n{spec}"
+        );
+        let path = env.plane.dir.join(format!("invalid-{i}.yaml"));
+        std::fs::write(&path, &yaml)?;
+        match env.kubectl(&["apply", "--dry-run=server", "-f", &path.display().to_string()]) {
+            Ok(out) => problems.push(format!("accepted spec #{i} ({field}): {out}")),
+            Err(e) if e.to_string().contains(field) => {}
+            Err(e) => problems.push(format!("spec #{i}: message does not name {field}: {e}")),
+        }
+    }
+    // A name so long that child names would exceed DNS label limits.
+    let path = env.plane.dir.join("invalid-name.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: {}\n  namespace: e2e-invalid\nspec: {{}}\n",
+            "x".repeat(45)
+        ),
+    )?;
+    match env.kubectl(&["apply", "--dry-run=server", "-f", &path.display().to_string()]) {
+        Ok(out) => problems.push(format!("accepted a 45-character name: {out}")),
+        Err(e) if e.to_string().contains("metadata.name") => {}
+        Err(e) => problems.push(format!("long name: message does not name metadata.name: {e}")),
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+fn spec_invalid_beyond_schema_degrades_without_writes(env: &Env) -> Result<()> {
+    let ns = "e2e-degraded";
+    env.namespace(ns)?;
+    // Passes the schema, but requests exceed limits: only `validate` can tell.
+    env.clinic(
+        ns,
+        "bad",
+        "  openmrs:\n    backend:\n      resources:\n        requests: {cpu: \"8\", memory: 2Gi}\n        limits: {cpu: \"4\", memory: 4Gi}\n",
+    )?;
+    eventually("Degraded=True with InvalidSpec", Duration::from_secs(60), || {
+        Ok(env
+            .condition(ns, "bad", "Degraded")?
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "InvalidSpec"))
+    })?;
+    let degraded = env.condition(ns, "bad", "Degraded")?.context("no Degraded")?;
+    ensure!(
+        degraded["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.openmrs.backend.resources.requests.cpu")),
+        "message does not name the field: {degraded}"
+    );
+    let ready = env.condition(ns, "bad", "Ready")?.context("no Ready")?;
+    ensure!(ready["status"] == "False", "Ready should be False: {ready}");
+    let children = env.children(ns, "bad")?;
+    ensure!(children.is_empty(), "an invalid spec must apply nothing, found {children:?}");
+    eventually("Warning event InvalidSpec", Duration::from_secs(30), || {
+        let events =
+            env.json(&["-n", ns, "get", "events", "--field-selector", "reason=InvalidSpec,type=Warning"])?;
+        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
+    })?;
+    Ok(())
+}
+
+fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
+    let ns = "e2e-delete";
+    env.namespace(ns)?;
+    env.clinic(ns, "gone", "  deletionPolicy: Delete\n")?;
+    env.clinic(ns, "kept", "  deletionPolicy: Retain\n")?;
+    env.wait_ready(ns, "gone", WAIT)?;
+    env.wait_ready(ns, "kept", WAIT)?;
+    env.kubectl(&["-n", ns, "delete", "clinicplatform", "gone", "kept", "--wait=true", "--timeout=60s"])?;
+    // Delete: nothing with the instance label is left, volumes included.
+    eventually("every child of a Delete clinic removed", Duration::from_secs(120), || {
+        let left = env.children(ns, "gone")?;
+        let pvcs = env.json(&["-n", ns, "get", "pvc", "-l", &format!("{INSTANCE}=gone")])?;
+        Ok(left.is_empty() && pvcs["items"].as_array().is_some_and(Vec::is_empty))
+    })?;
+    // Retain: workloads are gone, the data and the credentials that open it are kept.
+    eventually("workloads of a Retain clinic removed", Duration::from_secs(120), || {
+        let left = env.children(ns, "kept")?;
+        Ok(left.iter().all(|c| c.starts_with("Secret/")))
+    })?;
+    let left = env.children(ns, "kept")?;
+    ensure!(
+        left.contains("Secret/kept-db-credentials"),
+        "Retain must keep the database credentials: {left:?}"
+    );
+    let pvcs = env.json(&["-n", ns, "get", "pvc", "-l", &format!("{INSTANCE}=kept")])?;
+    ensure!(
+        pvcs["items"].as_array().map(Vec::len) == Some(2),
+        "Retain must keep both volume claims: {}",
+        pvcs["items"]
+    );
+    Ok(())
+}
+
+fn secret_fingerprint(env: &Env, ns: &str, name: &str) -> Result<String> {
+    let s = env.json(&["-n", ns, "get", "secret", name])?;
+    Ok(format!("{}:{}", s["metadata"]["uid"], s["data"]))
+}
+
+fn restart_mid_converge_keeps_secrets(env: &Env) -> Result<()> {
+    let ns = "e2e-restart";
+    env.namespace(ns)?;
+    env.clinic(ns, "restart", "  openmrs: {}\n")?;
+    eventually("generated Secret exists", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "secret", "restart-db-credentials"]).is_ok())
+    })?;
+    let before = secret_fingerprint(env, ns, "restart-db-credentials")?;
+    let admin_before = secret_fingerprint(env, ns, "restart-openmrs-admin")?;
+    env.operator().restart()?;
+    env.wait_ready(ns, "restart", WAIT)?;
+    ensure!(
+        secret_fingerprint(env, ns, "restart-db-credentials")? == before,
+        "database credentials were regenerated"
+    );
+    ensure!(
+        secret_fingerprint(env, ns, "restart-openmrs-admin")? == admin_before,
+        "admin password was regenerated"
+    );
+    // One ReplicaSet per Deployment: no spurious template change across the restart.
+    let rs = env.json(&["-n", ns, "get", "replicasets", "-l", &format!("{INSTANCE}=restart")])?;
+    ensure!(rs["items"].as_array().map(Vec::len) == Some(2), "expected 2 ReplicaSets, got {}", rs["items"]);
+    Ok(())
+}
+
+fn converged_clinic_is_not_rewritten(env: &Env) -> Result<()> {
+    env.wait_ready("clinic-minimal", "clinic-minimal", WAIT)?;
+    let versions = |env: &Env| -> Result<BTreeSet<String>> {
+        let list = env.json(&[
+            "-n",
+            "clinic-minimal",
+            "get",
+            "configmaps,services,statefulsets,deployments,networkpolicies",
+            "-l",
+            &format!("{INSTANCE}=clinic-minimal"),
+        ])?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| format!("{}/{}@{}", o["kind"], o["metadata"]["name"], o["metadata"]["resourceVersion"]))
+            .collect())
+    };
+    let before = versions(env)?;
+    // Touch the ClinicPlatform (an annotation: no spec change) to force a reconcile.
+    env.kubectl(&[
+        "-n",
+        "clinic-minimal",
+        "annotate",
+        "clinicplatform",
+        "clinic-minimal",
+        "e2e/poke=1",
+        "--overwrite",
+    ])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let after = versions(env)?;
+    ensure!(
+        before == after,
+        "a reconcile of a converged clinic rewrote children:\nbefore {before:?}\nafter {after:?}"
+    );
+    Ok(())
+}
+
+fn rbac_is_least_privilege(env: &Env) -> Result<()> {
+    let can = |verb: &str, resource: &str| -> Result<bool> {
+        let out = env.plane.kubectl_as(&env.operator_kubeconfig, &["auth", "can-i", verb, resource, "-A"]);
+        Ok(matches!(out, Ok(ref s) if s.trim() == "yes"))
+    };
+    for (verb, resource) in [
+        ("create", "statefulsets.apps"),
+        ("patch", "networkpolicies.networking.k8s.io"),
+        ("create", "events.events.k8s.io"),
+        ("watch", "secrets"),
+    ] {
+        ensure!(can(verb, resource)?, "the operator needs {verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("delete", "secrets"),
+        ("update", "secrets"),
+        ("create", "pods"),
+        ("create", "pods/exec"),
+        ("delete", "persistentvolumeclaims"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("delete", "namespaces"),
+        ("delete", "clinicplatforms.clinic.audioprothese.fr"),
+        ("get", "nodes"),
+    ] {
+        ensure!(!can(verb, resource)?, "the operator must not be able to {verb} {resource}");
+    }
+    Ok(())
+}
+
+fn operator_endpoints_and_no_secret_in_logs(env: &Env) -> Result<()> {
+    let op = env.operator();
+    let (code, _) = op.http_get("/readyz")?;
+    ensure!(code == 200, "/readyz answered {code}");
+    let (code, metrics) = op.http_get("/metrics")?;
+    ensure!(
+        code == 200 && metrics.contains("clinic_operator_reconcile_duration_seconds"),
+        "metrics missing:\n{metrics}"
+    );
+    drop(op);
+    // No generated password appears in what the operator printed.
+    let output = env.operator().output();
+    let secrets =
+        env.json(&["get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=clinic-operator"])?;
+    for s in secrets["items"].as_array().into_iter().flatten() {
+        for (key, value) in s["data"].as_object().into_iter().flatten() {
+            let decoded = base64_decode(value.as_str().unwrap_or_default());
+            if decoded.len() >= 16 {
+                ensure!(
+                    !output.contains(&decoded),
+                    "secret {}:{key} appears in the operator output",
+                    s["metadata"]["name"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn base64_decode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn setup() -> Result<Env> {
+    let plane = ControlPlane::start()?;
+    plane.install_crds(&cluster::upstream_crds()?)?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
+    let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let binary = operator::binary()?;
+    let operator = OperatorProcess::start(&binary, &operator_kubeconfig, &plane.dir.join("logs"))?;
+    let env = Env { plane, operator: Mutex::new(operator), operator_kubeconfig };
+    eventually("operator /readyz", Duration::from_secs(60), || {
+        Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
+    })?;
+    Ok(env)
+}
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let started = Instant::now();
+    let env = match setup() {
+        Ok(env) => Arc::new(env),
+        Err(e) => {
+            eprintln!("e2e setup failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("e2e setup done in {:.1}s", started.elapsed().as_secs_f64());
+    type Scenario = fn(&Env) -> Result<()>;
+    let scenarios: Vec<(&str, Scenario)> = vec![
+        ("crd_installs", crd_installs),
+        ("minimal_example_converges", minimal_example_converges),
+        ("restricted_namespace_admits_every_pod", restricted_namespace_admits_every_pod),
+        ("drift_is_put_back", drift_is_put_back),
+        ("invalid_specs_are_rejected", invalid_specs_are_rejected),
+        (
+            "spec_invalid_beyond_schema_degrades_without_writes",
+            spec_invalid_beyond_schema_degrades_without_writes,
+        ),
+        ("deletion_leaves_no_orphans", deletion_leaves_no_orphans),
+        ("restart_mid_converge_keeps_secrets", restart_mid_converge_keeps_secrets),
+        ("converged_clinic_is_not_rewritten", converged_clinic_is_not_rewritten),
+        ("rbac_is_least_privilege", rbac_is_least_privilege),
+        ("operator_endpoints_and_no_secret_in_logs", operator_endpoints_and_no_secret_in_logs),
+    ];
+    let trials = scenarios
+        .into_iter()
+        .map(|(name, scenario)| {
+            let env = env.clone();
+            Trial::test(name, move || {
+                let started = Instant::now();
+                let result = scenario(&env).map_err(|e| Failed::from(format!("{e:#}")));
+                eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
+                result
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        let logs = env.plane.dir.join("logs");
+        eprintln!("--- operator log (tail) ---\n{}", tail(&env.operator().output(), 40));
+        eprintln!("(control-plane logs in {}; set E2E_KEEP_DIR=1 to keep them)", logs.display());
+    }
+    eprintln!("e2e suite took {:.1}s", started.elapsed().as_secs_f64());
+    drop(env);
+    conclusion.exit_code()
+}

@@ -245,10 +245,19 @@ pub async fn apply_children(
                 ctx.metrics.record_drift(&ar.kind);
                 let field = drifted_field.unwrap_or_default();
                 warn!(kind = %ar.kind, %name, %field, "reverted a change made outside the operator");
-                notices.push(Notice::warning(
-                    "DriftCorrected",
-                    format!("{} {name}: {field} was changed outside the operator and put back", ar.kind),
-                ));
+                notices.push(
+                    Notice::warning(
+                        "DriftCorrected",
+                        format!("{} {name}: {field} was changed outside the operator and put back", ar.kind),
+                    )
+                    .about(k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some(ar.api_version.clone()),
+                        kind: Some(ar.kind.clone()),
+                        name: Some(name.clone()),
+                        namespace: Some(clinic.namespace.clone()),
+                        ..Default::default()
+                    }),
+                );
             }
             Some(_) => {
                 applied.updated += 1;
@@ -360,7 +369,7 @@ pub async fn publish(
             reason: notice.reason.to_string(),
             note: Some(truncate(&notice.message, 1000)),
             action: "Reconcile".to_string(),
-            secondary: None,
+            secondary: notice.related.clone(),
         };
         ctx.metrics.record_write("event");
         if let Err(e) = ctx.recorder.publish(&event, reference).await {

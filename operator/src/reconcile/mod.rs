@@ -35,19 +35,26 @@ use observe::{CacheWriters, Caches};
 pub const RESYNC: Duration = Duration::from_secs(600);
 
 /// Something worth an event on the ClinicPlatform.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
     pub type_: EventType,
     pub reason: &'static str,
     pub message: String,
+    /// The child the event is about. Events with the same reason are counted as one series per
+    /// related object, so each drifted child keeps its own message.
+    pub related: Option<ObjectReference>,
 }
 
 impl Notice {
     pub fn normal(reason: &'static str, message: String) -> Self {
-        Self { type_: EventType::Normal, reason, message }
+        Self { type_: EventType::Normal, reason, message, related: None }
     }
     pub fn warning(reason: &'static str, message: String) -> Self {
-        Self { type_: EventType::Warning, reason, message }
+        Self { type_: EventType::Warning, reason, message, related: None }
+    }
+    pub fn about(mut self, related: ObjectReference) -> Self {
+        self.related = Some(related);
+        self
     }
 }
 
@@ -139,7 +146,11 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // Every child is owned: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    ctx.caches.wait_ready().await;
+    if !ctx.caches.is_ready() {
+        // The caches fill as the controller polls the watch streams; blocking here would stall
+        // that polling. Nothing may be judged absent before they are complete: come back soon.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let reference = cp.object_ref(&());
     let mut notices = Vec::new();
 

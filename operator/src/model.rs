@@ -201,7 +201,10 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         .ok_or_else(|| InvalidSpec::new("metadata.namespace", "is required: ClinicPlatform is namespaced"))?;
     check_dns_label("metadata.name", &name, 40)?;
     if let Err(errors) = cp.validate_cel() {
-        return Err(cel_error(&errors.to_string()));
+        return Err(match errors.as_slice().first() {
+            Some(first) => cel_error(&first.field_path, &first.message),
+            None => InvalidSpec::new("spec", errors.to_string()),
+        });
     }
     let spec = &cp.spec;
 
@@ -251,13 +254,21 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     })
 }
 
-/// The CEL validator reports `path: message`; our messages already start with the field.
-fn cel_error(report: &str) -> InvalidSpec {
-    let first = report.lines().find(|l| !l.trim().is_empty()).unwrap_or(report).trim();
-    match first.split_once(": ") {
-        Some((field, message)) if !field.contains(' ') => InvalidSpec::new(field, message),
-        _ => InvalidSpec::new("spec", first),
-    }
+/// Our CEL messages start with the field they are about (`replicas: must be ...`); rules on
+/// shared types name only the leaf, so the validator's path completes them.
+fn cel_error(field_path: &str, message: &str) -> InvalidSpec {
+    let Some((named, rest)) = message.split_once(": ").filter(|(f, _)| !f.contains(' ')) else {
+        return InvalidSpec::new(field_path, message);
+    };
+    let leaf = named.rsplit('.').next().unwrap_or(named);
+    let field = if named.starts_with("spec.") || named.starts_with("metadata.") {
+        named.to_string()
+    } else if field_path.ends_with(leaf) {
+        field_path.to_string()
+    } else {
+        format!("{field_path}.{named}")
+    };
+    InvalidSpec::new(field, rest)
 }
 
 fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSpec> {

@@ -10,8 +10,10 @@ use crate::model::{self, InvalidSpec};
 /// Why a file could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("document {index}: not valid YAML for a ClinicPlatform: {source}")]
+    #[error("document {index}: not valid YAML: {source}")]
     Parse { index: usize, source: serde_yaml::Error },
+    #[error("document {index}: {field}: {message}")]
+    Field { index: usize, field: String, message: String },
     #[error("document {index} ({name}): {source}")]
     Invalid { index: usize, name: String, source: InvalidSpec },
     #[error(
@@ -41,11 +43,17 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
         let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        if kind == "Namespace" && api_version == "v1" {
+            // Examples and GitOps trees ship the clinic's namespace beside it: not ours to render.
+            continue;
+        }
         if kind != "ClinicPlatform" || api_version != "clinic.audioprothese.fr/v1alpha1" {
             return Err(RenderError::WrongKind { index, kind });
         }
-        let mut cp: ClinicPlatform =
-            serde_yaml::from_value(value).map_err(|source| RenderError::Parse { index, source })?;
+        // The path names the field a platform team must fix (`spec.deletionPolicy`).
+        let mut cp: ClinicPlatform = serde_path_to_error::deserialize(value).map_err(|e| {
+            RenderError::Field { index, field: e.path().to_string(), message: e.inner().to_string() }
+        })?;
         if cp.metadata.namespace.is_none() {
             cp.metadata.namespace = Some(default_namespace.to_string());
         }

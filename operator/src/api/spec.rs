@@ -273,7 +273,7 @@ impl Default for DatabaseSpec {
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Requested size, e.g. `10Gi`. Growing it needs a StorageClass that allows expansion.
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Mi|Gi|Ti)$')").message("storage.size: must be a quantity in Mi, Gi or Ti, e.g. 10Gi"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Mi|Gi|Ti)$')").message("size: must be a quantity in Mi, Gi or Ti, e.g. 10Gi"))]
     #[schemars(length(max = 32))]
     pub size: String,
 
@@ -390,21 +390,21 @@ impl Default for AutoscalingSpec {
 /// Bounds of one HorizontalPodAutoscaler.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling: minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas: must not exceed maxReplicas"))]
 pub struct ScalingBounds {
     /// Fewest pods (1 to 20). With 2 or more, a PodDisruptionBudget keeps one pod up.
     #[serde(default = "two")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 20").message("autoscaling.minReplicas: must be between 1 and 20"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 20").message("minReplicas: must be between 1 and 20"))]
     pub min_replicas: i32,
 
     /// Most pods (1 to 50).
     #[serde(default = "five")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 50").message("autoscaling.maxReplicas: must be between 1 and 50"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 50").message("maxReplicas: must be between 1 and 50"))]
     pub max_replicas: i32,
 
     /// Average CPU utilisation (percent of requests) to keep, 10 to 100.
     #[serde(default = "seventy_five")]
-    #[x_kube(validation = Rule::new("self >= 10 && self <= 100").message("autoscaling.targetCPUUtilizationPercentage: must be between 10 and 100"))]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 100").message("targetCPUUtilizationPercentage: must be between 10 and 100"))]
     #[serde(rename = "targetCPUUtilizationPercentage")]
     pub target_cpu_utilization_percentage: i32,
 }

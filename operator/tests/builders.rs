@@ -1,0 +1,685 @@
+//! The pure builders: for a given spec, the exact children (names, labels, env, probes,
+//! securityContext), checked without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clinic_operator::api::ClinicPlatform;
+use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway};
+use clinic_operator::model::{self, Clinic};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+
+fn clinic(spec: &str) -> Clinic {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
+    );
+    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
+    model::validate(&cp).expect("spec is valid")
+}
+
+fn objects(c: &Clinic) -> Vec<DynamicObject> {
+    build::desired(c, &SecretValues::Placeholder)
+}
+
+fn kind_names(objects: &[DynamicObject]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| format!("{}/{}", o.types.as_ref().unwrap().kind, o.metadata.name.as_deref().unwrap()))
+        .collect()
+}
+
+fn typed<K: DeserializeOwned>(objects: &[DynamicObject], kind: &str, name: &str) -> K {
+    let o = objects
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == kind && o.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{kind}/{name} not built"));
+    serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
+}
+
+fn env_of<'a>(container: &'a Container, name: &str) -> &'a EnvVar {
+    container.env.iter().flatten().find(|e| e.name == name).unwrap_or_else(|| panic!("env {name} missing"))
+}
+
+fn env_value(container: &Container, name: &str) -> String {
+    env_of(container, name).value.clone().unwrap_or_default()
+}
+
+fn secret_ref(container: &Container, name: &str) -> (String, String) {
+    let r = env_of(container, name)
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secret ref");
+    (r.name.clone(), r.key.clone())
+}
+
+#[test]
+fn minimal_clinic_has_the_full_child_set() {
+    let names = kind_names(&objects(&clinic("  {}\n")));
+    let expected: BTreeSet<String> = [
+        "Secret/lyon-db-credentials",
+        "Secret/lyon-openmrs-admin",
+        "NetworkPolicy/lyon-default-deny",
+        "NetworkPolicy/lyon-allow-dns",
+        "NetworkPolicy/lyon-gateway",
+        "NetworkPolicy/lyon-frontend",
+        "NetworkPolicy/lyon-backend",
+        "NetworkPolicy/lyon-mariadb",
+        "ConfigMap/lyon-mariadb-config",
+        "Service/lyon-mariadb",
+        "StatefulSet/lyon-mariadb",
+        "Service/lyon-backend",
+        "StatefulSet/lyon-backend",
+        "Service/lyon-frontend",
+        "Deployment/lyon-frontend",
+        "ConfigMap/lyon-gateway-nginx",
+        "Service/lyon-gateway",
+        "Deployment/lyon-gateway",
+        "HorizontalPodAutoscaler/lyon-frontend",
+        "HorizontalPodAutoscaler/lyon-gateway",
+        "PodDisruptionBudget/lyon-frontend",
+        "PodDisruptionBudget/lyon-gateway",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn every_child_is_labelled_owned_and_namespaced() {
+    for o in
+        objects(&clinic("  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      secretName: lyon-cert\n"))
+    {
+        let name = o.metadata.name.clone().unwrap();
+        let labels = o.metadata.labels.clone().unwrap_or_default();
+        for key in ["name", "instance", "component", "part-of", "managed-by"] {
+            assert!(
+                labels.contains_key(&format!("app.kubernetes.io/{key}")),
+                "{name} lacks app.kubernetes.io/{key}"
+            );
+        }
+        assert_eq!(labels["app.kubernetes.io/instance"], "lyon");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "clinic-operator");
+        assert_eq!(o.metadata.namespace.as_deref(), Some("clinic-lyon"), "{name}");
+        let owners = o.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{name} has one owner");
+        assert_eq!(owners[0].kind, "ClinicPlatform");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+}
+
+/// Pod Security "restricted" (v1.34 policy), checked field by field.
+fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+    let mut v = Vec::new();
+    let psc = pod.security_context.clone().unwrap_or_default();
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
+        v.push("host namespaces".into());
+    }
+    for vol in pod.volumes.iter().flatten() {
+        let allowed = vol.config_map.is_some()
+            || vol.secret.is_some()
+            || vol.empty_dir.is_some()
+            || vol.persistent_volume_claim.is_some()
+            || vol.projected.is_some()
+            || vol.downward_api.is_some();
+        if !allowed {
+            v.push(format!("volume {} has a non-restricted type", vol.name));
+        }
+    }
+    let safe_sysctls = [
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    ];
+    for s in psc.sysctls.iter().flatten() {
+        if !safe_sysctls.contains(&s.name.as_str()) {
+            v.push(format!("unsafe sysctl {}", s.name));
+        }
+    }
+    let pod_seccomp = psc.seccomp_profile.as_ref().map(|s| s.type_.clone());
+    for c in build::all_containers(pod) {
+        let sc = c.security_context.clone().unwrap_or_default();
+        if sc.privileged == Some(true) {
+            v.push(format!("{}: privileged", c.name));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            v.push(format!("{}: allowPrivilegeEscalation must be false", c.name));
+        }
+        if sc.run_as_non_root.or(psc.run_as_non_root) != Some(true) {
+            v.push(format!("{}: runAsNonRoot must be true", c.name));
+        }
+        if sc.run_as_user.or(psc.run_as_user) == Some(0) {
+            v.push(format!("{}: runs as uid 0", c.name));
+        }
+        let seccomp = sc.seccomp_profile.as_ref().map(|s| s.type_.clone()).or(pod_seccomp.clone());
+        if !matches!(seccomp.as_deref(), Some("RuntimeDefault") | Some("Localhost")) {
+            v.push(format!("{}: seccompProfile must be RuntimeDefault", c.name));
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+            v.push(format!("{}: must drop ALL capabilities", c.name));
+        }
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+            v.push(format!("{}: adds capabilities", c.name));
+        }
+        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
+            v.push(format!("{}: hostPort", c.name));
+        }
+        // Beyond "restricted": our own rule of a read-only root and set resources.
+        if sc.read_only_root_filesystem != Some(true) {
+            v.push(format!("{}: root filesystem must be read-only", c.name));
+        }
+        let res = c.resources.clone().unwrap_or_default();
+        if res.requests.is_none() || res.limits.is_none() {
+            v.push(format!("{}: requests and limits must be set", c.name));
+        }
+    }
+    v
+}
+
+fn pod_specs(objects: &[DynamicObject]) -> Vec<(String, PodSpec)> {
+    let mut out = Vec::new();
+    for o in objects {
+        let kind = o.types.as_ref().unwrap().kind.as_str();
+        let name = o.metadata.name.clone().unwrap();
+        let spec = match kind {
+            "StatefulSet" => typed::<StatefulSet>(objects, kind, &name).spec.unwrap().template.spec,
+            "Deployment" => typed::<Deployment>(objects, kind, &name).spec.unwrap().template.spec,
+            _ => continue,
+        };
+        out.push((name, spec.expect("pod spec")));
+    }
+    out
+}
+
+#[test]
+fn every_pod_passes_restricted_with_read_only_root() {
+    for spec in [
+        "  {}\n",
+        "  openmrs:\n    backend:\n      replicas: 2\n      clustering:\n        elasticsearchUris: http://es:9200\n        attachmentsClaimName: shared\n",
+    ] {
+        let objects = objects(&clinic(spec));
+        let pods = pod_specs(&objects);
+        assert_eq!(pods.len(), 4);
+        for (name, pod) in pods {
+            let violations = restricted_violations(&pod);
+            assert!(violations.is_empty(), "{name}: {violations:?}");
+            assert_eq!(pod.automount_service_account_token, Some(false), "{name} mounts an API token");
+        }
+    }
+}
+
+#[test]
+fn backend_is_configured_safely() {
+    let c = clinic("  {}\n");
+    let objects = objects(&c);
+    let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
+    let spec = sts.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.service_name.as_deref(), Some("lyon-backend"));
+    let pod = spec.template.spec.unwrap();
+    let main = &pod.containers[0];
+    assert_eq!(
+        main.image.as_deref(),
+        Some("docker.io/openmrs/openmrs-reference-application-3-backend:3.7.1-no-demo")
+    );
+    assert_eq!(env_value(main, "OMRS_DB"), "mysql");
+    assert_eq!(env_value(main, "OMRS_DB_HOSTNAME"), "lyon-mariadb");
+    assert_eq!(env_value(main, "OMRS_DB_PORT"), "3306");
+    assert_eq!(env_value(main, "OMRS_DB_NAME"), "openmrs");
+    assert_eq!(env_value(main, "OMRS_MODULE_WEB_ADMIN"), "false");
+    assert_eq!(env_value(main, "OMRS_ADD_DEMO_DATA"), "false");
+    assert_eq!(secret_ref(main, "OMRS_DB_USERNAME"), ("lyon-db-credentials".into(), "username".into()));
+    assert_eq!(secret_ref(main, "OMRS_DB_PASSWORD"), ("lyon-db-credentials".into(), "password".into()));
+    assert_eq!(
+        secret_ref(main, "OMRS_ADMIN_USER_PASSWORD"),
+        ("lyon-openmrs-admin".into(), "password".into())
+    );
+    assert!(main.env.iter().flatten().all(|e| e.name != "OMRS_SEARCH"), "lucene by default");
+
+    let startup = main.startup_probe.as_ref().unwrap();
+    assert_eq!(startup.http_get.as_ref().unwrap().path.as_deref(), Some("/openmrs/health/started"));
+    assert!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 1200,
+        "20 minutes for a first start"
+    );
+    let readiness = main.readiness_probe.as_ref().unwrap();
+    assert_eq!(readiness.http_get.as_ref().unwrap().path.as_deref(), Some("/openmrs/ws/rest/v1/session"));
+    assert_eq!(
+        main.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+        Some("/openmrs/health/alive")
+    );
+
+    let mounts: BTreeMap<_, _> =
+        main.volume_mounts.iter().flatten().map(|m| (m.mount_path.as_str(), m.name.as_str())).collect();
+    assert_eq!(mounts.get("/openmrs/data"), Some(&"data"));
+    assert_eq!(mounts.get("/openmrs"), Some(&"openmrs-home"));
+    assert_eq!(mounts.get("/usr/local/tomcat"), Some(&"tomcat"));
+    let claim = &spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    assert_eq!(
+        claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "8Gi"
+    );
+    let res = main.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "1");
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "4Gi");
+    assert_eq!(pod.init_containers.as_ref().unwrap()[0].name, "stage-writable-dirs");
+}
+
+#[test]
+fn backend_clustering_switches_search_and_adds_discovery() {
+    let c = clinic(
+        "  openmrs:\n    backend:\n      replicas: 3\n      clustering:\n        elasticsearchUris: http://es.search:9200\n        attachmentsClaimName: shared\n",
+    );
+    let objects = objects(&c);
+    let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
+    let spec = sts.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let main = &spec.template.spec.unwrap().containers[0];
+    assert_eq!(env_value(main, "OMRS_SEARCH"), "elasticsearch");
+    assert_eq!(env_value(main, "OMRS_SEARCH_ES_URIS"), "http://es.search:9200");
+    let headless: Service = typed(&objects, "Service", "lyon-backend-cluster");
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+}
+
+#[test]
+fn database_is_utf8mb4_with_probes_and_secrets() {
+    let c = clinic("  database:\n    storage:\n      size: 20Gi\n      storageClassName: encrypted-ssd\n");
+    let objects = objects(&c);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = typed(&objects, "ConfigMap", "lyon-mariadb-config");
+    let cnf = &cm.data.unwrap()["clinic.cnf"];
+    assert!(cnf.contains("character-set-server = utf8mb4"));
+    assert!(cnf.contains("collation-server = utf8mb4_general_ci"));
+    let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    let spec = sts.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let claim = spec.volume_claim_templates.unwrap()[0].spec.clone().unwrap();
+    assert_eq!(claim.storage_class_name.as_deref(), Some("encrypted-ssd"));
+    assert_eq!(claim.resources.unwrap().requests.unwrap()["storage"].0, "20Gi");
+    let main = &spec.template.spec.unwrap().containers[0];
+    assert_eq!(main.image.as_deref(), Some("docker.io/library/mariadb:10.11"));
+    assert_eq!(
+        secret_ref(main, "MARIADB_ROOT_PASSWORD"),
+        ("lyon-db-credentials".into(), "root-password".into())
+    );
+    assert_eq!(secret_ref(main, "MARIADB_PASSWORD"), ("lyon-db-credentials".into(), "password".into()));
+    assert_eq!(env_value(main, "MARIADB_DATABASE"), database::DATABASE_NAME);
+    assert!(
+        main.readiness_probe
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .as_ref()
+            .unwrap()
+            .contains(&"--innodb_initialized".to_string())
+    );
+    let svc: Service = typed(&objects, "Service", "lyon-mariadb");
+    assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+}
+
+#[test]
+fn deletion_policy_drives_claim_retention() {
+    for (policy, expected) in [("Retain", "Retain"), ("Delete", "Delete")] {
+        let objects = objects(&clinic(&format!("  deletionPolicy: {policy}\n")));
+        for name in ["lyon-mariadb", "lyon-backend"] {
+            let sts: StatefulSet = typed(&objects, "StatefulSet", name);
+            let retention = sts.spec.unwrap().persistent_volume_claim_retention_policy.unwrap();
+            assert_eq!(retention.when_deleted.as_deref(), Some(expected));
+            assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        }
+    }
+}
+
+#[test]
+fn frontend_gets_paths_and_locale() {
+    let objects = objects(&clinic(
+        "  openmrs:\n    locale: en_GB\n    spaConfigUrls: [/openmrs/spa/a.json, /openmrs/spa/b.json]\n",
+    ));
+    let d: Deployment = typed(&objects, "Deployment", "lyon-frontend");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let main = &pod.containers[0];
+    assert_eq!(env_value(main, "SPA_PATH"), frontend::SPA_PATH);
+    assert_eq!(env_value(main, "API_URL"), frontend::API_URL);
+    assert_eq!(env_value(main, "SPA_DEFAULT_LOCALE"), "en_GB");
+    assert_eq!(env_value(main, "SPA_CONFIG_URLS"), "/openmrs/spa/a.json /openmrs/spa/b.json");
+    let sysctls = pod.security_context.unwrap().sysctls.unwrap();
+    assert_eq!(sysctls[0].name, "net.ipv4.ip_unprivileged_port_start");
+}
+
+#[test]
+fn gateway_config_reproduces_upstream_routing() {
+    let c = clinic("  {}\n");
+    let conf = gateway::nginx_conf(&c);
+    assert!(conf.contains("server lyon-frontend:80;"));
+    assert!(conf.contains(&format!("server lyon-backend:{};", backend::PORT)));
+    assert!(conf.contains("rewrite ^/openmrs/spa/(.*)$ /$1 break;"), "strips /openmrs/spa");
+    assert!(conf.contains("proxy_read_timeout 300s;"));
+    for redirect in ["location = / {", "location = /openmrs/spa {", "location = /openmrs/spa/ {"] {
+        let at = conf.find(redirect).unwrap_or_else(|| panic!("{redirect} missing"));
+        assert!(conf[at..].lines().nth(1).unwrap().contains("return 301 /openmrs/spa/home;"));
+    }
+    assert!(conf.contains("X-Content-Type-Options nosniff"));
+    assert!(conf.contains("frame-ancestors 'self'"));
+    assert!(conf.contains("X-Forwarded-Proto $forwarded_proto"));
+    assert!(!conf.contains("127.0.0.11"), "no Docker DNS");
+    assert!(!conf.contains("Strict-Transport-Security"), "no HSTS without TLS");
+    let tls = clinic("  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      secretName: cert\n");
+    assert!(gateway::nginx_conf(&tls).contains("Strict-Transport-Security"));
+
+    let objects = objects(&c);
+    let d: Deployment = typed(&objects, "Deployment", "lyon-gateway");
+    let template = d.spec.unwrap().template;
+    assert!(
+        template.metadata.unwrap().annotations.unwrap().contains_key(build::CONFIG_HASH_ANNOTATION),
+        "config changes roll the pods"
+    );
+    let svc: Service = typed(&objects, "Service", "lyon-gateway");
+    let port = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(port.port, 80);
+}
+
+#[test]
+fn config_change_changes_the_pod_template() {
+    let hash = |spec: &str| {
+        let objects = objects(&clinic(spec));
+        let d: Deployment = typed(&objects, "Deployment", "lyon-gateway");
+        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[build::CONFIG_HASH_ANNOTATION].clone()
+    };
+    assert_ne!(hash("  {}\n"), hash("  ingress:\n    host: a.example.fr\n    tls:\n      secretName: c\n"));
+}
+
+#[test]
+fn autoscaled_deployments_leave_replicas_to_the_hpa() {
+    let objects = objects(&clinic("  {}\n"));
+    for name in ["lyon-frontend", "lyon-gateway"] {
+        let d: Deployment = typed(&objects, "Deployment", name);
+        assert_eq!(d.spec.unwrap().replicas, None, "{name}: an HPA owns replicas");
+    }
+    let fixed = objects_without_autoscaling();
+    let names = kind_names(&fixed);
+    assert!(!names.iter().any(|n| n.starts_with("HorizontalPodAutoscaler/")));
+    let d: Deployment = typed(&fixed, "Deployment", "lyon-gateway");
+    assert_eq!(d.spec.unwrap().replicas, Some(3));
+    // Gateway has 3 replicas -> a budget; frontend has 1 -> none.
+    assert!(names.contains("PodDisruptionBudget/lyon-gateway"));
+    assert!(!names.contains("PodDisruptionBudget/lyon-frontend"));
+}
+
+fn objects_without_autoscaling() -> Vec<DynamicObject> {
+    objects(&clinic(
+        "  autoscaling:\n    enabled: false\n  openmrs:\n    frontend:\n      replicas: 1\n    gateway:\n      replicas: 3\n",
+    ))
+}
+
+#[test]
+fn ingress_tls_from_secret_or_cert_manager() {
+    assert!(!kind_names(&objects(&clinic("  {}\n"))).iter().any(|n| n.starts_with("Ingress/")));
+
+    let objects_secret = objects(&clinic(
+        "  ingress:\n    host: emr.lyon.example.fr\n    className: nginx\n    tls:\n      secretName: lyon-cert\n",
+    ));
+    let ing: Ingress = typed(&objects_secret, "Ingress", "lyon");
+    let spec = ing.spec.clone().unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name.as_deref(), Some("lyon-cert"));
+    let backend = spec.rules.unwrap()[0].http.clone().unwrap().paths[0].backend.service.clone().unwrap();
+    assert_eq!(backend.name, "lyon-gateway");
+    assert!(!ing.metadata.annotations.unwrap().keys().any(|k| k.starts_with("cert-manager.io/")));
+
+    let objects_issuer = objects(&clinic(
+        "  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n",
+    ));
+    let ing: Ingress = typed(&objects_issuer, "Ingress", "lyon");
+    let annotations = ing.metadata.annotations.unwrap();
+    assert_eq!(annotations["cert-manager.io/cluster-issuer"], "letsencrypt");
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"], "true");
+    assert_eq!(ing.spec.unwrap().tls.unwrap()[0].secret_name.as_deref(), Some("lyon-tls"));
+}
+
+#[test]
+fn images_follow_registry_mirror_digest_and_pull_secrets() {
+    let digest = format!("registry.example.fr/openmrs/frontend@sha256:{}", "a".repeat(64));
+    let c = clinic(&format!(
+        "  images:\n    registry: registry.example.fr/mirror\n    pullSecrets: [mirror-pull]\n    pullPolicy: Always\n  openmrs:\n    frontend:\n      image: {digest}\n"
+    ));
+    let objects = objects(&c);
+    let backend: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
+    let pod = backend.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry.example.fr/mirror/openmrs/openmrs-reference-application-3-backend:3.7.1-no-demo")
+    );
+    assert_eq!(pod.containers[0].image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "mirror-pull");
+    let frontend: Deployment = typed(&objects, "Deployment", "lyon-frontend");
+    assert_eq!(
+        frontend.spec.unwrap().template.spec.unwrap().containers[0].image.as_deref(),
+        Some(digest.as_str())
+    );
+}
+
+#[test]
+fn placement_reaches_the_pods() {
+    let c = clinic(
+        "  database:\n    placement:\n      nodeSelector:\n        pool: clinic-data\n      tolerations:\n        - key: dedicated\n          operator: Equal\n          value: clinic\n          effect: NoSchedule\n",
+    );
+    let objects = objects(&c);
+    let db: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    let pod = db.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["pool"], "clinic-data");
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+}
+
+#[test]
+fn render_never_shows_a_password() {
+    let objects = objects(&clinic("  {}\n"));
+    let secret: Secret = typed(&objects, "Secret", "lyon-db-credentials");
+    let data = secret.string_data.unwrap();
+    assert_eq!(data["root-password"], build::secrets::PLACEHOLDER);
+    assert_eq!(data["password"], build::secrets::PLACEHOLDER);
+    assert_eq!(data["username"], "openmrs");
+}
+
+#[test]
+fn generated_passwords_are_long_random_and_distinct() {
+    let c = clinic("  {}\n");
+    let generated = build::secrets::generated(&c);
+    let a = build::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
+    let b = build::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
+    assert!(a["password"].len() >= 32 && a["password"].chars().all(|ch| ch.is_ascii_alphanumeric()));
+    assert_ne!(a["password"], a["root-password"]);
+    assert_ne!(a["password"], b["password"]);
+}
+
+#[test]
+fn user_provided_secrets_are_referenced_not_generated() {
+    let c = clinic(
+        "  database:\n    credentialsSecretRef: lyon-db-from-vault\n  security:\n    adminPasswordSecretRef:\n      name: lyon-admin-from-vault\n      key: admin\n",
+    );
+    let objects = objects(&c);
+    assert!(!kind_names(&objects).iter().any(|n| n.starts_with("Secret/")), "nothing generated");
+    let backend: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
+    let main = backend.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    assert_eq!(secret_ref(&main, "OMRS_DB_PASSWORD").0, "lyon-db-from-vault");
+    assert_eq!(
+        secret_ref(&main, "OMRS_ADMIN_USER_PASSWORD"),
+        ("lyon-admin-from-vault".into(), "admin".into())
+    );
+}
+
+// ---- Network: which pod may talk to which, computed from the rendered policies ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    Pod(&'static str),
+    IngressController,
+    Outside,
+}
+
+fn pod_labels(component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_string(), "lyon".to_string()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+    ])
+}
+
+fn selects(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    assert!(selector.match_expressions.is_none(), "evaluator handles matchLabels only");
+    selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn peer_matches(
+    peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer,
+    who: Peer,
+    controller_ns: &str,
+) -> bool {
+    match who {
+        Peer::Pod(component) => {
+            peer.namespace_selector.is_none()
+                && peer.ip_block.is_none()
+                && peer.pod_selector.as_ref().is_some_and(|s| selects(s, &pod_labels(component)))
+        }
+        Peer::IngressController => {
+            peer.namespace_selector.as_ref().is_some_and(|ns| {
+                selects(
+                    ns,
+                    &BTreeMap::from([("kubernetes.io/metadata.name".to_string(), controller_ns.to_string())]),
+                )
+            }) && peer.pod_selector.is_none()
+        }
+        Peer::Outside => false,
+    }
+}
+
+fn port_ok(ports: &Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>, port: i32) -> bool {
+    match ports {
+        None => true,
+        Some(ports) => ports.iter().any(|p| {
+            matches!(&p.port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) if *n == port)
+                && p.protocol.as_deref() == Some("TCP")
+        }),
+    }
+}
+
+/// Whether `from` may open a TCP connection to `to` on `port` under `policies`.
+fn allowed(policies: &[NetworkPolicy], from: Peer, to: Peer, port: i32) -> bool {
+    let applies = |p: &NetworkPolicy, who: Peer, kind: &str| {
+        let Peer::Pod(component) = who else { return false };
+        let spec = p.spec.as_ref().unwrap();
+        spec.policy_types.iter().flatten().any(|t| t == kind)
+            && selects(spec.pod_selector.as_ref().unwrap(), &pod_labels(component))
+    };
+    let egress_ok = match from {
+        Peer::Pod(_) => {
+            let mine: Vec<_> = policies.iter().filter(|p| applies(p, from, "Egress")).collect();
+            !mine.is_empty()
+                && mine.iter().any(|p| {
+                    p.spec.as_ref().unwrap().egress.iter().flatten().any(|r| {
+                        port_ok(&r.ports, port)
+                            && r.to.iter().flatten().any(|peer| peer_matches(peer, to, "ingress-nginx"))
+                    })
+                })
+        }
+        _ => true,
+    };
+    let ingress_ok = match to {
+        Peer::Pod(_) => {
+            let mine: Vec<_> = policies.iter().filter(|p| applies(p, to, "Ingress")).collect();
+            !mine.is_empty()
+                && mine.iter().any(|p| {
+                    p.spec.as_ref().unwrap().ingress.iter().flatten().any(|r| {
+                        port_ok(&r.ports, port)
+                            && r.from.iter().flatten().any(|peer| peer_matches(peer, from, "ingress-nginx"))
+                    })
+                })
+        }
+        _ => true,
+    };
+    egress_ok && ingress_ok
+}
+
+#[test]
+fn network_matrix_allows_exactly_the_platform_flows() {
+    let c = clinic("  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      secretName: cert\n");
+    let policies = build::network::build(&c);
+    let peers = [
+        Peer::Pod("gateway"),
+        Peer::Pod("frontend"),
+        Peer::Pod("backend"),
+        Peer::Pod("database"),
+        Peer::IngressController,
+        Peer::Outside,
+    ];
+    let ports = [80, 443, 3306, 7800, 8080, 22];
+    let expected: BTreeSet<(Peer, Peer, i32)> = [
+        (Peer::IngressController, Peer::Pod("gateway"), gateway::PORT),
+        (Peer::Pod("gateway"), Peer::Pod("frontend"), frontend::PORT),
+        (Peer::Pod("gateway"), Peer::Pod("backend"), backend::PORT),
+        (Peer::Pod("backend"), Peer::Pod("database"), database::PORT),
+    ]
+    .into_iter()
+    .collect();
+    let mut actual = BTreeSet::new();
+    for from in peers {
+        for to in peers {
+            if matches!(to, Peer::IngressController | Peer::Outside) && !matches!(from, Peer::Pod(_)) {
+                continue;
+            }
+            for port in ports {
+                if from != to && allowed(&policies, from, to, port) {
+                    actual.insert((from, to, port));
+                }
+            }
+        }
+    }
+    assert_eq!(actual, expected, "allowed flows differ (denied pairs included in the comparison)");
+}
+
+#[test]
+fn extra_egress_opens_only_the_declared_destination() {
+    let c = clinic("  security:\n    extraEgress:\n      - cidr: 10.20.0.0/16\n        port: 443\n");
+    let policies = build::network::build(&c);
+    let backend = policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-backend")).unwrap();
+    let egress = backend.spec.as_ref().unwrap().egress.clone().unwrap();
+    let to_lab =
+        egress.iter().find(|r| r.to.iter().flatten().any(|p| p.ip_block.is_some())).expect("lab rule");
+    assert_eq!(to_lab.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.20.0.0/16");
+    assert!(port_ok(&to_lab.ports, 443) && !port_ok(&to_lab.ports, 80));
+    let others = policies.iter().filter(|p| p.metadata.name.as_deref() != Some("lyon-backend"));
+    assert!(
+        others.flat_map(|p| p.spec.as_ref().unwrap().egress.iter().flatten()).all(|r| r
+            .to
+            .iter()
+            .flatten()
+            .all(|p| p.ip_block.is_none()))
+    );
+}
+
+#[test]
+fn every_platform_pod_is_under_default_deny_and_gets_dns() {
+    let policies = build::network::build(&clinic("  {}\n"));
+    let deny = policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-default-deny")).unwrap();
+    let spec = deny.spec.as_ref().unwrap();
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+    assert!(spec.ingress.iter().flatten().next().is_none() && spec.egress.iter().flatten().next().is_none());
+    for component in ["gateway", "frontend", "backend", "database"] {
+        assert!(selects(spec.pod_selector.as_ref().unwrap(), &pod_labels(component)));
+    }
+    let dns = policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-allow-dns")).unwrap();
+    let rule = &dns.spec.as_ref().unwrap().egress.as_ref().unwrap()[0];
+    let ports: Vec<_> = rule.ports.iter().flatten().map(|p| p.protocol.clone().unwrap()).collect();
+    assert_eq!(ports, ["UDP", "TCP"]);
+}

@@ -70,12 +70,12 @@ async fn run(client: Client) -> Result<()> {
     let claims = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .applied_objects()
-        .map_ok(Event::Claim)
+        .map_ok(|c| Event::Claim(Box::new(c)))
         .boxed();
     let volumes = watcher(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .applied_objects()
-        .map_ok(Event::Volume)
+        .map_ok(|v| Event::Volume(Box::new(v)))
         .boxed();
     let mut events = futures::stream::select(claims, volumes);
     let pvs: Api<PersistentVolume> = Api::all(client);
@@ -104,8 +104,8 @@ async fn run(client: Client) -> Result<()> {
 }
 
 enum Event {
-    Claim(PersistentVolumeClaim),
-    Volume(PersistentVolume),
+    Claim(Box<PersistentVolumeClaim>),
+    Volume(Box<PersistentVolume>),
 }
 
 /// The volume a pending claim of our class needs, if any.

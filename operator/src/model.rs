@@ -224,10 +224,8 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     if let Some(r) = &spec.security.admin_password_secret_ref {
         check_dns_subdomain("spec.security.adminPasswordSecretRef.name", &r.name)?;
     }
-    if let Some(tls) = spec.ingress.as_ref().map(|i| &i.tls) {
-        if let Some(secret) = &tls.secret_name {
-            check_dns_subdomain("spec.ingress.tls.secretName", secret)?;
-        }
+    if let Some(secret) = spec.ingress.as_ref().and_then(|i| i.tls.secret_name.as_ref()) {
+        check_dns_subdomain("spec.ingress.tls.secretName", secret)?;
     }
     for (i, secret) in spec.images.pull_secrets.iter().enumerate() {
         check_dns_subdomain(&format!("spec.images.pullSecrets[{i}]"), secret)?;

@@ -49,7 +49,7 @@ fn api_resource(object: &DynamicObject) -> Option<ApiResource> {
 }
 
 /// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
-pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic, notices: &mut Vec<Notice>) -> Result<usize> {
+pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic) -> Result<usize> {
     let mut created = 0;
     for generated in secrets::generated(clinic) {
         match ctx.caches.secret(&clinic.namespace, &generated.name) {
@@ -57,7 +57,6 @@ pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic, notices: &mut Vec<No
             None => {
                 if create_secret(ctx, clinic, &generated).await? {
                     created += 1;
-                    notices.push(Notice::normal("Created", format!("Secret {} generated", generated.name)));
                 }
             }
         }
@@ -191,6 +190,23 @@ fn keep_immutable_fields(desired: &mut Value, live: &DynamicObject, notices: &mu
     spec.insert("volumeClaimTemplates".into(), kept);
 }
 
+/// The body the operator applies for a desired child: the object plus the annotation with the
+/// hash of what was declared. Returns the body and the hash.
+pub fn declared(object: &DynamicObject) -> Result<(Value, String)> {
+    let what =
+        || format!("{} {}", object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or(""), object.name_any());
+    let mut value =
+        serde_json::to_value(object).map_err(|source| Error::Serialize { what: what(), source })?;
+    let hash = hash_of(&value);
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(map) = annotations.as_object_mut() {
+            map.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash.clone()));
+        }
+    }
+    Ok((value, hash))
+}
+
 /// Applies every desired child that is not already converged.
 pub async fn apply_children(
     ctx: &Context,
@@ -209,15 +225,7 @@ pub async fn apply_children(
             continue;
         }
         let name = object.name_any();
-        let mut value = serde_json::to_value(object)
-            .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
-        let hash = hash_of(&value);
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-            if let Some(map) = annotations.as_object_mut() {
-                map.insert(DESIRED_HASH_ANNOTATION.into(), Value::String(hash.clone()));
-            }
-        }
+        let (mut value, hash) = declared(object)?;
         let live = ctx.caches.get(&ar, &clinic.namespace, &name);
         let mut drifted_field = None;
         if let Some(live) = &live {
@@ -264,13 +272,6 @@ pub async fn apply_children(
                 debug!(kind = %ar.kind, %name, "updated");
             }
         }
-    }
-    if applied.created > 0 {
-        notices.push(Notice::normal("Created", format!("created {} objects", applied.created)));
-    }
-    if applied.updated > 0 {
-        notices
-            .push(Notice::normal("Updated", format!("updated {} objects to the new spec", applied.updated)));
     }
     match first_error {
         Some(e) => Err(e),

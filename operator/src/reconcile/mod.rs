@@ -194,11 +194,19 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
 
 /// Secrets first (the workloads reference them), then every other child, then prune.
 async fn converge(ctx: &Context, clinic: &Clinic, notices: &mut Vec<Notice>) -> Result<apply::Applied> {
-    let created_secrets = apply::ensure_secrets(ctx, clinic, notices).await?;
+    let created_secrets = apply::ensure_secrets(ctx, clinic).await?;
     let desired = build::desired(clinic, &SecretValues::Placeholder);
     let mut applied = apply::apply_children(ctx, clinic, &desired, notices).await?;
     applied.created += created_secrets;
     applied.pruned = apply::prune(ctx, clinic, &desired, notices).await?;
+    // One event per kind of change and pass, not one per object.
+    if applied.created > 0 {
+        notices.push(Notice::normal("Created", format!("created {} objects", applied.created)));
+    }
+    if applied.updated > 0 {
+        notices
+            .push(Notice::normal("Updated", format!("updated {} objects to the new spec", applied.updated)));
+    }
     Ok(applied)
 }
 
@@ -258,14 +266,21 @@ fn merge_conditions(status: &mut ClinicPlatformStatus, conditions: Vec<crate::ap
 }
 
 async fn write_status(ctx: &Context, cp: &ClinicPlatform, status: &ClinicPlatformStatus) -> Result<()> {
-    let api: Api<ClinicPlatform> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": ClinicPlatform::api_version(&()),
         "kind": ClinicPlatform::kind(&()),
         "status": status,
     });
+    patch_status(ctx, &cp.namespace().unwrap_or_default(), &cp.name_any(), &patch).await
+}
+
+/// The one status write. Untyped, so that the answer for a ClinicPlatform whose spec no longer
+/// parses still reads.
+async fn patch_status(ctx: &Context, namespace: &str, name: &str, patch: &serde_json::Value) -> Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &ApiResource::erase::<ClinicPlatform>(&()));
     ctx.metrics.record_write("status");
-    api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await
         .map_err(Error::Status)?;
     Ok(())
@@ -283,17 +298,12 @@ async fn report_unreadable(
     };
     let message = format!("spec cannot be read: {}", invalid.error);
     let conditions = status::unreadable(&message, meta.generation, &[]);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &namespace, &ApiResource::erase::<ClinicPlatform>(&()));
     let patch = json!({
         "apiVersion": ClinicPlatform::api_version(&()),
         "kind": ClinicPlatform::kind(&()),
         "status": { "observedGeneration": meta.generation, "conditions": conditions },
     });
-    ctx.metrics.record_write("status");
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    patch_status(ctx, &namespace, &name, &patch).await?;
     let reference = ObjectReference {
         api_version: Some(ClinicPlatform::api_version(&()).into()),
         kind: Some(ClinicPlatform::kind(&()).into()),

@@ -1,0 +1,404 @@
+//! One reconcile against a mocked API server (tower-test): the exact requests it sends.
+//!
+//! The caches are seeded the way the watches would fill them; the mock answers like an API
+//! server (apply returns the applied object, absent objects are 404) and records every request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clinic_operator::api::ClinicPlatform;
+use clinic_operator::build::{self, SecretValues};
+use clinic_operator::metrics::Metrics;
+use clinic_operator::model;
+use clinic_operator::reconcile::observe::{CacheWriters, Caches};
+use clinic_operator::reconcile::{self, Context, apply};
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
+use kube::client::Body;
+use kube::core::{DeserializeGuard, TypeMeta};
+use kube::runtime::watcher::Event;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+const UID: &str = "6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11";
+
+fn clinic_platform(spec: &str) -> ClinicPlatform {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: {UID}\n  generation: 1\nspec:\n{spec}"
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+/// What the API server would hold after a successful apply: the declared body with status.
+fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
+    let clinic = model::validate(cp).unwrap();
+    build::desired(&clinic, &SecretValues::Placeholder)
+        .iter()
+        .filter(|o| o.types.as_ref().unwrap().kind != "Secret")
+        .map(|o| {
+            let (mut value, _) = apply::declared(o).unwrap();
+            value["metadata"]["generation"] = json!(1);
+            value["metadata"]["resourceVersion"] = json!("1");
+            match value["kind"].as_str().unwrap() {
+                "StatefulSet" | "Deployment" => {
+                    let replicas = value["spec"]["replicas"].as_i64().unwrap_or(2);
+                    value["status"] = json!({
+                        "observedGeneration": 1,
+                        "replicas": replicas,
+                        "readyReplicas": replicas,
+                        "availableReplicas": replicas,
+                        "updatedReplicas": replicas,
+                    });
+                    if value["kind"] == "Deployment" {
+                        value["spec"]["replicas"] = json!(replicas);
+                    }
+                }
+                _ => {}
+            }
+            serde_json::from_value(value).unwrap()
+        })
+        .collect()
+}
+
+fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
+    let clinic = model::validate(cp).unwrap();
+    build::secrets::generated(&clinic)
+        .into_iter()
+        .map(|g| PartialObjectMeta {
+            types: Some(TypeMeta { api_version: "v1".into(), kind: "Secret".into() }),
+            metadata: ObjectMeta {
+                name: Some(g.name),
+                namespace: Some("clinic-lyon".into()),
+                labels: Some(clinic.labels(model::Component::Platform)),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        })
+        .collect()
+}
+
+/// Fills the caches as a completed initial list would.
+async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Secret>>) -> Caches {
+    let (caches, CacheWriters { children: mut writers, secrets: mut secret_writer }) = Caches::new();
+    for (ar, writer) in &mut writers {
+        writer.apply_watcher_event(&Event::Init);
+        for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
+            writer.apply_watcher_event(&Event::InitApply(child.clone()));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+    }
+    secret_writer.apply_watcher_event(&Event::Init);
+    for s in secrets {
+        secret_writer.apply_watcher_event(&Event::InitApply(s));
+    }
+    secret_writer.apply_watcher_event(&Event::InitDone);
+    caches.wait_ready().await;
+    // The writers may go: the stores keep their contents.
+    std::mem::forget(writers);
+    std::mem::forget(secret_writer);
+    caches
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+impl Call {
+    fn mutating(&self) -> bool {
+        self.method != "GET"
+    }
+    fn is(&self, method: &str, path_part: &str) -> bool {
+        self.method == method && self.path.contains(path_part)
+    }
+}
+
+/// A fake API server: answers every request and records it.
+fn mock_api() -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            recorded.lock().unwrap().push(Call {
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            let (status, reply) = match method.as_str() {
+                "GET" => (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+                "POST" => (StatusCode::CREATED, body),
+                _ => {
+                    let mut reply = body;
+                    if !reply["metadata"].is_object() {
+                        // A status patch carries no metadata; the server's answer does.
+                        reply["metadata"] = json!({"name": "lyon", "namespace": "clinic-lyon"});
+                    }
+                    reply["metadata"]["resourceVersion"] = json!("2");
+                    (StatusCode::OK, reply)
+                }
+            };
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), calls)
+}
+
+async fn run(cp: &ClinicPlatform, caches: Caches) -> (Result<(), String>, Vec<Call>) {
+    let (client, calls) = mock_api();
+    let ctx = Arc::new(Context::new(client, caches, Arc::new(Metrics::new()), Some("test".into())));
+    let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp.clone()))), ctx).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = calls.lock().unwrap().clone();
+    (result.map(|_| ()).map_err(|e| e.to_string()), calls)
+}
+
+/// The status a reconcile wrote (to seed a converged ClinicPlatform).
+fn written_status(calls: &[Call]) -> Value {
+    calls.iter().find(|c| c.is("PATCH", "/status")).expect("a status write").body["status"].clone()
+}
+
+#[tokio::test]
+async fn create_from_nothing() {
+    let cp = clinic_platform("  {}\n");
+    let (result, calls) = run(&cp, seeded(vec![], vec![]).await).await;
+    result.unwrap();
+    let summary: Vec<String> =
+        calls.iter().map(|c| format!("{} {}", c.method, c.path.split('?').next().unwrap())).collect();
+
+    // Generated Secrets: looked for, the database volume checked, then created once each.
+    assert_eq!(summary[0], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
+    assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
+    assert_eq!(summary[2], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[3], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
+    assert_eq!(summary[4], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
+    let password = created[0]["stringData"]["password"].as_str().unwrap();
+    assert!(password.len() >= 32 && password != build::secrets::PLACEHOLDER);
+    assert!(
+        created[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty),
+        "Retain: credentials outlive the clinic"
+    );
+
+    // Every other child: one server-side apply each, with our field manager, forced.
+    let applies: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "PATCH" && !c.path.contains("/status") && !c.path.contains("/events"))
+        .collect();
+    assert_eq!(applies.len(), 20, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
+    for a in &applies {
+        assert!(
+            a.path.contains("fieldManager=clinic-operator") && a.path.contains("force=true"),
+            "{}",
+            a.path
+        );
+        assert!(a.body["metadata"]["annotations"][apply::DESIRED_HASH_ANNOTATION].is_string());
+    }
+    // One status write; events after it.
+    let status = calls.iter().filter(|c| c.is("PATCH", "/clinicplatforms/lyon/status")).count();
+    assert_eq!(status, 1);
+    let written = written_status(&calls);
+    assert_eq!(written["observedGeneration"], 1);
+    assert!(
+        written["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Progressing" && c["status"] == "True")
+    );
+    let events: Vec<&Call> = calls.iter().filter(|c| c.path.contains("/events")).collect();
+    assert_eq!(events.len(), 1, "one Created event for the pass: {events:?}");
+    assert_eq!(events[0].body["reason"], "Created");
+    assert_eq!(events[0].body["note"], "created 22 objects");
+    // No password in any event or status.
+    for c in calls.iter().filter(|c| c.path.contains("/events") || c.path.contains("/status")) {
+        assert!(!c.body.to_string().contains(password), "a password leaked into {}", c.path);
+    }
+}
+
+#[tokio::test]
+async fn converged_clinic_sends_no_request_at_all() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    // First pass over a converged cluster writes only the status; take that status...
+    let (result, calls) = run(&cp, seeded(children.clone(), secret_metadata(&cp)).await).await;
+    result.unwrap();
+    assert!(calls.iter().all(|c| c.is("PATCH", "/status")), "only the status: {calls:?}");
+    cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
+    // ...then a second pass must send nothing: no apply, no status, no event, not even a GET.
+    let (result, calls) = run(&cp, seeded(children, secret_metadata(&cp)).await).await;
+    result.unwrap();
+    assert!(calls.is_empty(), "a converged clinic sent {calls:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_applied_again() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    let (_, calls) = run(&cp, seeded(children.clone(), secret_metadata(&cp)).await).await;
+    cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
+    let without: Vec<DynamicObject> = children
+        .into_iter()
+        .filter(|c| {
+            c.metadata.name.as_deref() != Some("lyon-mariadb")
+                || c.types.as_ref().unwrap().kind != "NetworkPolicy"
+        })
+        .collect();
+    let (result, calls) = run(&cp, seeded(without, secret_metadata(&cp)).await).await;
+    result.unwrap();
+    let mutating: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.mutating() && !c.path.contains("/events") && !c.path.contains("/status"))
+        .collect();
+    assert_eq!(mutating.len(), 1, "{mutating:?}");
+    assert!(mutating[0].is("PATCH", "/networkpolicies/lyon-mariadb"));
+}
+
+#[tokio::test]
+async fn an_edited_child_is_put_back_with_a_drift_event() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    let (_, calls) = run(&cp, seeded(children.clone(), secret_metadata(&cp)).await).await;
+    cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
+    let edited: Vec<DynamicObject> = children
+        .into_iter()
+        .map(|mut c| {
+            if c.metadata.name.as_deref() == Some("lyon-gateway")
+                && c.types.as_ref().unwrap().kind == "Service"
+            {
+                c.data["spec"]["ports"][0]["port"] = json!(8888);
+            }
+            c
+        })
+        .collect();
+    let (result, calls) = run(&cp, seeded(edited, secret_metadata(&cp)).await).await;
+    result.unwrap();
+    let mutating: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.mutating() && !c.path.contains("/events") && !c.path.contains("/status"))
+        .collect();
+    assert_eq!(mutating.len(), 1, "{mutating:?}");
+    assert!(mutating[0].is("PATCH", "/services/lyon-gateway"));
+    assert_eq!(mutating[0].body["spec"]["ports"][0]["port"], 80);
+    let event = calls.iter().find(|c| c.is("POST", "/events")).expect("an event");
+    assert_eq!(event.body["reason"], "DriftCorrected");
+    assert_eq!(event.body["type"], "Warning");
+    assert!(event.body["note"].as_str().unwrap().contains("spec.ports[0].port"));
+    assert_eq!(event.body["related"]["name"], "lyon-gateway");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_writes_a_condition_and_an_event_and_nothing_else() {
+    let cp = clinic_platform(
+        "  openmrs:\n    backend:\n      resources:\n        requests: {cpu: \"8\"}\n        limits: {cpu: \"4\"}\n",
+    );
+    let (result, calls) = run(&cp, seeded(vec![], vec![]).await).await;
+    let error = result.expect_err("an invalid spec is an error");
+    assert!(error.contains("spec.openmrs.backend.resources.requests.cpu"), "{error}");
+    let summary: Vec<String> =
+        calls.iter().map(|c| format!("{} {}", c.method, c.path.split('?').next().unwrap())).collect();
+    assert_eq!(
+        summary,
+        [
+            "PATCH /apis/clinic.audioprothese.fr/v1alpha1/namespaces/clinic-lyon/clinicplatforms/lyon/status",
+            "POST /apis/events.k8s.io/v1/namespaces/clinic-lyon/events",
+        ]
+    );
+    let status = written_status(&calls);
+    let degraded = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert_eq!(calls[1].body["type"], "Warning");
+    assert_eq!(calls[1].body["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_paused_clinic_changes_no_child() {
+    let cp = clinic_platform("  paused: true\n");
+    let (result, calls) = run(&cp, seeded(vec![], vec![]).await).await;
+    result.unwrap();
+    assert!(calls.iter().all(|c| c.is("PATCH", "/status")), "{calls:?}");
+    let status = written_status(&calls);
+    let progressing =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Progressing").unwrap();
+    assert_eq!(progressing["reason"], "Paused");
+}
+
+#[tokio::test]
+async fn lost_credentials_are_never_regenerated_over_existing_data() {
+    // The database volume exists but its Secret is gone: the mock answers the PVC GET with 200.
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorded = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let line = format!("{} {}", request.method(), request.uri().path());
+            recorded.lock().unwrap().push(line.clone());
+            let (status, body) = if line.contains("persistentvolumeclaims") {
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-lyon-mariadb-0", "namespace": "clinic-lyon"}}),
+                )
+            } else if request.method() == "GET" {
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                )
+            } else {
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let mut reply: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+                reply["metadata"] = json!({"name": "lyon", "namespace": "clinic-lyon"});
+                (StatusCode::OK, reply)
+            };
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let cp = clinic_platform("  {}\n");
+    let ctx = Arc::new(Context::new(
+        Client::new(service, "default"),
+        seeded(vec![], vec![]).await,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await;
+    let error = result.expect_err("must not go on without credentials").to_string();
+    assert!(error.contains("lyon-db-credentials") && error.contains("data-lyon-mariadb-0"), "{error}");
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
+        "a Secret was generated: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("PATCH") && !c.contains("/status")),
+        "children applied: {calls:?}"
+    );
+}
+
+#[test]
+fn owner_reference_points_at_the_clinic() {
+    let cp = clinic_platform("  {}\n");
+    let clinic = model::validate(&cp).unwrap();
+    let owner = clinic.owner.unwrap();
+    assert_eq!(owner.uid, UID);
+    assert_eq!(owner.kind, ClinicPlatform::kind(&()));
+}

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _ = std::fs::write(dir.join("pid"), std::process::id().to_string());
     let _ = std::fs::write(dir.join("ready"), plane.kubeconfig.display().to_string());
     eprintln!("control plane up: KUBECONFIG={}", plane.kubeconfig.display());
     // SAFETY: waiting for the signals blocked above.

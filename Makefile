@@ -1,0 +1,42 @@
+# clinic-operator: the two quick-start commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export CARGO_BUILD_JOBS ?= 2
+CARGO ?= cargo
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+OPERATOR_BIN := $(TARGET_DIR)/debug/clinic-operator
+
+.PHONY: help
+help: ## Show the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: control-plane
+control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
+	@e2e/cluster/build.sh >/dev/null
+
+.PHONY: build
+build: ## Build the operator and the e2e tools.
+	$(CARGO) build --workspace --bins
+
+.PHONY: lint
+lint: ## rustfmt, clippy (warnings are errors) and gofmt of the e2e modules.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@test -z "$$(git ls-files '*.go' | xargs -r gofmt -l)"
+
+.PHONY: test
+test: lint control-plane build ## Every test: unit, CRD drift, mocked API, CLI, and the e2e suite on a real control plane.
+	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) $(CARGO) test --workspace --all-targets
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types.
+	$(CARGO) run -q -p clinic-operator -- crd > crds/clinicplatform.yaml
+
+.PHONY: demo
+demo: control-plane build ## Start a local control plane with the operator and examples/minimal.yaml.
+	@OPERATOR_BIN=$(OPERATOR_BIN) E2E_CLUSTER_BIN=$(TARGET_DIR)/debug/e2e-cluster e2e/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop what `make demo` started.
+	@e2e/demo.sh down

@@ -30,8 +30,12 @@ test: lint control-plane build ## Every test: unit, CRD drift, mocked API, CLI, 
 	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) $(CARGO) test --workspace --all-targets
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ from the Rust types (also run `make docs`).
 	$(CARGO) run -q -p clinic-operator -- crd > crds/clinicplatform.yaml
+
+.PHONY: docs
+docs: ## Regenerate docs/api.md from the CRD schema.
+	$(CARGO) run -q -p clinic-operator -- api-docs > docs/api.md
 
 .PHONY: demo
 demo: control-plane build ## Start a local control plane with the operator and examples/minimal.yaml.

@@ -22,6 +22,9 @@ enum Command {
     Run(RunArgs),
     /// Print the ClinicPlatform CustomResourceDefinition as YAML.
     Crd,
+    /// Print the ClinicPlatform field reference (Markdown) generated from the CRD schema.
+    #[command(hide = true)]
+    ApiDocs,
     /// Print every object the operator would apply for the ClinicPlatform(s) in a file.
     Render {
         /// File with one or more ClinicPlatform documents ("-" for standard input).
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::ApiDocs => emit(&clinic_operator::render::api_reference()),
         Command::Crd => match clinic_operator::render::crd_yaml() {
             Ok(yaml) => emit(&yaml),
             Err(e) => fail(&e.to_string()),

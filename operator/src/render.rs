@@ -70,3 +70,72 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
     }
     Ok(out)
 }
+
+/// The ClinicPlatform field reference (`docs/api.md`), generated from the CRD schema so it cannot
+/// drift from what `kubectl explain` says.
+pub fn api_reference() -> String {
+    let crd = ClinicPlatform::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .unwrap_or_default();
+    let mut out = String::from(
+        "# ClinicPlatform reference\n\n\
+         `clinic.audioprothese.fr/v1alpha1`, kind `ClinicPlatform` (namespaced, short name `clinic`).\n\
+         Generated from the CRD schema by `make docs`; a test fails when it drifts.\n\n\
+         | field | type | default | description |\n|---|---|---|---|\n",
+    );
+    fields("spec", &schema["properties"]["spec"], &mut out);
+    out.push_str("\n## Status\n\n| field | type | description |\n|---|---|---|\n");
+    let mut status = String::new();
+    fields("status", &schema["properties"]["status"], &mut status);
+    for line in status.lines() {
+        // Drop the default column: status has none.
+        let cells: Vec<&str> = line.split(" | ").collect();
+        if cells.len() == 4 {
+            out.push_str(&format!("{} | {} | {}\n", cells[0], cells[1], cells[3]));
+        }
+    }
+    out
+}
+
+fn fields(path: &str, node: &serde_json::Value, out: &mut String) {
+    let Some(props) = node.get("properties").and_then(|p| p.as_object()) else { return };
+    for (name, field) in props {
+        let here = format!("{path}.{name}");
+        let mut kind = field["type"].as_str().unwrap_or("int-or-string").to_string();
+        if kind == "array" {
+            kind = format!("[]{}", field["items"]["type"].as_str().unwrap_or("object"));
+        }
+        let default = match &field["default"] {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::Object(_) => String::new(),
+            v => format!("`{v}`"),
+        };
+        let mut description =
+            field["description"].as_str().unwrap_or("").replace('\n', " ").replace('|', "\\|");
+        if let Some(values) = field["enum"].as_array() {
+            let values: Vec<String> =
+                values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or(""))).collect();
+            description.push_str(&format!(" One of {}.", values.join(", ")));
+        }
+        for rule in field["x-kubernetes-validations"].as_array().into_iter().flatten() {
+            if let Some(message) = rule["message"].as_str() {
+                description
+                    .push_str(&format!(" Rule: {}.", message.replace('|', "\\|").trim_end_matches('.')));
+            }
+        }
+        out.push_str(&format!("| `{here}` | {kind} | {default} | {description} |\n"));
+        // Kubernetes types (resources, tolerations...) are documented upstream; stop there.
+        let upstream = ["resources", "tolerations", "topologySpreadConstraints", "nodeSelector"]
+            .contains(&name.as_str());
+        if !upstream {
+            fields(&here, field, out);
+            if field["type"] == "array" {
+                fields(&format!("{here}[]"), &field["items"], out);
+            }
+        }
+    }
+}

@@ -26,6 +26,13 @@ fn crd_matches_the_committed_file() {
 }
 
 #[test]
+fn api_reference_matches_the_committed_doc() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).expect("docs/api.md");
+    assert!(clinic_operator::render::api_reference() == committed, "docs/api.md is stale: run `make docs`");
+}
+
+#[test]
 fn crd_names_printer_columns_and_status() {
     let crd = ClinicPlatform::crd();
     assert_eq!(crd.spec.group, "clinic.audioprothese.fr");

@@ -57,7 +57,8 @@ pub struct ClinicPlatformSpec {
     pub images: ImageSettings,
 
     /// What happens to the data when the ClinicPlatform is deleted. `Retain` (default) keeps the
-    /// PersistentVolumeClaims of MariaDB and the backend; `Delete` removes them.
+    /// PersistentVolumeClaims of MariaDB and the backend and the generated credentials that open
+    /// them (a ClinicPlatform of the same name adopts them again); `Delete` removes them all.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
@@ -230,7 +231,7 @@ pub struct DatabaseSpec {
     #[schemars(length(max = 128))]
     pub version: String,
 
-    /// Full image reference overriding `mariadb:<version>`.
+    /// Full image reference overriding `docker.io/library/mariadb:<version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub image: Option<String>,

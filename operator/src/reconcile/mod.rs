@@ -172,12 +172,12 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         }
     };
 
+    let desired = build::desired(&clinic, &SecretValues::Placeholder);
     let outcome = if clinic.spec.paused {
         Ok(apply::Applied::default())
     } else {
-        converge(ctx, &clinic, &mut notices).await
+        converge(ctx, &clinic, &desired, &mut notices).await
     };
-    let desired = build::desired(&clinic, &SecretValues::Placeholder);
     let observed = observe_state(ctx, &clinic, cp, &desired, &outcome);
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
     if status::differs(cp.status.as_ref(), &new_status) {
@@ -193,12 +193,16 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
 }
 
 /// Secrets first (the workloads reference them), then every other child, then prune.
-async fn converge(ctx: &Context, clinic: &Clinic, notices: &mut Vec<Notice>) -> Result<apply::Applied> {
+async fn converge(
+    ctx: &Context,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    notices: &mut Vec<Notice>,
+) -> Result<apply::Applied> {
     let created_secrets = apply::ensure_secrets(ctx, clinic).await?;
-    let desired = build::desired(clinic, &SecretValues::Placeholder);
-    let mut applied = apply::apply_children(ctx, clinic, &desired, notices).await?;
+    let mut applied = apply::apply_children(ctx, clinic, desired, notices).await?;
     applied.created += created_secrets;
-    applied.pruned = apply::prune(ctx, clinic, &desired, notices).await?;
+    applied.pruned = apply::prune(ctx, clinic, desired, notices).await?;
     // One event per kind of change and pass, not one per object.
     if applied.created > 0 {
         notices.push(Notice::normal("Created", format!("created {} objects", applied.created)));

@@ -8,7 +8,7 @@ dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.loa
 velero=$(dir github.com/vmware-tanzu/velero)
 prom=$(dir github.com/prometheus-operator/prometheus-operator)
 cm=$(dir github.com/cert-manager/cert-manager)
-for f in schedules backups restores backupstoragelocations; do
+for f in schedules backups restores backupstoragelocations deletebackuprequests; do
   echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
 done
 for f in servicemonitors podmonitors prometheusrules; do

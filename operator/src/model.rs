@@ -83,6 +83,16 @@ pub struct Clinic {
     pub generates_db_credentials: bool,
     /// Whether the operator generates the admin password Secret.
     pub generates_admin_password: bool,
+    /// Images kept at what runs now while an upgrade waits for its backup (the upgrade gate).
+    pub held_images: Option<HeldImages>,
+}
+
+/// The images of the running OpenMRS components, kept while an upgrade is gated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldImages {
+    pub backend: Option<String>,
+    pub frontend: Option<String>,
+    pub gateway: Option<String>,
 }
 
 impl Clinic {
@@ -138,6 +148,14 @@ impl Clinic {
     }
 
     pub fn backend_image(&self) -> String {
+        if let Some(held) = self.held_images.as_ref().and_then(|h| h.backend.clone()) {
+            return held;
+        }
+        self.declared_backend_image()
+    }
+
+    /// The backend image the spec asks for (whether or not an upgrade gate holds it back).
+    pub fn declared_backend_image(&self) -> String {
         let tag = if self.spec.openmrs.demo_data {
             self.spec.openmrs.version.clone()
         } else {
@@ -151,6 +169,9 @@ impl Clinic {
     }
 
     pub fn frontend_image(&self) -> String {
+        if let Some(held) = self.held_images.as_ref().and_then(|h| h.frontend.clone()) {
+            return held;
+        }
         self.image(
             self.spec.openmrs.frontend.image.as_ref(),
             "openmrs/openmrs-reference-application-3-frontend",
@@ -159,6 +180,9 @@ impl Clinic {
     }
 
     pub fn gateway_image(&self) -> String {
+        if let Some(held) = self.held_images.as_ref().and_then(|h| h.gateway.clone()) {
+            return held;
+        }
         self.image(
             self.spec.openmrs.gateway.image.as_ref(),
             "openmrs/openmrs-reference-application-3-gateway",
@@ -241,12 +265,21 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         }
     }
 
+    for (field, value) in [
+        ("spec.backup.retention", &spec.backup.retention),
+        ("spec.backup.rpo", &spec.backup.rpo),
+        ("spec.backup.upgradeGateTimeout", &spec.backup.upgrade_gate_timeout),
+    ] {
+        parse_duration(field, value)?;
+    }
+
     let owner = cp.controller_owner_ref(&());
     Ok(Clinic {
         name,
         namespace,
         generates_db_credentials: spec.database.credentials_secret_ref.is_none(),
         generates_admin_password: spec.security.admin_password_secret_ref.is_none(),
+        held_images: None,
         spec: spec.clone(),
         owner,
     })
@@ -267,6 +300,26 @@ fn cel_error(field_path: &str, message: &str) -> InvalidSpec {
         format!("{field_path}.{named}")
     };
     InvalidSpec::new(field, rest)
+}
+
+/// The model of a ClinicPlatform without checks, for clean-up of one that may no longer be valid:
+/// only names, namespaces and the deletion policy are read from it.
+pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
+    Clinic {
+        name: cp.name_any(),
+        namespace: cp.namespace().unwrap_or_default(),
+        spec: cp.spec.clone(),
+        owner: cp.controller_owner_ref(&()),
+        generates_db_credentials: cp.spec.database.credentials_secret_ref.is_none(),
+        generates_admin_password: cp.spec.security.admin_password_secret_ref.is_none(),
+        held_images: None,
+    }
+}
+
+/// A Go-style duration (`26h`, `90m`, `1h30m`).
+pub fn parse_duration(field: &str, value: &str) -> Result<std::time::Duration, InvalidSpec> {
+    humantime::parse_duration(value)
+        .map_err(|e| InvalidSpec::new(field, format!("must be a duration such as 26h or 90m ({e}), got {value:?}")))
 }
 
 fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSpec> {

@@ -48,6 +48,11 @@ pub struct ClinicPlatformSpec {
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
 
+    /// Velero backups of the clinic: the schedule, retention, recovery point objective, and the
+    /// backup taken before every OpenMRS upgrade.
+    #[serde(default)]
+    pub backup: BackupSpec,
+
     /// Security settings beyond the secure defaults.
     #[serde(default)]
     pub security: SecuritySpec,
@@ -416,6 +421,98 @@ impl Default for ScalingBounds {
     }
 }
 
+/// Velero backups of one clinic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Back the clinic up with Velero (default true). When Velero is not installed the platform
+    /// still runs, with `BackupReady=False` (reason `VeleroNotInstalled`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// When backups run: a cron expression in the Velero server's time zone (default daily at
+    /// 02:00) or a Velero shorthand such as `@every 6h`.
+    #[serde(default = "default_backup_schedule")]
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+[smh]|[^ ]+ [^ ]+ [^ ]+ [^ ]+ [^ ]+)$')").message("spec.backup.schedule: must be a 5-field cron expression such as '0 2 * * *', or @daily, @every 6h"))]
+    #[schemars(length(max = 128))]
+    pub schedule: String,
+
+    /// How long each backup is kept (Velero TTL), as a duration such as `720h` (30 days, default).
+    #[serde(default = "default_backup_retention")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.backup.retention: must be a duration such as 720h or 90m"))]
+    #[schemars(length(max = 32))]
+    pub retention: String,
+
+    /// Recovery point objective: `BackupReady` turns False when the newest successful backup is
+    /// older than this (default `26h`: a daily schedule with two hours of slack).
+    #[serde(default = "default_rpo")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.backup.rpo: must be a duration such as 26h or 90m"))]
+    #[schemars(length(max = 32))]
+    pub rpo: String,
+
+    /// Velero BackupStorageLocation; Velero's default location when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub storage_location: Option<String>,
+
+    /// Namespace where Velero runs; the Schedule and the upgrade backups are created there.
+    #[serde(default = "default_velero_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    pub velero_namespace: String,
+
+    /// How volume data is captured: `FileSystem` (Velero's node agent copies the files; works
+    /// on any storage, default) or `Snapshot` (CSI or cloud-provider snapshots).
+    #[serde(default)]
+    pub volumes: VolumeBackupMethod,
+
+    /// `Required` (default): before an OpenMRS upgrade (a new version or image) the operator
+    /// takes a Velero backup and rolls nothing until it completed. `Skip` upgrades without it.
+    #[serde(default)]
+    pub upgrade_gate: UpgradeGate,
+
+    /// How long the pre-upgrade backup may take before the upgrade is refused (default `1h`).
+    #[serde(default = "default_gate_timeout")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.backup.upgradeGateTimeout: must be a duration such as 1h or 45m"))]
+    #[schemars(length(max = 32))]
+    pub upgrade_gate_timeout: String,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: default_backup_schedule(),
+            retention: default_backup_retention(),
+            rpo: default_rpo(),
+            storage_location: None,
+            velero_namespace: default_velero_namespace(),
+            volumes: VolumeBackupMethod::default(),
+            upgrade_gate: UpgradeGate::default(),
+            upgrade_gate_timeout: default_gate_timeout(),
+        }
+    }
+}
+
+/// How Velero captures volume data.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VolumeBackupMethod {
+    /// File-system backup by Velero's node agent (kopia).
+    #[default]
+    FileSystem,
+    /// Volume snapshots (CSI or the cloud provider's).
+    Snapshot,
+}
+
+/// Whether an OpenMRS upgrade waits for a backup.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpgradeGate {
+    /// Back up first; upgrade only after the backup completed.
+    #[default]
+    Required,
+    /// Upgrade at once, without a backup (schema migrations cannot be undone).
+    Skip,
+}
+
 /// Security settings beyond the secure defaults.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -521,6 +618,21 @@ fn default_backend_storage() -> StorageSpec {
 }
 fn default_database_storage() -> StorageSpec {
     StorageSpec { size: "10Gi".into(), storage_class_name: None }
+}
+fn default_backup_schedule() -> String {
+    "0 2 * * *".into()
+}
+fn default_backup_retention() -> String {
+    "720h".into()
+}
+fn default_rpo() -> String {
+    "26h".into()
+}
+fn default_velero_namespace() -> String {
+    "velero".into()
+}
+fn default_gate_timeout() -> String {
+    "1h".into()
 }
 fn default_controller_namespace() -> String {
     "ingress-nginx".into()

@@ -1,6 +1,7 @@
 //! The reconcile loop: observe -> validate -> build -> apply -> prune -> status.
 
 pub mod apply;
+pub mod backup;
 pub mod compare;
 pub mod error;
 pub mod observe;
@@ -65,6 +66,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Last discovery answer about Velero, and when it was asked.
+    velero: tokio::sync::Mutex<Option<(bool, Instant)>>,
 }
 
 impl Context {
@@ -76,6 +79,7 @@ impl Context {
             caches,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            velero: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -143,7 +147,11 @@ pub fn error_policy(
 
 async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> {
     if cp.metadata.deletion_timestamp.is_some() {
-        // Every child is owned: the garbage collector removes them.
+        // Same-namespace children are owned: the garbage collector removes them. What lives in
+        // Velero's namespace is ours to remove before the finalizer lets the object go.
+        if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
+            backup::cleanup(ctx, cp, &model::unchecked(cp)).await?;
+        }
         return Ok(Action::await_change());
     }
     if !ctx.caches.is_ready() {
@@ -172,24 +180,53 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         }
     };
 
-    let desired = build::desired(&clinic, &SecretValues::Placeholder);
-    let outcome = if clinic.spec.paused {
-        Ok(apply::Applied::default())
+    let mut clinic = clinic;
+    let velero = ctx.velero_installed().await;
+    let backups = if clinic.spec.backup.enabled && velero {
+        backup::list_backups(ctx, &clinic).await.map_err(|e| e.to_string())
     } else {
-        converge(ctx, &clinic, &desired, &mut notices).await
+        Ok(Vec::new())
     };
-    let observed = observe_state(ctx, &clinic, cp, &desired, &outcome);
+    // The gate decides which images the workloads get, so it runs before building.
+    let gate = if clinic.spec.paused {
+        Ok(backup::Gate::Open)
+    } else {
+        backup::upgrade_gate(ctx, &mut clinic, velero, &backups, &mut notices).await
+    };
+    let desired = build::desired(&clinic, &SecretValues::Placeholder);
+    let outcome = match (&gate, clinic.spec.paused) {
+        (_, true) => Ok(apply::Applied::default()),
+        (Err(_), false) => Ok(apply::Applied::default()),
+        (Ok(_), false) => match converge(ctx, &clinic, &desired, &mut notices).await {
+            Ok(applied) if velero => backup::ensure_schedule(ctx, &clinic, cp).await.map(|()| applied),
+            other => other,
+        },
+    };
+    let outcome = match gate {
+        Err(e) => Err(e),
+        Ok(gate) => outcome.map(|applied| (applied, gate)),
+    };
+    let health = backup::health(&clinic, cp.metadata.creation_timestamp.as_ref().map(|t| t.0), velero, &backups, jiff::Timestamp::now());
+    let observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
     if status::differs(cp.status.as_ref(), &new_status) {
-        if let Err(e) = &outcome {
-            notices.push(Notice::warning(e.reason(), e.to_string()));
+        match &outcome {
+            Err(e) => notices.push(Notice::warning(e.reason(), e.to_string())),
+            Ok((_, backup::Gate::Blocked { reason, message })) => notices.push(Notice::warning(reason, message.clone())),
+            Ok(_) => {}
         }
         write_status(ctx, cp, &new_status).await?;
     }
     apply::publish(ctx, &reference, &notices).await;
-    let applied = outcome?;
-    debug!(?applied, "reconciled");
-    Ok(Action::requeue(RESYNC))
+    let (applied, gate) = outcome?;
+    debug!(?applied, ?gate, "reconciled");
+    Ok(match gate {
+        backup::Gate::Waiting { .. } => Action::requeue(Duration::from_secs(15)),
+        _ if clinic.spec.backup.enabled && !velero => Action::requeue(Duration::from_secs(60)),
+        // Backup age must be re-judged against the RPO as time passes.
+        _ if clinic.spec.backup.enabled => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(RESYNC),
+    })
 }
 
 /// Secrets first (the workloads reference them), then every other child, then prune.
@@ -219,7 +256,8 @@ fn observe_state(
     clinic: &Clinic,
     cp: &ClinicPlatform,
     desired: &[DynamicObject],
-    outcome: &Result<apply::Applied>,
+    outcome: &Result<(apply::Applied, backup::Gate)>,
+    backup: backup::BackupHealth,
 ) -> status::Observed {
     let ns = &clinic.namespace;
     let sts = |name: String| {
@@ -250,9 +288,11 @@ fn observe_state(
         frontend: deploy(build::frontend::name(clinic)),
         gateway: deploy(build::gateway::name(clinic)),
         network_policies_enforced,
-        changed: outcome.as_ref().is_ok_and(|a| a.changed_anything()),
+        changed: outcome.as_ref().is_ok_and(|(a, _)| a.changed_anything()),
         error: outcome.as_ref().err().map(|e| (e.reason().to_string(), e.to_string())),
         paused: clinic.spec.paused,
+        gate: outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or(backup::Gate::Open),
+        backup,
     }
 }
 

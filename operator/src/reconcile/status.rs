@@ -5,6 +5,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::backup::Gate;
 use crate::api::{ClinicPlatformStatus, ComponentVersions, Condition};
 use crate::model::Clinic;
 
@@ -14,6 +15,7 @@ pub const DEGRADED: &str = "Degraded";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const OPENMRS_READY: &str = "OpenMRSReady";
 pub const SECURITY_ENFORCED: &str = "SecurityEnforced";
+pub const BACKUP_READY: &str = "BackupReady";
 
 /// What a workload reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,10 @@ pub struct Observed {
     /// The error of this pass, if any: (reason, message).
     pub error: Option<(String, String)>,
     pub paused: bool,
+    /// The upgrade gate's verdict.
+    pub gate: super::backup::Gate,
+    /// Velero backups of the clinic.
+    pub backup: super::backup::BackupHealth,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -134,9 +140,10 @@ pub fn compute(
         condition(OPENMRS_READY, false, "NotReady", not_ready.join("; "), generation)
     };
 
-    let degraded = match &observed.error {
-        Some((reason, message)) => condition(DEGRADED, true, reason, message.clone(), generation),
-        None => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
+    let degraded = match (&observed.error, &observed.gate) {
+        (Some((reason, message)), _) => condition(DEGRADED, true, reason, message.clone(), generation),
+        (None, Gate::Blocked { reason, message }) => condition(DEGRADED, true, reason, message.clone(), generation),
+        (None, _) => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
     };
 
     let progressing = if observed.paused {
@@ -147,8 +154,16 @@ pub fn compute(
             "spec.paused is true: children are not changed".into(),
             generation,
         )
-    } else if observed.error.is_some() {
+    } else if observed.error.is_some() || matches!(observed.gate, Gate::Blocked { .. }) {
         condition(PROGRESSING, false, "Blocked", "see the Degraded condition".into(), generation)
+    } else if let Gate::Waiting { backup } = &observed.gate {
+        condition(
+            PROGRESSING,
+            true,
+            "AwaitingBackup",
+            format!("upgrade waits for the pre-upgrade backup {backup} to complete; the current version keeps running"),
+            generation,
+        )
     } else if observed.changed || !database_ready || !openmrs_ready {
         let mut waiting = Vec::new();
         if !database_ready {
@@ -192,7 +207,16 @@ pub fn compute(
         condition(READY, false, "Progressing", "see the Progressing condition".into(), generation)
     };
 
-    let mut conditions = vec![ready, progressing, degraded, database, openmrs, security];
+    let b = &observed.backup;
+    let backup = Condition {
+        type_: BACKUP_READY.into(),
+        status: b.status.into(),
+        reason: b.reason.into(),
+        message: b.message.clone(),
+        last_transition_time: None,
+        observed_generation: generation,
+    };
+    let mut conditions = vec![ready, progressing, degraded, database, openmrs, security, backup];
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
@@ -212,7 +236,11 @@ pub fn compute(
                 clinic.spec.database.image.clone().unwrap_or_else(|| clinic.spec.database.version.clone()),
             ),
         }),
-        last_backup_time: previous.and_then(|s| s.last_backup_time.clone()),
+        last_backup_time: observed
+            .backup
+            .last_success
+            .map(Time)
+            .or_else(|| previous.and_then(|s| s.last_backup_time.clone())),
     }
 }
 

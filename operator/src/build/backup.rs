@@ -1,0 +1,165 @@
+//! Velero objects of a clinic: the `Schedule` (in Velero's namespace, so it carries no owner
+//! reference: the finalizer removes it) and the `Backup` taken before an upgrade.
+//!
+//! Consistency: a pre-backup hook runs `mariadb-dump --single-transaction` inside the MariaDB
+//! container and writes the dump into the data volume, so every backup holds a transactionally
+//! consistent dump next to the raw InnoDB files (which, copied while the server runs, may need
+//! crash recovery). A read lock cannot be used: an exec hook's session ends before the volume is
+//! copied, releasing the lock. The hook fails the backup (`onError: Fail`) when the dump fails,
+//! so no backup claims a consistency it lacks.
+
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use serde_json::{Value, json};
+
+use crate::api::VolumeBackupMethod;
+use crate::model::{Clinic, Component, MANAGED_BY};
+
+/// Velero's API group and version.
+pub const VELERO_API_VERSION: &str = "velero.io/v1";
+/// Label with the clinic's namespace on Velero objects (they live in Velero's namespace).
+pub const CLINIC_NAMESPACE_LABEL: &str = "clinic.audioprothese.fr/namespace";
+/// Where the hook writes the dump, inside the MariaDB data volume.
+pub const DUMP_PATH: &str = "/var/lib/mysql/clinic-backup/openmrs.sql";
+
+pub fn schedule_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("velero.io", "v1", "Schedule"), "schedules")
+}
+
+pub fn backup_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("velero.io", "v1", "Backup"), "backups")
+}
+
+pub fn delete_request_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("velero.io", "v1", "DeleteBackupRequest"),
+        "deletebackuprequests",
+    )
+}
+
+/// Base name of the clinic's Velero objects: unique across namespaces, and short enough that
+/// Velero's backup names (`<schedule>-<timestamp>`) fit in a 63-character label value.
+pub fn base_name(clinic: &Clinic) -> String {
+    let full = format!("{}-{}", clinic.namespace, clinic.name);
+    if full.len() <= 44 {
+        return full;
+    }
+    let hash = crate::build::hash_of(&full);
+    format!("{}-{}", full[..35].trim_end_matches('-'), &hash[..8])
+}
+
+/// Labels that tie Velero objects (and the backups Velero makes from the Schedule) to the clinic.
+pub fn labels(clinic: &Clinic) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_string(), clinic.name.clone()),
+        ("app.kubernetes.io/component".to_string(), "backup".to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "openmrs".to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
+        (CLINIC_NAMESPACE_LABEL.to_string(), clinic.namespace.clone()),
+    ])
+}
+
+/// Label selector of every Backup of the clinic (scheduled and pre-upgrade).
+pub fn backups_selector(clinic: &Clinic) -> String {
+    format!(
+        "app.kubernetes.io/instance={},{CLINIC_NAMESPACE_LABEL}={}",
+        clinic.name, clinic.namespace
+    )
+}
+
+/// The backup specification shared by the Schedule and the pre-upgrade Backup.
+pub fn backup_spec(clinic: &Clinic) -> Value {
+    let backup = &clinic.spec.backup;
+    let database = clinic.selector_labels(Component::Database);
+    let dump = format!(
+        "set -e; mkdir -p {dir}; MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\" mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} > {path}.tmp; mv {path}.tmp {path}",
+        dir = DUMP_PATH.rsplit_once('/').map(|(d, _)| d).unwrap_or("/var/lib/mysql"),
+        db = crate::build::database::DATABASE_NAME,
+        path = DUMP_PATH,
+    );
+    let (fs_backup, snapshots) = match backup.volumes {
+        VolumeBackupMethod::FileSystem => (true, false),
+        VolumeBackupMethod::Snapshot => (false, true),
+    };
+    let mut spec = json!({
+        // The whole clinic namespace: the ClinicPlatform itself, its Secrets and volume claims.
+        "includedNamespaces": [clinic.namespace],
+        "ttl": backup.retention,
+        "defaultVolumesToFsBackup": fs_backup,
+        "snapshotVolumes": snapshots,
+        "metadata": { "labels": labels(clinic) },
+        "hooks": {
+            "resources": [{
+                "name": "mariadb-consistent-dump",
+                "includedNamespaces": [clinic.namespace],
+                "labelSelector": { "matchLabels": database },
+                "pre": [{
+                    "exec": {
+                        "container": "mariadb",
+                        "command": ["/bin/sh", "-c", dump],
+                        "onError": "Fail",
+                        "timeout": "10m",
+                    }
+                }],
+            }]
+        },
+    });
+    if let Some(location) = &backup.storage_location {
+        spec["storageLocation"] = json!(location);
+    }
+    spec
+}
+
+fn object(ar: &ApiResource, name: String, clinic: &Clinic, spec: Value) -> DynamicObject {
+    let mut object = DynamicObject::new(&name, ar).within(&clinic.spec.backup.velero_namespace);
+    object.metadata = ObjectMeta {
+        name: Some(name),
+        namespace: Some(clinic.spec.backup.velero_namespace.clone()),
+        labels: Some(labels(clinic)),
+        ..Default::default()
+    };
+    object.data = json!({ "spec": spec });
+    object
+}
+
+/// The clinic's Velero Schedule, or `None` when backups are off.
+pub fn schedule(clinic: &Clinic) -> Option<DynamicObject> {
+    if !clinic.spec.backup.enabled {
+        return None;
+    }
+    let spec = json!({
+        "schedule": clinic.spec.backup.schedule,
+        // Backups must not be garbage-collected with the Schedule when the clinic goes away.
+        "useOwnerReferencesInBackup": false,
+        "template": backup_spec(clinic),
+    });
+    Some(object(&schedule_resource(), base_name(clinic), clinic, spec))
+}
+
+/// Name of the backup taken before rolling out `target_image`.
+pub fn pre_upgrade_backup_name(clinic: &Clinic, target_image: &str) -> String {
+    format!("{}-upgrade-{}", base_name(clinic), &crate::build::hash_of(&target_image)[..8])
+}
+
+/// The Backup taken before rolling out `target_image`.
+pub fn pre_upgrade_backup(clinic: &Clinic, target_image: &str) -> DynamicObject {
+    let mut backup = object(
+        &backup_resource(),
+        pre_upgrade_backup_name(clinic, target_image),
+        clinic,
+        backup_spec(clinic),
+    );
+    if let Some(annotations) = backup.metadata.annotations.as_mut() {
+        annotations.insert("clinic.audioprothese.fr/upgrade-to".into(), target_image.into());
+    } else {
+        backup.metadata.annotations =
+            Some(BTreeMap::from([("clinic.audioprothese.fr/upgrade-to".to_string(), target_image.to_string())]));
+    }
+    backup
+}
+
+/// A request that Velero delete one backup (data included), for `deletionPolicy: Delete`.
+pub fn delete_request(clinic: &Clinic, backup_name: &str) -> DynamicObject {
+    object(&delete_request_resource(), format!("{backup_name}-delete"), clinic, json!({ "backupName": backup_name }))
+}

@@ -1,0 +1,400 @@
+//! Backups with Velero: the Schedule, backup health (`BackupReady`, last backup time), the backup
+//! gate before upgrades, and clean-up when a clinic is deleted.
+//!
+//! Velero is optional. Its presence is looked up through discovery (cached for a short while), so
+//! CRDs installed after the operator started are picked up without a restart.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use super::compare::converged;
+use super::error::{Error, Result};
+use super::{Context, Notice};
+use crate::api::{ClinicPlatform, DeletionPolicy, FIELD_MANAGER, FINALIZER, UpgradeGate};
+use crate::build::backup::{self, backup_resource, delete_request_resource, schedule_resource};
+use crate::model::{Clinic, HeldImages, parse_duration};
+
+/// How long a discovery answer about Velero is trusted.
+pub const VELERO_DISCOVERY_TTL: Duration = Duration::from_secs(30);
+
+/// One Velero Backup of the clinic, as far as health and the gate care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRecord {
+    pub name: String,
+    pub phase: String,
+    pub created: Option<Timestamp>,
+    pub completed: Option<Timestamp>,
+    pub failure_reason: Option<String>,
+}
+
+impl BackupRecord {
+    pub fn from_object(o: &DynamicObject) -> Self {
+        let status = o.data.get("status").cloned().unwrap_or(Value::Null);
+        let time = |v: &Value| v.as_str().and_then(|s| s.parse::<Timestamp>().ok());
+        Self {
+            name: o.name_any(),
+            phase: status["phase"].as_str().unwrap_or("New").to_string(),
+            created: o.metadata.creation_timestamp.as_ref().map(|t| t.0).or_else(|| time(&status["startTimestamp"])),
+            completed: time(&status["completionTimestamp"]),
+            failure_reason: status["failureReason"].as_str().map(String::from),
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(self.phase.as_str(), "Failed" | "PartiallyFailed" | "FailedValidation")
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.phase == "Completed"
+    }
+}
+
+/// What backups look like for a clinic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupHealth {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+    pub last_success: Option<Timestamp>,
+}
+
+/// The upgrade gate's verdict for this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Nothing to wait for.
+    Open,
+    /// The pre-upgrade backup runs; the old images stay.
+    Waiting { backup: String },
+    /// The upgrade is refused; the old images stay.
+    Blocked { reason: &'static str, message: String },
+}
+
+impl Context {
+    /// Whether Velero's CRDs are served (discovery, cached for [`VELERO_DISCOVERY_TTL`]).
+    pub async fn velero_installed(&self) -> bool {
+        let mut cached = self.velero.lock().await;
+        if let Some((installed, at)) = *cached {
+            if at.elapsed() < VELERO_DISCOVERY_TTL {
+                return installed;
+            }
+        }
+        let installed = match self.client.list_api_group_resources("velero.io/v1").await {
+            Ok(list) => ["schedules", "backups"].iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(e) => {
+                debug!(error = %e, "Velero discovery failed; treating Velero as absent");
+                false
+            }
+        };
+        if cached.map(|(was, _)| was) != Some(installed) {
+            info!(installed, "Velero discovery");
+        }
+        *cached = Some((installed, std::time::Instant::now()));
+        installed
+    }
+}
+
+/// Backups of the clinic (scheduled and pre-upgrade), newest first.
+pub async fn list_backups(ctx: &Context, clinic: &Clinic) -> std::result::Result<Vec<BackupRecord>, kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
+    let list = api.list(&ListParams::default().labels(&backup::backups_selector(clinic))).await?;
+    let mut records: Vec<BackupRecord> = list.items.iter().map(BackupRecord::from_object).collect();
+    records.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(records)
+}
+
+/// `BackupReady` from the clinic's backups and its recovery point objective.
+pub fn health(
+    clinic: &Clinic,
+    clinic_created: Option<Timestamp>,
+    installed: bool,
+    backups: &std::result::Result<Vec<BackupRecord>, String>,
+    now: Timestamp,
+) -> BackupHealth {
+    let unknown = |reason, message: String| BackupHealth { status: "Unknown", reason, message, last_success: None };
+    if !clinic.spec.backup.enabled {
+        return BackupHealth {
+            status: "False",
+            reason: "BackupDisabled",
+            message: "spec.backup.enabled is false: the clinic is not backed up".into(),
+            last_success: None,
+        };
+    }
+    if !installed {
+        return BackupHealth {
+            status: "False",
+            reason: "VeleroNotInstalled",
+            message: "the Velero CRDs (velero.io/v1) are not installed: no backup is taken".into(),
+            last_success: None,
+        };
+    }
+    let backups = match backups {
+        Ok(b) => b,
+        Err(e) => return unknown("BackupStatusUnknown", format!("cannot list Velero backups: {e}")),
+    };
+    let rpo = parse_duration("spec.backup.rpo", &clinic.spec.backup.rpo).unwrap_or(Duration::from_secs(26 * 3600));
+    let last_success = backups.iter().filter(|b| b.succeeded()).filter_map(|b| b.completed.or(b.created)).max();
+    let latest_finished = backups.iter().find(|b| b.succeeded() || b.failed());
+    let age = |t: Timestamp| now.duration_since(t).unsigned_abs();
+    let fmt_age = |t: Timestamp| humantime::format_duration(Duration::from_secs(age(t).as_secs())).to_string();
+
+    if let Some(latest) = latest_finished.filter(|b| b.failed()) {
+        let since = latest.completed.or(latest.created).map(|t| t.to_string()).unwrap_or_else(|| "unknown time".into());
+        let last = match last_success {
+            Some(t) => format!("last success {t} ({} ago)", fmt_age(t)),
+            None => "no successful backup yet".into(),
+        };
+        let why = latest.failure_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        return BackupHealth {
+            status: "False",
+            reason: if latest.phase == "PartiallyFailed" { "BackupPartiallyFailed" } else { "BackupFailed" },
+            message: format!("backup {} ended {} at {since}{why}; {last}", latest.name, latest.phase),
+            last_success,
+        };
+    }
+    match last_success {
+        Some(t) if age(t) <= rpo => BackupHealth {
+            status: "True",
+            reason: "WithinRPO",
+            message: format!("newest successful backup completed {t} ({} ago), within the RPO of {}", fmt_age(t), clinic.spec.backup.rpo),
+            last_success,
+        },
+        Some(t) => BackupHealth {
+            status: "False",
+            reason: "RPOExceeded",
+            message: format!(
+                "newest successful backup completed {t}, {} ago: older than the RPO of {}",
+                fmt_age(t),
+                clinic.spec.backup.rpo
+            ),
+            last_success,
+        },
+        None => match clinic_created {
+            Some(created) if age(created) > rpo => BackupHealth {
+                status: "False",
+                reason: "NoSuccessfulBackup",
+                message: format!("no successful backup since the clinic was created {created}, longer ago than the RPO of {}", clinic.spec.backup.rpo),
+                last_success: None,
+            },
+            _ => unknown("AwaitingFirstBackup", format!("no backup yet; the first is due by the schedule '{}'", clinic.spec.backup.schedule)),
+        },
+    }
+}
+
+/// The images the OpenMRS workloads run now, if they exist.
+fn running_images(ctx: &Context, clinic: &Clinic) -> Option<HeldImages> {
+    let ns = &clinic.namespace;
+    let first_image = |spec: Option<k8s_openapi::api::core::v1::PodSpec>, name: &str| {
+        spec.and_then(|p| p.containers.into_iter().find(|c| c.name == name)).and_then(|c| c.image)
+    };
+    let backend = ctx.caches.get_typed::<StatefulSet>(ns, &crate::build::backend::name(clinic))?;
+    let backend = first_image(backend.spec.and_then(|s| s.template.spec), "openmrs")?;
+    let deployment = |name: String, container: &str| {
+        ctx.caches
+            .get_typed::<Deployment>(ns, &name)
+            .and_then(|d| first_image(d.spec.and_then(|s| s.template.spec), container))
+    };
+    Some(HeldImages {
+        backend: Some(backend),
+        frontend: deployment(crate::build::frontend::name(clinic), "frontend"),
+        gateway: deployment(crate::build::gateway::name(clinic), "gateway"),
+    })
+}
+
+/// Decides whether the OpenMRS images may move to what the spec asks for. While they may not,
+/// `clinic.held_images` keeps them at what runs now.
+pub async fn upgrade_gate(
+    ctx: &Context,
+    clinic: &mut Clinic,
+    installed: bool,
+    backups: &std::result::Result<Vec<BackupRecord>, String>,
+    notices: &mut Vec<Notice>,
+) -> Result<Gate> {
+    let Some(running) = running_images(ctx, clinic) else { return Ok(Gate::Open) };
+    let target = clinic.declared_backend_image();
+    if running.backend.as_deref() == Some(target.as_str()) || clinic.spec.backup.upgrade_gate == UpgradeGate::Skip {
+        return Ok(Gate::Open);
+    }
+    let from = running.backend.clone().unwrap_or_default();
+    clinic.held_images = Some(running);
+    if !clinic.spec.backup.enabled || !installed {
+        return Ok(Gate::Blocked {
+            reason: "UpgradeNeedsBackup",
+            message: format!(
+                "upgrade from {from} to {target} waits for a backup, but {}; set spec.backup.upgradeGate: Skip to upgrade without one",
+                if installed { "backups are disabled" } else { "Velero is not installed" }
+            ),
+        });
+    }
+    let backups = match backups {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Gate::Blocked { reason: "UpgradeBackupUnknown", message: format!("cannot read Velero backups: {e}") });
+        }
+    };
+    let name = backup::pre_upgrade_backup_name(clinic, &target);
+    let timeout = parse_duration("spec.backup.upgradeGateTimeout", &clinic.spec.backup.upgrade_gate_timeout)?;
+    match backups.iter().find(|b| b.name == name) {
+        None => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
+            ctx.metrics.record_write("create");
+            let body = backup::pre_upgrade_backup(clinic, &target);
+            match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &body).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => return Err(Error::Apply { kind: "Backup".into(), name, source }),
+            }
+            notices.push(Notice::normal(
+                "UpgradeBackupStarted",
+                format!("upgrade from {from} to {target}: backup {name} started; nothing rolls until it completed"),
+            ));
+            Ok(Gate::Waiting { backup: name })
+        }
+        Some(b) if b.succeeded() => {
+            clinic.held_images = None;
+            Ok(Gate::Open)
+        }
+        Some(b) if b.failed() => Ok(Gate::Blocked {
+            reason: "UpgradeBackupFailed",
+            message: format!(
+                "pre-upgrade backup {} ended {}{}: {from} was not upgraded to {target}; delete the Backup to retry, or set spec.backup.upgradeGate: Skip",
+                b.name,
+                b.phase,
+                b.failure_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        }),
+        Some(b) => {
+            let waited = b.created.map(|c| Timestamp::now().duration_since(c).unsigned_abs()).unwrap_or_default();
+            if waited > timeout {
+                Ok(Gate::Blocked {
+                    reason: "UpgradeBackupTimedOut",
+                    message: format!(
+                        "pre-upgrade backup {} still {} after {}: {from} was not upgraded to {target}; delete the Backup to retry, or set spec.backup.upgradeGate: Skip",
+                        b.name, b.phase, clinic.spec.backup.upgrade_gate_timeout
+                    ),
+                })
+            } else {
+                Ok(Gate::Waiting { backup: b.name.clone() })
+            }
+        }
+    }
+}
+
+/// Adds the clean-up finalizer before anything is created outside the clinic's namespace.
+pub async fn ensure_finalizer(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
+    if cp.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = cp.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    patch_finalizers(ctx, cp, finalizers).await
+}
+
+async fn patch_finalizers(ctx: &Context, cp: &ClinicPlatform, finalizers: Vec<String>) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &cp.namespace().unwrap_or_default(),
+        &kube::api::ApiResource::erase::<ClinicPlatform>(&()),
+    );
+    // resourceVersion makes the merge patch conditional: no other finalizer is lost.
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": cp.resource_version() } });
+    ctx.metrics.record_write("finalizer");
+    api.patch(&cp.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Apply { kind: "ClinicPlatform".into(), name: cp.name_any(), source })?;
+    Ok(())
+}
+
+/// Creates or corrects the clinic's Schedule (or removes it when backups are off).
+pub async fn ensure_schedule(ctx: &Context, clinic: &Clinic, cp: &ClinicPlatform) -> Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &schedule_resource());
+    let name = backup::base_name(clinic);
+    let Some(desired) = backup::schedule(clinic) else {
+        return delete_schedule(ctx, clinic).await;
+    };
+    ensure_finalizer(ctx, cp).await?;
+    let mut value = serde_json::to_value(&desired)
+        .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
+    value["apiVersion"] = json!(backup::VELERO_API_VERSION);
+    value["kind"] = json!("Schedule");
+    let live = api.get_opt(&name).await.map_err(|source| Error::Read { what: format!("Schedule {name}"), source })?;
+    if let Some(live) = live {
+        let mut live = serde_json::to_value(&live)
+            .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
+        live["apiVersion"] = json!(backup::VELERO_API_VERSION);
+        live["kind"] = json!("Schedule");
+        if converged(&value, &live) {
+            return Ok(());
+        }
+    }
+    ctx.metrics.record_write("apply");
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .map_err(|source| Error::Apply { kind: "Schedule".into(), name, source })?;
+    Ok(())
+}
+
+async fn delete_schedule(ctx: &Context, clinic: &Clinic) -> Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &schedule_resource());
+    let name = backup::base_name(clinic);
+    match api.get_metadata_opt(&name).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => {
+            ctx.metrics.record_write("delete");
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(source) => Err(Error::Prune { kind: "Schedule".into(), name, source }),
+            }
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Read { what: format!("Schedule {name}"), source }),
+    }
+}
+
+/// On deletion: remove the Schedule; under `Delete`, ask Velero to delete every backup of the
+/// clinic; then release the finalizer. Same-namespace children go with the garbage collector.
+pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Result<()> {
+    if ctx.velero_installed().await {
+        delete_schedule(ctx, clinic).await?;
+        if clinic.spec.deletion_policy == DeletionPolicy::Delete {
+            let backups = list_backups(ctx, clinic)
+                .await
+                .map_err(|source| Error::Read { what: "Velero backups".into(), source })?;
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                ctx.client.clone(),
+                &clinic.spec.backup.velero_namespace,
+                &delete_request_resource(),
+            );
+            for b in &backups {
+                let request = backup::delete_request(clinic, &b.name);
+                ctx.metrics.record_write("create");
+                match api.create(&PostParams::default(), &request).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(source) => {
+                        return Err(Error::Apply { kind: "DeleteBackupRequest".into(), name: b.name.clone(), source });
+                    }
+                }
+            }
+            if !backups.is_empty() {
+                info!(count = backups.len(), "asked Velero to delete the clinic's backups");
+            }
+        }
+    } else {
+        warn!("Velero not installed at deletion: no Schedule to remove");
+    }
+    let remaining: Vec<String> = cp.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    patch_finalizers(ctx, cp, remaining).await
+}

@@ -1,0 +1,135 @@
+//! Velero objects and backup health, without a cluster.
+
+use clinic_operator::api::ClinicPlatform;
+use clinic_operator::build::backup;
+use clinic_operator::model::{self, Clinic};
+use clinic_operator::reconcile::backup::{BackupRecord, health};
+use jiff::{Timestamp, ToSpan};
+
+fn clinic(spec: &str) -> Clinic {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
+    );
+    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).unwrap();
+    model::validate(&cp).unwrap()
+}
+
+#[test]
+fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
+    let c = clinic("  backup:\n    schedule: \"30 1 * * *\"\n    retention: 2160h\n    storageLocation: ovh-gra\n");
+    let s = backup::schedule(&c).expect("backups are on by default");
+    assert_eq!(s.metadata.namespace.as_deref(), Some("velero"));
+    assert_eq!(s.metadata.name.as_deref(), Some("clinic-lyon-lyon"));
+    assert!(s.metadata.owner_references.is_none(), "no cross-namespace owner reference");
+    let labels = s.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/instance"], "lyon");
+    assert_eq!(labels[backup::CLINIC_NAMESPACE_LABEL], "clinic-lyon");
+    let spec = &s.data["spec"];
+    assert_eq!(spec["schedule"], "30 1 * * *");
+    assert_eq!(spec["useOwnerReferencesInBackup"], false);
+    let t = &spec["template"];
+    assert_eq!(t["includedNamespaces"][0], "clinic-lyon");
+    assert_eq!(t["ttl"], "2160h");
+    assert_eq!(t["storageLocation"], "ovh-gra");
+    assert_eq!(t["defaultVolumesToFsBackup"], true);
+    assert_eq!(t["snapshotVolumes"], false);
+    assert_eq!(t["metadata"]["labels"]["app.kubernetes.io/instance"], "lyon", "backups inherit the clinic labels");
+    let hook = &t["hooks"]["resources"][0];
+    assert_eq!(hook["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "database");
+    let exec = &hook["pre"][0]["exec"];
+    assert_eq!(exec["container"], "mariadb");
+    assert_eq!(exec["onError"], "Fail");
+    let command = exec["command"][2].as_str().unwrap();
+    assert!(command.contains("mariadb-dump") && command.contains("--single-transaction"));
+    assert!(command.contains(backup::DUMP_PATH));
+    assert!(command.contains("$MARIADB_ROOT_PASSWORD"), "the password stays in the pod's environment");
+}
+
+#[test]
+fn snapshot_mode_and_disabled_backups() {
+    let c = clinic("  backup:\n    volumes: Snapshot\n");
+    let t = backup::schedule(&c).unwrap().data["spec"]["template"].clone();
+    assert_eq!(t["snapshotVolumes"], true);
+    assert_eq!(t["defaultVolumesToFsBackup"], false);
+    assert!(backup::schedule(&clinic("  backup:\n    enabled: false\n")).is_none());
+}
+
+#[test]
+fn names_stay_within_label_limits() {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: {}\n  namespace: {}\nspec: {{}}\n",
+        "c".repeat(40),
+        "n".repeat(63)
+    );
+    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).unwrap();
+    let c = model::validate(&cp).unwrap();
+    let name = backup::base_name(&c);
+    // Velero names scheduled backups <schedule>-<14-digit timestamp> and labels them with it.
+    assert!(name.len() + 15 <= 63, "{name}");
+    let gate = backup::pre_upgrade_backup_name(&c, "img:3.8.0");
+    assert!(gate.len() <= 63, "{gate}");
+}
+
+#[test]
+fn pre_upgrade_backup_is_named_after_its_target() {
+    let c = clinic("  {}\n");
+    let a = backup::pre_upgrade_backup(&c, "openmrs:3.8.0");
+    assert_eq!(a.metadata.name.as_deref(), Some(backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0").as_str()));
+    assert_ne!(backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0"), backup::pre_upgrade_backup_name(&c, "openmrs:3.9.0"));
+    assert_eq!(a.data["spec"]["includedNamespaces"][0], "clinic-lyon");
+    assert_eq!(a.metadata.annotations.unwrap()["clinic.audioprothese.fr/upgrade-to"], "openmrs:3.8.0");
+}
+
+fn record(name: &str, phase: &str, completed: Option<Timestamp>) -> BackupRecord {
+    BackupRecord { name: name.into(), phase: phase.into(), created: completed, completed, failure_reason: None }
+}
+
+#[test]
+fn backup_ready_follows_the_newest_backups_and_the_rpo() {
+    let c = clinic("  backup:\n    rpo: 26h\n");
+    let now: Timestamp = "2026-11-21T10:00:00Z".parse().unwrap();
+    let ago = |h: i64| Some(now - h.hours());
+    let created = ago(24 * 30);
+    let judge = |records: Vec<BackupRecord>| {
+        let mut sorted = records;
+        sorted.sort_by(|a, b| b.created.cmp(&a.created));
+        health(&c, created, true, &Ok(sorted), now)
+    };
+
+    let ok = judge(vec![record("b1", "Completed", ago(3))]);
+    assert_eq!((ok.status, ok.reason), ("True", "WithinRPO"));
+    assert_eq!(ok.last_success, ago(3));
+
+    let old = judge(vec![record("b1", "Completed", ago(30))]);
+    assert_eq!((old.status, old.reason), ("False", "RPOExceeded"));
+    assert!(old.message.contains("26h"));
+
+    let failed = judge(vec![record("b1", "Completed", ago(25)), record("b2", "Failed", ago(1))]);
+    assert_eq!((failed.status, failed.reason), ("False", "BackupFailed"));
+    assert!(failed.message.contains("b2") && failed.message.contains("last success"), "{}", failed.message);
+    assert_eq!(failed.last_success, ago(25));
+
+    let partial = judge(vec![record("b2", "PartiallyFailed", ago(1))]);
+    assert_eq!(partial.reason, "BackupPartiallyFailed");
+    assert!(partial.message.contains("no successful backup yet"));
+
+    // A newer success after a failure clears it.
+    let recovered = judge(vec![record("b2", "Failed", ago(5)), record("b3", "Completed", ago(1))]);
+    assert_eq!(recovered.status, "True");
+
+    // An in-progress backup does not hide the last finished one.
+    let running = judge(vec![record("b1", "Completed", ago(2)), record("b2", "InProgress", ago(0))]);
+    assert_eq!(running.status, "True");
+
+    let none_old = judge(vec![]);
+    assert_eq!((none_old.status, none_old.reason), ("False", "NoSuccessfulBackup"));
+    let young = health(&c, ago(1), true, &Ok(vec![]), now);
+    assert_eq!((young.status, young.reason), ("Unknown", "AwaitingFirstBackup"));
+
+    let absent = health(&c, created, false, &Ok(vec![]), now);
+    assert_eq!((absent.status, absent.reason), ("False", "VeleroNotInstalled"));
+    let off = health(&clinic("  backup:\n    enabled: false\n"), created, true, &Ok(vec![]), now);
+    assert_eq!((off.status, off.reason), ("False", "BackupDisabled"));
+    let unreadable = health(&c, created, true, &Err("forbidden".into()), now);
+    assert_eq!(unreadable.status, "Unknown");
+}

@@ -79,7 +79,10 @@ impl ControlPlane {
     pub fn start() -> Result<ControlPlane> {
         let started = Instant::now();
         let bin = binaries()?;
-        let dir = std::env::temp_dir().join(format!("clinic-e2e-{}", std::process::id()));
+        // Several control planes may run in one process (a scenario may need its own).
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("clinic-e2e-{}-{n}", std::process::id()));
         Self::start_in(&bin, &dir)
             .inspect(|_| eprintln!("control plane ready in {:.1}s", started.elapsed().as_secs_f64()))
     }

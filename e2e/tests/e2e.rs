@@ -109,6 +109,55 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Forces a reconcile (an annotation is no spec change).
+    fn poke(&self, namespace: &str, name: &str) -> Result<()> {
+        let stamp = format!(
+            "e2e/poke={}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+        );
+        self.kubectl(&["-n", namespace, "annotate", "clinicplatform", name, &stamp, "--overwrite"])?;
+        Ok(())
+    }
+
+    /// Writes a Velero Backup as Velero would after running one (its CRD has no status
+    /// subresource, so the status is written with the object).
+    fn velero_backup(
+        &self,
+        clinic_ns: &str,
+        clinic: &str,
+        name: &str,
+        phase: &str,
+        hours_ago: i64,
+    ) -> Result<()> {
+        let when = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours_ago);
+        self.plane.apply_yaml(&format!(
+            "apiVersion: velero.io/v1\nkind: Backup\nmetadata:\n  name: {name}\n  namespace: velero\n  labels:\n    app.kubernetes.io/instance: {clinic}\n    clinic.audioprothese.fr/namespace: {clinic_ns}\nspec:\n  includedNamespaces: [{clinic_ns}]\nstatus:\n  phase: {phase}\n  startTimestamp: \"{when}\"\n  completionTimestamp: \"{when}\"\n"
+        ))?;
+        Ok(())
+    }
+
+    fn set_backup_phase(&self, name: &str, phase: &str) -> Result<()> {
+        let now = jiff::Timestamp::now();
+        self.kubectl(&[
+            "-n",
+            "velero",
+            "patch",
+            "backups.velero.io",
+            name,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"phase":"{phase}","completionTimestamp":"{now}"}}}}"#),
+        ])?;
+        Ok(())
+    }
+
+    fn backend_image(&self, ns: &str, clinic: &str) -> Result<String> {
+        let sts = self.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-backend")])?;
+        Ok(sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+    }
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -385,7 +434,38 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
     env.clinic(ns, "kept", "  deletionPolicy: Retain\n")?;
     env.wait_ready(ns, "gone", WAIT)?;
     env.wait_ready(ns, "kept", WAIT)?;
+    for clinic in ["gone", "kept"] {
+        env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &format!("{ns}-{clinic}")])?;
+        env.velero_backup(ns, clinic, &format!("{ns}-{clinic}-20261121020000"), "Completed", 2)?;
+    }
     env.kubectl(&["-n", ns, "delete", "clinicplatform", "gone", "kept", "--wait=true", "--timeout=60s"])?;
+    // The finalizer removed both Schedules (they live in Velero's namespace: no owner reference).
+    for clinic in ["gone", "kept"] {
+        ensure!(
+            env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &format!("{ns}-{clinic}")]).is_err(),
+            "Schedule of {clinic} left behind"
+        );
+    }
+    // Delete asks Velero to delete the backups; Retain keeps them.
+    env.kubectl(&[
+        "-n",
+        "velero",
+        "get",
+        "deletebackuprequests.velero.io",
+        &format!("{ns}-gone-20261121020000-delete"),
+    ])
+    .context("no DeleteBackupRequest for the Delete clinic's backup")?;
+    ensure!(
+        env.kubectl(&[
+            "-n",
+            "velero",
+            "get",
+            "deletebackuprequests.velero.io",
+            &format!("{ns}-kept-20261121020000-delete")
+        ])
+        .is_err(),
+        "a Retain clinic's backup was scheduled for deletion"
+    );
     // Delete: nothing with the instance label is left, volumes included.
     eventually("every child of a Delete clinic removed", Duration::from_secs(120), || {
         let left = env.children(ns, "gone")?;
@@ -546,12 +626,227 @@ fn base64_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+fn backup_schedule_and_health(env: &Env) -> Result<()> {
+    let ns = "e2e-backup";
+    env.namespace(ns)?;
+    env.clinic(ns, "bk", "  backup:\n    schedule: \"15 3 * * *\"\n    rpo: 26h\n")?;
+    env.wait_ready(ns, "bk", WAIT)?;
+    // Accepted by Velero's real schema.
+    let schedule = env.json(&["-n", "velero", "get", "schedules.velero.io", "e2e-backup-bk"])?;
+    ensure!(schedule["spec"]["schedule"] == "15 3 * * *", "schedule: {}", schedule["spec"]);
+    ensure!(schedule["spec"]["template"]["includedNamespaces"][0] == ns);
+    ensure!(
+        schedule["spec"]["template"]["hooks"]["resources"][0]["pre"][0]["exec"]["container"] == "mariadb"
+    );
+    let cond = env.condition(ns, "bk", "BackupReady")?.context("no BackupReady")?;
+    ensure!(cond["reason"] == "AwaitingFirstBackup", "{cond}");
+
+    let backup_ready = |reason: &str| -> Result<()> {
+        env.poke(ns, "bk")?;
+        eventually(&format!("BackupReady reason {reason}"), Duration::from_secs(30), || {
+            Ok(env.condition(ns, "bk", "BackupReady")?.is_some_and(|c| c["reason"] == reason))
+        })
+    };
+    env.velero_backup(ns, "bk", "e2e-backup-bk-20261120031500", "Completed", 3)?;
+    backup_ready("WithinRPO")?;
+    let cp = env.json(&["-n", ns, "get", "clinicplatform", "bk"])?;
+    ensure!(cp["status"]["lastBackupTime"].is_string(), "no lastBackupTime: {}", cp["status"]);
+    let columns = env.kubectl(&["-n", ns, "get", "clinicplatform", "bk"])?;
+    ensure!(columns.contains("LAST BACKUP") && !columns.contains("<none>"), "printer column: {columns}");
+
+    env.velero_backup(ns, "bk", "e2e-backup-bk-20261121031500", "PartiallyFailed", 1)?;
+    backup_ready("BackupPartiallyFailed")?;
+    let cond = env.condition(ns, "bk", "BackupReady")?.context("no BackupReady")?;
+    ensure!(
+        cond["status"] == "False"
+            && cond["message"].as_str().is_some_and(|m| m.contains("e2e-backup-bk-20261121031500")),
+        "{cond}"
+    );
+
+    env.kubectl(&["-n", "velero", "delete", "backups.velero.io", "-l", "app.kubernetes.io/instance=bk"])?;
+    env.velero_backup(ns, "bk", "e2e-backup-bk-20261119031500", "Completed", 40)?;
+    backup_ready("RPOExceeded")?;
+    // Backup health never makes the platform itself not Ready.
+    ensure!(env.condition(ns, "bk", "Ready")?.is_some_and(|c| c["status"] == "True"));
+    Ok(())
+}
+
+fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
+    let ns = "e2e-upgrade";
+    env.namespace(ns)?;
+    env.clinic(ns, "up", "  openmrs:\n    version: 3.7.1\n")?;
+    env.wait_ready(ns, "up", WAIT)?;
+    let before = env.backend_image(ns, "up")?;
+    ensure!(before.ends_with(":3.7.1-no-demo"), "{before}");
+
+    let gate_backup = |target: &str| -> Result<String> {
+        let mut found = String::new();
+        eventually(&format!("pre-upgrade backup for {target}"), Duration::from_secs(30), || {
+            let list = env.json(&[
+                "-n",
+                "velero",
+                "get",
+                "backups.velero.io",
+                "-l",
+                "app.kubernetes.io/instance=up",
+            ])?;
+            for b in list["items"].as_array().into_iter().flatten() {
+                if b["metadata"]["annotations"]["clinic.audioprothese.fr/upgrade-to"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(target))
+                {
+                    found = b["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    };
+
+    // A new version: a backup first, nothing rolls meanwhile.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "up",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"openmrs":{"version":"3.8.0"}}}"#,
+    ])?;
+    let backup = gate_backup("3.8.0-no-demo")?;
+    eventually("Progressing=AwaitingBackup", Duration::from_secs(30), || {
+        Ok(env.condition(ns, "up", "Progressing")?.is_some_and(|c| c["reason"] == "AwaitingBackup"))
+    })?;
+    ensure!(env.backend_image(ns, "up")? == before, "the backend rolled before its backup completed");
+    // The backup completes: the upgrade goes on.
+    env.set_backup_phase(&backup, "Completed")?;
+    env.poke(ns, "up")?;
+    eventually("backend upgraded to 3.8.0", Duration::from_secs(40), || {
+        Ok(env.backend_image(ns, "up")?.ends_with(":3.8.0-no-demo"))
+    })?;
+
+    // The next upgrade's backup fails: nothing is upgraded, and the status and an event say why.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "up",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"openmrs":{"version":"3.9.0"}}}"#,
+    ])?;
+    let backup = gate_backup("3.9.0-no-demo")?;
+    env.set_backup_phase(&backup, "Failed")?;
+    env.poke(ns, "up")?;
+    eventually("Degraded=UpgradeBackupFailed", Duration::from_secs(40), || {
+        Ok(env
+            .condition(ns, "up", "Degraded")?
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "UpgradeBackupFailed"))
+    })?;
+    ensure!(env.backend_image(ns, "up")?.ends_with(":3.8.0-no-demo"), "upgraded despite a failed backup");
+    eventually("Warning event UpgradeBackupFailed", Duration::from_secs(20), || {
+        let events = env.json(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=UpgradeBackupFailed,type=Warning",
+        ])?;
+        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
+    })?;
+    // Skipping the gate is explicit.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "up",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"backup":{"upgradeGate":"Skip"}}}"#,
+    ])?;
+    eventually("backend upgraded to 3.9.0 with the gate skipped", Duration::from_secs(40), || {
+        Ok(env.backend_image(ns, "up")?.ends_with(":3.9.0-no-demo"))
+    })?;
+    Ok(())
+}
+
+fn restored_namespace_is_adopted(env: &Env) -> Result<()> {
+    let ns = "e2e-restore";
+    env.namespace(ns)?;
+    // What a Velero restore brings back before the ClinicPlatform: Secrets and a data volume.
+    env.plane.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: rs-db-credentials\n  namespace: {ns}\n  labels: {{app.kubernetes.io/instance: rs, app.kubernetes.io/managed-by: clinic-operator}}\nstringData:\n  root-password: restored-root-password-0123456789abcdef\n  username: openmrs\n  password: restored-app-password-0123456789abcdef\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: rs-openmrs-admin\n  namespace: {ns}\nstringData:\n  password: restored-admin-password-0123456789abcdef\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data-rs-mariadb-0\n  namespace: {ns}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 10Gi}}}}\n"
+    ))?;
+    let db = secret_fingerprint(env, ns, "rs-db-credentials")?;
+    let admin = secret_fingerprint(env, ns, "rs-openmrs-admin")?;
+    env.clinic(ns, "rs", "  {}\n")?;
+    env.wait_ready(ns, "rs", WAIT)?;
+    ensure!(
+        secret_fingerprint(env, ns, "rs-db-credentials")? == db,
+        "restored database credentials were changed"
+    );
+    ensure!(secret_fingerprint(env, ns, "rs-openmrs-admin")? == admin, "restored admin password was changed");
+    let labels = env.json(&["-n", ns, "get", "secret", "rs-openmrs-admin"])?["metadata"]["labels"].clone();
+    ensure!(labels["app.kubernetes.io/instance"] == "rs", "adopted Secret not labelled: {labels}");
+    Ok(())
+}
+
+fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
+    // A control plane of its own, without Velero, and an operator of its own.
+    let plane = ControlPlane::start()?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
+    let kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let operator = OperatorProcess::start(&operator::binary()?, &kubeconfig, &plane.dir.join("logs"))?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: late\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: late\n  namespace: late\nspec: {}\n")?;
+    plane
+        .kubectl(&["-n", "late", "wait", "--for=condition=Ready", "clinicplatform/late", "--timeout=120s"])
+        .with_context(|| tail(&operator.output(), 20))?;
+    let cp: Value = serde_json::from_str(&plane.kubectl(&[
+        "-n",
+        "late",
+        "get",
+        "clinicplatform",
+        "late",
+        "-o",
+        "json",
+    ])?)?;
+    let backup = cp["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "BackupReady")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(backup["reason"] == "VeleroNotInstalled" && backup["status"] == "False", "{backup}");
+    ensure!(!operator.output().contains("\"level\":\"ERROR\""), "errors logged without Velero");
+
+    plane.install_crds(&cluster::upstream_crds()?)?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
+    let started = Instant::now();
+    eventually("Schedule created once Velero appears", Duration::from_secs(120), || {
+        let stamp = format!("e2e/poke={}", started.elapsed().as_millis());
+        let _ = plane.kubectl(&["-n", "late", "annotate", "clinicplatform", "late", &stamp, "--overwrite"]);
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(plane.kubectl(&["-n", "velero", "get", "schedules.velero.io", "late-late"]).is_ok())
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
+    eprintln!("    Schedule appeared {:.0}s after the Velero CRDs", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn setup() -> Result<Env> {
     let plane = ControlPlane::start()?;
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
     let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
     let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
     let binary = operator::binary()?;
@@ -590,6 +885,10 @@ fn main() -> ExitCode {
         ("converged_clinic_is_not_rewritten", converged_clinic_is_not_rewritten),
         ("rbac_is_least_privilege", rbac_is_least_privilege),
         ("operator_endpoints_and_no_secret_in_logs", operator_endpoints_and_no_secret_in_logs),
+        ("backup_schedule_and_health", backup_schedule_and_health),
+        ("upgrade_waits_for_a_backup", upgrade_waits_for_a_backup),
+        ("restored_namespace_is_adopted", restored_namespace_is_adopted),
+        ("velero_installed_later_is_picked_up", velero_installed_later_is_picked_up),
     ];
     let trials = scenarios
         .into_iter()

@@ -318,8 +318,9 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
 
 /// A Go-style duration (`26h`, `90m`, `1h30m`).
 pub fn parse_duration(field: &str, value: &str) -> Result<std::time::Duration, InvalidSpec> {
-    humantime::parse_duration(value)
-        .map_err(|e| InvalidSpec::new(field, format!("must be a duration such as 26h or 90m ({e}), got {value:?}")))
+    humantime::parse_duration(value).map_err(|e| {
+        InvalidSpec::new(field, format!("must be a duration such as 26h or 90m ({e}), got {value:?}"))
+    })
 }
 
 fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), InvalidSpec> {

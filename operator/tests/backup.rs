@@ -16,7 +16,9 @@ fn clinic(spec: &str) -> Clinic {
 
 #[test]
 fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
-    let c = clinic("  backup:\n    schedule: \"30 1 * * *\"\n    retention: 2160h\n    storageLocation: ovh-gra\n");
+    let c = clinic(
+        "  backup:\n    schedule: \"30 1 * * *\"\n    retention: 2160h\n    storageLocation: ovh-gra\n",
+    );
     let s = backup::schedule(&c).expect("backups are on by default");
     assert_eq!(s.metadata.namespace.as_deref(), Some("velero"));
     assert_eq!(s.metadata.name.as_deref(), Some("clinic-lyon-lyon"));
@@ -33,7 +35,10 @@ fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
     assert_eq!(t["storageLocation"], "ovh-gra");
     assert_eq!(t["defaultVolumesToFsBackup"], true);
     assert_eq!(t["snapshotVolumes"], false);
-    assert_eq!(t["metadata"]["labels"]["app.kubernetes.io/instance"], "lyon", "backups inherit the clinic labels");
+    assert_eq!(
+        t["metadata"]["labels"]["app.kubernetes.io/instance"], "lyon",
+        "backups inherit the clinic labels"
+    );
     let hook = &t["hooks"]["resources"][0];
     assert_eq!(hook["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "database");
     let exec = &hook["pre"][0]["exec"];
@@ -74,14 +79,26 @@ fn names_stay_within_label_limits() {
 fn pre_upgrade_backup_is_named_after_its_target() {
     let c = clinic("  {}\n");
     let a = backup::pre_upgrade_backup(&c, "openmrs:3.8.0");
-    assert_eq!(a.metadata.name.as_deref(), Some(backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0").as_str()));
-    assert_ne!(backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0"), backup::pre_upgrade_backup_name(&c, "openmrs:3.9.0"));
+    assert_eq!(
+        a.metadata.name.as_deref(),
+        Some(backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0").as_str())
+    );
+    assert_ne!(
+        backup::pre_upgrade_backup_name(&c, "openmrs:3.8.0"),
+        backup::pre_upgrade_backup_name(&c, "openmrs:3.9.0")
+    );
     assert_eq!(a.data["spec"]["includedNamespaces"][0], "clinic-lyon");
     assert_eq!(a.metadata.annotations.unwrap()["clinic.audioprothese.fr/upgrade-to"], "openmrs:3.8.0");
 }
 
 fn record(name: &str, phase: &str, completed: Option<Timestamp>) -> BackupRecord {
-    BackupRecord { name: name.into(), phase: phase.into(), created: completed, completed, failure_reason: None }
+    BackupRecord {
+        name: name.into(),
+        phase: phase.into(),
+        created: completed,
+        completed,
+        failure_reason: None,
+    }
 }
 
 #[test]
@@ -92,7 +109,7 @@ fn backup_ready_follows_the_newest_backups_and_the_rpo() {
     let created = ago(24 * 30);
     let judge = |records: Vec<BackupRecord>| {
         let mut sorted = records;
-        sorted.sort_by(|a, b| b.created.cmp(&a.created));
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.created));
         health(&c, created, true, &Ok(sorted), now)
     };
 

@@ -167,7 +167,11 @@ async fn run(cp: &ClinicPlatform, caches: Caches) -> (Result<(), String>, Vec<Ca
 
 /// One reconcile with a given context; returns the calls it made (discovery of Velero, a read
 /// the context caches, is left out: the mock answers that Velero is not installed).
-async fn run_with(cp: &ClinicPlatform, ctx: &Arc<Context>, calls: &Arc<Mutex<Vec<Call>>>) -> (Result<(), String>, Vec<Call>) {
+async fn run_with(
+    cp: &ClinicPlatform,
+    ctx: &Arc<Context>,
+    calls: &Arc<Mutex<Vec<Call>>>,
+) -> (Result<(), String>, Vec<Call>) {
     calls.lock().unwrap().clear();
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp.clone()))), ctx.clone()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -243,7 +247,12 @@ async fn converged_clinic_sends_no_request_at_all() {
     let mut cp = clinic_platform("  {}\n");
     let children = live_children(&cp);
     let (client, log) = mock_api();
-    let ctx = Arc::new(Context::new(client, seeded(children, secret_metadata(&cp)).await, Arc::new(Metrics::new()), None));
+    let ctx = Arc::new(Context::new(
+        client,
+        seeded(children, secret_metadata(&cp)).await,
+        Arc::new(Metrics::new()),
+        None,
+    ));
     // First pass over a converged cluster writes only the status; take that status...
     let (result, calls) = run_with(&cp, &ctx, &log).await;
     result.unwrap();

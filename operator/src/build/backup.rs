@@ -62,10 +62,7 @@ pub fn labels(clinic: &Clinic) -> BTreeMap<String, String> {
 
 /// Label selector of every Backup of the clinic (scheduled and pre-upgrade).
 pub fn backups_selector(clinic: &Clinic) -> String {
-    format!(
-        "app.kubernetes.io/instance={},{CLINIC_NAMESPACE_LABEL}={}",
-        clinic.name, clinic.namespace
-    )
+    format!("app.kubernetes.io/instance={},{CLINIC_NAMESPACE_LABEL}={}", clinic.name, clinic.namespace)
 }
 
 /// The backup specification shared by the Schedule and the pre-upgrade Backup.
@@ -153,13 +150,20 @@ pub fn pre_upgrade_backup(clinic: &Clinic, target_image: &str) -> DynamicObject 
     if let Some(annotations) = backup.metadata.annotations.as_mut() {
         annotations.insert("clinic.audioprothese.fr/upgrade-to".into(), target_image.into());
     } else {
-        backup.metadata.annotations =
-            Some(BTreeMap::from([("clinic.audioprothese.fr/upgrade-to".to_string(), target_image.to_string())]));
+        backup.metadata.annotations = Some(BTreeMap::from([(
+            "clinic.audioprothese.fr/upgrade-to".to_string(),
+            target_image.to_string(),
+        )]));
     }
     backup
 }
 
 /// A request that Velero delete one backup (data included), for `deletionPolicy: Delete`.
 pub fn delete_request(clinic: &Clinic, backup_name: &str) -> DynamicObject {
-    object(&delete_request_resource(), format!("{backup_name}-delete"), clinic, json!({ "backupName": backup_name }))
+    object(
+        &delete_request_resource(),
+        format!("{backup_name}-delete"),
+        clinic,
+        json!({ "backupName": backup_name }),
+    )
 }

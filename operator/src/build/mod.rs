@@ -4,8 +4,8 @@
 //! One module per child family; `ls src/build` shows where any child is made.
 
 pub mod autoscaling;
-pub mod backup;
 pub mod backend;
+pub mod backup;
 pub mod database;
 pub mod frontend;
 pub mod gateway;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
@@ -40,7 +40,12 @@ impl BackupRecord {
         Self {
             name: o.name_any(),
             phase: status["phase"].as_str().unwrap_or("New").to_string(),
-            created: o.metadata.creation_timestamp.as_ref().map(|t| t.0).or_else(|| time(&status["startTimestamp"])),
+            created: o
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| time(&status["startTimestamp"])),
             completed: time(&status["completionTimestamp"]),
             failure_reason: status["failureReason"].as_str().map(String::from),
         }
@@ -80,10 +85,10 @@ impl Context {
     /// Whether Velero's CRDs are served (discovery, cached for [`VELERO_DISCOVERY_TTL`]).
     pub async fn velero_installed(&self) -> bool {
         let mut cached = self.velero.lock().await;
-        if let Some((installed, at)) = *cached {
-            if at.elapsed() < VELERO_DISCOVERY_TTL {
-                return installed;
-            }
+        if let Some((installed, at)) = *cached
+            && at.elapsed() < VELERO_DISCOVERY_TTL
+        {
+            return installed;
         }
         let installed = match self.client.list_api_group_resources("velero.io/v1").await {
             Ok(list) => ["schedules", "backups"].iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
@@ -102,12 +107,15 @@ impl Context {
 }
 
 /// Backups of the clinic (scheduled and pre-upgrade), newest first.
-pub async fn list_backups(ctx: &Context, clinic: &Clinic) -> std::result::Result<Vec<BackupRecord>, kube::Error> {
+pub async fn list_backups(
+    ctx: &Context,
+    clinic: &Clinic,
+) -> std::result::Result<Vec<BackupRecord>, kube::Error> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
     let list = api.list(&ListParams::default().labels(&backup::backups_selector(clinic))).await?;
     let mut records: Vec<BackupRecord> = list.items.iter().map(BackupRecord::from_object).collect();
-    records.sort_by(|a, b| b.created.cmp(&a.created));
+    records.sort_by_key(|r| std::cmp::Reverse(r.created));
     Ok(records)
 }
 
@@ -119,7 +127,8 @@ pub fn health(
     backups: &std::result::Result<Vec<BackupRecord>, String>,
     now: Timestamp,
 ) -> BackupHealth {
-    let unknown = |reason, message: String| BackupHealth { status: "Unknown", reason, message, last_success: None };
+    let unknown =
+        |reason, message: String| BackupHealth { status: "Unknown", reason, message, last_success: None };
     if !clinic.spec.backup.enabled {
         return BackupHealth {
             status: "False",
@@ -140,14 +149,21 @@ pub fn health(
         Ok(b) => b,
         Err(e) => return unknown("BackupStatusUnknown", format!("cannot list Velero backups: {e}")),
     };
-    let rpo = parse_duration("spec.backup.rpo", &clinic.spec.backup.rpo).unwrap_or(Duration::from_secs(26 * 3600));
-    let last_success = backups.iter().filter(|b| b.succeeded()).filter_map(|b| b.completed.or(b.created)).max();
+    let rpo =
+        parse_duration("spec.backup.rpo", &clinic.spec.backup.rpo).unwrap_or(Duration::from_secs(26 * 3600));
+    let last_success =
+        backups.iter().filter(|b| b.succeeded()).filter_map(|b| b.completed.or(b.created)).max();
     let latest_finished = backups.iter().find(|b| b.succeeded() || b.failed());
     let age = |t: Timestamp| now.duration_since(t).unsigned_abs();
-    let fmt_age = |t: Timestamp| humantime::format_duration(Duration::from_secs(age(t).as_secs())).to_string();
+    let fmt_age =
+        |t: Timestamp| humantime::format_duration(Duration::from_secs(age(t).as_secs())).to_string();
 
     if let Some(latest) = latest_finished.filter(|b| b.failed()) {
-        let since = latest.completed.or(latest.created).map(|t| t.to_string()).unwrap_or_else(|| "unknown time".into());
+        let since = latest
+            .completed
+            .or(latest.created)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "unknown time".into());
         let last = match last_success {
             Some(t) => format!("last success {t} ({} ago)", fmt_age(t)),
             None => "no successful backup yet".into(),
@@ -164,7 +180,11 @@ pub fn health(
         Some(t) if age(t) <= rpo => BackupHealth {
             status: "True",
             reason: "WithinRPO",
-            message: format!("newest successful backup completed {t} ({} ago), within the RPO of {}", fmt_age(t), clinic.spec.backup.rpo),
+            message: format!(
+                "newest successful backup completed {t} ({} ago), within the RPO of {}",
+                fmt_age(t),
+                clinic.spec.backup.rpo
+            ),
             last_success,
         },
         Some(t) => BackupHealth {
@@ -181,10 +201,16 @@ pub fn health(
             Some(created) if age(created) > rpo => BackupHealth {
                 status: "False",
                 reason: "NoSuccessfulBackup",
-                message: format!("no successful backup since the clinic was created {created}, longer ago than the RPO of {}", clinic.spec.backup.rpo),
+                message: format!(
+                    "no successful backup since the clinic was created {created}, longer ago than the RPO of {}",
+                    clinic.spec.backup.rpo
+                ),
                 last_success: None,
             },
-            _ => unknown("AwaitingFirstBackup", format!("no backup yet; the first is due by the schedule '{}'", clinic.spec.backup.schedule)),
+            _ => unknown(
+                "AwaitingFirstBackup",
+                format!("no backup yet; the first is due by the schedule '{}'", clinic.spec.backup.schedule),
+            ),
         },
     }
 }
@@ -220,7 +246,9 @@ pub async fn upgrade_gate(
 ) -> Result<Gate> {
     let Some(running) = running_images(ctx, clinic) else { return Ok(Gate::Open) };
     let target = clinic.declared_backend_image();
-    if running.backend.as_deref() == Some(target.as_str()) || clinic.spec.backup.upgrade_gate == UpgradeGate::Skip {
+    if running.backend.as_deref() == Some(target.as_str())
+        || clinic.spec.backup.upgrade_gate == UpgradeGate::Skip
+    {
         return Ok(Gate::Open);
     }
     let from = running.backend.clone().unwrap_or_default();
@@ -237,25 +265,39 @@ pub async fn upgrade_gate(
     let backups = match backups {
         Ok(b) => b,
         Err(e) => {
-            return Ok(Gate::Blocked { reason: "UpgradeBackupUnknown", message: format!("cannot read Velero backups: {e}") });
+            return Ok(Gate::Blocked {
+                reason: "UpgradeBackupUnknown",
+                message: format!("cannot read Velero backups: {e}"),
+            });
         }
     };
     let name = backup::pre_upgrade_backup_name(clinic, &target);
     let timeout = parse_duration("spec.backup.upgradeGateTimeout", &clinic.spec.backup.upgrade_gate_timeout)?;
     match backups.iter().find(|b| b.name == name) {
         None => {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                ctx.client.clone(),
+                &clinic.spec.backup.velero_namespace,
+                &backup_resource(),
+            );
             ctx.metrics.record_write("create");
             let body = backup::pre_upgrade_backup(clinic, &target);
-            match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &body).await {
+            match api
+                .create(
+                    &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+                    &body,
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
                 Err(source) => return Err(Error::Apply { kind: "Backup".into(), name, source }),
             }
             notices.push(Notice::normal(
                 "UpgradeBackupStarted",
-                format!("upgrade from {from} to {target}: backup {name} started; nothing rolls until it completed"),
+                format!(
+                    "upgrade from {from} to {target}: backup {name} started; nothing rolls until it completed"
+                ),
             ));
             Ok(Gate::Waiting { backup: name })
         }
@@ -273,7 +315,8 @@ pub async fn upgrade_gate(
             ),
         }),
         Some(b) => {
-            let waited = b.created.map(|c| Timestamp::now().duration_since(c).unsigned_abs()).unwrap_or_default();
+            let waited =
+                b.created.map(|c| Timestamp::now().duration_since(c).unsigned_abs()).unwrap_or_default();
             if waited > timeout {
                 Ok(Gate::Blocked {
                     reason: "UpgradeBackupTimedOut",
@@ -327,7 +370,10 @@ pub async fn ensure_schedule(ctx: &Context, clinic: &Clinic, cp: &ClinicPlatform
         .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
     value["apiVersion"] = json!(backup::VELERO_API_VERSION);
     value["kind"] = json!("Schedule");
-    let live = api.get_opt(&name).await.map_err(|source| Error::Read { what: format!("Schedule {name}"), source })?;
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Read { what: format!("Schedule {name}"), source })?;
     if let Some(live) = live {
         let mut live = serde_json::to_value(&live)
             .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
@@ -384,7 +430,11 @@ pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Res
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
                     Err(source) => {
-                        return Err(Error::Apply { kind: "DeleteBackupRequest".into(), name: b.name.clone(), source });
+                        return Err(Error::Apply {
+                            kind: "DeleteBackupRequest".into(),
+                            name: b.name.clone(),
+                            source,
+                        });
                     }
                 }
             }

@@ -206,13 +206,21 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         Err(e) => Err(e),
         Ok(gate) => outcome.map(|applied| (applied, gate)),
     };
-    let health = backup::health(&clinic, cp.metadata.creation_timestamp.as_ref().map(|t| t.0), velero, &backups, jiff::Timestamp::now());
+    let health = backup::health(
+        &clinic,
+        cp.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        velero,
+        &backups,
+        jiff::Timestamp::now(),
+    );
     let observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
     if status::differs(cp.status.as_ref(), &new_status) {
         match &outcome {
             Err(e) => notices.push(Notice::warning(e.reason(), e.to_string())),
-            Ok((_, backup::Gate::Blocked { reason, message })) => notices.push(Notice::warning(reason, message.clone())),
+            Ok((_, backup::Gate::Blocked { reason, message })) => {
+                notices.push(Notice::warning(reason, message.clone()))
+            }
             Ok(_) => {}
         }
         write_status(ctx, cp, &new_status).await?;

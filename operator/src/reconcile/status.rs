@@ -142,7 +142,9 @@ pub fn compute(
 
     let degraded = match (&observed.error, &observed.gate) {
         (Some((reason, message)), _) => condition(DEGRADED, true, reason, message.clone(), generation),
-        (None, Gate::Blocked { reason, message }) => condition(DEGRADED, true, reason, message.clone(), generation),
+        (None, Gate::Blocked { reason, message }) => {
+            condition(DEGRADED, true, reason, message.clone(), generation)
+        }
         (None, _) => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
     };
 
@@ -161,7 +163,9 @@ pub fn compute(
             PROGRESSING,
             true,
             "AwaitingBackup",
-            format!("upgrade waits for the pre-upgrade backup {backup} to complete; the current version keeps running"),
+            format!(
+                "upgrade waits for the pre-upgrade backup {backup} to complete; the current version keeps running"
+            ),
             generation,
         )
     } else if observed.changed || !database_ready || !openmrs_ready {

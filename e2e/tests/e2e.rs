@@ -317,6 +317,36 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
         Ok(s["spec"]["ports"].as_array().map(Vec::len) == Some(1) && s["spec"]["ports"][0]["port"] == 80)
     })?;
 
+    // A changed image is changed back.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "set",
+        "image",
+        "deployment/drift-frontend",
+        "frontend=docker.io/library/nginx:latest",
+    ])?;
+    eventually("image put back", Duration::from_secs(30), || {
+        let d = env.json(&["-n", ns, "get", "deployment", "drift-frontend"])?;
+        Ok(d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("openmrs-reference-application-3-frontend")))
+    })?;
+
+    // A removed label comes back.
+    env.kubectl(&["-n", ns, "label", "configmap", "drift-gateway-nginx", "app.kubernetes.io/part-of-"])?;
+    eventually("label put back", Duration::from_secs(30), || {
+        let cm = env.json(&["-n", ns, "get", "configmap", "drift-gateway-nginx"])?;
+        Ok(cm["metadata"]["labels"]["app.kubernetes.io/part-of"] == "openmrs")
+    })?;
+
+    // The namespace's Pod Security label comes back.
+    env.kubectl(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged", "--overwrite"])?;
+    eventually("Pod Security label put back", Duration::from_secs(30), || {
+        let n = env.json(&["get", "namespace", ns])?;
+        Ok(n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted")
+    })?;
+
     // Events are published after the write that corrected the drift.
     eventually("a DriftCorrected event per corrected child", Duration::from_secs(30), || {
         let events = env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DriftCorrected"])?;
@@ -326,9 +356,15 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             .flatten()
             .filter_map(|e| e["message"].as_str().map(String::from))
             .collect();
-        Ok(["NetworkPolicy drift-mariadb", "Deployment drift-gateway", "Service drift-gateway"]
-            .iter()
-            .all(|child| messages.iter().any(|m| m.starts_with(child))))
+        Ok([
+            "NetworkPolicy drift-mariadb",
+            "Deployment drift-gateway",
+            "Service drift-gateway",
+            "Deployment drift-frontend",
+            "ConfigMap drift-gateway-nginx",
+        ]
+        .iter()
+        .all(|child| messages.iter().any(|m| m.starts_with(child))))
     })?;
     Ok(())
 }
@@ -582,6 +618,10 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
         ("delete", "namespaces"),
         ("delete", "clinicplatforms.clinic.audioprothese.fr"),
         ("get", "nodes"),
+        ("delete", "namespaces"),
+        ("create", "namespaces"),
+        ("update", "namespaces"),
+        ("delete", "backups.velero.io"),
     ] {
         ensure!(!can(verb, resource)?, "the operator must not be able to {verb} {resource}");
     }
@@ -796,6 +836,109 @@ fn restored_namespace_is_adopted(env: &Env) -> Result<()> {
     Ok(())
 }
 
+fn namespace_pod_security_is_enforced_and_opt_out_is_visible(env: &Env) -> Result<()> {
+    // A namespace as a platform team might create it: no Pod Security labels.
+    env.plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-psa\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-psa-optout\n")?;
+    env.clinic("e2e-psa", "psa", "  {}\n")?;
+    eventually("namespace labelled restricted", Duration::from_secs(30), || {
+        let n = env.json(&["get", "namespace", "e2e-psa"])?;
+        let l = &n["metadata"]["labels"];
+        Ok(["enforce", "audit", "warn"]
+            .iter()
+            .all(|m| l[format!("pod-security.kubernetes.io/{m}")] == "restricted"))
+    })?;
+    env.wait_ready("e2e-psa", "psa", WAIT)?;
+    eventually("SecurityEnforced=True", Duration::from_secs(30), || {
+        Ok(env.condition("e2e-psa", "psa", "SecurityEnforced")?.is_some_and(|c| c["status"] == "True"))
+    })?;
+
+    env.clinic("e2e-psa-optout", "open", "  security:\n    enforcePodSecurity: false\n")?;
+    env.wait_ready("e2e-psa-optout", "open", WAIT)?;
+    let cond = env.condition("e2e-psa-optout", "open", "SecurityEnforced")?.context("no SecurityEnforced")?;
+    ensure!(cond["status"] == "False" && cond["reason"] == "PodSecurityOptOut", "{cond}");
+    let n = env.json(&["get", "namespace", "e2e-psa-optout"])?;
+    ensure!(
+        n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].is_null(),
+        "opted-out namespace labelled: {}",
+        n["metadata"]["labels"]
+    );
+    eventually("Warning event PodSecurityNotEnforced", Duration::from_secs(20), || {
+        let events = env.json(&[
+            "-n",
+            "e2e-psa-optout",
+            "get",
+            "events",
+            "--field-selector",
+            "reason=PodSecurityNotEnforced,type=Warning",
+        ])?;
+        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
+    })?;
+    Ok(())
+}
+
+fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
+    let ns = "e2e-tls";
+    env.namespace(ns)?;
+    env.clinic(ns, "tls", "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n")?;
+    env.wait_ready(ns, "tls", WAIT)?;
+    // Accepted by cert-manager's real schema.
+    eventually("Certificate created", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "certificates.cert-manager.io", "tls-tls"]).is_ok())
+    })?;
+    let cert = env.json(&["-n", ns, "get", "certificates.cert-manager.io", "tls-tls"])?;
+    ensure!(
+        cert["spec"]["dnsNames"][0] == "emr.clinic-tls.example.fr"
+            && cert["spec"]["issuerRef"]["kind"] == "ClusterIssuer",
+        "{}",
+        cert["spec"]
+    );
+    let ingress = env.json(&["-n", ns, "get", "ingress", "tls"])?;
+    ensure!(ingress["spec"]["tls"][0]["secretName"] == "tls-tls");
+    let conf = env.json(&["-n", ns, "get", "configmap", "tls-gateway-nginx"])?;
+    ensure!(
+        conf["data"]["nginx.conf"].as_str().is_some_and(|c| c.contains("Strict-Transport-Security")),
+        "no HSTS behind TLS"
+    );
+
+    // Every control holding: TLS, backups within the RPO, residency, encryption attested.
+    let full = "e2e-compliant";
+    env.namespace(full)?;
+    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  security:\n    storageEncrypted: true\n")?;
+    env.wait_ready(full, "ok", WAIT)?;
+    env.velero_backup(full, "ok", "e2e-compliant-ok-20261121020000", "Completed", 1)?;
+    env.poke(full, "ok")?;
+    eventually("Compliant=True", Duration::from_secs(40), || {
+        Ok(env.condition(full, "ok", "Compliant")?.is_some_and(|c| c["status"] == "True"))
+    })?;
+    let cp = env.json(&["-n", full, "get", "clinicplatform", "ok"])?;
+    let c = &cp["status"]["compliance"];
+    for control in [
+        "podSecurityRestricted",
+        "defaultDenyNetwork",
+        "tlsAtEdge",
+        "backupsWithinRpo",
+        "dataResidency",
+        "encryptionAtRest",
+    ] {
+        ensure!(c[control] == true, "{control} does not hold: {c}");
+    }
+    // The minimal clinic lacks TLS, residency, encryption and backups: not compliant, and says why.
+    let minimal = env.condition("e2e-tls", "tls", "Compliant")?.context("no Compliant")?;
+    ensure!(
+        minimal["status"] == "False" && minimal["message"].as_str().is_some_and(|m| m.contains("residency")),
+        "{minimal}"
+    );
+    let wide = env.kubectl(&["get", "clinicplatforms", "-A", "-o", "wide"])?;
+    ensure!(wide.contains("COMPLIANT"), "no Compliant column:\n{wide}");
+    let line =
+        wide.lines().find(|l| l.starts_with("e2e-compliant")).context("clinic missing from the list")?;
+    ensure!(
+        line.contains("True    True") || line.split_whitespace().filter(|w| *w == "True").count() >= 2,
+        "{line}"
+    );
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -889,6 +1032,11 @@ fn main() -> ExitCode {
         ("upgrade_waits_for_a_backup", upgrade_waits_for_a_backup),
         ("restored_namespace_is_adopted", restored_namespace_is_adopted),
         ("velero_installed_later_is_picked_up", velero_installed_later_is_picked_up),
+        (
+            "namespace_pod_security_is_enforced_and_opt_out_is_visible",
+            namespace_pod_security_is_enforced_and_opt_out_is_visible,
+        ),
+        ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
     ];
     let trials = scenarios
         .into_iter()

@@ -150,3 +150,32 @@ fn backup_ready_follows_the_newest_backups_and_the_rpo() {
     let unreadable = health(&c, created, true, &Err("forbidden".into()), now);
     assert_eq!(unreadable.status, "Unknown");
 }
+
+#[test]
+fn compliance_controls_and_storage_encryption() {
+    use clinic_operator::reconcile::security::{Controls, storage_class_encrypts};
+    use std::collections::BTreeMap;
+    let params = |pairs: &[(&str, &str)]| {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+    };
+    assert!(storage_class_encrypts(&params(&[("type", "gp3"), ("encrypted", "true")])));
+    assert!(storage_class_encrypts(&params(&[("kmsKeyId", "arn:aws:kms:eu-west-3:1:key/x")])));
+    assert!(storage_class_encrypts(&params(&[("csi.storage.k8s.io/node-stage-secret-name", "luks")])));
+    assert!(!storage_class_encrypts(&params(&[("type", "gp3"), ("encrypted", "false")])));
+    assert!(!storage_class_encrypts(&params(&[])));
+
+    let all = Controls {
+        pod_security_restricted: true,
+        default_deny_network: true,
+        tls_at_edge: true,
+        backups_within_rpo: true,
+        data_residency: true,
+        encryption_at_rest: true,
+    };
+    assert!(all.all_hold());
+    let no_tls = Controls { tls_at_edge: false, ..all };
+    assert!(!no_tls.all_hold());
+    let failing: Vec<_> =
+        no_tls.list().iter().filter(|(_, holds, _)| !holds).map(|(name, _, _)| *name).collect();
+    assert_eq!(failing, ["tlsAtEdge"]);
+}

@@ -441,9 +441,22 @@ fn ingress_tls_from_secret_or_cert_manager() {
     ));
     let ing: Ingress = typed(&objects_issuer, "Ingress", "lyon");
     let annotations = ing.metadata.annotations.unwrap();
-    assert_eq!(annotations["cert-manager.io/cluster-issuer"], "letsencrypt");
+    assert!(
+        !annotations.keys().any(|k| k.starts_with("cert-manager.io/")),
+        "the operator makes the Certificate itself"
+    );
     assert_eq!(annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"], "true");
     assert_eq!(ing.spec.unwrap().tls.unwrap()[0].secret_name.as_deref(), Some("lyon-tls"));
+    let cert = objects_issuer
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == "Certificate")
+        .expect("a Certificate");
+    assert_eq!(cert.metadata.name.as_deref(), Some("lyon-tls"));
+    assert_eq!(cert.data["spec"]["secretName"], "lyon-tls");
+    assert_eq!(cert.data["spec"]["dnsNames"][0], "emr.lyon.example.fr");
+    assert_eq!(cert.data["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(cert.data["spec"]["issuerRef"]["name"], "letsencrypt");
+    assert!(!kind_names(&objects_secret).iter().any(|n| n.starts_with("Certificate/")));
 }
 
 #[test]
@@ -478,6 +491,26 @@ fn placement_reaches_the_pods() {
     let pod = db.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.node_selector.unwrap()["pool"], "clinic-data");
     assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+}
+
+#[test]
+fn residency_pins_every_pod_to_the_declared_regions() {
+    let objects = objects(&clinic("  residency:\n    regions: [fr-par]\n    zones: [fr-par-1, fr-par-2]\n"));
+    let pods = pod_specs(&objects);
+    assert_eq!(pods.len(), 4);
+    for (name, pod) in pods {
+        let terms = pod
+            .affinity
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .unwrap_or_else(|| panic!("{name}: no required node affinity"))
+            .node_selector_terms;
+        let reqs = terms[0].match_expressions.clone().unwrap();
+        assert_eq!(reqs[0].key, "topology.kubernetes.io/region");
+        assert_eq!(reqs[0].values.as_deref(), Some(&["fr-par".to_string()][..]));
+        assert_eq!(reqs[1].key, "topology.kubernetes.io/zone");
+    }
+    assert!(pod_specs(&objects_without_autoscaling()).iter().all(|(_, p)| p.affinity.is_none()));
 }
 
 #[test]

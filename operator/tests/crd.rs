@@ -45,7 +45,7 @@ fn crd_names_printer_columns_and_status() {
     assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
     let columns: Vec<_> =
         version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Version", "URL", "Last backup", "Age"]);
+    assert_eq!(columns, ["Ready", "Version", "URL", "Last backup", "Age", "Compliant", "Backup"]);
 }
 
 /// A structural schema: every node says its type (or is int-or-string / preserves unknown

@@ -13,7 +13,7 @@ use clinic_operator::model;
 use clinic_operator::reconcile::observe::{CacheWriters, Caches};
 use clinic_operator::reconcile::{self, Context, apply};
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::client::Body;
 use kube::core::{DeserializeGuard, TypeMeta};
@@ -78,9 +78,26 @@ fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
         .collect()
 }
 
-/// Fills the caches as a completed initial list would.
+/// Fills the caches as a completed initial list would; the clinic's namespace already carries the
+/// Pod Security labels when children exist (a converged clinic).
 async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Secret>>) -> Caches {
-    let (caches, CacheWriters { children: mut writers, secrets: mut secret_writer }) = Caches::new();
+    let labelled = !children.is_empty();
+    let (
+        caches,
+        CacheWriters { children: mut writers, secrets: mut secret_writer, namespaces: mut namespace_writer },
+    ) = Caches::new();
+    namespace_writer.apply_watcher_event(&Event::Init);
+    namespace_writer.apply_watcher_event(&Event::InitApply(PartialObjectMeta::<Namespace> {
+        types: Some(TypeMeta { api_version: "v1".into(), kind: "Namespace".into() }),
+        metadata: ObjectMeta {
+            name: Some("clinic-lyon".into()),
+            labels: labelled.then(clinic_operator::reconcile::security::pod_security_labels),
+            ..Default::default()
+        },
+        _phantom: Default::default(),
+    }));
+    namespace_writer.apply_watcher_event(&Event::InitDone);
+    std::mem::forget(namespace_writer);
     for (ar, writer) in &mut writers {
         writer.apply_watcher_event(&Event::Init);
         for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
@@ -165,6 +182,14 @@ async fn run(cp: &ClinicPlatform, caches: Caches) -> (Result<(), String>, Vec<Ca
     run_with(cp, &ctx, &calls).await
 }
 
+/// Reads the context caches for a while (discovery of optional APIs, StorageClasses).
+fn cached_read(c: &Call) -> bool {
+    c.method == "GET"
+        && (c.path == "/apis/velero.io/v1"
+            || c.path == "/apis/cert-manager.io/v1"
+            || c.path.starts_with("/apis/storage.k8s.io/v1/storageclasses"))
+}
+
 /// One reconcile with a given context; returns the calls it made (discovery of Velero, a read
 /// the context caches, is left out: the mock answers that Velero is not installed).
 async fn run_with(
@@ -175,7 +200,7 @@ async fn run_with(
     calls.lock().unwrap().clear();
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp.clone()))), ctx.clone()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let calls = calls.lock().unwrap().iter().filter(|c| c.path != "/apis/velero.io/v1").cloned().collect();
+    let calls = calls.lock().unwrap().iter().filter(|c| !cached_read(c)).cloned().collect();
     (result.map(|_| ()).map_err(|e| e.to_string()), calls)
 }
 
@@ -192,12 +217,15 @@ async fn create_from_nothing() {
     let summary: Vec<String> =
         calls.iter().map(|c| format!("{} {}", c.method, c.path.split('?').next().unwrap())).collect();
 
+    // The namespace gets its Pod Security labels first.
+    assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");
+    assert_eq!(calls[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     // Generated Secrets: looked for, the database volume checked, then created once each.
-    assert_eq!(summary[0], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
-    assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
-    assert_eq!(summary[2], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[3], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
-    assert_eq!(summary[4], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
+    assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
+    assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
+    assert_eq!(summary[5], "POST /api/v1/namespaces/clinic-lyon/secrets");
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 32 && password != build::secrets::PLACEHOLDER);
@@ -209,7 +237,12 @@ async fn create_from_nothing() {
     // Every other child: one server-side apply each, with our field manager, forced.
     let applies: Vec<&Call> = calls
         .iter()
-        .filter(|c| c.method == "PATCH" && !c.path.contains("/status") && !c.path.contains("/events"))
+        .filter(|c| {
+            c.method == "PATCH"
+                && !c.path.contains("/status")
+                && !c.path.contains("/events")
+                && c.path.split('?').next() != Some("/api/v1/namespaces/clinic-lyon")
+        })
         .collect();
     assert_eq!(applies.len(), 20, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
     for a in &applies {
@@ -411,7 +444,9 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
         "a Secret was generated: {calls:?}"
     );
     assert!(
-        !calls.iter().any(|c| c.starts_with("PATCH") && !c.contains("/status")),
+        !calls.iter().any(|c| c.starts_with("PATCH")
+            && !c.contains("/status")
+            && c != "PATCH /api/v1/namespaces/clinic-lyon"),
         "children applied: {calls:?}"
     );
 }

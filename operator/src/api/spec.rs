@@ -26,6 +26,8 @@ use super::ClinicPlatformStatus;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Last backup","type":"date","jsonPath":".status.lastBackupTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Compliant","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Compliant\")].status"}"#,
+    printcolumn = r#"{"name":"Backup","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"BackupReady\")].reason"}"#,
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name: at most 40 characters, so that child names (name + suffix) stay valid DNS labels")
 )]
 #[serde(rename_all = "camelCase")]
@@ -56,6 +58,11 @@ pub struct ClinicPlatformSpec {
     /// Security settings beyond the secure defaults.
     #[serde(default)]
     pub security: SecuritySpec,
+
+    /// Data residency: every pod of the platform is required to run on nodes of these regions or
+    /// zones, so patient data stays where the hosting certification (HDS) allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<ResidencySpec>,
 
     /// Where images come from: a private registry mirror, pull secrets and pull policy.
     #[serde(default)]
@@ -514,9 +521,19 @@ pub enum UpgradeGate {
 }
 
 /// Security settings beyond the secure defaults.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecuritySpec {
+    /// Label the clinic's namespace to enforce, audit and warn Pod Security `restricted`
+    /// (default true). Turning it off is reported by a Warning event and `SecurityEnforced=False`.
+    #[serde(default = "yes")]
+    pub enforce_pod_security: bool,
+
+    /// The platform team attests that the StorageClasses of the data volumes encrypt at rest.
+    /// Without it, encryption is recognised from well-known StorageClass parameters.
+    #[serde(default)]
+    pub storage_encrypted: bool,
+
     /// An existing Secret key holding the OpenMRS `admin` password. Without it the operator
     /// generates `<name>-openmrs-admin` (key `password`) once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -527,6 +544,33 @@ pub struct SecuritySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub extra_egress: Vec<EgressRule>,
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        Self {
+            enforce_pod_security: true,
+            storage_encrypted: false,
+            admin_password_secret_ref: None,
+            extra_egress: Vec::new(),
+        }
+    }
+}
+
+/// Where the clinic's pods, and so its data, may run (HDS hosting location).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.regions) > 0 || size(self.zones) > 0").message("spec.residency: name at least one region or zone"))]
+pub struct ResidencySpec {
+    /// Allowed values of the node label `topology.kubernetes.io/region`, e.g. `fr-par`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
+    pub regions: Vec<String>,
+
+    /// Allowed values of the node label `topology.kubernetes.io/zone`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub zones: Vec<String>,
 }
 
 /// A key in a Secret of the clinic namespace.

@@ -26,6 +26,28 @@ pub struct ClinicPlatformStatus {
     /// Completion time of the newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<Time>,
+
+    /// Compliance evidence: whether each security control holds now (see docs/compliance.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<Compliance>,
+}
+
+/// Whether each control holds. `Compliant` is True when all do.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Compliance {
+    /// The namespace enforces Pod Security `restricted`.
+    pub pod_security_restricted: bool,
+    /// Default-deny NetworkPolicies and the platform's allow rules are in place.
+    pub default_deny_network: bool,
+    /// Users reach the platform over TLS at the Ingress.
+    pub tls_at_edge: bool,
+    /// The newest successful backup is within the RPO.
+    pub backups_within_rpo: bool,
+    /// Pods are pinned to approved regions or zones (`spec.residency`).
+    pub data_residency: bool,
+    /// Data volumes are encrypted at rest (attested or recognised from the StorageClass).
+    pub encryption_at_rest: bool,
 }
 
 /// Versions of the platform's components.

@@ -138,6 +138,7 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
         enable_service_links: Some(false),
         image_pull_secrets: image_pull_secrets(clinic),
         node_selector: non_empty_map(&placement.node_selector),
+        affinity: residency_affinity(clinic),
         tolerations: non_empty_vec(&placement.tolerations),
         termination_grace_period_seconds: Some(60),
         volumes: Some(vec![

@@ -219,6 +219,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         enable_service_links: Some(false),
         image_pull_secrets: image_pull_secrets(clinic),
         node_selector: non_empty_map(&placement.node_selector),
+        affinity: residency_affinity(clinic),
         tolerations: non_empty_vec(&placement.tolerations),
         topology_spread_constraints: topology_spread(clinic, Component::Gateway, placement),
         volumes: Some(vec![

@@ -10,10 +10,12 @@ use k8s_openapi::api::networking::v1::{
 
 use super::*;
 use crate::api::IssuerKind;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
 
 pub fn build(clinic: &Clinic) -> Option<Ingress> {
     let spec = clinic.spec.ingress.as_ref()?;
-    let mut annotations = BTreeMap::from([
+    let annotations = BTreeMap::from([
         ("nginx.ingress.kubernetes.io/ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/force-ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(), "300".to_string()),
@@ -21,14 +23,9 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
     ]);
     let secret_name = match (&spec.tls.secret_name, &spec.tls.issuer_ref) {
         (Some(secret), _) => secret.clone(),
-        (None, Some(issuer)) => {
-            let key = match issuer.kind {
-                IssuerKind::ClusterIssuer => "cert-manager.io/cluster-issuer",
-                IssuerKind::Issuer => "cert-manager.io/issuer",
-            };
-            annotations.insert(key.to_string(), issuer.name.clone());
-            clinic.child_name("tls")
-        }
+        // The operator creates the Certificate itself (see `certificate`): no ingress-shim
+        // annotation, so cert-manager does not make a second one.
+        (None, Some(_)) => clinic.child_name("tls"),
         // The schema requires exactly one; fall back to the cert-manager name.
         (None, None) => clinic.child_name("tls"),
     };
@@ -62,4 +59,34 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
         }),
         ..Default::default()
     })
+}
+
+pub fn certificate_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
+        "certificates",
+    )
+}
+
+/// The cert-manager `Certificate` for the Ingress host, when TLS comes from an issuer.
+pub fn certificate(clinic: &Clinic) -> Option<DynamicObject> {
+    let ingress = clinic.spec.ingress.as_ref()?;
+    let issuer = ingress.tls.issuer_ref.as_ref()?;
+    let name = clinic.child_name("tls");
+    let mut certificate = DynamicObject::new(&name, &certificate_resource()).within(&clinic.namespace);
+    certificate.metadata = metadata(clinic, name.clone(), Component::Gateway);
+    certificate.data = json!({
+        "spec": {
+            "secretName": name,
+            "dnsNames": [ingress.host],
+            "issuerRef": {
+                "name": issuer.name,
+                "kind": match issuer.kind { IssuerKind::ClusterIssuer => "ClusterIssuer", IssuerKind::Issuer => "Issuer" },
+                "group": "cert-manager.io",
+            },
+            "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
+            "usages": ["digital signature", "key encipherment", "server auth"],
+        }
+    });
+    Some(certificate)
 }

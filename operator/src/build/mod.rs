@@ -71,6 +71,9 @@ pub fn desired(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(ingress) = ingress::build(clinic) {
         push(&mut out, &ingress);
     }
+    if let Some(certificate) = ingress::certificate(clinic) {
+        out.push(certificate);
+    }
     out
 }
 
@@ -259,4 +262,37 @@ pub(crate) fn read_only_mount(name: &str, path: &str) -> k8s_openapi::api::core:
 /// Every container of a pod gets the same hardening; used by tests and `render` checks.
 pub fn all_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<&Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect()
+}
+
+/// Required node affinity on the region/zone labels of `spec.residency`: data stays there.
+pub(crate) fn residency_affinity(clinic: &Clinic) -> Option<k8s_openapi::api::core::v1::Affinity> {
+    use k8s_openapi::api::core::v1::{
+        Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    };
+    let residency = clinic.spec.residency.as_ref()?;
+    let mut requirements = Vec::new();
+    for (key, values) in [
+        ("topology.kubernetes.io/region", &residency.regions),
+        ("topology.kubernetes.io/zone", &residency.zones),
+    ] {
+        if !values.is_empty() {
+            requirements.push(NodeSelectorRequirement {
+                key: key.into(),
+                operator: "In".into(),
+                values: Some(values.clone()),
+            });
+        }
+    }
+    Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(requirements),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }

@@ -20,8 +20,8 @@ use crate::api::{ClinicPlatform, DeletionPolicy, FIELD_MANAGER, FINALIZER, Upgra
 use crate::build::backup::{self, backup_resource, delete_request_resource, schedule_resource};
 use crate::model::{Clinic, HeldImages, parse_duration};
 
-/// How long a discovery answer about Velero is trusted.
-pub const VELERO_DISCOVERY_TTL: Duration = Duration::from_secs(30);
+/// How long a discovery answer about an optional API (Velero, cert-manager) is trusted.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(30);
 
 /// One Velero Backup of the clinic, as far as health and the gate care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,27 +82,38 @@ pub enum Gate {
 }
 
 impl Context {
-    /// Whether Velero's CRDs are served (discovery, cached for [`VELERO_DISCOVERY_TTL`]).
+    /// Whether Velero's CRDs are served (discovery, cached for [`DISCOVERY_TTL`]).
     pub async fn velero_installed(&self) -> bool {
-        let mut cached = self.velero.lock().await;
-        if let Some((installed, at)) = *cached
-            && at.elapsed() < VELERO_DISCOVERY_TTL
+        self.served("velero.io/v1", &["schedules", "backups"]).await
+    }
+
+    /// Whether cert-manager's Certificates are served.
+    pub async fn cert_manager_installed(&self) -> bool {
+        self.served("cert-manager.io/v1", &["certificates"]).await
+    }
+
+    /// Whether `group_version` serves all of `resources`, asked through discovery at most once
+    /// per [`DISCOVERY_TTL`]: optional CRDs installed later are picked up without a restart.
+    pub async fn served(&self, group_version: &'static str, resources: &[&str]) -> bool {
+        let mut cache = self.discovery.lock().await;
+        if let Some((served, at)) = cache.get(group_version)
+            && at.elapsed() < DISCOVERY_TTL
         {
-            return installed;
+            return *served;
         }
-        let installed = match self.client.list_api_group_resources("velero.io/v1").await {
-            Ok(list) => ["schedules", "backups"].iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
+        let served = match self.client.list_api_group_resources(group_version).await {
+            Ok(list) => resources.iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
             Err(kube::Error::Api(status)) if status.code == 404 => false,
             Err(e) => {
-                debug!(error = %e, "Velero discovery failed; treating Velero as absent");
+                debug!(error = %e, group_version, "discovery failed; treating the API as absent");
                 false
             }
         };
-        if cached.map(|(was, _)| was) != Some(installed) {
-            info!(installed, "Velero discovery");
+        if cache.get(group_version).map(|(was, _)| *was) != Some(served) {
+            info!(group_version, served, "discovery");
         }
-        *cached = Some((installed, std::time::Instant::now()));
-        installed
+        cache.insert(group_version, (served, std::time::Instant::now()));
+        served
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod compare;
 pub mod error;
 pub mod observe;
+pub mod security;
 pub mod status;
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -66,8 +67,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<(String, String), u32>>,
-    /// Last discovery answer about Velero, and when it was asked.
-    velero: tokio::sync::Mutex<Option<(bool, Instant)>>,
+    /// Last discovery answers about optional APIs, and when they were asked.
+    discovery: tokio::sync::Mutex<HashMap<&'static str, (bool, Instant)>>,
+    /// The cluster's StorageClasses (name, default, encrypts), listed at most once a minute.
+    storage_classes: tokio::sync::Mutex<Option<security::StorageClasses>>,
 }
 
 impl Context {
@@ -79,7 +82,8 @@ impl Context {
             caches,
             metrics,
             failures: Mutex::new(HashMap::new()),
-            velero: tokio::sync::Mutex::new(None),
+            discovery: tokio::sync::Mutex::new(HashMap::new()),
+            storage_classes: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -202,6 +206,17 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
             other => other,
         },
     };
+    let certificate = desired.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Certificate"));
+    let certificate_in_place = match (&outcome, clinic.spec.paused) {
+        (Ok(_), false) => match security::ensure_certificate(ctx, &clinic, certificate).await {
+            Ok(in_place) => in_place,
+            Err(e) => {
+                warn!(error = %e, "Certificate not applied");
+                false
+            }
+        },
+        _ => false,
+    };
     let outcome = match gate {
         Err(e) => Err(e),
         Ok(gate) => outcome.map(|applied| (applied, gate)),
@@ -213,7 +228,21 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         &backups,
         jiff::Timestamp::now(),
     );
-    let observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
+    let tls_at_edge =
+        clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
+    let encrypted = security::storage_encrypted(ctx, &clinic).await;
+    let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
+    observed.controls = security::Controls {
+        pod_security_restricted: ctx
+            .caches
+            .namespace_labels(&clinic.namespace)
+            .is_some_and(|l| security::enforces_restricted(&l)),
+        default_deny_network: observed.network_policies_enforced,
+        tls_at_edge,
+        backups_within_rpo: observed.backup.status == "True",
+        data_residency: clinic.spec.residency.is_some(),
+        encryption_at_rest: encrypted,
+    };
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
     if status::differs(cp.status.as_ref(), &new_status) {
         match &outcome {
@@ -222,6 +251,18 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
                 notices.push(Notice::warning(reason, message.clone()))
             }
             Ok(_) => {}
+        }
+        let opted_out = |s: &ClinicPlatformStatus| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == status::SECURITY_ENFORCED && c.reason == "PodSecurityOptOut")
+        };
+        if opted_out(&new_status) && !cp.status.as_ref().is_some_and(opted_out) {
+            notices.push(Notice::warning(
+                "PodSecurityNotEnforced",
+                "spec.security.enforcePodSecurity is false: the namespace is not held to Pod Security restricted"
+                    .into(),
+            ));
         }
         write_status(ctx, cp, &new_status).await?;
     }
@@ -244,6 +285,7 @@ async fn converge(
     desired: &[DynamicObject],
     notices: &mut Vec<Notice>,
 ) -> Result<apply::Applied> {
+    security::ensure_pod_security(ctx, clinic).await?;
     let created_secrets = apply::ensure_secrets(ctx, clinic).await?;
     let mut applied = apply::apply_children(ctx, clinic, desired, notices).await?;
     applied.created += created_secrets;
@@ -301,6 +343,7 @@ fn observe_state(
         paused: clinic.spec.paused,
         gate: outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or(backup::Gate::Open),
         backup,
+        controls: security::Controls::default(),
     }
 }
 
@@ -426,6 +469,26 @@ pub async fn run(
         .reflect(writers.secrets)
         .touched_objects();
     controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
+    // Namespace labels (Pod Security) are part of the secure state: a change re-reconciles
+    // every clinic of that namespace.
+    let clinics_store = controller.store();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .default_backoff()
+    .reflect(writers.namespaces)
+    .touched_objects();
+    controller = controller.watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
+        let name = ns.name_any();
+        clinics_store
+            .state()
+            .into_iter()
+            .filter(|cp| cp.meta().namespace.as_deref() == Some(name.as_str()))
+            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+            .collect::<Vec<_>>()
+    });
 
     {
         let caches = caches.clone();

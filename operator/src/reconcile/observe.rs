@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
@@ -43,6 +43,7 @@ pub fn child_kinds() -> Vec<ApiResource> {
 pub struct Caches {
     children: Vec<(ApiResource, Store<DynamicObject>)>,
     secrets: Store<PartialObjectMeta<Secret>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -50,6 +51,7 @@ pub struct Caches {
 pub struct CacheWriters {
     pub children: Vec<(ApiResource, Writer<DynamicObject>)>,
     pub secrets: Writer<PartialObjectMeta<Secret>>,
+    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
 }
 
 impl Caches {
@@ -63,9 +65,14 @@ impl Caches {
             writers.push((ar, writer));
         }
         let secrets_writer: Writer<PartialObjectMeta<Secret>> = Writer::default();
-        let caches =
-            Caches { children, secrets: secrets_writer.as_reader(), ready: Arc::new(AtomicBool::new(false)) };
-        (caches, CacheWriters { children: writers, secrets: secrets_writer })
+        let namespaces_writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
+        let caches = Caches {
+            children,
+            secrets: secrets_writer.as_reader(),
+            namespaces: namespaces_writer.as_reader(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        (caches, CacheWriters { children: writers, secrets: secrets_writer, namespaces: namespaces_writer })
     }
 
     /// Waits until every cache has listed once. Until then a missing object may only be missing
@@ -80,6 +87,7 @@ impl Caches {
             let _ = store.wait_until_ready().await;
         }
         let _ = self.secrets.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
         self.ready.store(true, Ordering::Release);
     }
 
@@ -123,6 +131,11 @@ impl Caches {
             }
         }
         out
+    }
+
+    /// Labels of a namespace, if it is cached.
+    pub fn namespace_labels(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.namespaces.get(&ObjectRef::new(name)).map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
     /// Cached metadata of a Secret.

@@ -16,6 +16,7 @@ pub const DATABASE_READY: &str = "DatabaseReady";
 pub const OPENMRS_READY: &str = "OpenMRSReady";
 pub const SECURITY_ENFORCED: &str = "SecurityEnforced";
 pub const BACKUP_READY: &str = "BackupReady";
+pub const COMPLIANT: &str = "Compliant";
 
 /// What a workload reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct Observed {
     pub gate: super::backup::Gate,
     /// Velero backups of the clinic.
     pub backup: super::backup::BackupHealth,
+    /// The security controls behind `Compliant`.
+    pub controls: super::security::Controls,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -184,15 +187,17 @@ pub fn compute(
         condition(PROGRESSING, false, "Stable", "every component runs the declared spec".into(), generation)
     };
 
-    let security = if observed.network_policies_enforced {
+    let controls = &observed.controls;
+    let security = if !clinic.spec.security.enforce_pod_security {
         condition(
             SECURITY_ENFORCED,
-            true,
-            "Enforced",
-            "default-deny NetworkPolicies and restricted pods are in place".into(),
+            false,
+            "PodSecurityOptOut",
+            "spec.security.enforcePodSecurity is false: the namespace is not held to Pod Security restricted"
+                .into(),
             generation,
         )
-    } else {
+    } else if !observed.network_policies_enforced {
         condition(
             SECURITY_ENFORCED,
             false,
@@ -200,6 +205,29 @@ pub fn compute(
             "NetworkPolicies are not all in place yet".into(),
             generation,
         )
+    } else if !controls.pod_security_restricted {
+        condition(
+            SECURITY_ENFORCED,
+            false,
+            "PodSecurityMissing",
+            "the namespace does not enforce Pod Security restricted yet".into(),
+            generation,
+        )
+    } else {
+        condition(
+            SECURITY_ENFORCED,
+            true,
+            "Enforced",
+            "default-deny NetworkPolicies, restricted Pod Security and hardened pods are in place".into(),
+            generation,
+        )
+    };
+    let failing: Vec<&str> =
+        controls.list().iter().filter(|(_, holds, _)| !holds).map(|(_, _, why)| *why).collect();
+    let compliant = if failing.is_empty() {
+        condition(COMPLIANT, true, "AllControlsHold", "every security control holds".into(), generation)
+    } else {
+        condition(COMPLIANT, false, "ControlsFailing", failing.join("; "), generation)
     };
 
     let ready_now = database_ready && openmrs_ready && observed.error.is_none();
@@ -220,7 +248,7 @@ pub fn compute(
         last_transition_time: None,
         observed_generation: generation,
     };
-    let mut conditions = vec![ready, progressing, degraded, database, openmrs, security, backup];
+    let mut conditions = vec![ready, progressing, degraded, database, openmrs, security, backup, compliant];
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
@@ -239,6 +267,14 @@ pub fn compute(
             database: Some(
                 clinic.spec.database.image.clone().unwrap_or_else(|| clinic.spec.database.version.clone()),
             ),
+        }),
+        compliance: Some(crate::api::Compliance {
+            pod_security_restricted: controls.pod_security_restricted,
+            default_deny_network: controls.default_deny_network,
+            tls_at_edge: controls.tls_at_edge,
+            backups_within_rpo: controls.backups_within_rpo,
+            data_residency: controls.data_residency,
+            encryption_at_rest: controls.encryption_at_rest,
         }),
         last_backup_time: observed
             .backup

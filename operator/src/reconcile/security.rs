@@ -1,0 +1,218 @@
+//! Security state beyond the children: the namespace's Pod Security labels, the cert-manager
+//! Certificate, encryption at rest, and the compliance evidence computed from all of it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::Context;
+use super::compare::converged;
+use super::error::{Error, Result};
+use crate::api::FIELD_MANAGER;
+use crate::build::ingress::certificate_resource;
+use crate::model::Clinic;
+
+/// The Pod Security level the operator enforces on clinic namespaces.
+pub const POD_SECURITY_LEVEL: &str = "restricted";
+
+/// Labels that make the API server enforce, audit and warn Pod Security `restricted`.
+pub fn pod_security_labels() -> BTreeMap<String, String> {
+    ["enforce", "audit", "warn"]
+        .into_iter()
+        .map(|mode| (format!("pod-security.kubernetes.io/{mode}"), POD_SECURITY_LEVEL.to_string()))
+        .collect()
+}
+
+/// Whether the namespace's labels enforce `restricted` (whoever set them).
+pub fn enforces_restricted(labels: &BTreeMap<String, String>) -> bool {
+    labels.get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some(POD_SECURITY_LEVEL)
+}
+
+/// Labels the clinic's namespace for Pod Security `restricted` (or, when the spec opts out,
+/// withdraws the operator's labels; labels someone else set stay).
+pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
+    let Some(labels) = ctx.caches.namespace_labels(&clinic.namespace) else {
+        return Ok(());
+    };
+    let wanted = pod_security_labels();
+    let enforce = clinic.spec.security.enforce_pod_security;
+    let present = wanted.iter().all(|(k, v)| labels.get(k) == Some(v));
+    let body_labels = match (enforce, present) {
+        (true, true) => return Ok(()),
+        (true, false) => wanted,
+        (false, false) => return Ok(()),
+        // Applying no labels releases the ones this field manager owns.
+        (false, true) => BTreeMap::new(),
+    };
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": clinic.namespace, "labels": body_labels },
+    });
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    ctx.metrics.record_write("apply");
+    api.patch(&clinic.namespace, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Namespace".into(),
+            name: clinic.namespace.clone(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Creates, corrects or removes the clinic's cert-manager Certificate. Returns whether a
+/// Certificate is in place when one is wanted.
+pub async fn ensure_certificate(
+    ctx: &Context,
+    clinic: &Clinic,
+    desired: Option<&DynamicObject>,
+) -> Result<bool> {
+    if !ctx.cert_manager_installed().await {
+        return Ok(false);
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &certificate_resource());
+    let name = clinic.child_name("tls");
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Read { what: format!("Certificate {name}"), source })?;
+    let Some(desired) = desired else {
+        // Only ever delete our own Certificate.
+        if let Some(live) = live
+            && live.labels().get("app.kubernetes.io/managed-by").map(String::as_str)
+                == Some(crate::model::MANAGED_BY)
+        {
+            ctx.metrics.record_write("delete");
+            api.delete(&name, &DeleteParams::background()).await.map_err(|source| Error::Prune {
+                kind: "Certificate".into(),
+                name: name.clone(),
+                source,
+            })?;
+        }
+        return Ok(false);
+    };
+    let (value, _) = super::apply::declared(desired)?;
+    if let Some(live) = live {
+        let live = serde_json::to_value(&live)
+            .map_err(|source| Error::Serialize { what: format!("Certificate {name}"), source })?;
+        if converged(&value, &live) {
+            return Ok(true);
+        }
+    }
+    ctx.metrics.record_write("apply");
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .map_err(|source| Error::Apply { kind: "Certificate".into(), name, source })?;
+    Ok(true)
+}
+
+/// StorageClass parameters that well-known provisioners use to encrypt volumes.
+pub fn storage_class_encrypts(parameters: &BTreeMap<String, String>) -> bool {
+    let truthy = |k: &str| parameters.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    truthy("encrypted") // AWS EBS CSI, OpenStack Cinder
+        || truthy("encryption") // several CSI drivers
+        || parameters.contains_key("kmsKeyId") // AWS EBS with a customer key
+        || parameters.contains_key("disk-encryption-set-id") // Azure Disk CMK
+        || parameters.contains_key("diskEncryptionSetID") // Azure Disk CMK
+        || parameters.contains_key("disk-encryption-kms-key") // GCE PD CMEK
+        || parameters.contains_key("csi.storage.k8s.io/node-stage-secret-name") // LUKS (Ceph RBD, ...)
+        || truthy("encryptionPassphrase")
+}
+
+/// The cluster's StorageClasses as (name, default?, encrypts?), and when they were listed.
+pub struct StorageClasses {
+    classes: Vec<(String, bool, bool)>,
+    listed: Instant,
+}
+
+/// The cluster's StorageClasses, listed at most once a minute.
+async fn storage_classes(ctx: &Context) -> Vec<(String, bool, bool)> {
+    let mut cache = ctx.storage_classes.lock().await;
+    if let Some(cached) = cache.as_ref()
+        && cached.listed.elapsed() < Duration::from_secs(60)
+    {
+        return cached.classes.clone();
+    }
+    let api: Api<StorageClass> = Api::all(ctx.client.clone());
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|sc| {
+                let default =
+                    sc.annotations().get("storageclass.kubernetes.io/is-default-class").map(String::as_str)
+                        == Some("true");
+                (sc.name_any(), default, storage_class_encrypts(&sc.parameters.clone().unwrap_or_default()))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    *cache = Some(StorageClasses { classes: list.clone(), listed: Instant::now() });
+    list
+}
+
+/// Whether the data volumes (MariaDB and backend) are encrypted at rest: attested in the spec, or
+/// recognised from their StorageClasses' parameters.
+pub async fn storage_encrypted(ctx: &Context, clinic: &Clinic) -> bool {
+    if clinic.spec.security.storage_encrypted {
+        return true;
+    }
+    let classes = storage_classes(ctx).await;
+    let encrypts = |name: Option<&String>| match name {
+        Some(name) => classes.iter().any(|(n, _, e)| n == name && *e),
+        None => classes.iter().any(|(_, default, e)| *default && *e),
+    };
+    encrypts(clinic.spec.database.storage.storage_class_name.as_ref())
+        && encrypts(clinic.spec.openmrs.backend.storage.storage_class_name.as_ref())
+}
+
+/// The controls behind `Compliant`, each true when it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Controls {
+    pub pod_security_restricted: bool,
+    pub default_deny_network: bool,
+    pub tls_at_edge: bool,
+    pub backups_within_rpo: bool,
+    pub data_residency: bool,
+    pub encryption_at_rest: bool,
+}
+
+impl Controls {
+    /// (name in status, holds, what to do when it does not).
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 6] {
+        [
+            (
+                "podSecurityRestricted",
+                self.pod_security_restricted,
+                "the namespace does not enforce Pod Security restricted",
+            ),
+            ("defaultDenyNetwork", self.default_deny_network, "the NetworkPolicies are not all in place"),
+            ("tlsAtEdge", self.tls_at_edge, "no Ingress with TLS (spec.ingress)"),
+            (
+                "backupsWithinRpo",
+                self.backups_within_rpo,
+                "no successful backup within the RPO (see BackupReady)",
+            ),
+            (
+                "dataResidency",
+                self.data_residency,
+                "no spec.residency pins the pods to approved regions or zones",
+            ),
+            (
+                "encryptionAtRest",
+                self.encryption_at_rest,
+                "the data StorageClasses are not known to encrypt (spec.security.storageEncrypted)",
+            ),
+        ]
+    }
+
+    pub fn all_hold(&self) -> bool {
+        self.list().iter().all(|(_, holds, _)| *holds)
+    }
+}

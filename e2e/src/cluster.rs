@@ -292,6 +292,44 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Creates a ServiceAccount bound, in each of `namespaces`, to the Role in `role_file` (and
+    /// nothing cluster-wide), and writes a kubeconfig that authenticates as it.
+    pub fn namespaced_service_account_kubeconfig(
+        &self,
+        role_file: &Path,
+        namespaces: &[&str],
+        sa_namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf> {
+        let role: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(role_file)?)?;
+        let role_name = role["metadata"]["name"].as_str().context("Role without a name")?.to_string();
+        self.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {sa_namespace}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {sa_namespace}\n"
+        ))?;
+        for ns in namespaces {
+            self.kubectl(&["-n", ns, "apply", "--server-side", "-f", &role_file.display().to_string()])?;
+            self.apply_yaml(&format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {name}\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {role_name}\nsubjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {sa_namespace}\n"
+            ))?;
+        }
+        self.token_kubeconfig(sa_namespace, name)
+    }
+
+    fn token_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self.kubectl(&["-n", namespace, "create", "token", name, "--duration=24h"])?;
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&self.pki.ca_cert)?);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {name}, namespace: {namespace}}}\ncurrent-context: e2e\n",
+                port = self.api_port,
+                token = token.trim(),
+            ),
+        )?;
+        Ok(path)
+    }
+
     /// Creates a ServiceAccount bound to the ClusterRole in `clusterrole_file` and writes a
     /// kubeconfig that authenticates as it (a TokenRequest token): the identity the operator
     /// runs with in the tests.
@@ -307,18 +345,7 @@ impl ControlPlane {
         self.apply_yaml(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {name}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role_name}\nsubjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {namespace}\n"
         ))?;
-        let token = self.kubectl(&["-n", namespace, "create", "token", name, "--duration=24h"])?;
-        let path = self.dir.join(format!("{name}.kubeconfig"));
-        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&self.pki.ca_cert)?);
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {name}, namespace: {namespace}}}\ncurrent-context: e2e\n",
-                port = self.api_port,
-                token = token.trim(),
-            ),
-        )?;
-        Ok(path)
+        self.token_kubeconfig(namespace, name)
     }
 
     /// The last lines of a component's log (for failure reports).

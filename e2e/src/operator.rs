@@ -64,10 +64,21 @@ pub struct OperatorProcess {
     kubeconfig: PathBuf,
     pub metrics_port: u16,
     starts: usize,
+    extra_args: Vec<String>,
 }
 
 impl OperatorProcess {
     pub fn start(binary: &Path, kubeconfig: &Path, log_dir: &Path) -> Result<OperatorProcess> {
+        Self::start_with(binary, kubeconfig, log_dir, &[])
+    }
+
+    /// Starts the operator with extra `run` arguments (e.g. `--watch-namespaces`).
+    pub fn start_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        log_dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<OperatorProcess> {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut op = OperatorProcess {
             spawner: Spawner::new()?,
@@ -77,6 +88,7 @@ impl OperatorProcess {
             kubeconfig: kubeconfig.to_path_buf(),
             metrics_port,
             starts: 0,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         op.spawn()?;
         Ok(op)
@@ -93,6 +105,7 @@ impl OperatorProcess {
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
+            .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,clinic_operator=debug,kube=warn")
             .env("POD_NAME", format!("e2e-operator-{}", self.starts))

@@ -939,6 +939,94 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     Ok(())
 }
 
+fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
+    let plane = ControlPlane::start()?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ward-a\n  labels: {pod-security.kubernetes.io/enforce: restricted}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ward-b\n  labels: {pod-security.kubernetes.io/enforce: restricted}\n")?;
+    let role = workspace_root().join("charts/clinic-operator/files/role-namespaced.yaml");
+    let kubeconfig = plane.namespaced_service_account_kubeconfig(
+        &role,
+        &["ward-a"],
+        "clinic-system",
+        "clinic-operator",
+    )?;
+    let operator = OperatorProcess::start_with(
+        &operator::binary()?,
+        &kubeconfig,
+        &plane.dir.join("logs"),
+        &["--watch-namespaces", "ward-a"],
+    )?;
+    plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: a\n  namespace: ward-a\nspec: {}\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: b\n  namespace: ward-b\nspec: {}\n")?;
+    plane
+        .kubectl(&["-n", "ward-a", "wait", "--for=condition=Ready", "clinicplatform/a", "--timeout=120s"])
+        .with_context(|| tail(&operator.output(), 20))?;
+    let cp: Value = serde_json::from_str(&plane.kubectl(&[
+        "-n",
+        "ward-a",
+        "get",
+        "clinicplatform",
+        "a",
+        "-o",
+        "json",
+    ])?)?;
+    let security = cp["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "SecurityEnforced")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(security["status"] == "True", "SecurityEnforced in namespaced mode: {security}");
+    // The unwatched namespace is left alone...
+    std::thread::sleep(Duration::from_secs(3));
+    let b = plane.kubectl(&[
+        "-n",
+        "ward-b",
+        "get",
+        "statefulsets,secrets",
+        "-l",
+        "app.kubernetes.io/instance=b",
+        "-o",
+        "name",
+    ])?;
+    ensure!(b.trim().is_empty(), "the operator touched an unwatched namespace: {b}");
+    // ...and the operator could not read it even if it tried.
+    let can = |verb: &str, resource: &str, ns: &str| {
+        plane
+            .kubectl_as(&kubeconfig, &["auth", "can-i", verb, resource, "-n", ns])
+            .map(|o| o.trim() == "yes")
+            .unwrap_or(false)
+    };
+    ensure!(
+        can("get", "secrets", "ward-a") && can("create", "statefulsets.apps", "ward-a"),
+        "missing permission in the watched namespace"
+    );
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "statefulsets.apps"),
+        ("list", "clinicplatforms.clinic.audioprothese.fr"),
+    ] {
+        ensure!(
+            !can(verb, resource, "ward-b"),
+            "namespaced mode can {verb} {resource} in an unwatched namespace"
+        );
+    }
+    ensure!(
+        plane
+            .kubectl_as(&kubeconfig, &["auth", "can-i", "list", "secrets", "-A"])
+            .map(|o| o.trim() == "no")
+            .unwrap_or(true),
+        "cluster-wide secrets readable"
+    );
+    ensure!(
+        !operator.output().contains("\"level\":\"ERROR\""),
+        "errors in namespaced mode:\n{}",
+        tail(&operator.output(), 20)
+    );
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1037,6 +1125,7 @@ fn main() -> ExitCode {
             namespace_pod_security_is_enforced_and_opt_out_is_visible,
         ),
         ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
+        ("namespaced_mode_runs_with_roles_only", namespaced_mode_runs_with_roles_only),
     ];
     let trials = scenarios
         .into_iter()

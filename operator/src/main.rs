@@ -50,6 +50,10 @@ struct RunArgs {
     /// ClinicPlatforms reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Watch only these namespaces (comma-separated), with RBAC from namespaced Roles; empty
+    /// watches every namespace with the ClusterRole.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -115,7 +119,14 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     use clinic_operator::{metrics::Metrics, reconcile, server};
     let client = kube::Client::try_default().await.context("no usable Kubernetes configuration")?;
     let metrics = Arc::new(Metrics::new());
-    let (caches, writers) = reconcile::observe::Caches::new();
+    // One controller per watched namespace (namespaced mode), or one for the whole cluster.
+    let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().map(Some).collect()
+    };
+    let controllers: Vec<_> =
+        scopes.into_iter().map(|scope| (scope, reconcile::observe::Caches::new())).collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -125,14 +136,18 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let server = tokio::spawn(server::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        caches.clone(),
-        stopped(stop_rx.clone()),
-    ));
-    let config = reconcile::RunConfig { concurrency: args.concurrency, instance: args.pod_name };
-    reconcile::run(client, config, metrics, caches, writers, stopped(stop_rx)).await;
+    let all_caches = controllers.iter().map(|(_, (caches, _))| caches.clone()).collect();
+    let server =
+        tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), all_caches, stopped(stop_rx.clone())));
+    let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
+        let config = reconcile::RunConfig {
+            concurrency: args.concurrency,
+            instance: args.pod_name.clone(),
+            namespace,
+        };
+        reconcile::run(client.clone(), config, metrics.clone(), caches, writers, stopped(stop_rx.clone()))
+    });
+    futures::future::join_all(runs).await;
     match server.await {
         Ok(result) => result.context("metrics server")?,
         Err(e) => anyhow::bail!("metrics server task: {e}"),

@@ -16,10 +16,11 @@ use crate::reconcile::observe::Caches;
 #[derive(Clone)]
 struct ServerState {
     metrics: Arc<Metrics>,
-    caches: Caches,
+    /// One set of caches per controller (one per watched namespace in namespaced mode).
+    caches: Vec<Caches>,
 }
 
-pub fn router(metrics: Arc<Metrics>, caches: Caches) -> Router {
+pub fn router(metrics: Arc<Metrics>, caches: Vec<Caches>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -35,7 +36,7 @@ async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse 
 }
 
 async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.caches.is_ready() {
+    if state.caches.iter().all(Caches::is_ready) {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet\n")
@@ -46,7 +47,7 @@ async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    caches: Caches,
+    caches: Vec<Caches>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -69,6 +69,9 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Last discovery answers about optional APIs, and when they were asked.
     discovery: tokio::sync::Mutex<HashMap<&'static str, (bool, Instant)>>,
+    /// Whether the operator sees cluster-scoped objects (namespaces, StorageClasses); false in
+    /// namespaced mode.
+    pub cluster_scope: bool,
     /// The cluster's StorageClasses (name, default, encrypts), listed at most once a minute.
     storage_classes: tokio::sync::Mutex<Option<security::StorageClasses>>,
 }
@@ -84,6 +87,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             discovery: tokio::sync::Mutex::new(HashMap::new()),
             storage_classes: tokio::sync::Mutex::new(None),
+            cluster_scope: true,
         }
     }
 
@@ -232,6 +236,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
     let encrypted = security::storage_encrypted(ctx, &clinic).await;
     let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
+    observed.namespace_visible = ctx.cluster_scope;
     observed.controls = security::Controls {
         pod_security_restricted: ctx
             .caches
@@ -344,6 +349,7 @@ fn observe_state(
         gate: outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or(backup::Gate::Open),
         backup,
         controls: security::Controls::default(),
+        namespace_visible: true,
     }
 }
 
@@ -435,6 +441,8 @@ pub struct RunConfig {
     pub concurrency: u16,
     /// Identity in events (the pod name).
     pub instance: Option<String>,
+    /// Watch only this namespace (namespaced mode, RBAC through a Role); `None` watches all.
+    pub namespace: Option<String>,
 }
 
 /// Watches and reconciles until `shutdown` resolves.
@@ -446,11 +454,18 @@ pub async fn run(
     writers: CacheWriters,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let clinics = Api::<DeserializeGuard<ClinicPlatform>>::all(client.clone());
+    let scope = config.namespace.clone();
+    let clinics = match &scope {
+        Some(ns) => Api::<DeserializeGuard<ClinicPlatform>>::namespaced(client.clone(), ns),
+        None => Api::<DeserializeGuard<ClinicPlatform>>::all(client.clone()),
+    };
     let children_config = watcher::Config::default().labels(&observe::managed_selector()).any_semantic();
     let mut controller = Controller::new(clinics, watcher::Config::default().any_semantic());
     for (ar, writer) in writers.children {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        let api = match &scope {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        };
         let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
         let stream = watcher(api, children_config.clone())
             // List items carry no apiVersion/kind; the comparison with desired objects needs them.
@@ -463,32 +478,45 @@ pub async fn run(
             .touched_objects();
         controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
     }
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), children_config)
+    let secrets_api = match &scope {
+        Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        None => Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+    };
+    let secrets = watcher(secrets_api, children_config)
         .modify(|o| o.managed_fields_mut().clear())
         .default_backoff()
         .reflect(writers.secrets)
         .touched_objects();
     controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
     // Namespace labels (Pod Security) are part of the secure state: a change re-reconciles
-    // every clinic of that namespace.
-    let clinics_store = controller.store();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .modify(|o| o.managed_fields_mut().clear())
-    .default_backoff()
-    .reflect(writers.namespaces)
-    .touched_objects();
-    controller = controller.watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
-        let name = ns.name_any();
-        clinics_store
-            .state()
-            .into_iter()
-            .filter(|cp| cp.meta().namespace.as_deref() == Some(name.as_str()))
-            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-            .collect::<Vec<_>>()
-    });
+    // every clinic of that namespace. A namespaced operator cannot see namespaces (they are
+    // cluster-scoped): its namespace cache stays empty and the platform team labels them.
+    let mut namespace_writer = writers.namespaces;
+    if scope.is_some() {
+        use kube::runtime::watcher::Event;
+        namespace_writer.apply_watcher_event(&Event::Init);
+        namespace_writer.apply_watcher_event(&Event::InitDone);
+        std::mem::forget(namespace_writer);
+    } else {
+        let clinics_store = controller.store();
+        let namespaces = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff()
+        .reflect(namespace_writer)
+        .touched_objects();
+        controller = controller.watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
+            let name = ns.name_any();
+            clinics_store
+                .state()
+                .into_iter()
+                .filter(|cp| cp.meta().namespace.as_deref() == Some(name.as_str()))
+                .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+                .collect::<Vec<_>>()
+        });
+    }
 
     {
         let caches = caches.clone();
@@ -497,7 +525,9 @@ pub async fn run(
             info!("watches synced");
         });
     }
-    let ctx = Arc::new(Context::new(client, caches, metrics, config.instance));
+    let mut context = Context::new(client, caches, metrics, config.instance);
+    context.cluster_scope = scope.is_none();
+    let ctx = Arc::new(context);
     controller
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)

@@ -106,6 +106,8 @@ pub struct Observed {
     pub backup: super::backup::BackupHealth,
     /// The security controls behind `Compliant`.
     pub controls: super::security::Controls,
+    /// Whether namespace labels can be read (not in namespaced mode).
+    pub namespace_visible: bool,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -205,7 +207,7 @@ pub fn compute(
             "NetworkPolicies are not all in place yet".into(),
             generation,
         )
-    } else if !controls.pod_security_restricted {
+    } else if observed.namespace_visible && !controls.pod_security_restricted {
         condition(
             SECURITY_ENFORCED,
             false,

@@ -4,8 +4,12 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -22,6 +26,18 @@ struct VerbLabel {
     verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabel {
+    ready: String,
+}
+
+/// One series per clinic: bounded by the number of ClinicPlatforms, removed on deletion.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClinicLabel {
+    namespace: String,
+    name: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconcile_duration: Histogram,
@@ -29,6 +45,10 @@ pub struct Metrics {
     errors: Family<ReasonLabel, Counter>,
     drift: Family<KindLabel, Counter>,
     writes: Family<VerbLabel, Counter>,
+    clinics: Family<ReadyLabel, Gauge>,
+    last_backup: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    /// Ready state per clinic, to count clinics by state.
+    ready: Mutex<HashMap<(String, String), bool>>,
 }
 
 impl Default for Metrics {
@@ -47,6 +67,8 @@ impl Metrics {
         let errors = Family::<ReasonLabel, Counter>::default();
         let drift = Family::<KindLabel, Counter>::default();
         let writes = Family::<VerbLabel, Counter>::default();
+        let clinics = Family::<ReadyLabel, Gauge>::default();
+        let last_backup = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile of a ClinicPlatform",
@@ -60,7 +82,23 @@ impl Metrics {
             drift.clone(),
         );
         registry.register("api_writes", "Write requests sent to the API server, by verb", writes.clone());
-        Self { registry, reconcile_duration, reconciliations, errors, drift, writes }
+        registry.register("clinics", "ClinicPlatforms by Ready state", clinics.clone());
+        registry.register(
+            "clinic_last_backup_timestamp_seconds",
+            "Completion time of the newest successful Velero backup of each clinic (age = time() - this)",
+            last_backup.clone(),
+        );
+        Self {
+            registry,
+            reconcile_duration,
+            reconciliations,
+            errors,
+            drift,
+            writes,
+            clinics,
+            last_backup,
+            ready: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn observe_reconcile(&self, seconds: f64) {
@@ -78,6 +116,36 @@ impl Metrics {
 
     pub fn record_write(&self, verb: &'static str) {
         self.writes.get_or_create(&VerbLabel { verb: verb.into() }).inc();
+    }
+
+    /// Records a clinic's state after a reconcile.
+    pub fn observe_clinic(&self, namespace: &str, name: &str, ready: bool, last_backup_unix: Option<f64>) {
+        let mut states = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert((namespace.to_string(), name.to_string()), ready);
+        self.publish_ready_counts(&states);
+        let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
+        match last_backup_unix {
+            Some(t) => {
+                self.last_backup.get_or_create(&label).set(t);
+            }
+            None => {
+                self.last_backup.remove(&label);
+            }
+        }
+    }
+
+    /// Forgets a deleted clinic.
+    pub fn forget_clinic(&self, namespace: &str, name: &str) {
+        let mut states = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        states.remove(&(namespace.to_string(), name.to_string()));
+        self.publish_ready_counts(&states);
+        self.last_backup.remove(&ClinicLabel { namespace: namespace.into(), name: name.into() });
+    }
+
+    fn publish_ready_counts(&self, states: &HashMap<(String, String), bool>) {
+        let ready = states.values().filter(|r| **r).count() as i64;
+        self.clinics.get_or_create(&ReadyLabel { ready: "true".into() }).set(ready);
+        self.clinics.get_or_create(&ReadyLabel { ready: "false".into() }).set(states.len() as i64 - ready);
     }
 
     /// Total write requests of `verb` so far (tests and benchmarks read it).

@@ -160,6 +160,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
             backup::cleanup(ctx, cp, &model::unchecked(cp)).await?;
         }
+        ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
         return Ok(Action::await_change());
     }
     if !ctx.caches.is_ready() {
@@ -249,6 +250,9 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         encryption_at_rest: encrypted,
     };
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
+    let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
+    let last_backup = new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0);
+    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, last_backup);
     if status::differs(cp.status.as_ref(), &new_status) {
         match &outcome {
             Err(e) => notices.push(Notice::warning(e.reason(), e.to_string())),

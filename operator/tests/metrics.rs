@@ -1,0 +1,33 @@
+//! The operator's metrics: names, bounded labels, per-clinic series removed with the clinic.
+
+use clinic_operator::metrics::Metrics;
+
+#[test]
+fn exposition_has_the_operator_metrics() {
+    let m = Metrics::new();
+    m.observe_reconcile(0.012);
+    m.record_error("ApplyFailed");
+    m.record_drift("NetworkPolicy");
+    m.record_write("apply");
+    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    m.observe_clinic("clinic-nice", "nice", false, None);
+    let text = m.encode();
+    for line in [
+        "clinic_operator_reconciliations_total 1",
+        "clinic_operator_reconcile_errors_total{reason=\"ApplyFailed\"} 1",
+        "clinic_operator_drift_corrections_total{kind=\"NetworkPolicy\"} 1",
+        "clinic_operator_api_writes_total{verb=\"apply\"} 1",
+        "clinic_operator_clinics{ready=\"true\"} 1",
+        "clinic_operator_clinics{ready=\"false\"} 1",
+        "clinic_operator_clinic_last_backup_timestamp_seconds{namespace=\"clinic-lyon\",name=\"lyon\"} 1763700000.0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    assert!(text.contains("clinic_operator_reconcile_duration_seconds_bucket{le=\"0.025\"} 1"));
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+
+    m.forget_clinic("clinic-lyon", "lyon");
+    let text = m.encode();
+    assert!(!text.contains("name=\"lyon\""), "a deleted clinic keeps a series:\n{text}");
+    assert!(text.lines().any(|l| l == "clinic_operator_clinics{ready=\"true\"} 0"));
+}

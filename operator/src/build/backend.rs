@@ -6,8 +6,8 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec, Volume,
+    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe,
+    Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,24 +28,12 @@ pub fn name(clinic: &Clinic) -> String {
 
 /// The backend Service, plus a headless one for cluster discovery when clustering is on.
 pub fn services(clinic: &Clinic) -> Vec<Service> {
-    let mut out = vec![Service {
-        metadata: metadata(clinic, name(clinic), Component::Backend),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(clinic.selector_labels(Component::Backend)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            // Sessions live in one backend's memory.
-            session_affinity: Some("ClientIP".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
+    let mut main = http_service(clinic, name(clinic), Component::Backend, PORT);
+    if let Some(spec) = main.spec.as_mut() {
+        // Sessions live in one backend's memory.
+        spec.session_affinity = Some("ClientIP".into());
+    }
+    let mut out = vec![main];
     if clinic.spec.openmrs.backend.clustering.is_some() {
         out.push(Service {
             metadata: metadata(clinic, clinic.child_name("backend-cluster"), Component::Backend),
@@ -189,22 +177,19 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    let placement = &spec.placement;
-    let pod = PodSpec {
-        init_containers: Some(vec![stage]),
-        containers: vec![main],
-        security_context: Some(pod_security_context(UID, vec![])),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        image_pull_secrets: image_pull_secrets(clinic),
-        node_selector: non_empty_map(&placement.node_selector),
-        affinity: residency_affinity(clinic),
-        tolerations: non_empty_vec(&placement.tolerations),
-        topology_spread_constraints: topology_spread(clinic, Component::Backend, placement),
-        termination_grace_period_seconds: Some(60),
-        volumes: Some(volumes),
-        ..Default::default()
-    };
+    let pod = pod_spec(
+        clinic,
+        &spec.placement,
+        PodParts {
+            uid: UID,
+            init_containers: vec![stage],
+            containers: vec![main],
+            volumes,
+            spread: Some(Component::Backend),
+            grace_seconds: Some(60),
+            ..Default::default()
+        },
+    );
     StatefulSet {
         metadata: metadata(clinic, name(clinic), Component::Backend),
         spec: Some(StatefulSetSpec {

@@ -7,9 +7,8 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeResourceRequirements,
+    ConfigMap, Container, ContainerPort, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -130,31 +129,18 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
         ]),
         ..Default::default()
     };
-    let placement = &spec.placement;
-    let pod = PodSpec {
-        containers: vec![container],
-        security_context: Some(pod_security_context(UID, vec![])),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        image_pull_secrets: image_pull_secrets(clinic),
-        node_selector: non_empty_map(&placement.node_selector),
-        affinity: residency_affinity(clinic),
-        tolerations: non_empty_vec(&placement.tolerations),
-        termination_grace_period_seconds: Some(60),
-        volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config.metadata.name.clone().unwrap_or_default(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            empty_dir("run", "16Mi"),
-            empty_dir("tmp", "1Gi"),
-        ]),
-        ..Default::default()
-    };
+    // One replica: no topology spread; a minute to flush InnoDB on shutdown.
+    let pod = pod_spec(
+        clinic,
+        &spec.placement,
+        PodParts {
+            uid: UID,
+            containers: vec![container],
+            volumes: vec![config_volume("config", config), empty_dir("run", "16Mi"), empty_dir("tmp", "1Gi")],
+            grace_seconds: Some(60),
+            ..Default::default()
+        },
+    );
     StatefulSet {
         metadata: metadata(clinic, name(clinic), Component::Database),
         spec: Some(StatefulSetSpec {

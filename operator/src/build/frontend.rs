@@ -6,8 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, Sysctl,
+    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service, Sysctl,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,22 +26,7 @@ pub fn name(clinic: &Clinic) -> String {
 }
 
 pub fn service(clinic: &Clinic) -> Service {
-    Service {
-        metadata: metadata(clinic, name(clinic), Component::Frontend),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(clinic.selector_labels(Component::Frontend)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    http_service(clinic, name(clinic), Component::Frontend, 80)
 }
 
 pub(crate) fn unprivileged_ports() -> Vec<Sysctl> {
@@ -117,26 +101,24 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         ]),
         ..Default::default()
     };
-    let placement = &spec.placement;
-    let pod = PodSpec {
-        init_containers: Some(vec![stage]),
-        containers: vec![main],
-        security_context: Some(pod_security_context(UID, unprivileged_ports())),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        image_pull_secrets: image_pull_secrets(clinic),
-        node_selector: non_empty_map(&placement.node_selector),
-        affinity: residency_affinity(clinic),
-        tolerations: non_empty_vec(&placement.tolerations),
-        topology_spread_constraints: topology_spread(clinic, Component::Frontend, placement),
-        volumes: Some(vec![
-            empty_dir("site", "256Mi"),
-            empty_dir("cache", "64Mi"),
-            empty_dir("run", "1Mi"),
-            empty_dir("tmp", "64Mi"),
-        ]),
-        ..Default::default()
-    };
+    let pod = pod_spec(
+        clinic,
+        &spec.placement,
+        PodParts {
+            uid: UID,
+            sysctls: unprivileged_ports(),
+            init_containers: vec![stage],
+            containers: vec![main],
+            volumes: vec![
+                empty_dir("site", "256Mi"),
+                empty_dir("cache", "64Mi"),
+                empty_dir("run", "1Mi"),
+                empty_dir("tmp", "64Mi"),
+            ],
+            spread: Some(Component::Frontend),
+            ..Default::default()
+        },
+    );
     Deployment {
         metadata: metadata(clinic, name(clinic), Component::Frontend),
         spec: Some(DeploymentSpec {

@@ -8,10 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Service,
-    ServicePort, ServiceSpec, Volume,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -153,27 +150,11 @@ pub fn config_map(clinic: &Clinic) -> ConfigMap {
 }
 
 pub fn service(clinic: &Clinic) -> Service {
-    Service {
-        metadata: metadata(clinic, name(clinic), Component::Gateway),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(clinic.selector_labels(Component::Gateway)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    http_service(clinic, name(clinic), Component::Gateway, 80)
 }
 
 pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
     let spec = &clinic.spec.openmrs.gateway;
-    let config_name = config.metadata.name.clone().unwrap_or_default();
     let main = Container {
         name: "gateway".into(),
         image: Some(clinic.gateway_image()),
@@ -211,28 +192,21 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         ]),
         ..Default::default()
     };
-    let placement = &spec.placement;
-    let pod = PodSpec {
-        containers: vec![main],
-        security_context: Some(pod_security_context(UID, vec![])),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        image_pull_secrets: image_pull_secrets(clinic),
-        node_selector: non_empty_map(&placement.node_selector),
-        affinity: residency_affinity(clinic),
-        tolerations: non_empty_vec(&placement.tolerations),
-        topology_spread_constraints: topology_spread(clinic, Component::Gateway, placement),
-        volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource { name: config_name, ..Default::default() }),
-                ..Default::default()
-            },
-            empty_dir("cache", "64Mi"),
-            empty_dir("tmp", "256Mi"),
-        ]),
-        ..Default::default()
-    };
+    let pod = pod_spec(
+        clinic,
+        &spec.placement,
+        PodParts {
+            uid: UID,
+            containers: vec![main],
+            volumes: vec![
+                config_volume("config", config),
+                empty_dir("cache", "64Mi"),
+                empty_dir("tmp", "256Mi"),
+            ],
+            spread: Some(Component::Gateway),
+            ..Default::default()
+        },
+    );
     Deployment {
         metadata: metadata(clinic, name(clinic), Component::Gateway),
         spec: Some(DeploymentSpec {

@@ -296,3 +296,82 @@ pub(crate) fn residency_affinity(clinic: &Clinic) -> Option<k8s_openapi::api::co
         ..Default::default()
     })
 }
+
+/// What differs between the components' pods; everything else is shared by `pod_spec`.
+#[derive(Default)]
+pub(crate) struct PodParts {
+    pub uid: i64,
+    pub sysctls: Vec<k8s_openapi::api::core::v1::Sysctl>,
+    pub init_containers: Vec<Container>,
+    pub containers: Vec<Container>,
+    pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+    /// Spread the component's replicas over nodes (not for single-replica databases).
+    pub spread: Option<Component>,
+    pub grace_seconds: Option<i64>,
+}
+
+/// A pod of the platform: restricted security context, no API token, no service links, the
+/// image pull secrets, placement and residency.
+pub(crate) fn pod_spec(
+    clinic: &Clinic,
+    placement: &Placement,
+    parts: PodParts,
+) -> k8s_openapi::api::core::v1::PodSpec {
+    k8s_openapi::api::core::v1::PodSpec {
+        init_containers: non_empty_vec(&parts.init_containers),
+        containers: parts.containers,
+        security_context: Some(pod_security_context(parts.uid, parts.sysctls)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: image_pull_secrets(clinic),
+        node_selector: non_empty_map(&placement.node_selector),
+        affinity: residency_affinity(clinic),
+        tolerations: non_empty_vec(&placement.tolerations),
+        topology_spread_constraints: parts.spread.and_then(|c| topology_spread(clinic, c, placement)),
+        termination_grace_period_seconds: parts.grace_seconds,
+        volumes: non_empty_vec(&parts.volumes),
+        ..Default::default()
+    }
+}
+
+/// A volume from a ConfigMap.
+pub(crate) fn config_volume(
+    name: &str,
+    config: &k8s_openapi::api::core::v1::ConfigMap,
+) -> k8s_openapi::api::core::v1::Volume {
+    k8s_openapi::api::core::v1::Volume {
+        name: name.into(),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+            name: config.metadata.name.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A ClusterIP Service exposing the component's `http` container port on `port`.
+pub(crate) fn http_service(
+    clinic: &Clinic,
+    name: String,
+    component: Component,
+    port: i32,
+) -> k8s_openapi::api::core::v1::Service {
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    Service {
+        metadata: metadata(clinic, name, component),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(clinic.selector_labels(component)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -138,21 +138,17 @@ async fn adopt_secret(
     if labels_ok && owners_ok {
         return Ok(());
     }
-    let patch = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": generated.name,
-            "namespace": clinic.namespace,
-            "labels": labels,
-            "ownerReferences": owners,
-        }
-    });
+    // A merge patch: labels are added, the owner list is replaced as a whole (so a switch from
+    // Delete to Retain really drops the owner reference), and the data is never in the body.
+    let patch = json!({ "metadata": { "labels": labels, "ownerReferences": owners } });
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-    ctx.metrics.record_write("apply");
-    api.patch(&generated.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Apply { kind: "Secret".into(), name: generated.name.clone(), source })?;
+    ctx.metrics.record_write("merge");
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(&generated.name, &params, &Patch::Merge(&patch)).await.map_err(|source| Error::Apply {
+        kind: "Secret".into(),
+        name: generated.name.clone(),
+        source,
+    })?;
     debug!(secret = %generated.name, "adopted existing Secret");
     Ok(())
 }

@@ -401,6 +401,33 @@ async fn report_unreadable(
     let (Some(name), Some(namespace)) = (meta.name.clone(), meta.namespace.clone()) else {
         return Ok(Action::await_change());
     };
+    if meta.deletion_timestamp.is_some() {
+        // Nothing of its spec can be read, so only the default names are known: remove the
+        // Schedule it would have in `velero`, then let the object go rather than block deletion.
+        if meta.finalizers.iter().flatten().any(|f| f == crate::api::FINALIZER) {
+            let schedules: Api<DynamicObject> = Api::namespaced_with(
+                ctx.client.clone(),
+                "velero",
+                &crate::build::backup::schedule_resource(),
+            );
+            let _ =
+                schedules.delete(&format!("{namespace}-{name}"), &kube::api::DeleteParams::default()).await;
+            let remaining: Vec<&String> =
+                meta.finalizers.iter().flatten().filter(|f| *f != crate::api::FINALIZER).collect();
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                ctx.client.clone(),
+                &namespace,
+                &ApiResource::erase::<ClinicPlatform>(&()),
+            );
+            let patch =
+                json!({ "metadata": { "finalizers": remaining, "resourceVersion": meta.resource_version } });
+            ctx.metrics.record_write("finalizer");
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| {
+                Error::Apply { kind: "ClinicPlatform".into(), name: name.clone(), source }
+            })?;
+        }
+        return Ok(Action::await_change());
+    }
     let message = format!("spec cannot be read: {}", invalid.error);
     let conditions = status::unreadable(&message, meta.generation, &[]);
     let patch = json!({

@@ -1027,6 +1027,77 @@ fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
     Ok(())
 }
 
+fn leader_election_one_active_then_failover(_env: &Env) -> Result<()> {
+    let plane = ControlPlane::start()?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
+    let kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let lease_role = workspace_root().join("charts/clinic-operator/files/role-leader-election.yaml");
+    plane.kubectl(&[
+        "-n",
+        "clinic-system",
+        "apply",
+        "--server-side",
+        "-f",
+        &lease_role.display().to_string(),
+    ])?;
+    plane.kubectl(&[
+        "-n",
+        "clinic-system",
+        "create",
+        "rolebinding",
+        "clinic-operator-leader-election",
+        "--role=clinic-operator-leader-election",
+        "--serviceaccount=clinic-system:clinic-operator",
+    ])?;
+    let binary = operator::binary()?;
+    let args = |name: &'static str| {
+        ["--leader-election", "--leader-election-namespace", "clinic-system", "--pod-name", name]
+    };
+    let logs = plane.dir.join("logs");
+    std::fs::create_dir_all(logs.join("a"))?;
+    std::fs::create_dir_all(logs.join("b"))?;
+    let mut a = OperatorProcess::start_with(&binary, &kubeconfig, &logs.join("a"), &args("replica-a"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let b = OperatorProcess::start_with(&binary, &kubeconfig, &logs.join("b"), &args("replica-b"))?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: one\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: one\n  namespace: one\nspec: {}\n")?;
+    plane.kubectl(&["-n", "one", "wait", "--for=condition=Ready", "clinicplatform/one", "--timeout=120s"])?;
+    let reconciled = |op: &OperatorProcess| op.output().contains("\"message\":\"reconciled\"");
+    ensure!(
+        reconciled(&a) && !reconciled(&b),
+        "exactly the first replica reconciles (a: {}, b: {})",
+        reconciled(&a),
+        reconciled(&b)
+    );
+    for op in [&a, &b] {
+        let (code, body) = op.http_get("/readyz")?;
+        ensure!(code == 200, "a replica is not ready: {body}");
+    }
+    let holder = plane.kubectl(&[
+        "-n",
+        "clinic-system",
+        "get",
+        "lease",
+        "clinic-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    ensure!(holder == "replica-a", "lease held by {holder}");
+    // The leader dies without releasing anything; the standby takes over within the lease time.
+    let killed = Instant::now();
+    a.kill();
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: two\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: two\n  namespace: two\nspec: {}\n")?;
+    plane
+        .kubectl(&["-n", "two", "wait", "--for=condition=Ready", "clinicplatform/two", "--timeout=90s"])
+        .with_context(|| tail(&b.output(), 20))?;
+    eprintln!(
+        "    standby took over and converged a new clinic {:.0}s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    ensure!(reconciled(&b), "the standby never reconciled");
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1126,6 +1197,7 @@ fn main() -> ExitCode {
         ),
         ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
         ("namespaced_mode_runs_with_roles_only", namespaced_mode_runs_with_roles_only),
+        ("leader_election_one_active_then_failover", leader_election_one_active_then_failover),
     ];
     let trials = scenarios
         .into_iter()

@@ -54,6 +54,13 @@ struct RunArgs {
     /// watches every namespace with the ClusterRole.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
+    /// Run several replicas with one active: only the holder of the Lease `clinic-operator`
+    /// reconciles; the others wait (and report ready) until it goes away.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -137,8 +144,43 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let all_caches = controllers.iter().map(|(_, (caches, _))| caches.clone()).collect();
-    let server =
-        tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), all_caches, stopped(stop_rx.clone())));
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(!args.leader_election));
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        all_caches,
+        leading.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    // Leader election: wait for the Lease before watching anything.
+    let mut leadership = None;
+    if args.leader_election {
+        let identity =
+            args.pod_name.clone().unwrap_or_else(|| format!("clinic-operator-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "clinic-operator")
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .with_field_manager("clinic-operator-leader-election")
+            .build()
+            .await
+            .context("leader election")?;
+        let (mut channel, task) = manager.watch().await;
+        tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead");
+        let mut stop = stop_rx.clone();
+        while !*channel.borrow_and_update() {
+            tokio::select! {
+                changed = channel.changed() => changed.context("leader election stopped")?,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+        tracing::info!(%identity, "leading");
+        leading.store(true, std::sync::atomic::Ordering::Release);
+        leadership = Some((channel, task));
+    }
+
     let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
         let config = reconcile::RunConfig {
             concurrency: args.concurrency,
@@ -147,7 +189,29 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         };
         reconcile::run(client.clone(), config, metrics.clone(), caches, writers, stopped(stop_rx.clone()))
     });
-    futures::future::join_all(runs).await;
+    let controllers = futures::future::join_all(runs);
+    match leadership {
+        None => {
+            controllers.await;
+        }
+        Some((mut channel, task)) => {
+            let lost = async {
+                loop {
+                    if channel.changed().await.is_err() || !*channel.borrow_and_update() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = controllers => {
+                    // Shutting down: closing the channel releases the Lease for the next replica.
+                    drop(channel);
+                    let _ = task.await;
+                }
+                _ = lost => anyhow::bail!("lost the leader-election Lease: exiting so that this replica restarts as a standby"),
+            }
+        }
+    }
     match server.await {
         Ok(result) => result.context("metrics server")?,
         Err(e) => anyhow::bail!("metrics server task: {e}"),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,14 +19,16 @@ struct ServerState {
     metrics: Arc<Metrics>,
     /// One set of caches per controller (one per watched namespace in namespaced mode).
     caches: Vec<Caches>,
+    /// False on a standby replica (leader election): it watches nothing yet.
+    leading: Arc<AtomicBool>,
 }
 
-pub fn router(metrics: Arc<Metrics>, caches: Vec<Caches>) -> Router {
+pub fn router(metrics: Arc<Metrics>, caches: Vec<Caches>, leading: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(ServerState { metrics, caches })
+        .with_state(ServerState { metrics, caches, leading })
 }
 
 async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
@@ -36,7 +39,10 @@ async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse 
 }
 
 async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.caches.iter().all(Caches::is_ready) {
+    if !state.leading.load(Ordering::Acquire) {
+        // A standby must count as ready, or a rolling update would wait for it forever.
+        (StatusCode::OK, "standby\n")
+    } else if state.caches.iter().all(Caches::is_ready) {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet\n")
@@ -48,9 +54,10 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     caches: Vec<Caches>,
+    leading: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(metrics, caches)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(metrics, caches, leading)).with_graceful_shutdown(shutdown).await
 }

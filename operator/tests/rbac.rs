@@ -34,7 +34,8 @@ fn namespaced_roles_are_a_subset_of_the_cluster_role() {
 
 #[test]
 fn no_file_grants_dangerous_verbs() {
-    for file in ["clusterrole.yaml", "role-namespaced.yaml", "role-velero.yaml"] {
+    for file in ["clusterrole.yaml", "role-namespaced.yaml", "role-velero.yaml", "role-leader-election.yaml"]
+    {
         for (group, resource, verb) in rules(file) {
             assert!(
                 group != "*" && resource != "*" && verb != "*",

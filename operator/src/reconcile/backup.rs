@@ -40,12 +40,10 @@ impl BackupRecord {
         Self {
             name: o.name_any(),
             phase: status["phase"].as_str().unwrap_or("New").to_string(),
-            created: o
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| time(&status["startTimestamp"])),
+            // Velero's start time orders backups; the object's creation time (one-second
+            // resolution) is the fallback for backups not started yet.
+            created: time(&status["startTimestamp"])
+                .or_else(|| o.metadata.creation_timestamp.as_ref().map(|t| t.0)),
             completed: time(&status["completionTimestamp"]),
             failure_reason: status["failureReason"].as_str().map(String::from),
         }
@@ -126,7 +124,8 @@ pub async fn list_backups(
         Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
     let list = api.list(&ListParams::default().labels(&backup::backups_selector(clinic))).await?;
     let mut records: Vec<BackupRecord> = list.items.iter().map(BackupRecord::from_object).collect();
-    records.sort_by_key(|r| std::cmp::Reverse(r.created));
+    // Newest first; the name (Velero's scheduled names end in a timestamp) breaks ties.
+    records.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
     Ok(records)
 }
 

@@ -49,6 +49,11 @@ fn breakdown() {
 }
 
 fn main() {
+    // `cargo test --all-targets` builds and starts benches too: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("render benchmark: run `cargo bench -p clinic-operator --bench render` to measure");
+        return;
+    }
     breakdown();
     for n in [1usize, 100, 1000] {
         let input = fleet(n);

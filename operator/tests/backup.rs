@@ -179,3 +179,13 @@ fn compliance_controls_and_storage_encryption() {
         no_tls.list().iter().filter(|(_, holds, _)| !holds).map(|(name, _, _)| *name).collect();
     assert_eq!(failing, ["tlsAtEdge"]);
 }
+
+#[test]
+fn backup_health_does_not_change_with_the_clock_alone() {
+    // A message that moved with time would rewrite the status on every resync.
+    let c = clinic("  backup:\n    rpo: 26h\n");
+    let done: Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
+    let records = vec![record("b1", "Completed", Some(done))];
+    let at = |t: &str| health(&c, Some(done - 48.hours()), true, &Ok(records.clone()), t.parse().unwrap());
+    assert_eq!(at("2026-11-21T03:00:00Z"), at("2026-11-21T09:30:00Z"));
+}

@@ -165,8 +165,8 @@ pub fn health(
         backups.iter().filter(|b| b.succeeded()).filter_map(|b| b.completed.or(b.created)).max();
     let latest_finished = backups.iter().find(|b| b.succeeded() || b.failed());
     let age = |t: Timestamp| now.duration_since(t).unsigned_abs();
-    let fmt_age =
-        |t: Timestamp| humantime::format_duration(Duration::from_secs(age(t).as_secs())).to_string();
+    // Messages carry absolute times only: a relative age would change the status on every pass
+    // and turn each resync into a write.
 
     if let Some(latest) = latest_finished.filter(|b| b.failed()) {
         let since = latest
@@ -175,7 +175,7 @@ pub fn health(
             .map(|t| t.to_string())
             .unwrap_or_else(|| "unknown time".into());
         let last = match last_success {
-            Some(t) => format!("last success {t} ({} ago)", fmt_age(t)),
+            Some(t) => format!("last success {t}"),
             None => "no successful backup yet".into(),
         };
         let why = latest.failure_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
@@ -191,8 +191,7 @@ pub fn health(
             status: "True",
             reason: "WithinRPO",
             message: format!(
-                "newest successful backup completed {t} ({} ago), within the RPO of {}",
-                fmt_age(t),
+                "newest successful backup completed {t}, within the RPO of {}",
                 clinic.spec.backup.rpo
             ),
             last_success,
@@ -201,8 +200,7 @@ pub fn health(
             status: "False",
             reason: "RPOExceeded",
             message: format!(
-                "newest successful backup completed {t}, {} ago: older than the RPO of {}",
-                fmt_age(t),
+                "newest successful backup completed {t}: older than the RPO of {}",
                 clinic.spec.backup.rpo
             ),
             last_success,

@@ -203,13 +203,17 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         backup::upgrade_gate(ctx, &mut clinic, velero, &backups, &mut notices).await
     };
     let desired = build::desired(&clinic, &SecretValues::Placeholder);
-    let outcome = match (&gate, clinic.spec.paused) {
-        (_, true) => Ok(apply::Applied::default()),
-        (Err(_), false) => Ok(apply::Applied::default()),
-        (Ok(_), false) => match converge(ctx, &clinic, &desired, &mut notices).await {
-            Ok(applied) if velero => backup::ensure_schedule(ctx, &clinic, cp).await.map(|()| applied),
-            other => other,
-        },
+    // A gate that could not decide (e.g. its Backup could not be created) has already held the
+    // images: everything else is still converged and drift still corrected.
+    let outcome = if clinic.spec.paused {
+        Ok(apply::Applied::default())
+    } else {
+        converge(ctx, &clinic, &desired, &mut notices).await
+    };
+    // A Schedule that cannot be written is a backup problem (BackupReady), not a platform one.
+    let schedule_error = match (&outcome, clinic.spec.paused) {
+        (Ok(_), false) if velero => backup::ensure_schedule(ctx, &clinic, cp).await.err(),
+        _ => None,
     };
     let certificate = desired.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Certificate"));
     let certificate_in_place = match (&outcome, clinic.spec.paused) {
@@ -226,13 +230,22 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         Err(e) => Err(e),
         Ok(gate) => outcome.map(|applied| (applied, gate)),
     };
-    let health = backup::health(
+    let mut health = backup::health(
         &clinic,
         cp.metadata.creation_timestamp.as_ref().map(|t| t.0),
         velero,
         &backups,
         jiff::Timestamp::now(),
     );
+    if let Some(e) = schedule_error {
+        warn!(error = %e, "Velero Schedule not applied");
+        health = backup::BackupHealth {
+            status: "False",
+            reason: "ScheduleFailed",
+            message: format!("the Velero Schedule could not be written: {e}"),
+            last_success: health.last_success,
+        };
+    }
     let tls_at_edge =
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
     let encrypted = security::storage_encrypted(ctx, &clinic).await;

@@ -1098,6 +1098,23 @@ fn leader_election_one_active_then_failover(_env: &Env) -> Result<()> {
     Ok(())
 }
 
+fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()> {
+    let ns = "e2e-nowhere";
+    env.namespace(ns)?;
+    env.clinic(ns, "nw", "  backup:\n    veleroNamespace: velero-does-not-exist\n")?;
+    env.wait_ready(ns, "nw", WAIT)?;
+    eventually("BackupReady=ScheduleFailed", Duration::from_secs(30), || {
+        Ok(env
+            .condition(ns, "nw", "BackupReady")?
+            .is_some_and(|c| c["status"] == "False" && c["reason"] == "ScheduleFailed"))
+    })?;
+    ensure!(
+        env.condition(ns, "nw", "Degraded")?.is_some_and(|c| c["status"] == "False"),
+        "a backup problem degraded the platform"
+    );
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1198,6 +1215,10 @@ fn main() -> ExitCode {
         ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
         ("namespaced_mode_runs_with_roles_only", namespaced_mode_runs_with_roles_only),
         ("leader_election_one_active_then_failover", leader_election_one_active_then_failover),
+        (
+            "missing_velero_namespace_does_not_break_the_platform",
+            missing_velero_namespace_does_not_break_the_platform,
+        ),
     ];
     let trials = scenarios
         .into_iter()

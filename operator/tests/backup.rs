@@ -153,7 +153,8 @@ fn backup_ready_follows_the_newest_backups_and_the_rpo() {
 
 #[test]
 fn compliance_controls_and_storage_encryption() {
-    use clinic_operator::reconcile::security::{Controls, storage_class_encrypts};
+    use clinic_operator::api::Compliance as Controls;
+    use clinic_operator::reconcile::security::storage_class_encrypts;
     use std::collections::BTreeMap;
     let params = |pairs: &[(&str, &str)]| {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()

@@ -251,7 +251,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let encrypted = security::storage_encrypted(ctx, &clinic).await;
     let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
     observed.namespace_visible = ctx.cluster_scope;
-    observed.controls = security::Controls {
+    observed.controls = crate::api::Compliance {
         pod_security_restricted: ctx
             .caches
             .namespace_labels(&clinic.namespace)
@@ -365,7 +365,7 @@ fn observe_state(
         paused: clinic.spec.paused,
         gate: outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or(backup::Gate::Open),
         backup,
-        controls: security::Controls::default(),
+        controls: crate::api::Compliance::default(),
         namespace_visible: true,
     }
 }

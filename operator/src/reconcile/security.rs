@@ -172,18 +172,8 @@ pub async fn storage_encrypted(ctx: &Context, clinic: &Clinic) -> bool {
         && encrypts(clinic.spec.openmrs.backend.storage.storage_class_name.as_ref())
 }
 
-/// The controls behind `Compliant`, each true when it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Controls {
-    pub pod_security_restricted: bool,
-    pub default_deny_network: bool,
-    pub tls_at_edge: bool,
-    pub backups_within_rpo: bool,
-    pub data_residency: bool,
-    pub encryption_at_rest: bool,
-}
-
-impl Controls {
+/// The controls behind `Compliant` are the fields of the status' `Compliance`.
+impl crate::api::Compliance {
     /// (name in status, holds, what to do when it does not).
     pub fn list(&self) -> [(&'static str, bool, &'static str); 6] {
         [

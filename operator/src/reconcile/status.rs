@@ -105,7 +105,7 @@ pub struct Observed {
     /// Velero backups of the clinic.
     pub backup: super::backup::BackupHealth,
     /// The security controls behind `Compliant`.
-    pub controls: super::security::Controls,
+    pub controls: crate::api::Compliance,
     /// Whether namespace labels can be read (not in namespaced mode).
     pub namespace_visible: bool,
 }
@@ -270,14 +270,7 @@ pub fn compute(
                 clinic.spec.database.image.clone().unwrap_or_else(|| clinic.spec.database.version.clone()),
             ),
         }),
-        compliance: Some(crate::api::Compliance {
-            pod_security_restricted: controls.pod_security_restricted,
-            default_deny_network: controls.default_deny_network,
-            tls_at_edge: controls.tls_at_edge,
-            backups_within_rpo: controls.backups_within_rpo,
-            data_residency: controls.data_residency,
-            encryption_at_rest: controls.encryption_at_rest,
-        }),
+        compliance: Some(controls.clone()),
         last_backup_time: observed
             .backup
             .last_success

@@ -369,40 +369,25 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Specs the API server must refuse, with a fragment its message must contain.
-const INVALID_SPECS: &[(&str, &str)] = &[
-    ("  openmrs:\n    backend:\n      replicas: 3\n", "spec.openmrs.backend.replicas"),
-    ("  openmrs:\n    backend:\n      replicas: 0\n", "spec.openmrs.backend.replicas"),
-    ("  openmrs:\n    version: \"3.7.1 bad\"\n", "spec.openmrs.version"),
-    ("  openmrs:\n    locale: \"FRENCH!\"\n", "spec.openmrs.locale"),
-    ("  openmrs:\n    frontend:\n      replicas: 99\n", "replicas"),
-    ("  database:\n    storage:\n      size: \"ten gigs\"\n", "storage.size"),
-    ("  ingress:\n    host: \"Not_A_Host\"\n    tls:\n      secretName: x\n", "spec.ingress.host"),
-    ("  ingress:\n    host: emr.clinic.example.fr\n    tls: {}\n", "spec.ingress.tls"),
-    (
-        "  ingress:\n    host: emr.clinic.example.fr\n    tls:\n      secretName: a\n      issuerRef:\n        name: b\n",
-        "spec.ingress.tls",
-    ),
-    ("  autoscaling:\n    frontend:\n      minReplicas: 6\n      maxReplicas: 3\n", "minReplicas"),
-    (
-        "  autoscaling:\n    gateway:\n      targetCPUUtilizationPercentage: 5\n",
-        "targetCPUUtilizationPercentage",
-    ),
-    (
-        "  security:\n    extraEgress:\n      - cidr: \"not-a-cidr\"\n        port: 443\n",
-        "spec.security.extraEgress",
-    ),
-    ("  security:\n    extraEgress:\n      - cidr: 10.0.0.0/8\n        port: 70000\n", "port"),
-    ("  images:\n    registry: \"https://registry.example.fr/\"\n", "spec.images.registry"),
-    ("  deletionPolicy: Forget\n", "deletionPolicy"),
-];
+/// Specs the API server must refuse, with the field its message must name (the same fixture
+/// the unit tests check offline).
+fn invalid_specs() -> Result<Vec<(String, String)>> {
+    let path = workspace_root().join("operator/tests/fixtures/invalid-specs.yaml");
+    let cases: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+    cases
+        .as_sequence()
+        .context("the fixture is a list")?
+        .iter()
+        .map(|c| Ok((serde_json::to_string(&c["spec"])?, c["field"].as_str().context("field")?.to_string())))
+        .collect()
+}
 
 fn invalid_specs_are_rejected(env: &Env) -> Result<()> {
     env.namespace("e2e-invalid")?;
     let mut problems = Vec::new();
-    for (i, (spec, field)) in INVALID_SPECS.iter().enumerate() {
+    for (i, (spec, field)) in invalid_specs()?.iter().enumerate() {
         let yaml = format!(
-            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: invalid-{i}\n  namespace: e2e-invalid\nspec:\n{spec}"
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: invalid-{i}\n  namespace: e2e-invalid\nspec: {spec}\n"
         );
         let path = env.plane.dir.join(format!("invalid-{i}.yaml"));
         std::fs::write(&path, &yaml)?;
@@ -744,17 +729,12 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
         Ok(found)
     };
 
+    let set_version = |version: &str| -> Result<()> {
+        let patch = format!(r#"{{"spec":{{"openmrs":{{"version":"{version}"}}}}}}"#);
+        env.kubectl(&["-n", ns, "patch", "clinicplatform", "up", "--type=merge", "-p", &patch]).map(|_| ())
+    };
     // A new version: a backup first, nothing rolls meanwhile.
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "up",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"openmrs":{"version":"3.8.0"}}}"#,
-    ])?;
+    set_version("3.8.0")?;
     let backup = gate_backup("3.8.0-no-demo")?;
     eventually("Progressing=AwaitingBackup", Duration::from_secs(30), || {
         Ok(env.condition(ns, "up", "Progressing")?.is_some_and(|c| c["reason"] == "AwaitingBackup"))
@@ -768,16 +748,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
     })?;
 
     // The next upgrade's backup fails: nothing is upgraded, and the status and an event say why.
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "up",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"openmrs":{"version":"3.9.0"}}}"#,
-    ])?;
+    set_version("3.9.0")?;
     let backup = gate_backup("3.9.0-no-demo")?;
     env.set_backup_phase(&backup, "Failed")?;
     env.poke(ns, "up")?;

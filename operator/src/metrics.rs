@@ -148,11 +148,6 @@ impl Metrics {
         self.clinics.get_or_create(&ReadyLabel { ready: "false".into() }).set(states.len() as i64 - ready);
     }
 
-    /// Total write requests of `verb` so far (tests and benchmarks read it).
-    pub fn writes(&self, verb: &'static str) -> u64 {
-        self.writes.get_or_create(&VerbLabel { verb: verb.into() }).get()
-    }
-
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -204,6 +204,14 @@ async fn run_with(
     (result.map(|_| ()).map_err(|e| e.to_string()), calls)
 }
 
+/// Writes to children: everything mutating except events and the status.
+fn child_writes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.mutating() && !c.path.contains("/events") && !c.path.contains("/status"))
+        .collect()
+}
+
 /// The status a reconcile wrote (to seed a converged ClinicPlatform).
 fn written_status(calls: &[Call]) -> Value {
     calls.iter().find(|c| c.is("PATCH", "/status")).expect("a status write").body["status"].clone()
@@ -316,10 +324,7 @@ async fn a_deleted_child_is_applied_again() {
         .collect();
     let (result, calls) = run(&cp, seeded(without, secret_metadata(&cp)).await).await;
     result.unwrap();
-    let mutating: Vec<&Call> = calls
-        .iter()
-        .filter(|c| c.mutating() && !c.path.contains("/events") && !c.path.contains("/status"))
-        .collect();
+    let mutating = child_writes(&calls);
     assert_eq!(mutating.len(), 1, "{mutating:?}");
     assert!(mutating[0].is("PATCH", "/networkpolicies/lyon-mariadb"));
 }
@@ -343,10 +348,7 @@ async fn an_edited_child_is_put_back_with_a_drift_event() {
         .collect();
     let (result, calls) = run(&cp, seeded(edited, secret_metadata(&cp)).await).await;
     result.unwrap();
-    let mutating: Vec<&Call> = calls
-        .iter()
-        .filter(|c| c.mutating() && !c.path.contains("/events") && !c.path.contains("/status"))
-        .collect();
+    let mutating = child_writes(&calls);
     assert_eq!(mutating.len(), 1, "{mutating:?}");
     assert!(mutating[0].is("PATCH", "/services/lyon-gateway"));
     assert_eq!(mutating[0].body["spec"]["ports"][0]["port"], 80);

@@ -560,7 +560,7 @@ impl Default for SecuritySpec {
 /// Where the clinic's pods, and so its data, may run (HDS hosting location).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("size(self.regions) > 0 || size(self.zones) > 0").message("spec.residency: name at least one region or zone"))]
+#[x_kube(validation = Rule::new("(has(self.regions) && size(self.regions) > 0) || (has(self.zones) && size(self.zones) > 0)").message("spec.residency: name at least one region or zone"))]
 pub struct ResidencySpec {
     /// Allowed values of the node label `topology.kubernetes.io/region`, e.g. `fr-par`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

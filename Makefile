@@ -15,6 +15,10 @@ help: ## Show the targets.
 control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
 	@e2e/cluster/build.sh >/dev/null
 
+.PHONY: tools
+tools: ## Build (or find cached) promtool, helm, kubeconform and actionlint from their Go modules.
+	@e2e/cluster/tools/build.sh >/dev/null
+
 .PHONY: build
 build: ## Build the operator and the e2e tools.
 	$(CARGO) build --workspace --bins
@@ -26,8 +30,8 @@ lint: ## rustfmt, clippy (warnings are errors) and gofmt of the e2e modules.
 	@test -z "$$(git ls-files '*.go' | xargs -r gofmt -l)"
 
 .PHONY: test
-test: lint control-plane build ## Every test: unit, CRD drift, mocked API, CLI, and the e2e suite on a real control plane.
-	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) $(CARGO) test --workspace --all-targets
+test: lint control-plane tools build ## Every test: unit, CRD drift, rules, mocked API, CLI, and the e2e suite on a real control plane.
+	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) CLINIC_TOOLS_BIN=$$(e2e/cluster/tools/build.sh) $(CARGO) test --workspace --all-targets
 
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types (also run `make docs`).

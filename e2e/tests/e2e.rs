@@ -87,7 +87,7 @@ impl Env {
             "-n",
             namespace,
             "get",
-            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com",
             "-l",
             &format!("{INSTANCE}={name}"),
         ])?;
@@ -225,7 +225,7 @@ fn minimal_example_converges(env: &Env) -> Result<()> {
     let actual = env.children("clinic-minimal", "clinic-minimal")?;
     let missing: Vec<_> = expected.difference(&actual).collect();
     ensure!(missing.is_empty(), "children missing after Ready: {missing:?}");
-    for c in ["DatabaseReady", "OpenMRSReady", "SecurityEnforced"] {
+    for c in ["DatabaseReady", "OpenMRSReady", "SecurityEnforced", "MonitoringReady"] {
         let cond = env.condition("clinic-minimal", "clinic-minimal", c)?.context("condition missing")?;
         ensure!(cond["status"] == "True", "{c} is not True: {cond}");
     }
@@ -1087,6 +1087,103 @@ fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()>
     Ok(())
 }
 
+fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
+    let ns = "e2e-monitoring";
+    env.namespace(ns)?;
+    env.namespace("grafana")?;
+    env.clinic(ns, "mon", "  ingress:\n    host: emr.clinic-mon.example.fr\n    tls:\n      secretName: mon-cert\n  monitoring:\n    labels:\n      release: kube-prometheus-stack\n    prometheusNamespace: observability\n    dashboard:\n      namespace: grafana\n")?;
+    env.wait_ready(ns, "mon", WAIT)?;
+    eventually("MonitoringReady=True", Duration::from_secs(30), || {
+        Ok(env.condition(ns, "mon", "MonitoringReady")?.is_some_and(|c| c["status"] == "True"))
+    })?;
+    // Written through the Prometheus Operator's real CRD schemas (v0.85).
+    let monitor = env.json(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"])?;
+    ensure!(monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack", "{}", monitor["metadata"]);
+    ensure!(monitor["spec"]["endpoints"][0]["port"] == "metrics", "{}", monitor["spec"]);
+    let rule = env.json(&["-n", ns, "get", "prometheusrules.monitoring.coreos.com", "mon-alerts"])?;
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    ensure!(alerts.len() >= 10 && alerts.contains(&"ClinicHigh5xxRate"), "{alerts:?}");
+    // The ServiceMonitor finds both metrics Services, and their endpoints' pods run exporters.
+    let services = env.json(&[
+        "-n",
+        ns,
+        "get",
+        "services",
+        "-l",
+        "clinic.audioprothese.fr/metrics=true,app.kubernetes.io/instance=mon",
+    ])?;
+    ensure!(services["items"].as_array().map(Vec::len) == Some(2), "{}", services["items"]);
+    let db = env.json(&["-n", ns, "get", "pod", "mon-mariadb-0"])?;
+    let containers: Vec<&str> = db["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    ensure!(containers == ["mariadb", "mysqld-exporter"], "{containers:?}");
+    // Only Prometheus' namespace reaches the exporter port.
+    let policy = env.json(&["-n", ns, "get", "networkpolicy", "mon-mariadb"])?;
+    let from_monitoring = policy["spec"]["ingress"].as_array().into_iter().flatten().any(|r| {
+        r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "observability"
+            && r["ports"][0]["port"] == 9104
+    });
+    ensure!(from_monitoring, "{}", policy["spec"]);
+
+    // The dashboard went to Grafana's namespace, with the sidecar label.
+    let dashboard = env.json(&["-n", "grafana", "get", "configmap", "e2e-monitoring-mon-dashboard"])?;
+    ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1", "{}", dashboard["metadata"]);
+
+    // A deleted PrometheusRule is put back.
+    env.kubectl(&["-n", ns, "delete", "prometheusrules.monitoring.coreos.com", "mon-alerts"])?;
+    env.poke(ns, "mon")?;
+    eventually("PrometheusRule put back", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "prometheusrules.monitoring.coreos.com", "mon-alerts"]).is_ok())
+    })?;
+
+    // Turning monitoring off removes the monitors and the sidecars and says so.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "mon",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"monitoring":{"enabled":false}}}"#,
+    ])?;
+    eventually("monitors removed", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"]).is_err()
+            && env.kubectl(&["-n", ns, "get", "service", "mon-mariadb-metrics"]).is_err())
+    })?;
+    let condition = env.condition(ns, "mon", "MonitoringReady")?.context("no MonitoringReady")?;
+    ensure!(condition["reason"] == "Disabled", "{condition}");
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "mon",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"monitoring":{"enabled":true}}}"#,
+    ])?;
+    eventually("monitors back", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"]).is_ok())
+    })?;
+
+    // Deleting the clinic removes the dashboard from Grafana's namespace (finalizer).
+    env.kubectl(&["-n", ns, "delete", "clinicplatform", "mon", "--timeout=60s"])?;
+    eventually("dashboard removed", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", "grafana", "get", "configmap", "e2e-monitoring-mon-dashboard"]).is_err())
+    })?;
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1115,6 +1212,15 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         .cloned()
         .unwrap_or_default();
     ensure!(backup["reason"] == "VeleroNotInstalled" && backup["status"] == "False", "{backup}");
+    // Without the Prometheus Operator: exporters run, monitors wait, and the condition says so.
+    let monitoring = cp["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "MonitoringReady")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(monitoring["reason"] == "PrometheusOperatorNotInstalled", "{monitoring}");
     ensure!(!operator.output().contains("\"level\":\"ERROR\""), "errors logged without Velero");
 
     plane.install_crds(&cluster::upstream_crds()?)?;
@@ -1124,10 +1230,16 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         let stamp = format!("e2e/poke={}", started.elapsed().as_millis());
         let _ = plane.kubectl(&["-n", "late", "annotate", "clinicplatform", "late", &stamp, "--overwrite"]);
         std::thread::sleep(Duration::from_secs(2));
-        Ok(plane.kubectl(&["-n", "velero", "get", "schedules.velero.io", "late-late"]).is_ok())
+        Ok(plane.kubectl(&["-n", "velero", "get", "schedules.velero.io", "late-late"]).is_ok()
+            && plane
+                .kubectl(&["-n", "late", "get", "servicemonitors.monitoring.coreos.com", "late-metrics"])
+                .is_ok())
     })
     .with_context(|| tail(&operator.output(), 20))?;
-    eprintln!("    Schedule appeared {:.0}s after the Velero CRDs", started.elapsed().as_secs_f64());
+    eprintln!(
+        "    Schedule and ServiceMonitor appeared {:.0}s after the CRDs",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -1185,6 +1297,7 @@ fn main() -> ExitCode {
             namespace_pod_security_is_enforced_and_opt_out_is_visible,
         ),
         ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
+        ("monitoring_is_accepted_by_the_real_schemas", monitoring_is_accepted_by_the_real_schemas),
         ("namespaced_mode_runs_with_roles_only", namespaced_mode_runs_with_roles_only),
         ("leader_election_one_active_then_failover", leader_election_one_active_then_failover),
         (

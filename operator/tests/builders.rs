@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clinic_operator::api::ClinicPlatform;
-use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway};
+use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway, monitoring};
 use clinic_operator::model::{self, Clinic};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret, Service};
@@ -82,6 +82,12 @@ fn minimal_clinic_has_the_full_child_set() {
         "HorizontalPodAutoscaler/lyon-gateway",
         "PodDisruptionBudget/lyon-frontend",
         "PodDisruptionBudget/lyon-gateway",
+        "Secret/lyon-mariadb-exporter",
+        "Service/lyon-mariadb-metrics",
+        "Service/lyon-gateway-metrics",
+        "ConfigMap/lyon-dashboard",
+        "ServiceMonitor/lyon-metrics",
+        "PrometheusRule/lyon-alerts",
     ]
     .into_iter()
     .map(String::from)
@@ -540,7 +546,10 @@ fn user_provided_secrets_are_referenced_not_generated() {
         "  database:\n    credentialsSecretRef: lyon-db-from-vault\n  security:\n    adminPasswordSecretRef:\n      name: lyon-admin-from-vault\n      key: admin\n",
     );
     let objects = objects(&c);
-    assert!(!kind_names(&objects).iter().any(|n| n.starts_with("Secret/")), "nothing generated");
+    // Only the exporter's own account is generated (it is the operator's, not the user's).
+    let generated: Vec<String> =
+        kind_names(&objects).into_iter().filter(|n| n.starts_with("Secret/")).collect();
+    assert_eq!(generated, ["Secret/lyon-mariadb-exporter"]);
     let backend: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
     let main = backend.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(secret_ref(&main, "OMRS_DB_PASSWORD").0, "lyon-db-from-vault");
@@ -556,6 +565,8 @@ fn user_provided_secrets_are_referenced_not_generated() {
 enum Peer {
     Pod(&'static str),
     IngressController,
+    /// Prometheus' namespace (`monitoring` by default).
+    Monitoring,
     Outside,
 }
 
@@ -590,6 +601,14 @@ fn peer_matches(
                 selects(
                     ns,
                     &BTreeMap::from([("kubernetes.io/metadata.name".to_string(), controller_ns.to_string())]),
+                )
+            }) && peer.pod_selector.is_none()
+        }
+        Peer::Monitoring => {
+            peer.namespace_selector.as_ref().is_some_and(|ns| {
+                selects(
+                    ns,
+                    &BTreeMap::from([("kubernetes.io/metadata.name".to_string(), "monitoring".to_string())]),
                 )
             }) && peer.pod_selector.is_none()
         }
@@ -654,11 +673,14 @@ fn network_matrix_allows_exactly_the_platform_flows() {
         Peer::Pod("backend"),
         Peer::Pod("database"),
         Peer::IngressController,
+        Peer::Monitoring,
         Peer::Outside,
     ];
-    let ports = [80, 443, 3306, 7800, 8080, 22];
+    let ports = [80, 443, 3306, 7800, 8080, 22, 9104, 9113, 8081];
     let expected: BTreeSet<(Peer, Peer, i32)> = [
         (Peer::IngressController, Peer::Pod("gateway"), gateway::PORT),
+        (Peer::Monitoring, Peer::Pod("database"), monitoring::MYSQLD_EXPORTER_PORT),
+        (Peer::Monitoring, Peer::Pod("gateway"), monitoring::NGINX_EXPORTER_PORT),
         (Peer::Pod("gateway"), Peer::Pod("frontend"), frontend::PORT),
         (Peer::Pod("gateway"), Peer::Pod("backend"), backend::PORT),
         (Peer::Pod("backend"), Peer::Pod("database"), database::PORT),
@@ -668,7 +690,9 @@ fn network_matrix_allows_exactly_the_platform_flows() {
     let mut actual = BTreeSet::new();
     for from in peers {
         for to in peers {
-            if matches!(to, Peer::IngressController | Peer::Outside) && !matches!(from, Peer::Pod(_)) {
+            if matches!(to, Peer::IngressController | Peer::Monitoring | Peer::Outside)
+                && !matches!(from, Peer::Pod(_))
+            {
                 continue;
             }
             for port in ports {

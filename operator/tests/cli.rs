@@ -40,7 +40,7 @@ fn render_minimal_example_prints_every_child() {
     let out = run(&["render", "-f", "examples/minimal.yaml"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(docs.len(), 22);
+    assert_eq!(docs.len(), 28);
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "clinic-minimal"));
 }
 
@@ -58,7 +58,7 @@ fn render_reads_several_clinics_from_stdin() {
     let out = run(&["render", "-f", "-", "-n", "clinics"], Some(input));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(docs.len(), 44);
+    assert_eq!(docs.len(), 56);
     assert!(
         docs.iter().any(|d| d["metadata"]["name"] == "a-backend" && d["metadata"]["namespace"] == "clinics")
     );

@@ -187,6 +187,7 @@ fn cached_read(c: &Call) -> bool {
     c.method == "GET"
         && (c.path == "/apis/velero.io/v1"
             || c.path == "/apis/cert-manager.io/v1"
+            || c.path == "/apis/monitoring.coreos.com/v1"
             || c.path.starts_with("/apis/storage.k8s.io/v1/storageclasses"))
 }
 
@@ -232,8 +233,10 @@ async fn create_from_nothing() {
     assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
     assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
     assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
+    assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-mariadb-exporter");
     assert_eq!(summary[5], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[6], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
+    assert_eq!(summary[7], "POST /api/v1/namespaces/clinic-lyon/secrets");
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 32 && password != build::secrets::PLACEHOLDER);
@@ -252,7 +255,8 @@ async fn create_from_nothing() {
                 && c.path.split('?').next() != Some("/api/v1/namespaces/clinic-lyon")
         })
         .collect();
-    assert_eq!(applies.len(), 20, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
+    // 20 platform children, 2 metrics Services and the dashboard (no Prometheus Operator here).
+    assert_eq!(applies.len(), 23, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
     for a in &applies {
         assert!(
             a.path.contains("fieldManager=clinic-operator") && a.path.contains("force=true"),
@@ -276,7 +280,7 @@ async fn create_from_nothing() {
     let events: Vec<&Call> = calls.iter().filter(|c| c.path.contains("/events")).collect();
     assert_eq!(events.len(), 1, "one Created event for the pass: {events:?}");
     assert_eq!(events[0].body["reason"], "Created");
-    assert_eq!(events[0].body["note"], "created 22 objects");
+    assert_eq!(events[0].body["note"], "created 26 objects");
     // No password in any event or status.
     for c in calls.iter().filter(|c| c.path.contains("/events") || c.path.contains("/status")) {
         assert!(!c.body.to_string().contains(password), "a password leaked into {}", c.path);

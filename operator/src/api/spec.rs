@@ -59,6 +59,11 @@ pub struct ClinicPlatformSpec {
     #[serde(default)]
     pub security: SecuritySpec,
 
+    /// Monitoring of the clinic: exporter sidecars, and when the Prometheus Operator is
+    /// installed a ServiceMonitor and alerting rules; a Grafana dashboard.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+
     /// Data residency: every pod of the platform is required to run on nodes of these regions or
     /// zones, so patient data stays where the hosting certification (HDS) allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -557,6 +562,90 @@ impl Default for SecuritySpec {
     }
 }
 
+/// Metrics, alerts and dashboards of one clinic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Run the exporter sidecars (mysqld-exporter next to MariaDB, nginx-prometheus-exporter
+    /// next to the gateway) and create the ServiceMonitor, PrometheusRule and dashboard
+    /// (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// Extra labels on the ServiceMonitor, PrometheusRule and dashboard, e.g. the `release`
+    /// label a kube-prometheus-stack Prometheus selects on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && self[k].size() <= 63)").message("spec.monitoring.labels: keys are at most 253 characters, values at most 63"))]
+    #[schemars(length(max = 16))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Namespace of the Prometheus that scrapes the clinic: the only namespace the
+    /// NetworkPolicies let reach the metrics ports.
+    #[serde(default = "default_monitoring_namespace")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("spec.monitoring.prometheusNamespace: must be a namespace name (lowercase letters, digits, '-')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub prometheus_namespace: String,
+
+    /// Scrape interval of the ServiceMonitor, e.g. `30s`.
+    #[serde(default = "default_scrape_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m)$')").message("spec.monitoring.scrapeInterval: must be a duration such as 30s or 1m"))]
+    #[schemars(length(max = 16))]
+    pub scrape_interval: String,
+
+    /// The Grafana dashboard ConfigMap.
+    #[serde(default)]
+    pub dashboard: DashboardSpec,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            labels: BTreeMap::new(),
+            prometheus_namespace: default_monitoring_namespace(),
+            scrape_interval: default_scrape_interval(),
+            dashboard: DashboardSpec::default(),
+        }
+    }
+}
+
+/// A ConfigMap that the Grafana dashboard sidecar (kube-prometheus-stack, grafana chart) loads.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardSpec {
+    /// Create the dashboard ConfigMap (default true; needs `spec.monitoring.enabled`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// Namespace of the ConfigMap; by default the clinic's. In another namespace (e.g. the one
+    /// Grafana's sidecar watches) it is removed by the operator's finalizer on deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("spec.monitoring.dashboard.namespace: must be a namespace name (lowercase letters, digits, '-')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+
+    /// Label key the Grafana sidecar selects dashboards by.
+    #[serde(default = "default_dashboard_label")]
+    #[schemars(length(min = 1, max = 253))]
+    pub label: String,
+
+    /// Value of that label.
+    #[serde(default = "default_dashboard_label_value")]
+    #[schemars(length(max = 63))]
+    pub label_value: String,
+}
+
+impl Default for DashboardSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            namespace: None,
+            label: default_dashboard_label(),
+            label_value: default_dashboard_label_value(),
+        }
+    }
+}
+
 /// Where the clinic's pods, and so its data, may run (HDS hosting location).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -680,6 +769,18 @@ fn default_gate_timeout() -> String {
 }
 fn default_controller_namespace() -> String {
     "ingress-nginx".into()
+}
+fn default_monitoring_namespace() -> String {
+    "monitoring".into()
+}
+fn default_scrape_interval() -> String {
+    "30s".into()
+}
+fn default_dashboard_label() -> String {
+    "grafana_dashboard".into()
+}
+fn default_dashboard_label_value() -> String {
+    "1".into()
 }
 fn one() -> i32 {
     1

@@ -29,7 +29,7 @@ pub fn name(clinic: &Clinic) -> String {
 
 /// Server settings: utf8mb4 as OpenMRS requires, upstream's connection limit and row binlog.
 pub fn config_map(clinic: &Clinic) -> ConfigMap {
-    let cnf = "\
+    let mut cnf = "\
 [mariadb]
 character-set-server = utf8mb4
 collation-server = utf8mb4_general_ci
@@ -38,10 +38,18 @@ default_storage_engine = InnoDB
 binlog_format = ROW
 skip-name-resolve
 innodb_buffer_pool_size = 256M
-";
+"
+    .to_string();
+    if super::monitoring::enabled(clinic) {
+        cnf.push_str(&format!(
+            "init_file = {}/{}\n",
+            super::monitoring::EXPORTER_INIT_DIR,
+            super::monitoring::KEY_INIT_SQL
+        ));
+    }
     ConfigMap {
         metadata: metadata(clinic, clinic.child_name("mariadb-config"), Component::Database),
-        data: Some(BTreeMap::from([("clinic.cnf".to_string(), cnf.to_string())])),
+        data: Some(BTreeMap::from([("clinic.cnf".to_string(), cnf)])),
         ..Default::default()
     }
 }
@@ -129,17 +137,26 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
         ]),
         ..Default::default()
     };
+    let mut container = container;
+    let mut containers = Vec::new();
+    let mut volumes =
+        vec![config_volume("config", config), empty_dir("run", "16Mi"), empty_dir("tmp", "1Gi")];
+    if super::monitoring::enabled(clinic) {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(read_only_mount("exporter-init", super::monitoring::EXPORTER_INIT_DIR));
+        volumes.push(exporter_init_volume(clinic));
+    }
+    containers.push(container);
+    if super::monitoring::enabled(clinic) {
+        containers.push(super::monitoring::mysqld_exporter(clinic));
+    }
     // One replica: no topology spread; a minute to flush InnoDB on shutdown.
     let pod = pod_spec(
         clinic,
         &spec.placement,
-        PodParts {
-            uid: UID,
-            containers: vec![container],
-            volumes: vec![config_volume("config", config), empty_dir("run", "16Mi"), empty_dir("tmp", "1Gi")],
-            grace_seconds: Some(60),
-            ..Default::default()
-        },
+        PodParts { uid: UID, containers, volumes, grace_seconds: Some(60), ..Default::default() },
     );
     StatefulSet {
         metadata: metadata(clinic, name(clinic), Component::Database),
@@ -167,6 +184,25 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
                 spec.storage.storage_class_name.as_ref(),
             )]),
             ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Only the init SQL of the exporter Secret, readable by the `mysql` group (fsGroup).
+fn exporter_init_volume(clinic: &Clinic) -> k8s_openapi::api::core::v1::Volume {
+    use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource, Volume};
+    Volume {
+        name: "exporter-init".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(super::monitoring::exporter_secret_name(clinic)),
+            items: Some(vec![KeyToPath {
+                key: super::monitoring::KEY_INIT_SQL.into(),
+                path: super::monitoring::KEY_INIT_SQL.into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
         }),
         ..Default::default()
     }

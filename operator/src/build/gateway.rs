@@ -132,6 +132,13 @@ http {{
     location = /healthz {{
       return 200 "ok\n";
     }}
+
+    # Read by the nginx exporter sidecar over loopback only.
+    location = /stub_status {{
+      stub_status;
+      allow 127.0.0.1;
+      deny all;
+    }}
   }}
 }}
 "#,
@@ -197,7 +204,11 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         &spec.placement,
         PodParts {
             uid: UID,
-            containers: vec![main],
+            containers: if super::monitoring::enabled(clinic) {
+                vec![main, super::monitoring::nginx_exporter(clinic)]
+            } else {
+                vec![main]
+            },
             volumes: vec![
                 config_volume("config", config),
                 empty_dir("cache", "64Mi"),

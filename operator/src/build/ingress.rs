@@ -13,6 +13,11 @@ use crate::api::IssuerKind;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
+/// The Ingress is named after the clinic.
+pub fn name(clinic: &Clinic) -> String {
+    clinic.name.clone()
+}
+
 pub fn build(clinic: &Clinic) -> Option<Ingress> {
     let spec = clinic.spec.ingress.as_ref()?;
     let annotations = BTreeMap::from([
@@ -29,7 +34,7 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
         // The schema requires exactly one; fall back to the cert-manager name.
         (None, None) => clinic.child_name("tls"),
     };
-    let mut meta = metadata(clinic, clinic.name.clone(), Component::Gateway);
+    let mut meta = metadata(clinic, name(clinic), Component::Gateway);
     meta.annotations = Some(annotations);
     Some(Ingress {
         metadata: meta,

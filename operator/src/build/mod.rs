@@ -10,6 +10,7 @@ pub mod database;
 pub mod frontend;
 pub mod gateway;
 pub mod ingress;
+pub mod monitoring;
 pub mod network;
 pub mod secrets;
 
@@ -71,10 +72,47 @@ pub fn desired(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(ingress) = ingress::build(clinic) {
         push(&mut out, &ingress);
     }
+    for service in monitoring::metrics_services(clinic) {
+        push(&mut out, &service);
+    }
+    if let Some(dashboard) = monitoring::dashboard(clinic)
+        && dashboard.metadata.namespace.as_deref() == Some(clinic.namespace.as_str())
+    {
+        push(&mut out, &dashboard);
+    }
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }
+    out.extend(monitoring::service_monitor(clinic));
+    out.extend(monitoring::prometheus_rule(clinic));
     out
+}
+
+/// Children of APIs the operator uses only when installed (cert-manager, Prometheus
+/// Operator): part of [`desired`] and of `render`, applied by their own path once discovery
+/// says the CRDs are served. Every one the clinic may have, with its name, so that one no
+/// longer wanted can be removed.
+pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
+    vec![
+        (OptionalApi::CertManager, ingress::certificate_resource(), clinic.child_name("tls")),
+        (
+            OptionalApi::PrometheusOperator,
+            monitoring::service_monitor_resource(),
+            clinic.child_name("metrics"),
+        ),
+        (
+            OptionalApi::PrometheusOperator,
+            monitoring::prometheus_rule_resource(),
+            clinic.child_name("alerts"),
+        ),
+    ]
+}
+
+/// An API the operator uses only when installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionalApi {
+    CertManager,
+    PrometheusOperator,
 }
 
 fn push<K>(out: &mut Vec<DynamicObject>, object: &K)

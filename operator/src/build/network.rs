@@ -1,6 +1,6 @@
 //! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
 //! platform needs: ingress controller -> gateway -> frontend and backend -> MariaDB, DNS, and
-//! the extra egress the spec declares.
+//! the extra egress the spec declares, and Prometheus' namespace -> the exporters' ports.
 
 use std::collections::BTreeMap;
 
@@ -90,7 +90,7 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
         )],
     );
 
-    let gateway_ingress = match &clinic.spec.ingress {
+    let mut gateway_ingress = match &clinic.spec.ingress {
         Some(ingress) => vec![from(
             vec![NetworkPolicyPeer {
                 namespace_selector: Some(namespace_named(&ingress.controller_namespace)),
@@ -100,6 +100,17 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
         )],
         None => vec![],
     };
+    let mut database_ingress =
+        vec![from(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::database::PORT)])];
+    if super::monitoring::enabled(clinic) {
+        // Prometheus' namespace reaches the exporters' ports and nothing else.
+        let prometheus = || NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(&clinic.spec.monitoring.prometheus_namespace)),
+            ..Default::default()
+        };
+        gateway_ingress.push(from(vec![prometheus()], vec![tcp(super::monitoring::NGINX_EXPORTER_PORT)]));
+        database_ingress.push(from(vec![prometheus()], vec![tcp(super::monitoring::MYSQLD_EXPORTER_PORT)]));
+    }
     let gateway = policy(
         clinic,
         "gateway",
@@ -139,13 +150,7 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
     let backend =
         policy(clinic, "backend", selector(clinic, Component::Backend), backend_ingress, backend_egress);
 
-    let database = policy(
-        clinic,
-        "mariadb",
-        selector(clinic, Component::Database),
-        vec![from(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::database::PORT)])],
-        vec![],
-    );
+    let database = policy(clinic, "mariadb", selector(clinic, Component::Database), database_ingress, vec![]);
 
     vec![default_deny, dns, gateway, frontend, backend, database]
 }

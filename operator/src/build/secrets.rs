@@ -32,6 +32,9 @@ pub struct GeneratedSecret {
 pub enum SecretValue {
     RandomPassword,
     Fixed(&'static str),
+    /// The SQL that keeps the exporter's database account in step with the `password` key of
+    /// the same Secret.
+    ExporterInitSql,
 }
 
 /// What goes into generated Secrets.
@@ -59,6 +62,15 @@ pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
             ],
         });
     }
+    if super::monitoring::enabled(clinic) {
+        out.push(GeneratedSecret {
+            name: super::monitoring::exporter_secret_name(clinic),
+            keys: vec![
+                ("password", SecretValue::RandomPassword),
+                (super::monitoring::KEY_INIT_SQL, SecretValue::ExporterInitSql),
+            ],
+        });
+    }
     if clinic.generates_admin_password {
         let admin = clinic.admin_password();
         out.push(GeneratedSecret {
@@ -71,18 +83,19 @@ pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
 
 /// The Secret object for one generated Secret.
 pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues) -> Secret {
-    let data: BTreeMap<String, String> = generated
-        .keys
-        .iter()
-        .map(|(key, value)| {
-            let v = match (value, values) {
-                (SecretValue::Fixed(v), _) => (*v).to_string(),
-                (SecretValue::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
-                (SecretValue::RandomPassword, SecretValues::Generate) => random_password(),
-            };
-            ((*key).to_string(), v)
-        })
-        .collect();
+    let mut data: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in &generated.keys {
+        let v = match (value, values) {
+            (SecretValue::Fixed(v), _) => (*v).to_string(),
+            (SecretValue::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
+            (SecretValue::RandomPassword, SecretValues::Generate) => random_password(),
+            // Derived values follow the keys they derive from (declared before them).
+            (SecretValue::ExporterInitSql, _) => super::monitoring::exporter_init_sql(
+                data.get("password").map(String::as_str).unwrap_or(PLACEHOLDER),
+            ),
+        };
+        data.insert((*key).to_string(), v);
+    }
     let mut meta = metadata(clinic, generated.name.clone(), Component::Platform);
     // Velero restores Secrets with the namespace; keep them out of `kubectl apply --prune`.
     meta.annotations =

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod compare;
 pub mod error;
 pub mod observe;
+pub mod optional;
 pub mod security;
 pub mod status;
 
@@ -158,7 +159,9 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // Same-namespace children are owned: the garbage collector removes them. What lives in
         // Velero's namespace is ours to remove before the finalizer lets the object go.
         if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
-            backup::cleanup(ctx, cp, &model::unchecked(cp)).await?;
+            let clinic = model::unchecked(cp);
+            remove_external_dashboard(ctx, &clinic).await?;
+            backup::cleanup(ctx, cp, &clinic).await?;
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
         return Ok(Action::await_change());
@@ -215,16 +218,29 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         (Ok(_), false) if velero => backup::ensure_schedule(ctx, &clinic, cp).await.err(),
         _ => None,
     };
-    let certificate = desired.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Certificate"));
-    let certificate_in_place = match (&outcome, clinic.spec.paused) {
-        (Ok(_), false) => match security::ensure_certificate(ctx, &clinic, certificate).await {
-            Ok(in_place) => in_place,
-            Err(e) => {
-                warn!(error = %e, "Certificate not applied");
-                false
-            }
-        },
-        _ => false,
+    // Optional APIs and the dashboard never block the platform: their state is reported.
+    let converged_ok = outcome.is_ok() && !clinic.spec.paused;
+    let (certificates, monitors) = if converged_ok {
+        (
+            optional::ensure(ctx, &clinic, build::OptionalApi::CertManager, &desired).await,
+            optional::ensure(ctx, &clinic, build::OptionalApi::PrometheusOperator, &desired).await,
+        )
+    } else {
+        Default::default()
+    };
+    for e in certificates.error.iter().chain(&monitors.error) {
+        warn!(error = %e, "optional child not applied");
+    }
+    let certificate_in_place = certificates.in_place.contains(&clinic.child_name("tls"));
+    let dashboard = if converged_ok { ensure_external_dashboard(ctx, &clinic, cp).await } else { Ok(()) };
+    if let Err(e) = &dashboard {
+        warn!(error = %e, "dashboard not applied");
+    }
+    let monitoring = status::MonitoringState {
+        enabled: clinic.spec.monitoring.enabled,
+        operator_installed: monitors.installed,
+        in_place: monitors.in_place.len(),
+        error: monitors.error.clone().or_else(|| dashboard.err().map(|e| e.to_string())),
     };
     let outcome = match gate {
         Err(e) => Err(e),
@@ -251,6 +267,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let encrypted = security::storage_encrypted(ctx, &clinic).await;
     let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
     observed.namespace_visible = ctx.cluster_scope;
+    observed.monitoring = monitoring;
     observed.controls = crate::api::Compliance {
         pod_security_restricted: ctx
             .caches
@@ -367,7 +384,47 @@ fn observe_state(
         backup,
         controls: crate::api::Compliance::default(),
         namespace_visible: true,
+        monitoring: status::MonitoringState::default(),
     }
+}
+
+/// The dashboard ConfigMap when it lives outside the clinic's namespace (no owner reference
+/// possible there: the finalizer removes it). In the clinic's namespace it is a normal child.
+async fn ensure_external_dashboard(ctx: &Context, clinic: &Clinic, cp: &ClinicPlatform) -> Result<()> {
+    let Some(dashboard) = build::monitoring::dashboard(clinic) else {
+        return Ok(());
+    };
+    let namespace = dashboard.metadata.namespace.clone().unwrap_or_default();
+    if namespace == clinic.namespace {
+        return Ok(());
+    }
+    backup::ensure_finalizer(ctx, cp).await?;
+    let object = build::to_dynamic(&dashboard);
+    let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+    optional::ensure_one(ctx, &resource, &namespace, &object.name_any(), Some(&object)).await?;
+    Ok(())
+}
+
+/// On deletion: the dashboard outside the clinic's namespace (same-namespace children go with
+/// the garbage collector).
+async fn remove_external_dashboard(ctx: &Context, clinic: &Clinic) -> Result<()> {
+    let Some(dashboard) = build::monitoring::dashboard(clinic) else {
+        return Ok(());
+    };
+    let namespace = dashboard.metadata.namespace.clone().unwrap_or_default();
+    if namespace == clinic.namespace {
+        return Ok(());
+    }
+    let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+    optional::ensure_one(
+        ctx,
+        &resource,
+        &namespace,
+        &dashboard.metadata.name.clone().unwrap_or_default(),
+        None,
+    )
+    .await?;
+    Ok(())
 }
 
 fn previous_conditions(cp: &ClinicPlatform) -> &[crate::api::Condition] {

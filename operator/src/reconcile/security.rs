@@ -6,14 +6,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::Context;
-use super::compare::converged;
 use super::error::{Error, Result};
 use crate::api::FIELD_MANAGER;
-use crate::build::ingress::certificate_resource;
 use crate::model::Clinic;
 
 /// The Pod Security level the operator enforces on clinic namespaces.
@@ -63,53 +61,6 @@ pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
             source,
         })?;
     Ok(())
-}
-
-/// Creates, corrects or removes the clinic's cert-manager Certificate. Returns whether a
-/// Certificate is in place when one is wanted.
-pub async fn ensure_certificate(
-    ctx: &Context,
-    clinic: &Clinic,
-    desired: Option<&DynamicObject>,
-) -> Result<bool> {
-    if !ctx.cert_manager_installed().await {
-        return Ok(false);
-    }
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &certificate_resource());
-    let name = clinic.child_name("tls");
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Read { what: format!("Certificate {name}"), source })?;
-    let Some(desired) = desired else {
-        // Only ever delete our own Certificate.
-        if let Some(live) = live
-            && live.labels().get("app.kubernetes.io/managed-by").map(String::as_str)
-                == Some(crate::model::MANAGED_BY)
-        {
-            ctx.metrics.record_write("delete");
-            api.delete(&name, &DeleteParams::background()).await.map_err(|source| Error::Prune {
-                kind: "Certificate".into(),
-                name: name.clone(),
-                source,
-            })?;
-        }
-        return Ok(false);
-    };
-    let (value, _) = super::apply::declared(desired)?;
-    if let Some(live) = live {
-        let live = serde_json::to_value(&live)
-            .map_err(|source| Error::Serialize { what: format!("Certificate {name}"), source })?;
-        if converged(&value, &live) {
-            return Ok(true);
-        }
-    }
-    ctx.metrics.record_write("apply");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .map_err(|source| Error::Apply { kind: "Certificate".into(), name, source })?;
-    Ok(true)
 }
 
 /// StorageClass parameters that well-known provisioners use to encrypt volumes.

@@ -17,6 +17,7 @@ pub const OPENMRS_READY: &str = "OpenMRSReady";
 pub const SECURITY_ENFORCED: &str = "SecurityEnforced";
 pub const BACKUP_READY: &str = "BackupReady";
 pub const COMPLIANT: &str = "Compliant";
+pub const MONITORING_READY: &str = "MonitoringReady";
 
 /// What a workload reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,39 @@ pub struct Observed {
     pub controls: crate::api::Compliance,
     /// Whether namespace labels can be read (not in namespaced mode).
     pub namespace_visible: bool,
+    /// ServiceMonitor, PrometheusRule and dashboard.
+    pub monitoring: MonitoringState,
+}
+
+/// What the monitoring of a clinic looks like this pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitoringState {
+    pub enabled: bool,
+    /// The Prometheus Operator's CRDs are served.
+    pub operator_installed: bool,
+    /// How many of the ServiceMonitor and PrometheusRule are in place.
+    pub in_place: usize,
+    pub error: Option<String>,
+}
+
+fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
+    let (ok, reason, message) = match m {
+        MonitoringState { enabled: false, .. } => {
+            (false, "Disabled", "spec.monitoring.enabled is false: no exporters, monitors or alerts".to_string())
+        }
+        MonitoringState { error: Some(e), .. } => (false, "ApplyFailed", e.clone()),
+        MonitoringState { operator_installed: false, .. } => (
+            false,
+            "PrometheusOperatorNotInstalled",
+            "exporters run; the ServiceMonitor and PrometheusRule are created once the monitoring.coreos.com/v1 CRDs are installed"
+                .to_string(),
+        ),
+        MonitoringState { in_place, .. } if *in_place < 2 => {
+            (false, "Pending", "the ServiceMonitor and PrometheusRule are being applied".to_string())
+        }
+        _ => (true, "Monitored", "exporters, ServiceMonitor and PrometheusRule are in place".to_string()),
+    };
+    condition(MONITORING_READY, ok, reason, message, generation)
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -250,7 +284,9 @@ pub fn compute(
         last_transition_time: None,
         observed_generation: generation,
     };
-    let mut conditions = vec![ready, progressing, degraded, database, openmrs, security, backup, compliant];
+    let monitoring = monitoring_condition(&observed.monitoring, generation);
+    let mut conditions =
+        vec![ready, progressing, degraded, database, openmrs, security, backup, compliant, monitoring];
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,

@@ -1,0 +1,402 @@
+//! Monitoring of a clinic: exporter sidecars, ServiceMonitor, alerts and dashboard. Rule and
+//! panel expressions are checked by `promtool` (built from the Prometheus Go module by
+//! `e2e/cluster/tools/build.sh`; `make test` passes its directory in `CLINIC_TOOLS_BIN`).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use clinic_operator::api::ClinicPlatform;
+use clinic_operator::build::{self, SecretValues, monitoring};
+use clinic_operator::metrics::Metrics;
+use clinic_operator::model::{self, Clinic};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+fn clinic(spec: &str) -> Clinic {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
+    );
+    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
+    model::validate(&cp).expect("spec is valid")
+}
+
+const PRODUCTION: &str = "  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n  backup:\n    enabled: true\n    rpo: 12h\n  monitoring:\n    labels:\n      release: kube-prometheus-stack\n";
+
+fn typed<K: DeserializeOwned>(objects: &[DynamicObject], kind: &str, name: &str) -> K {
+    let o = objects
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == kind && o.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{kind}/{name} not built"));
+    serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
+}
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CLINIC_TOOLS_BIN").unwrap_or_else(|| {
+        panic!("CLINIC_TOOLS_BIN is not set: run `make test`, or `CLINIC_TOOLS_BIN=$(e2e/cluster/tools/build.sh) cargo test`")
+    });
+    let path = PathBuf::from(dir).join(name);
+    assert!(path.is_file(), "{} missing: run e2e/cluster/tools/build.sh", path.display());
+    path
+}
+
+/// Runs `promtool` with `args` on `input` (a file written to a temporary directory when
+/// `file` is set, else stdin); returns (success, combined output).
+fn promtool(args: &[&str], input: &str, file: Option<&str>) -> (bool, String) {
+    let dir = tempdir();
+    let mut command = Command::new(tool("promtool"));
+    command.args(args);
+    if let Some(file) = file {
+        let path = dir.join(file);
+        std::fs::write(&path, input).unwrap();
+        command.arg(path);
+    }
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    if file.is_none() {
+        let mut stdin = stdin;
+        stdin.write_all(input.as_bytes()).unwrap();
+    } else {
+        drop(stdin);
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "clinic-monitoring-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rules_file(groups: &Value) -> String {
+    serde_yaml::to_string(&json!({ "groups": groups })).unwrap()
+}
+
+#[test]
+fn exporters_run_next_to_mariadb_and_nginx() {
+    let c = clinic("  {}\n");
+    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let db: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    let pod = db.spec.unwrap().template.spec.unwrap();
+    let exporter = pod.containers.iter().find(|c| c.name == "mysqld-exporter").expect("sidecar");
+    assert!(exporter.image.as_deref().unwrap().starts_with("docker.io/prom/mysqld-exporter:v"));
+    assert_eq!(exporter.ports.as_ref().unwrap()[0].container_port, monitoring::MYSQLD_EXPORTER_PORT);
+    let password =
+        exporter.env.as_ref().unwrap().iter().find(|e| e.name == "MYSQLD_EXPORTER_PASSWORD").unwrap();
+    let key = password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((key.name.as_str(), key.key.as_str()), ("lyon-mariadb-exporter", "password"));
+    // MariaDB runs the account SQL at every start from the same Secret.
+    let cnf: ConfigMap = typed(&objects, "ConfigMap", "lyon-mariadb-config");
+    assert!(cnf.data.unwrap()["clinic.cnf"].contains("init_file = /etc/mysql/clinic-exporter/init.sql"));
+    let init = pod.volumes.iter().flatten().find(|v| v.name == "exporter-init").unwrap();
+    assert_eq!(init.secret.as_ref().unwrap().secret_name.as_deref(), Some("lyon-mariadb-exporter"));
+
+    let gw: Deployment = typed(&objects, "Deployment", "lyon-gateway");
+    let pod = gw.spec.unwrap().template.spec.unwrap();
+    let nginx = pod.containers.iter().find(|c| c.name == "nginx-exporter").expect("sidecar");
+    assert!(
+        nginx
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--nginx.scrape-uri=http://127.0.0.1:8081/stub_status".to_string())
+    );
+    let conf = build::gateway::nginx_conf(&c);
+    assert!(
+        conf.contains(
+            "location = /stub_status {\n      stub_status;\n      allow 127.0.0.1;\n      deny all;"
+        )
+    );
+
+    for container in [exporter, nginx] {
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert!(container.resources.as_ref().unwrap().limits.is_some());
+        assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    }
+}
+
+#[test]
+fn exporter_account_sql_uses_the_generated_password_and_least_privilege() {
+    let c = clinic("  {}\n");
+    let generated = build::secrets::generated(&c);
+    let exporter = generated.iter().find(|g| g.name == "lyon-mariadb-exporter").unwrap();
+    let secret: Secret = build::secrets::secret(&c, exporter, SecretValues::Generate);
+    let data = secret.string_data.unwrap();
+    let password = &data["password"];
+    assert_eq!(password.len(), build::secrets::PASSWORD_LENGTH);
+    let sql = &data["init.sql"];
+    assert_eq!(sql.matches(&format!("IDENTIFIED BY '{password}'")).count(), 2, "{sql}");
+    assert!(sql.contains("GRANT PROCESS, REPLICATION CLIENT ON *.* TO 'exporter'@'127.0.0.1'"));
+    assert!(!sql.contains("SELECT") && !sql.contains("ALL PRIVILEGES"), "no data access: {sql}");
+}
+
+#[test]
+fn monitoring_off_removes_sidecars_services_and_monitors() {
+    let c = clinic("  monitoring:\n    enabled: false\n");
+    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let kinds: BTreeSet<String> = objects
+        .iter()
+        .map(|o| format!("{}/{}", o.types.as_ref().unwrap().kind, o.metadata.name.as_deref().unwrap()))
+        .collect();
+    for absent in [
+        "Secret/lyon-mariadb-exporter",
+        "Service/lyon-mariadb-metrics",
+        "ServiceMonitor/lyon-metrics",
+        "PrometheusRule/lyon-alerts",
+        "ConfigMap/lyon-dashboard",
+    ] {
+        assert!(!kinds.contains(absent), "{absent} built with monitoring off");
+    }
+    let db: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    assert_eq!(db.spec.unwrap().template.spec.unwrap().containers.len(), 1);
+    let cnf: ConfigMap = typed(&objects, "ConfigMap", "lyon-mariadb-config");
+    assert!(!cnf.data.unwrap()["clinic.cnf"].contains("init_file"));
+}
+
+#[test]
+fn service_monitor_selects_exactly_the_metrics_services() {
+    let c = clinic(PRODUCTION);
+    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let monitor = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "ServiceMonitor").unwrap();
+    assert_eq!(monitor.metadata.labels.as_ref().unwrap()["release"], "kube-prometheus-stack");
+    let selector = monitor.data["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let port = monitor.data["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    let selected: Vec<Service> = objects
+        .iter()
+        .filter(|o| o.types.as_ref().unwrap().kind == "Service")
+        .map(|o| serde_json::from_value::<Service>(serde_json::to_value(o).unwrap()).unwrap())
+        .filter(|s| {
+            let labels = s.metadata.labels.clone().unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        })
+        .collect();
+    let names: Vec<_> = selected.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["lyon-mariadb-metrics", "lyon-gateway-metrics"]);
+    for s in &selected {
+        assert!(
+            s.spec.as_ref().unwrap().ports.as_ref().unwrap().iter().any(|p| p.name.as_deref() == Some(port))
+        );
+    }
+}
+
+fn all_alert_exprs(c: &Clinic) -> Vec<String> {
+    monitoring::alerts(c).into_iter().map(|a| a.expr).collect()
+}
+
+fn all_panel_exprs(c: &Clinic) -> Vec<String> {
+    monitoring::panels(c).into_iter().flat_map(|p| p.queries.into_iter().map(|(_, e)| e)).collect()
+}
+
+#[test]
+fn the_alerts_an_on_call_needs_are_there() {
+    let names: BTreeSet<&str> = monitoring::alerts(&clinic(PRODUCTION)).iter().map(|a| a.name).collect();
+    for wanted in [
+        "OpenMRSBackendDown",
+        "OpenMRSBackendNotStarted",
+        "OpenMRSRestApiFailing",
+        "ClinicDatabaseDown",
+        "ClinicHigh5xxRate",
+        "ClinicBackupTooOld",
+        "ClinicVolumeNearlyFull",
+        "ClinicPodRestarting",
+        "ClinicCertificateExpiringSoon",
+        "ClinicGatewayDown",
+    ] {
+        assert!(names.contains(wanted), "{wanted} missing");
+    }
+    // The RPO of the spec is the backup alert's threshold.
+    let backup =
+        monitoring::alerts(&clinic(PRODUCTION)).into_iter().find(|a| a.name == "ClinicBackupTooOld").unwrap();
+    assert!(backup.expr.ends_with("> 43200"), "{}", backup.expr);
+}
+
+#[test]
+fn metric_name_extraction_sees_names_not_functions_labels_or_keywords() {
+    let names = monitoring::metric_names(
+        "sum by (namespace, pod) (rate(a_total{x=\"b_c\",pod=~\"d-.+\"}[5m])) / on (pod) group_left max(b) > 3 and c unless time() - d_seconds < 14 * 86400",
+    );
+    assert_eq!(names, ["a_total", "b", "c", "d_seconds"]);
+}
+
+#[test]
+fn every_alert_and_panel_uses_only_metrics_that_exist() {
+    let known: BTreeSet<&str> = monitoring::KNOWN_METRICS.iter().map(|(name, _)| *name).collect();
+    for spec in ["  {}\n", PRODUCTION] {
+        let c = clinic(spec);
+        for expr in all_alert_exprs(&c).iter().chain(all_panel_exprs(&c).iter()) {
+            let names = monitoring::metric_names(expr);
+            assert!(!names.is_empty(), "no metric found in {expr}");
+            for name in names {
+                assert!(
+                    known.contains(name.as_str()),
+                    "{name} (in {expr}) is not exposed by any known source"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rule_passes_promtool_check_rules() {
+    for spec in ["  {}\n", PRODUCTION] {
+        let c = clinic(spec);
+        let (ok, out) =
+            promtool(&["check", "rules"], &rules_file(&monitoring::rule_groups(&c)), Some("rules.yaml"));
+        assert!(ok, "promtool check rules failed:\n{out}");
+        assert!(out.contains("SUCCESS"), "{out}");
+    }
+    // promtool does refuse a broken expression (the check above can fail).
+    let broken = json!([{ "name": "x", "rules": [{ "alert": "Broken", "expr": "rate(x[5m]" }] }]);
+    let (ok, _) = promtool(&["check", "rules"], &rules_file(&broken), Some("rules.yaml"));
+    assert!(!ok);
+}
+
+#[test]
+fn every_panel_query_parses() {
+    // promtool has no "check query"; recording rules carry each panel expression through its parser.
+    let c = clinic(PRODUCTION);
+    let rules: Vec<Value> = all_panel_exprs(&c)
+        .into_iter()
+        .enumerate()
+        .map(|(i, expr)| json!({ "record": format!("clinic:panel_{i}"), "expr": expr }))
+        .collect();
+    let (ok, out) = promtool(
+        &["check", "rules"],
+        &rules_file(&json!([{ "name": "panels", "rules": rules }])),
+        Some("p.yaml"),
+    );
+    assert!(ok, "a panel query does not parse:\n{out}");
+}
+
+/// Alert behaviour, not only syntax: promtool's rule unit tests feed series and expect alerts.
+#[test]
+fn backup_and_database_alerts_fire_when_they_should() {
+    let c = clinic(PRODUCTION);
+    let dir = tempdir();
+    std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
+    let schedule = build::backup::base_name(&c);
+    // Backup: last success at t=0; RPO 12h; at 12h30 the alert fires, at 11h it does not.
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                // Every minute: a sample older than the 5-minute lookback would read as absent.
+                "interval": "1m",
+                "input_series": [
+                    { "series": format!("velero_backup_last_successful_timestamp{{schedule=\"{schedule}\"}}"), "values": "0x800" },
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "11h", "alertname": "ClinicBackupTooOld", "exp_alerts": [] },
+                    { "eval_time": "12h30m", "alertname": "ClinicBackupTooOld", "exp_alerts": [{
+                        "exp_labels": { "severity": "critical", "clinic": "lyon", "schedule": schedule },
+                        "exp_annotations": {
+                            "summary": "The last successful backup is older than the clinic's RPO.",
+                            "description": "clinic-lyon/lyon: no successful Velero backup within spec.backup.rpo (12h).",
+                            "runbook_url": format!("{}#clinicbackuptooold", monitoring::RUNBOOK_BASE),
+                        },
+                    }] },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    { "series": "mysql_up{namespace=\"clinic-lyon\",service=\"lyon-mariadb-metrics\",pod=\"lyon-mariadb-0\"}", "values": "1 1 1 0 0 0 0 0 0 0" },
+                    { "series": "kube_statefulset_status_replicas_ready{namespace=\"clinic-lyon\",statefulset=\"lyon-mariadb\"}", "values": "1x10" },
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "3m", "alertname": "ClinicDatabaseDown", "exp_alerts": [] },
+                    { "eval_time": "6m", "alertname": "ClinicDatabaseDown", "exp_alerts": [{
+                        "exp_labels": { "severity": "critical", "clinic": "lyon", "namespace": "clinic-lyon" },
+                        "exp_annotations": {
+                            "summary": "The clinic's MariaDB is down or unreachable.",
+                            "description": "clinic-lyon/lyon: MariaDB lyon-mariadb does not answer.",
+                            "runbook_url": format!("{}#clinicdatabasedown", monitoring::RUNBOOK_BASE),
+                        },
+                    }] },
+                ],
+            },
+        ],
+    });
+    let tests = serde_yaml::to_string(&tests).unwrap();
+    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
+    let out =
+        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "promtool test rules:\n{text}\n{tests}");
+}
+
+#[test]
+fn operator_metrics_pass_the_prometheus_text_parser() {
+    let m = Metrics::new();
+    m.observe_reconcile(0.02);
+    m.record_error("ApplyFailed");
+    m.record_drift("Service");
+    m.record_write("apply");
+    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    let (ok, out) = promtool(&["check", "metrics", "--lint=none", "--extended"], &m.encode(), None);
+    assert!(ok, "promtool check metrics:\n{out}");
+    // The parser does refuse broken exposition.
+    let (ok, _) = promtool(
+        &["check", "metrics", "--lint=none", "--extended"],
+        "# TYPE x counter\nx_total{a=\"1\" 1\n",
+        None,
+    );
+    assert!(!ok);
+}
+
+#[test]
+fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
+    let c = clinic(PRODUCTION);
+    let dashboard = monitoring::dashboard(&c).unwrap();
+    let labels = dashboard.metadata.labels.clone().unwrap();
+    assert_eq!(labels["grafana_dashboard"], "1");
+    assert_eq!(labels["release"], "kube-prometheus-stack");
+    assert_eq!(dashboard.metadata.namespace.as_deref(), Some("clinic-lyon"));
+    assert!(dashboard.metadata.owner_references.is_some());
+    let json: Value = serde_json::from_str(dashboard.data.unwrap().values().next().unwrap()).unwrap();
+    let panels = json["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), monitoring::panels(&c).len());
+    let ids: BTreeSet<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    assert!(panels.iter().all(|p| !p["targets"].as_array().unwrap().is_empty()));
+
+    // In Grafana's namespace: no owner reference (not allowed across namespaces), a name that
+    // cannot collide between clinics, and the clinic's namespace on a label.
+    let c = clinic(
+        "  monitoring:\n    dashboard:\n      namespace: grafana\n      label: dashboards\n      labelValue: clinics\n",
+    );
+    let dashboard = monitoring::dashboard(&c).unwrap();
+    assert_eq!(dashboard.metadata.namespace.as_deref(), Some("grafana"));
+    assert_eq!(dashboard.metadata.name.as_deref(), Some("clinic-lyon-lyon-dashboard"));
+    assert!(dashboard.metadata.owner_references.is_none());
+    let labels = dashboard.metadata.labels.unwrap();
+    assert_eq!(labels["dashboards"], "clinics");
+    assert_eq!(labels[monitoring::CLINIC_NAMESPACE_LABEL], "clinic-lyon");
+    // And it is not among the same-namespace children.
+    assert!(
+        build::desired(&c, &SecretValues::Placeholder)
+            .iter()
+            .all(|o| o.metadata.name.as_deref() != Some("clinic-lyon-lyon-dashboard"))
+    );
+}

@@ -623,8 +623,28 @@ fn operator_endpoints_and_no_secret_in_logs(env: &Env) -> Result<()> {
         "metrics missing:\n{metrics}"
     );
     drop(op);
+    // The live exposition passes Prometheus' own parser (promtool, built by make test).
+    let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN unset: run make test")?;
+    let mut promtool = std::process::Command::new(format!("{tools}/promtool"))
+        .args(["check", "metrics", "--lint=none", "--extended"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut promtool.stdin.take().context("stdin")?, metrics.as_bytes())?;
+    let checked = promtool.wait_with_output()?;
+    ensure!(checked.status.success(), "promtool: {}", String::from_utf8_lossy(&checked.stdout));
     // No generated password appears in what the operator printed.
     let output = env.operator().output();
+    // Every line is JSON; lines of a reconcile name the clinic (for LogQL `| json`).
+    let mut with_clinic = 0;
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        if v["span"]["clinic"].is_string() && v["span"]["namespace"].is_string() {
+            with_clinic += 1;
+        }
+    }
+    ensure!(with_clinic > 0, "no log line carries span.clinic");
     let secrets =
         env.json(&["get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=clinic-operator"])?;
     for s in secrets["items"].as_array().into_iter().flatten() {

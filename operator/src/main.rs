@@ -107,7 +107,8 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(&format!("--log-filter: {e}")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // stdout, like every container of the platform: a Loki/Alloy agent collects it as is.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.init(),

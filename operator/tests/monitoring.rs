@@ -400,3 +400,29 @@ fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
             .all(|o| o.metadata.name.as_deref() != Some("clinic-lyon-lyon-dashboard"))
     );
 }
+
+#[test]
+fn docs_describe_every_alert_and_panel() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let runbooks = std::fs::read_to_string(format!("{root}/docs/operations/alerts.md")).unwrap();
+    let page = std::fs::read_to_string(format!("{root}/docs/monitoring.md")).unwrap();
+    let c = clinic(PRODUCTION);
+    for alert in monitoring::alerts(&c) {
+        assert!(
+            runbooks.contains(&format!("\n## {}\n", alert.name)),
+            "no runbook section for {}",
+            alert.name
+        );
+        assert!(
+            page.contains(&format!("| `{}` | {} |", alert.name, alert.severity)),
+            "{} not in the table",
+            alert.name
+        );
+    }
+    for panel in monitoring::panels(&c) {
+        assert!(page.contains(&format!("| {} |", panel.title)), "panel {} not listed", panel.title);
+    }
+    for (metric, _) in monitoring::KNOWN_METRICS {
+        assert!(page.contains(&format!("`{metric}`")), "{metric} missing from the sources table");
+    }
+}

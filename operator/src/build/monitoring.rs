@@ -461,8 +461,9 @@ pub fn dashboard(clinic: &Clinic) -> Option<ConfigMap> {
     })
 }
 
-/// On objects outside the clinic's namespace: which namespace the clinic lives in.
-pub const CLINIC_NAMESPACE_LABEL: &str = "clinic.audioprothese.fr/clinic-namespace";
+/// On objects outside the clinic's namespace: which namespace the clinic lives in (the same
+/// label as on Velero objects).
+pub use super::backup::CLINIC_NAMESPACE_LABEL;
 
 /// One dashboard panel: a title, its unit and PromQL queries (`legend`, `expr`).
 pub struct Panel {

@@ -116,12 +116,12 @@ pub async fn reconcile(object: Arc<DeserializeGuard<ClinicPlatform>>, ctx: Arc<C
     let started = Instant::now();
     let result = match &object.0 {
         Ok(cp) => {
-            let span = info_span!("reconcile", namespace = %cp.namespace().unwrap_or_default(), name = %cp.name_any());
+            let span = info_span!("reconcile", namespace = %cp.namespace().unwrap_or_default(), clinic = %cp.name_any());
             reconcile_clinic(cp, &ctx).instrument(span).await
         }
         Err(invalid) => {
             let meta = &invalid.metadata;
-            let span = info_span!("reconcile", namespace = %meta.namespace.clone().unwrap_or_default(), name = %meta.name.clone().unwrap_or_default());
+            let span = info_span!("reconcile", namespace = %meta.namespace.clone().unwrap_or_default(), clinic = %meta.name.clone().unwrap_or_default());
             report_unreadable(invalid, &ctx).instrument(span).await
         }
     };

@@ -34,8 +34,9 @@ test: lint control-plane tools build ## Every test: unit, CRD drift, rules, mock
 	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) CLINIC_TOOLS_BIN=$$(e2e/cluster/tools/build.sh) $(CARGO) test --workspace --all-targets
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types (also run `make docs`).
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (also run `make docs`).
 	$(CARGO) run -q -p clinic-operator -- crd > crds/clinicplatform.yaml
+	cp crds/clinicplatform.yaml charts/clinic-operator/files/crd.yaml
 
 .PHONY: docs
 docs: ## Regenerate docs/api.md from the CRD schema.

@@ -1,0 +1,259 @@
+//! The Helm chart: lint, render with several value sets, validate every rendered object with
+//! kubeconform -strict against the pinned Kubernetes schemas and the CRDs (helm and kubeconform
+//! built from their Go modules; schemas generated offline by e2e/cluster/tools/schemas.sh).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use clinic_operator::build::monitoring;
+use clinic_operator::metrics::Metrics;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/clinic-operator")
+}
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CLINIC_TOOLS_BIN").unwrap_or_else(|| {
+        panic!("CLINIC_TOOLS_BIN is not set: run `make test`, or `CLINIC_TOOLS_BIN=$(e2e/cluster/tools/build.sh) cargo test`")
+    });
+    PathBuf::from(dir).join(name)
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn schemas() -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new(root().join("e2e/cluster/tools/schemas.sh")).output().unwrap();
+        assert!(out.status.success(), "schemas.sh: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+fn helm_template(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(tool("helm"))
+        .args(["template", "clinic-operator"])
+        .arg(chart())
+        .args(["--namespace", "clinic-system", "--kube-version", "1.34.0"])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(String::from_utf8(out.stdout).unwrap()) } else { Err(text(&out)) }
+}
+
+fn kubeconform(manifests: &str) -> (bool, String) {
+    let dir =
+        std::env::temp_dir().join(format!("clinic-chart-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("manifests.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let location = format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", schemas());
+    let out = Command::new(tool("kubeconform"))
+        .args(["-strict", "-summary", "-schema-location", &location])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), text(&out))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn chart_lints_strictly() {
+    let out = Command::new(tool("helm")).args(["lint", "--strict"]).arg(chart()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+const VALUE_SETS: &[(&str, &[&str])] = &[
+    ("defaults", &[]),
+    (
+        "everything on",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true",
+        ],
+    ),
+    ("namespaced", &["--set", "watchNamespaces={clinic-a,clinic-b}"]),
+    ("single replica", &["--set", "replicaCount=1,leaderElection.enabled=false,networkPolicy.enabled=false"]),
+];
+
+#[test]
+fn every_rendered_object_passes_kubeconform_strict() {
+    for (name, args) in VALUE_SETS {
+        let manifests = helm_template(args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (ok, out) = kubeconform(&manifests);
+        assert!(ok, "{name}: {out}");
+        assert!(out.contains("Invalid: 0, Errors: 0, Skipped: 0"), "{name}: {out}");
+    }
+    // The validation does reject a wrong field.
+    let (ok, _) =
+        kubeconform("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replica: 2\n");
+    assert!(!ok);
+}
+
+#[test]
+fn what_the_operator_renders_passes_kubeconform_strict() {
+    for example in ["examples/minimal.yaml", "examples/production.yaml"] {
+        let input = std::fs::read_to_string(root().join(example)).unwrap();
+        let rendered = clinic_operator::render::render(&input, "default").unwrap();
+        let (ok, out) = kubeconform(&rendered);
+        assert!(ok, "{example}: {out}");
+        assert!(out.contains("Invalid: 0, Errors: 0, Skipped: 0"), "{example}: {out}");
+    }
+}
+
+#[test]
+fn values_outside_the_schema_are_refused() {
+    for bad in ["replicaCount=0", "logFormat=xml", "unknownKey=1", "image.digest=latest"] {
+        let err = helm_template(&["--set", bad]).expect_err(bad);
+        assert!(err.contains("schema"), "{bad}: {err}");
+    }
+    let err = helm_template(&["--set", "replicaCount=2,leaderElection.enabled=false"]).unwrap_err();
+    assert!(err.contains("leaderElection"), "{err}");
+}
+
+#[test]
+fn deployment_is_restricted_with_probes_and_leader_election() {
+    let docs = documents(&helm_template(&[]).unwrap());
+    let deployment = find(&docs, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let container = &pod["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--leader-election") && args.contains(&"--log-format=json"), "{args:?}");
+    assert_eq!(find(&docs, "PodDisruptionBudget").len(), 1);
+    // The CRD survives `helm uninstall` and is upgraded with the release.
+    let crd = find(&docs, "CustomResourceDefinition")[0];
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+}
+
+#[test]
+fn chart_rbac_is_the_shared_files() {
+    fn rules(v: &Value) -> BTreeSet<String> {
+        v["rules"].as_array().unwrap().iter().map(|r| r.to_string()).collect()
+    }
+    let file = |name: &str| -> Value {
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("files").join(name)).unwrap()).unwrap()
+    };
+    let docs = documents(&helm_template(&[]).unwrap());
+    assert_eq!(rules(find(&docs, "ClusterRole")[0]), rules(&file("clusterrole.yaml")));
+    let leader =
+        find(&docs, "Role").into_iter().find(|r| r["metadata"]["name"] == "clinic-operator-leader-election");
+    assert_eq!(rules(leader.unwrap()), rules(&file("role-leader-election.yaml")));
+    // Namespaced: no cluster-wide rights at all.
+    let docs = documents(&helm_template(&["--set", "watchNamespaces={clinic-a}"]).unwrap());
+    assert!(find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty());
+    let role = find(&docs, "Role").into_iter().find(|r| r["metadata"]["namespace"] == "clinic-a").unwrap();
+    assert_eq!(rules(role), rules(&file("role-namespaced.yaml")));
+}
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let chart_copy = std::fs::read_to_string(chart().join("files/crd.yaml")).unwrap();
+    let generated = std::fs::read_to_string(root().join("crds/clinicplatform.yaml")).unwrap();
+    assert!(
+        chart_copy == generated,
+        "charts/clinic-operator/files/crd.yaml differs from crds/: run `make crds`"
+    );
+}
+
+fn operator_metric_names() -> BTreeSet<String> {
+    let m = Metrics::new();
+    m.observe_reconcile(0.1);
+    m.record_error("x");
+    m.record_drift("x");
+    m.record_write("x");
+    m.observe_clinic("n", "c", true, Some(1.0));
+    m.encode()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
+    let exposed = operator_metric_names();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("dashboards/fleet.json")).unwrap())
+            .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    let rule = find(&docs, "PrometheusRule")[0];
+    let groups = rule["spec"]["groups"].clone();
+    for r in groups[0]["rules"].as_array().unwrap() {
+        exprs.push(r["expr"].as_str().unwrap().to_string());
+    }
+    for expr in &exprs {
+        for name in monitoring::metric_names(expr) {
+            assert!(
+                exposed.contains(&name) || name == "up",
+                "{name} (in {expr}) is not exposed by the operator"
+            );
+        }
+    }
+    // Every expression parses (promtool), and the rules are valid rules.
+    let panels: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({ "record": format!("fleet:panel_{i}"), "expr": e }))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("clinic-chart-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("panels.yaml"),
+        serde_yaml::to_string(&json!({"groups": [{"name": "p", "rules": panels}]})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(&json!({"groups": groups})).unwrap())
+        .unwrap();
+    let out = Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(dir.join("panels.yaml"))
+        .arg(dir.join("rules.yaml"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -24,14 +24,16 @@ build: ## Build the operator and the e2e tools.
 	$(CARGO) build --workspace --bins
 
 .PHONY: lint
-lint: ## rustfmt, clippy (warnings are errors) and gofmt of the e2e modules.
+lint: tools ## rustfmt, clippy (warnings are errors), gofmt of the e2e modules, actionlint of the workflows.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@test -z "$$(git ls-files '*.go' | xargs -r gofmt -l)"
+	$$(e2e/cluster/tools/build.sh)/actionlint -color=false
 
 .PHONY: test
-test: lint control-plane tools build ## Every test: unit, CRD drift, rules, mocked API, CLI, and the e2e suite on a real control plane.
-	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) CLINIC_TOOLS_BIN=$$(e2e/cluster/tools/build.sh) $(CARGO) test --workspace --all-targets
+test: lint control-plane build docs-site ## Every test: unit, CRD drift, rules, mocked API, CLI, and the e2e suite on a real control plane.
+	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) CLINIC_TOOLS_BIN=$$(e2e/cluster/tools/build.sh) \
+	  PYTHON=$$(hack/python-env.sh)/bin/python3 $(CARGO) test --workspace --all-targets
 
 .PHONY: crds
 crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (also run `make docs`).
@@ -41,6 +43,10 @@ crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (also run `
 .PHONY: docs
 docs: ## Regenerate docs/api.md from the CRD schema.
 	$(CARGO) run -q -p clinic-operator -- api-docs > docs/api.md
+
+.PHONY: docs-site
+docs-site: ## Build the MkDocs site into site/ with --strict (broken links and anchors fail).
+	NO_MKDOCS_2_WARNING=1 $$(hack/python-env.sh)/bin/mkdocs build --strict --quiet
 
 .PHONY: demo
 demo: control-plane build ## Start a local control plane with the operator and examples/minimal.yaml.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the paths of the upstream CRD files the e2e cluster installs (Velero, Prometheus
-# Operator, cert-manager), downloading the pinned modules into the Go module cache if needed.
+# Operator, cert-manager, Argo CD's Application), downloading the pinned modules into the Go module cache if needed.
 set -euo pipefail
 cd "$(dirname "$0")/crds"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
@@ -8,6 +8,7 @@ dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.loa
 velero=$(dir github.com/vmware-tanzu/velero)
 prom=$(dir github.com/prometheus-operator/prometheus-operator)
 cm=$(dir github.com/cert-manager/cert-manager)
+argocd=$(dir github.com/argoproj/argo-cd/v3)
 for f in schedules backups restores backupstoragelocations deletebackuprequests; do
   echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
 done
@@ -17,3 +18,5 @@ done
 for f in certificates issuers clusterissuers; do
   echo "$cm/deploy/crds/cert-manager.io_$f.yaml"
 done
+# Argo CD's Application, for the GitOps example of examples/fleet.
+echo "$argocd/manifests/crds/application-crd.yaml"

@@ -240,6 +240,30 @@ impl ControlPlane {
         Ok(plane)
     }
 
+    /// A cluster somebody else runs (e.g. kind in CI), reached through `kubeconfig` with the
+    /// kubectl found on PATH. Nothing is started or stopped; methods that need the local
+    /// control plane's keys (service-account kubeconfigs) are not available.
+    pub fn attach(kubeconfig: PathBuf) -> Result<ControlPlane> {
+        let kubectl = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .find(|d| d.join("kubectl").is_file())
+            .context("attach mode needs kubectl on PATH")?;
+        let dir = std::env::temp_dir().join(format!("clinic-e2e-attach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(ControlPlane {
+            etcd_data: dir.join("none"),
+            dir,
+            bin: kubectl,
+            kubeconfig,
+            api_port: 0,
+            pki: Pki::default(),
+            processes: Vec::new(),
+            provisioner: None,
+            keep_dir: false,
+        })
+    }
+
     /// Path of the kubectl built with the control plane (same version).
     pub fn kubectl_path(&self) -> PathBuf {
         self.bin.join("kubectl")

@@ -11,7 +11,7 @@ use rcgen::{
 };
 
 /// Paths of the generated files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Pki {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,

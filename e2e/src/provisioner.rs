@@ -1,6 +1,7 @@
 //! A tiny dynamic volume provisioner for the test cluster: for each pending claim of the
-//! `standard` StorageClass it creates a matching hostPath PersistentVolume pre-bound to the claim
-//! (kwok's pods never mount it), and it deletes released volumes, as a real CSI driver would.
+//! `standard` or `encrypted-ssd` StorageClass it creates a matching hostPath PersistentVolume
+//! pre-bound to the claim (kwok's pods never mount it), and it deletes released volumes, as a
+//! real CSI driver would.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
+
+/// StorageClasses this provisioner serves: the default one, and the encrypting class the
+/// production example names (created by the e2e suite with `encrypted: "true"`).
+pub const CLASSES: &[&str] = &["standard", "encrypted-ssd"];
 
 /// Provisioner name of the `standard` StorageClass.
 pub const PROVISIONER: &str = "e2e.clinic.audioprothese.fr/hostpath";
@@ -113,7 +118,7 @@ fn volume_for(claim: &PersistentVolumeClaim) -> Option<PersistentVolume> {
     let spec = claim.spec.as_ref()?;
     let class = spec.storage_class_name.as_deref().unwrap_or("standard");
     let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
-    if class != "standard"
+    if !CLASSES.contains(&class)
         || spec.volume_name.is_some()
         || !pending
         || claim.metadata.deletion_timestamp.is_some()
@@ -134,7 +139,7 @@ fn volume_for(claim: &PersistentVolumeClaim) -> Option<PersistentVolume> {
         spec: Some(PersistentVolumeSpec {
             capacity: Some(BTreeMap::from([("storage".to_string(), size)])),
             access_modes: spec.access_modes.clone(),
-            storage_class_name: Some("standard".into()),
+            storage_class_name: Some(class.to_string()),
             persistent_volume_reclaim_policy: Some("Delete".into()),
             host_path: Some(HostPathVolumeSource {
                 path: format!("/var/lib/e2e-volumes/{uid}"),

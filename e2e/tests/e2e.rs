@@ -20,8 +20,28 @@ use serde_json::Value;
 
 struct Env {
     plane: ControlPlane,
-    operator: Mutex<OperatorProcess>,
+    /// The operator process; `None` when attached to a cluster where the operator runs as a
+    /// Deployment (E2E_KUBECONFIG, the kind workflow).
+    operator: Option<Mutex<OperatorProcess>>,
     operator_kubeconfig: PathBuf,
+}
+
+/// Where a scenario can run: `Local` needs the operator process or the local control plane's
+/// keys (restart, logs, service-account kubeconfigs, extra control planes); `Any` also runs
+/// against an attached cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runs {
+    Local,
+    Any,
+}
+
+/// How long a clinic may take to turn Ready: seconds on kwok, many minutes with real pods.
+fn wait() -> Duration {
+    std::env::var("E2E_READY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120))
 }
 
 const INSTANCE: &str = "app.kubernetes.io/instance";
@@ -37,8 +57,32 @@ impl Env {
         Ok(serde_json::from_str(&self.kubectl(&all)?)?)
     }
 
+    /// The local operator process (only `Runs::Local` scenarios call this).
     fn operator(&self) -> MutexGuard<'_, OperatorProcess> {
-        self.operator.lock().unwrap_or_else(|p| p.into_inner())
+        self.operator
+            .as_ref()
+            .expect("a Runs::Local scenario ran against an attached cluster")
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The operator's recent output, from the process or from the Deployment's pods.
+    fn operator_log(&self) -> String {
+        match &self.operator {
+            Some(op) => tail(&op.lock().unwrap_or_else(|p| p.into_inner()).output(), 30),
+            None => {
+                let ns = std::env::var("E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "clinic-system".into());
+                self.kubectl(&[
+                    "-n",
+                    &ns,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=clinic-operator",
+                    "--tail=30",
+                ])
+                .unwrap_or_else(|e| e.to_string())
+            }
+        }
     }
 
     /// A namespace that enforces Pod Security "restricted", as the docs tell platform teams to.
@@ -67,10 +111,7 @@ impl Env {
         ])
         .map(|_| ())
         .with_context(|| {
-            format!(
-                "clinic {namespace}/{name} not Ready; operator log:\n{}",
-                tail(&self.operator().output(), 30)
-            )
+            format!("clinic {namespace}/{name} not Ready; operator log:\n{}", self.operator_log())
         })
     }
 
@@ -87,7 +128,7 @@ impl Env {
             "-n",
             namespace,
             "get",
-            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io",
             "-l",
             &format!("{INSTANCE}={name}"),
         ])?;
@@ -187,7 +228,7 @@ fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for doc in serde_yaml::Deserializer::from_str(&yaml) {
         let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-        if v.is_null() {
+        if v.is_null() || v["metadata"]["namespace"].as_str().is_some_and(|ns| ns != namespace) {
             continue;
         }
         out.insert(format!(
@@ -198,8 +239,6 @@ fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
     }
     Ok(out)
 }
-
-const WAIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -220,7 +259,7 @@ fn minimal_example_converges(env: &Env) -> Result<()> {
     // examples/minimal.yaml names its own namespace.
     env.namespace("clinic-minimal")?;
     env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
-    env.wait_ready("clinic-minimal", "clinic-minimal", WAIT)?;
+    env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
     let expected = rendered_children("examples/minimal.yaml", "clinic-minimal")?;
     let actual = env.children("clinic-minimal", "clinic-minimal")?;
     let missing: Vec<_> = expected.difference(&actual).collect();
@@ -246,7 +285,7 @@ fn minimal_example_converges(env: &Env) -> Result<()> {
 fn restricted_namespace_admits_every_pod(env: &Env) -> Result<()> {
     env.namespace("e2e-restricted")?;
     env.clinic("e2e-restricted", "psa", "  openmrs:\n    locale: fr\n")?;
-    env.wait_ready("e2e-restricted", "psa", WAIT)?;
+    env.wait_ready("e2e-restricted", "psa", wait())?;
     let events =
         env.json(&["-n", "e2e-restricted", "get", "events", "--field-selector", "reason=FailedCreate"])?;
     let failed = events["items"].as_array().map(Vec::len).unwrap_or(0);
@@ -268,7 +307,7 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
     let ns = "e2e-drift";
     env.namespace(ns)?;
     env.clinic(ns, "drift", "  openmrs: {}\n")?;
-    env.wait_ready(ns, "drift", WAIT)?;
+    env.wait_ready(ns, "drift", wait())?;
 
     // A deleted child comes back.
     env.kubectl(&["-n", ns, "delete", "service", "drift-frontend", "--wait=true"])?;
@@ -453,8 +492,8 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
     env.namespace(ns)?;
     env.clinic(ns, "gone", "  deletionPolicy: Delete\n")?;
     env.clinic(ns, "kept", "  deletionPolicy: Retain\n")?;
-    env.wait_ready(ns, "gone", WAIT)?;
-    env.wait_ready(ns, "kept", WAIT)?;
+    env.wait_ready(ns, "gone", wait())?;
+    env.wait_ready(ns, "kept", wait())?;
     for clinic in ["gone", "kept"] {
         env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &format!("{ns}-{clinic}")])?;
         env.velero_backup(ns, clinic, &format!("{ns}-{clinic}-20261121020000"), "Completed", 2)?;
@@ -527,7 +566,7 @@ fn restart_mid_converge_keeps_secrets(env: &Env) -> Result<()> {
     let before = secret_fingerprint(env, ns, "restart-db-credentials")?;
     let admin_before = secret_fingerprint(env, ns, "restart-openmrs-admin")?;
     env.operator().restart()?;
-    env.wait_ready(ns, "restart", WAIT)?;
+    env.wait_ready(ns, "restart", wait())?;
     ensure!(
         secret_fingerprint(env, ns, "restart-db-credentials")? == before,
         "database credentials were regenerated"
@@ -543,7 +582,7 @@ fn restart_mid_converge_keeps_secrets(env: &Env) -> Result<()> {
 }
 
 fn converged_clinic_is_not_rewritten(env: &Env) -> Result<()> {
-    env.wait_ready("clinic-minimal", "clinic-minimal", WAIT)?;
+    env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
     let versions = |env: &Env| -> Result<BTreeSet<String>> {
         let list = env.json(&[
             "-n",
@@ -675,7 +714,7 @@ fn backup_schedule_and_health(env: &Env) -> Result<()> {
     let ns = "e2e-backup";
     env.namespace(ns)?;
     env.clinic(ns, "bk", "  backup:\n    schedule: \"15 3 * * *\"\n    rpo: 26h\n")?;
-    env.wait_ready(ns, "bk", WAIT)?;
+    env.wait_ready(ns, "bk", wait())?;
     // Accepted by Velero's real schema.
     let schedule = env.json(&["-n", "velero", "get", "schedules.velero.io", "e2e-backup-bk"])?;
     ensure!(schedule["spec"]["schedule"] == "15 3 * * *", "schedule: {}", schedule["spec"]);
@@ -720,7 +759,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
     let ns = "e2e-upgrade";
     env.namespace(ns)?;
     env.clinic(ns, "up", "  openmrs:\n    version: 3.7.1\n")?;
-    env.wait_ready(ns, "up", WAIT)?;
+    env.wait_ready(ns, "up", wait())?;
     let before = env.backend_image(ns, "up")?;
     ensure!(before.ends_with(":3.7.1-no-demo"), "{before}");
 
@@ -816,7 +855,7 @@ fn restored_namespace_is_adopted(env: &Env) -> Result<()> {
     let db = secret_fingerprint(env, ns, "rs-db-credentials")?;
     let admin = secret_fingerprint(env, ns, "rs-openmrs-admin")?;
     env.clinic(ns, "rs", "  {}\n")?;
-    env.wait_ready(ns, "rs", WAIT)?;
+    env.wait_ready(ns, "rs", wait())?;
     ensure!(
         secret_fingerprint(env, ns, "rs-db-credentials")? == db,
         "restored database credentials were changed"
@@ -838,13 +877,13 @@ fn namespace_pod_security_is_enforced_and_opt_out_is_visible(env: &Env) -> Resul
             .iter()
             .all(|m| l[format!("pod-security.kubernetes.io/{m}")] == "restricted"))
     })?;
-    env.wait_ready("e2e-psa", "psa", WAIT)?;
+    env.wait_ready("e2e-psa", "psa", wait())?;
     eventually("SecurityEnforced=True", Duration::from_secs(30), || {
         Ok(env.condition("e2e-psa", "psa", "SecurityEnforced")?.is_some_and(|c| c["status"] == "True"))
     })?;
 
     env.clinic("e2e-psa-optout", "open", "  security:\n    enforcePodSecurity: false\n")?;
-    env.wait_ready("e2e-psa-optout", "open", WAIT)?;
+    env.wait_ready("e2e-psa-optout", "open", wait())?;
     let cond = env.condition("e2e-psa-optout", "open", "SecurityEnforced")?.context("no SecurityEnforced")?;
     ensure!(cond["status"] == "False" && cond["reason"] == "PodSecurityOptOut", "{cond}");
     let n = env.json(&["get", "namespace", "e2e-psa-optout"])?;
@@ -871,7 +910,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     let ns = "e2e-tls";
     env.namespace(ns)?;
     env.clinic(ns, "tls", "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n")?;
-    env.wait_ready(ns, "tls", WAIT)?;
+    env.wait_ready(ns, "tls", wait())?;
     // Accepted by cert-manager's real schema.
     eventually("Certificate created", Duration::from_secs(30), || {
         Ok(env.kubectl(&["-n", ns, "get", "certificates.cert-manager.io", "tls-tls"]).is_ok())
@@ -895,7 +934,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     let full = "e2e-compliant";
     env.namespace(full)?;
     env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  security:\n    storageEncrypted: true\n")?;
-    env.wait_ready(full, "ok", WAIT)?;
+    env.wait_ready(full, "ok", wait())?;
     env.velero_backup(full, "ok", "e2e-compliant-ok-20261121020000", "Completed", 1)?;
     env.poke(full, "ok")?;
     eventually("Compliant=True", Duration::from_secs(40), || {
@@ -1094,7 +1133,7 @@ fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()>
     let ns = "e2e-nowhere";
     env.namespace(ns)?;
     env.clinic(ns, "nw", "  backup:\n    veleroNamespace: velero-does-not-exist\n")?;
-    env.wait_ready(ns, "nw", WAIT)?;
+    env.wait_ready(ns, "nw", wait())?;
     eventually("BackupReady=ScheduleFailed", Duration::from_secs(30), || {
         Ok(env
             .condition(ns, "nw", "BackupReady")?
@@ -1112,7 +1151,7 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     env.namespace(ns)?;
     env.namespace("grafana")?;
     env.clinic(ns, "mon", "  ingress:\n    host: emr.clinic-mon.example.fr\n    tls:\n      secretName: mon-cert\n  monitoring:\n    labels:\n      release: kube-prometheus-stack\n    prometheusNamespace: observability\n    dashboard:\n      namespace: grafana\n")?;
-    env.wait_ready(ns, "mon", WAIT)?;
+    env.wait_ready(ns, "mon", wait())?;
     eventually("MonitoringReady=True", Duration::from_secs(30), || {
         Ok(env.condition(ns, "mon", "MonitoringReady")?.is_some_and(|c| c["status"] == "True"))
     })?;
@@ -1204,6 +1243,47 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// Every file under examples/ is applied as a user would; each clinic turns Ready with every
+/// child `render` shows for it, and the Argo CD Application is accepted by Argo CD's own CRD.
+fn every_example_is_applied_and_converges(env: &Env) -> Result<()> {
+    // What the examples expect of a production cluster: an encrypting StorageClass, the clinics'
+    // node pool, Grafana's namespace, Argo CD's namespace.
+    env.plane.apply_yaml(&format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: encrypted-ssd\nprovisioner: {}\nparameters:\n  encrypted: \"true\"\nreclaimPolicy: Delete\nvolumeBindingMode: Immediate\n",
+        clinic_operator_e2e::provisioner::PROVISIONER
+    ))?;
+    env.kubectl(&["label", "nodes", "--all", "node-pool=clinics", "--overwrite"])?;
+    env.plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: monitoring\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: argocd\n")?;
+    let examples = workspace_root().join("examples");
+    env.kubectl(&["apply", "-f", &examples.join("production.yaml").display().to_string()])?;
+    env.kubectl(&["apply", "-R", "-f", &examples.join("fleet/clinics").display().to_string()])?;
+    env.kubectl(&["apply", "-f", &examples.join("fleet/argocd/application.yaml").display().to_string()])?;
+    let mut clinics =
+        vec![("examples/production.yaml".to_string(), "clinic-lyon".to_string(), "lyon".to_string())];
+    for entry in std::fs::read_dir(examples.join("fleet/clinics"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        clinics.push((format!("examples/fleet/clinics/{name}/clinic.yaml"), format!("clinic-{name}"), name));
+    }
+    ensure!(clinics.len() == 4, "{clinics:?}");
+    for (file, ns, name) in &clinics {
+        env.wait_ready(ns, name, wait())?;
+        let expected = rendered_children(file, ns)?;
+        let actual = env.children(ns, name)?;
+        let missing: Vec<_> = expected.difference(&actual).collect();
+        ensure!(missing.is_empty(), "{file}: children missing after Ready: {missing:?}");
+    }
+    // The production dashboard went to Grafana's namespace; its pods are pinned to fr-par.
+    env.kubectl(&["-n", "monitoring", "get", "configmap", "clinic-lyon-lyon-dashboard"])?;
+    let pod = env.json(&["-n", "clinic-lyon", "get", "pod", "lyon-mariadb-0"])?;
+    ensure!(
+        pod["spec"]["affinity"]["nodeAffinity"].to_string().contains("fr-par"),
+        "no residency affinity: {}",
+        pod["spec"]["affinity"]
+    );
+    env.kubectl(&["-n", "argocd", "get", "applications.argoproj.io", "clinic-fleet"])?;
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1266,6 +1346,11 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 fn setup() -> Result<Env> {
+    if let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG") {
+        // The cluster, its CRDs and the operator (helm install) are the workflow's.
+        let plane = ControlPlane::attach(PathBuf::from(kubeconfig))?;
+        return Ok(Env { plane, operator: None, operator_kubeconfig: PathBuf::new() });
+    }
     let plane = ControlPlane::start()?;
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
@@ -1274,7 +1359,7 @@ fn setup() -> Result<Env> {
     let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
     let binary = operator::binary()?;
     let operator = OperatorProcess::start(&binary, &operator_kubeconfig, &plane.dir.join("logs"))?;
-    let env = Env { plane, operator: Mutex::new(operator), operator_kubeconfig };
+    let env = Env { plane, operator: Some(Mutex::new(operator)), operator_kubeconfig };
     eventually("operator /readyz", Duration::from_secs(60), || {
         Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
     })?;
@@ -1293,41 +1378,47 @@ fn main() -> ExitCode {
     };
     eprintln!("e2e setup done in {:.1}s", started.elapsed().as_secs_f64());
     type Scenario = fn(&Env) -> Result<()>;
-    let scenarios: Vec<(&str, Scenario)> = vec![
-        ("crd_installs", crd_installs),
-        ("minimal_example_converges", minimal_example_converges),
-        ("restricted_namespace_admits_every_pod", restricted_namespace_admits_every_pod),
-        ("drift_is_put_back", drift_is_put_back),
-        ("invalid_specs_are_rejected", invalid_specs_are_rejected),
+    let scenarios: Vec<(&str, Runs, Scenario)> = vec![
+        ("crd_installs", Runs::Any, crd_installs),
+        ("minimal_example_converges", Runs::Any, minimal_example_converges),
+        ("restricted_namespace_admits_every_pod", Runs::Any, restricted_namespace_admits_every_pod),
+        ("drift_is_put_back", Runs::Any, drift_is_put_back),
+        ("invalid_specs_are_rejected", Runs::Any, invalid_specs_are_rejected),
         (
             "spec_invalid_beyond_schema_degrades_without_writes",
+            Runs::Any,
             spec_invalid_beyond_schema_degrades_without_writes,
         ),
-        ("deletion_leaves_no_orphans", deletion_leaves_no_orphans),
-        ("restart_mid_converge_keeps_secrets", restart_mid_converge_keeps_secrets),
-        ("converged_clinic_is_not_rewritten", converged_clinic_is_not_rewritten),
-        ("rbac_is_least_privilege", rbac_is_least_privilege),
-        ("operator_endpoints_and_no_secret_in_logs", operator_endpoints_and_no_secret_in_logs),
-        ("backup_schedule_and_health", backup_schedule_and_health),
-        ("upgrade_waits_for_a_backup", upgrade_waits_for_a_backup),
-        ("restored_namespace_is_adopted", restored_namespace_is_adopted),
-        ("velero_installed_later_is_picked_up", velero_installed_later_is_picked_up),
+        ("deletion_leaves_no_orphans", Runs::Any, deletion_leaves_no_orphans),
+        ("restart_mid_converge_keeps_secrets", Runs::Local, restart_mid_converge_keeps_secrets),
+        ("converged_clinic_is_not_rewritten", Runs::Any, converged_clinic_is_not_rewritten),
+        ("rbac_is_least_privilege", Runs::Local, rbac_is_least_privilege),
+        ("operator_endpoints_and_no_secret_in_logs", Runs::Local, operator_endpoints_and_no_secret_in_logs),
+        ("backup_schedule_and_health", Runs::Any, backup_schedule_and_health),
+        ("upgrade_waits_for_a_backup", Runs::Any, upgrade_waits_for_a_backup),
+        ("restored_namespace_is_adopted", Runs::Any, restored_namespace_is_adopted),
+        ("velero_installed_later_is_picked_up", Runs::Local, velero_installed_later_is_picked_up),
         (
             "namespace_pod_security_is_enforced_and_opt_out_is_visible",
+            Runs::Any,
             namespace_pod_security_is_enforced_and_opt_out_is_visible,
         ),
-        ("tls_certificate_and_compliance_evidence", tls_certificate_and_compliance_evidence),
-        ("monitoring_is_accepted_by_the_real_schemas", monitoring_is_accepted_by_the_real_schemas),
-        ("namespaced_mode_runs_with_roles_only", namespaced_mode_runs_with_roles_only),
-        ("leader_election_one_active_then_failover", leader_election_one_active_then_failover),
+        ("tls_certificate_and_compliance_evidence", Runs::Any, tls_certificate_and_compliance_evidence),
+        ("monitoring_is_accepted_by_the_real_schemas", Runs::Any, monitoring_is_accepted_by_the_real_schemas),
+        ("every_example_is_applied_and_converges", Runs::Local, every_example_is_applied_and_converges),
+        ("namespaced_mode_runs_with_roles_only", Runs::Local, namespaced_mode_runs_with_roles_only),
+        ("leader_election_one_active_then_failover", Runs::Local, leader_election_one_active_then_failover),
         (
             "missing_velero_namespace_does_not_break_the_platform",
+            Runs::Any,
             missing_velero_namespace_does_not_break_the_platform,
         ),
     ];
+    let attached = env.operator.is_none();
     let trials = scenarios
         .into_iter()
-        .map(|(name, scenario)| {
+        .filter(|(_, runs, _)| !attached || *runs == Runs::Any)
+        .map(|(name, _, scenario)| {
             let env = env.clone();
             Trial::test(name, move || {
                 let started = Instant::now();
@@ -1340,7 +1431,7 @@ fn main() -> ExitCode {
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed() {
         let logs = env.plane.dir.join("logs");
-        eprintln!("--- operator log (tail) ---\n{}", tail(&env.operator().output(), 40));
+        eprintln!("--- operator log (tail) ---\n{}", env.operator_log());
         eprintln!("(control-plane logs in {}; set E2E_KEEP_DIR=1 to keep them)", logs.display());
     }
     eprintln!("e2e suite took {:.1}s", started.elapsed().as_secs_f64());

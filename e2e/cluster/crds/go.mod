@@ -6,6 +6,7 @@ module github.com/audioprothese/clinic-operator/e2e/cluster/crds
 go 1.26
 
 require (
+	github.com/argoproj/argo-cd/v3 v3.5.7
 	github.com/cert-manager/cert-manager v1.21.2
 	github.com/prometheus-operator/prometheus-operator v0.85.0
 	github.com/vmware-tanzu/velero v1.18.3

@@ -34,6 +34,23 @@ pub struct ControlPlane {
 /// Number of simulated nodes.
 pub const NODES: usize = 2;
 
+/// How big the simulated cluster is and how fast its controllers may talk to the API server.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub nodes: usize,
+    /// Pods each fake node accepts (CPU and memory are ample).
+    pub pods_per_node: u32,
+    /// `--kube-api-qps` of the controller-manager and scheduler (upstream default 20 / 50):
+    /// raised for fleet benchmarks so that the operator, not the simulated cluster, is measured.
+    pub controller_qps: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { nodes: NODES, pods_per_node: 500, controller_qps: None }
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -89,6 +106,11 @@ impl ControlPlane {
 
     /// Starts a control plane with its files under `dir`.
     pub fn start_in(bin: &Path, dir: &Path) -> Result<ControlPlane> {
+        Self::start_with(bin, dir, Options::default())
+    }
+
+    /// Starts a control plane of a given size with its files under `dir`.
+    pub fn start_with(bin: &Path, dir: &Path, options: Options) -> Result<ControlPlane> {
         std::fs::create_dir_all(dir.join("logs"))?;
         let pki = pki::generate(&dir.join("pki"))?;
         let etcd_port = free_port()?;
@@ -176,6 +198,8 @@ impl ControlPlane {
                 "--use-service-account-credentials=true".into(),
                 format!("--service-account-private-key-file={}", p(&pki.sa_key)),
                 format!("--root-ca-file={}", p(&pki.ca_cert)),
+                format!("--kube-api-qps={}", options.controller_qps.unwrap_or(20)),
+                format!("--kube-api-burst={}", options.controller_qps.map_or(30, |q| q * 2)),
                 "--v=1".into(),
             ],
         )?;
@@ -183,8 +207,10 @@ impl ControlPlane {
         std::fs::write(
             &scheduler_config,
             format!(
-                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: false\n",
-                p(&kubeconfig)
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {}\n  qps: {}\n  burst: {}\nleaderElection:\n  leaderElect: false\n",
+                p(&kubeconfig),
+                options.controller_qps.unwrap_or(50),
+                options.controller_qps.map_or(100, |q| q * 2)
             ),
         )?;
         plane.spawn(
@@ -231,7 +257,7 @@ impl ControlPlane {
                 "--node-lease-duration-seconds=40".into(),
             ],
         )?;
-        plane.apply_yaml(&cluster_objects())?;
+        plane.apply_yaml(&cluster_objects(&options))?;
         wait_until("fake nodes Ready", Duration::from_secs(60), || {
             plane.check_running()?;
             Ok(plane.kubectl(&["wait", "--for=condition=Ready", "node", "--all", "--timeout=2s"]).is_ok())
@@ -475,9 +501,10 @@ fn write_admin_kubeconfig(path: &Path, port: u16, pki: &Pki) -> Result<()> {
 }
 
 /// Fake nodes and the default StorageClass served by the in-process provisioner.
-fn cluster_objects() -> String {
+fn cluster_objects(options: &Options) -> String {
     let mut yaml = String::new();
-    for i in 0..NODES {
+    let pods = options.pods_per_node;
+    for i in 0..options.nodes {
         yaml.push_str(&format!(
             r#"---
 apiVersion: v1
@@ -495,8 +522,8 @@ metadata:
     topology.kubernetes.io/zone: fr-par-{zone}
     type: kwok
 status:
-  allocatable: {{cpu: "64", memory: 512Gi, pods: "500"}}
-  capacity: {{cpu: "64", memory: 512Gi, pods: "500"}}
+  allocatable: {{cpu: "1000", memory: 8Ti, pods: "{pods}"}}
+  capacity: {{cpu: "1000", memory: 8Ti, pods: "{pods}"}}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux

@@ -131,6 +131,11 @@ impl OperatorProcess {
         self.spawn()
     }
 
+    /// Process id of the running operator (for /proc readings in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The operator's captured output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -80,7 +80,13 @@ fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
 
 /// Fills the caches as a completed initial list would; the clinic's namespace already carries the
 /// Pod Security labels when children exist (a converged clinic).
-async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Secret>>) -> Caches {
+/// The caches as the watches fill them, and the objects the mocked API server answers GETs with.
+struct Seeded {
+    caches: Caches,
+    live: Vec<DynamicObject>,
+}
+
+async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Secret>>) -> Seeded {
     let labelled = !children.is_empty();
     let (
         caches,
@@ -101,7 +107,10 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
     for (ar, writer) in &mut writers {
         writer.apply_watcher_event(&Event::Init);
         for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
-            writer.apply_watcher_event(&Event::InitApply(child.clone()));
+            // What the watch stream keeps of it (metadata, workload status).
+            let mut cached = child.clone();
+            clinic_operator::reconcile::observe::slim(&mut cached);
+            writer.apply_watcher_event(&Event::InitApply(cached));
         }
         writer.apply_watcher_event(&Event::InitDone);
     }
@@ -114,7 +123,7 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
     // The writers may go: the stores keep their contents.
     std::mem::forget(writers);
     std::mem::forget(secret_writer);
-    caches
+    Seeded { caches, live: children }
 }
 
 #[derive(Debug, Clone)]
@@ -133,8 +142,22 @@ impl Call {
     }
 }
 
-/// A fake API server: answers every request and records it.
-fn mock_api() -> (Client, Arc<Mutex<Vec<Call>>>) {
+/// Path of a namespaced child, as the client requests it (`.../namespaces/<ns>/<plural>/<name>`).
+fn object_path(o: &DynamicObject) -> Option<String> {
+    let kind = &o.types.as_ref()?.kind;
+    let ar = clinic_operator::reconcile::observe::child_kinds().into_iter().find(|ar| &ar.kind == kind)?;
+    Some(format!(
+        "/namespaces/{}/{}/{}",
+        o.metadata.namespace.as_deref()?,
+        ar.plural,
+        o.metadata.name.as_deref()?
+    ))
+}
+
+/// A fake API server: answers every request and records it; GETs of `live` objects return them.
+fn mock_api(live: Vec<DynamicObject>) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let live: Vec<(String, Value)> =
+        live.iter().filter_map(|o| Some((object_path(o)?, serde_json::to_value(o).unwrap()))).collect();
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
@@ -149,7 +172,9 @@ fn mock_api() -> (Client, Arc<Mutex<Vec<Call>>>) {
                 path: path.clone(),
                 body: body.clone(),
             });
+            let found = live.iter().find(|(p, _)| path.split('?').next().unwrap().ends_with(p.as_str()));
             let (status, reply) = match method.as_str() {
+                "GET" if found.is_some() => (StatusCode::OK, found.unwrap().1.clone()),
                 "GET" => (
                     StatusCode::NOT_FOUND,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
@@ -176,9 +201,9 @@ fn mock_api() -> (Client, Arc<Mutex<Vec<Call>>>) {
     (Client::new(service, "default"), calls)
 }
 
-async fn run(cp: &ClinicPlatform, caches: Caches) -> (Result<(), String>, Vec<Call>) {
-    let (client, calls) = mock_api();
-    let ctx = Arc::new(Context::new(client, caches, Arc::new(Metrics::new()), Some("test".into())));
+async fn run(cp: &ClinicPlatform, seeded: Seeded) -> (Result<(), String>, Vec<Call>) {
+    let (client, calls) = mock_api(seeded.live);
+    let ctx = Arc::new(Context::new(client, seeded.caches, Arc::new(Metrics::new()), Some("test".into())));
     run_with(cp, &ctx, &calls).await
 }
 
@@ -291,17 +316,18 @@ async fn create_from_nothing() {
 async fn converged_clinic_sends_no_request_at_all() {
     let mut cp = clinic_platform("  {}\n");
     let children = live_children(&cp);
-    let (client, log) = mock_api();
-    let ctx = Arc::new(Context::new(
-        client,
-        seeded(children, secret_metadata(&cp)).await,
-        Arc::new(Metrics::new()),
-        None,
-    ));
-    // First pass over a converged cluster writes only the status; take that status...
+    let seeded = seeded(children, secret_metadata(&cp)).await;
+    let (client, log) = mock_api(seeded.live);
+    let ctx = Arc::new(Context::new(client, seeded.caches, Arc::new(Metrics::new()), None));
+    // First pass over a converged cluster (a fresh operator) reads each child once to verify it
+    // and writes only the status; take that status...
     let (result, calls) = run_with(&cp, &ctx, &log).await;
     result.unwrap();
-    assert!(calls.iter().all(|c| c.is("PATCH", "/status")), "only the status: {calls:?}");
+    assert!(
+        calls.iter().all(|c| c.method == "GET" || c.is("PATCH", "/status")),
+        "only the status: {calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.method == "GET").count(), 23, "one read per cached child");
     cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
     // ...then a second pass must send nothing: no apply, no status, no event, not even a GET
     // (Velero discovery is cached in the context).
@@ -346,6 +372,8 @@ async fn an_edited_child_is_put_back_with_a_drift_event() {
                 && c.types.as_ref().unwrap().kind == "Service"
             {
                 c.data["spec"]["ports"][0]["port"] = json!(8888);
+                // Any write moves the resourceVersion: what makes the operator look again.
+                c.metadata.resource_version = Some("7".into());
             }
             c
         })
@@ -437,7 +465,7 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
     let cp = clinic_platform("  {}\n");
     let ctx = Arc::new(Context::new(
         Client::new(service, "default"),
-        seeded(vec![], vec![]).await,
+        seeded(vec![], vec![]).await.caches,
         Arc::new(Metrics::new()),
         None,
     ));

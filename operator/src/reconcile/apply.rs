@@ -222,29 +222,54 @@ pub async fn apply_children(
         }
         let name = object.name_any();
         let (mut value, hash) = declared(object)?;
-        let live = ctx.caches.get(&ar, &clinic.namespace, &name);
+        let key = (ar.kind.clone(), clinic.namespace.clone(), name.clone());
+        let cached = ctx.caches.get(&ar, &clinic.namespace, &name);
         let mut drifted_field = None;
-        if let Some(live) = &live {
-            if ar.kind == "StatefulSet" {
-                keep_immutable_fields(&mut value, live, notices);
+        let mut live_hash = None;
+        if let Some(cached) = &cached {
+            live_hash = cached.annotations().get(DESIRED_HASH_ANNOTATION).cloned();
+            if live_hash.as_ref() == Some(&hash)
+                && ctx.is_verified(&key, &super::observe::marker(&ar.kind, &cached.metadata))
+            {
+                continue;
             }
-            let live_value = serde_json::to_value(live.as_ref())
-                .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
-            match first_difference(&value, &live_value) {
-                None => continue,
-                Some(path) => drifted_field = Some(path),
+            // The cache keeps metadata only: read the object itself to compare it.
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
+            let full = api
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Read { what: format!("{} {name}", ar.kind), source })?;
+            if let Some(mut full) = full {
+                full.types = object.types.clone();
+                if ar.kind == "StatefulSet" {
+                    keep_immutable_fields(&mut value, &full, notices);
+                }
+                let live_value = serde_json::to_value(&full)
+                    .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
+                match first_difference(&value, &live_value) {
+                    None => {
+                        ctx.set_verified(key, super::observe::marker(&ar.kind, &full.metadata));
+                        continue;
+                    }
+                    Some(path) => drifted_field = Some(path),
+                }
             }
         }
-        if let Err(e) = write_child(ctx, clinic, &ar, &name, &value, live.is_some()).await {
-            first_error.get_or_insert(e);
-            continue;
+        match write_child(ctx, clinic, &ar, &name, &value, cached.is_some()).await {
+            Ok(after) => ctx.set_verified(key, super::observe::marker(&ar.kind, &after.metadata)),
+            Err(e) => {
+                ctx.forget_verified(&key);
+                first_error.get_or_insert(e);
+                continue;
+            }
         }
+        let live = cached.map(|_| live_hash);
         match live {
             None => {
                 applied.created += 1;
                 debug!(kind = %ar.kind, %name, "created");
             }
-            Some(live) if live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash) => {
+            Some(live_hash) if live_hash.as_ref() == Some(&hash) => {
                 applied.drift_corrected += 1;
                 ctx.metrics.record_drift(&ar.kind);
                 let field = drifted_field.unwrap_or_default();
@@ -285,7 +310,7 @@ async fn write_child(
     name: &str,
     value: &Value,
     exists: bool,
-) -> Result<()> {
+) -> Result<DynamicObject> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, ar);
     let fail = |source| Error::Apply { kind: ar.kind.clone(), name: name.to_string(), source };
     ctx.metrics.record_write("apply");
@@ -294,7 +319,7 @@ async fn write_child(
             let after = serde_json::to_value(&result)
                 .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
             if converged(value, &after) {
-                return Ok(());
+                return Ok(result);
             }
         }
         Err(kube::Error::Api(status)) if exists && status.code == 422 => {
@@ -310,8 +335,7 @@ async fn write_child(
     }
     ctx.metrics.record_write("merge");
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    api.patch(name, &params, &Patch::Merge(&body)).await.map_err(fail)?;
-    Ok(())
+    api.patch(name, &params, &Patch::Merge(&body)).await.map_err(fail)
 }
 
 /// Deletes children this ClinicPlatform owns that are no longer desired (e.g. the Ingress after

@@ -75,6 +75,10 @@ pub struct Context {
     pub cluster_scope: bool,
     /// The cluster's StorageClasses (name, default, encrypts), listed at most once a minute.
     storage_classes: tokio::sync::Mutex<Option<security::StorageClasses>>,
+    /// Children known to match their declaration, by (kind, namespace, name), with the
+    /// [`observe::marker`] they had then. An unchanged marker needs no read; a moved one is read
+    /// and compared (drift, or a controller's harmless change).
+    verified: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Context {
@@ -89,7 +93,30 @@ impl Context {
             discovery: tokio::sync::Mutex::new(HashMap::new()),
             storage_classes: tokio::sync::Mutex::new(None),
             cluster_scope: true,
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the child was verified with this marker.
+    pub fn is_verified(&self, key: &(String, String, String), marker: &str) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.get(key).is_some_and(|m| m == marker)
+    }
+
+    pub fn set_verified(&self, key: (String, String, String), marker: String) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.insert(key, marker);
+    }
+
+    pub fn forget_verified(&self, key: &(String, String, String)) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.remove(key);
+    }
+
+    /// Drops what is known of a deleted clinic's namespace.
+    fn forget_namespace(&self, namespace: &str) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.retain(|(_, ns, _), _| ns != namespace);
     }
 
     /// Exponential backoff per object: 5 s, 10 s, 20 s ... capped at 5 minutes.
@@ -164,6 +191,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
             backup::cleanup(ctx, cp, &clinic).await?;
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
+        ctx.forget_namespace(&cp.namespace().unwrap_or_default());
         return Ok(Action::await_change());
     }
     if !ctx.caches.is_ready() {
@@ -358,17 +386,22 @@ fn observe_state(
         status::WorkloadState::from_deployment(name, live.as_ref())
     };
     let policy_kind = ApiResource::erase::<k8s_openapi::api::networking::v1::NetworkPolicy>(&());
+    // In place as declared: our hash on it, and verified against the API server at its current
+    // version (this pass re-applied any that drifted).
     let network_policies_enforced = desired
         .iter()
         .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "NetworkPolicy"))
         .all(|wanted| {
-            let Some(live) = ctx.caches.get(&policy_kind, ns, &wanted.name_any()) else {
+            let name = wanted.name_any();
+            let Some(live) = ctx.caches.get(&policy_kind, ns, &name) else {
                 return false;
             };
-            match (serde_json::to_value(wanted), serde_json::to_value(live.as_ref())) {
-                (Ok(w), Ok(l)) => compare::converged(&w, &l),
-                _ => false,
-            }
+            let Ok((_, hash)) = apply::declared(wanted) else {
+                return false;
+            };
+            let key = (policy_kind.kind.clone(), ns.clone(), name);
+            live.annotations().get(apply::DESIRED_HASH_ANNOTATION) == Some(&hash)
+                && ctx.is_verified(&key, &observe::marker(&policy_kind.kind, &live.metadata))
         });
     status::Observed {
         generation: cp.metadata.generation,
@@ -569,10 +602,10 @@ pub async fn run(
         };
         let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
         let stream = watcher(api, children_config.clone())
-            // List items carry no apiVersion/kind; the comparison with desired objects needs them.
+            // List items carry no apiVersion/kind; slimming needs them.
             .modify(move |o| {
-                o.managed_fields_mut().clear();
                 o.types = Some(types.clone());
+                observe::slim(o);
             })
             .default_backoff()
             .reflect(writer)

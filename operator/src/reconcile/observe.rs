@@ -38,6 +38,53 @@ pub fn child_kinds() -> Vec<ApiResource> {
     ]
 }
 
+/// What the caches keep of a child: its metadata, and for workloads what status and the upgrade
+/// gate read (replicas, container images, status). Everything else is dropped when it arrives:
+/// at a thousand clinics full objects would cost hundreds of MiB, and drift is detected from
+/// metadata (see [`marker`]) and confirmed by reading the object.
+pub fn slim(object: &mut DynamicObject) {
+    object.managed_fields_mut().clear();
+    let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
+    let data = std::mem::take(&mut object.data);
+    if matches!(kind, "StatefulSet" | "Deployment") {
+        let spec = &data["spec"];
+        let containers: Vec<serde_json::Value> = spec["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| serde_json::json!({ "name": c["name"], "image": c["image"] }))
+            .collect();
+        // `selector` and `template` are required by the typed structs that status reads.
+        let mut slim_spec = serde_json::json!({
+            "selector": {},
+            "template": { "spec": { "containers": containers } },
+        });
+        if let Some(replicas) = spec.get("replicas") {
+            slim_spec["replicas"] = replicas.clone();
+        }
+        object.data = serde_json::json!({ "spec": slim_spec, "status": data.get("status").cloned().unwrap_or_default() });
+    } else {
+        object.data = serde_json::json!({});
+    }
+}
+
+/// A fingerprint of a child's state as the cache sees it. Where controllers write status
+/// (workloads, autoscalers, budgets) the resourceVersion moves on every status update, so the
+/// spec is followed by `metadata.generation`, and labels, annotations and owners by their hash;
+/// elsewhere any change moves the resourceVersion.
+pub fn marker(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    let generation = meta.generation.filter(|g| *g > 0);
+    match (kind, generation) {
+        ("StatefulSet" | "Deployment" | "HorizontalPodAutoscaler" | "PodDisruptionBudget", Some(g)) => {
+            format!(
+                "g{g}:{}",
+                crate::build::hash_of(&(&meta.labels, &meta.annotations, &meta.owner_references))
+            )
+        }
+        _ => format!("r{}", meta.resource_version.as_deref().unwrap_or_default()),
+    }
+}
+
 /// Read side of the caches.
 #[derive(Clone)]
 pub struct Caches {

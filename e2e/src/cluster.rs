@@ -338,8 +338,13 @@ impl ControlPlane {
                 &file.display().to_string(),
             ])?;
         }
-        self.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])?;
-        Ok(())
+        // A CRD created a moment ago may have no status yet, which `kubectl wait` reports as an
+        // error rather than waiting: ask again until Established or a minute has passed.
+        wait_until("CRDs Established", Duration::from_secs(60), || {
+            Ok(self
+                .kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=10s"])
+                .is_ok())
+        })
     }
 
     /// Creates a ServiceAccount bound, in each of `namespaces`, to the Role in `role_file` (and

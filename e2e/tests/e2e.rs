@@ -1197,12 +1197,16 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     let dashboard = env.json(&["-n", "grafana", "get", "configmap", "e2e-monitoring-mon-dashboard"])?;
     ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1", "{}", dashboard["metadata"]);
 
-    // A deleted PrometheusRule is put back.
+    // A deleted PrometheusRule is put back: it is not watched, so at the next check (a change to
+    // the ClinicPlatform, as here, or within EXTERNAL_RECHECK).
     env.kubectl(&["-n", ns, "delete", "prometheusrules.monitoring.coreos.com", "mon-alerts"])?;
-    env.poke(ns, "mon")?;
+    let deleted = Instant::now();
     eventually("PrometheusRule put back", Duration::from_secs(30), || {
+        env.poke(ns, "mon")?;
+        std::thread::sleep(Duration::from_secs(2));
         Ok(env.kubectl(&["-n", ns, "get", "prometheusrules.monitoring.coreos.com", "mon-alerts"]).is_ok())
     })?;
+    eprintln!("    PrometheusRule put back {:.0}s after its deletion", deleted.elapsed().as_secs_f64());
 
     // Turning monitoring off removes the monitors and the sidecars and says so.
     env.kubectl(&[

@@ -242,7 +242,7 @@ fn create_clinics(plane: &ControlPlane, n: usize) -> Result<()> {
         for i in chunk {
             let _ = write!(
                 yaml,
-                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: clinic-{i:04}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: clinic-{i:04}\n  namespace: clinic-{i:04}\nspec: {{}}\n"
+                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: clinic-{i:04}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/audit: restricted\n    pod-security.kubernetes.io/warn: restricted\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: clinic-{i:04}\n  namespace: clinic-{i:04}\nspec: {{}}\n"
             );
         }
         plane.apply_yaml(&yaml)?;
@@ -338,6 +338,25 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         hwm.max(peak_rss)
     );
 
+    // The fleet is Ready, but controllers still move things (autoscalers raise replicas to their
+    // minimum, the last statuses land): wait until the operator has written nothing for 15 s.
+    let quiet_since = Instant::now();
+    let mut last = operator_metrics(&op)?.writes.values().sum::<f64>();
+    let mut still = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(180) && still.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = operator_metrics(&op)?.writes.values().sum::<f64>();
+        if now != last {
+            last = now;
+            still = Instant::now();
+        }
+    }
+    let settle_writes = last - converge_ops;
+    eprintln!(
+        "   quiet after {:.0}s more ({settle_writes:.0} writes while settling)",
+        quiet_since.elapsed().as_secs_f64()
+    );
+
     // Forced full resync: a fresh operator process lists everything and reconciles every clinic
     // once; a converged fleet must cost no write.
     op.kill();
@@ -345,14 +364,18 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     let t1 = Instant::now();
     op.restart()?;
     wait_ready(&op)?;
+    // Done when every clinic's status has been looked at again: reconciles that only waited
+    // for the caches do not count, so wait for N reconciles after readiness, then for calm.
     let mut resync_reconciles = 0.0;
+    let mut previous = -1.0;
     while t1.elapsed() < Duration::from_secs(300) {
         let m = operator_metrics(&op)?;
         resync_reconciles = m.reconciles;
-        if m.reconciles >= n as f64 {
+        if m.reconciles >= n as f64 && m.reconciles == previous {
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        previous = m.reconciles;
+        std::thread::sleep(Duration::from_secs(2));
     }
     let resync_in = t1.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
@@ -377,6 +400,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         "operator_writes": om.writes,
         "operator_writes_total": converge_ops,
         "operator_writes_per_clinic": converge_ops / n as f64,
+        "operator_writes_while_settling": settle_writes,
         "api_writes_on_operator_resources": writes_of(&converge_requests, operator_resource),
         "api_writes_on_operator_resources_per_clinic": writes_of(&converge_requests, operator_resource) / n as f64,
         "api_writes_all": writes_of(&converge_requests, |_| true),

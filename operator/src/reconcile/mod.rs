@@ -37,6 +37,58 @@ use observe::{CacheWriters, Caches};
 /// changes to children arrive through the watches).
 pub const RESYNC: Duration = Duration::from_secs(600);
 
+/// A status change that leaves `Ready` and `Degraded` as they were (a convergence in progress)
+/// waits this long after the previous status write, so a converging clinic is not written on
+/// every pod event. Changes of `Ready`, `Degraded` or the generation are written at once.
+pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
+
+/// How often the objects the caches do not hold (Velero Schedule, Certificate, ServiceMonitor,
+/// PrometheusRule, a dashboard in another namespace) are read back while the spec is unchanged:
+/// drift on them is put back within this time.
+pub const EXTERNAL_RECHECK: Duration = Duration::from_secs(60);
+
+/// A clinic by namespace and name.
+type ClinicKey = (String, String);
+
+/// Something learnt about a clinic: for which version of its ClinicPlatform, and when.
+#[derive(Debug)]
+struct Remembered<T> {
+    version: Option<String>,
+    at: Instant,
+    value: T,
+}
+
+impl<T> Remembered<T> {
+    fn new(version: Option<&String>, value: T) -> Self {
+        Self { version: version.cloned(), at: Instant::now(), value }
+    }
+
+    /// Learnt for this very version of the ClinicPlatform, less than EXTERNAL_RECHECK ago.
+    fn fresh_for(&self, version: Option<&String>) -> bool {
+        self.version.as_ref() == version && self.at.elapsed() < EXTERNAL_RECHECK
+    }
+}
+
+/// What one check of the objects outside the caches found.
+#[derive(Debug, Clone, Default)]
+pub struct External {
+    pub schedule_error: Option<String>,
+    pub certificates: optional::OptionalState,
+    pub monitors: optional::OptionalState,
+    pub dashboard_error: Option<String>,
+}
+
+impl External {
+    /// Nothing failed: worth reusing. (A missing API is not a failure; discovery is re-asked
+    /// with the next check anyway.)
+    fn is_clean(&self) -> bool {
+        self.schedule_error.is_none()
+            && self.certificates.error.is_none()
+            && self.monitors.error.is_none()
+            && self.dashboard_error.is_none()
+    }
+}
+
 /// Something worth an event on the ClinicPlatform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
@@ -79,6 +131,13 @@ pub struct Context {
     /// [`observe::marker`] they had then. An unchanged marker needs no read; a moved one is read
     /// and compared (drift, or a controller's harmless change).
     verified: Mutex<HashMap<(String, String, String), String>>,
+    /// What the last check of each clinic's objects outside the caches found, for which version
+    /// of the ClinicPlatform and when (see [`EXTERNAL_RECHECK`]).
+    external: Mutex<HashMap<ClinicKey, Remembered<External>>>,
+    /// Each clinic's Velero Backups as last listed, for which version of the ClinicPlatform and when.
+    backups: Mutex<HashMap<ClinicKey, Remembered<Vec<backup::BackupRecord>>>>,
+    /// When each clinic's status was last written, for [`STATUS_COALESCE`].
+    status_written: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Context {
@@ -94,7 +153,64 @@ impl Context {
             storage_classes: tokio::sync::Mutex::new(None),
             cluster_scope: true,
             verified: Mutex::new(HashMap::new()),
+            external: Mutex::new(HashMap::new()),
+            backups: Mutex::new(HashMap::new()),
+            status_written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The last check of a clinic's external objects, if it is recent, for this very version of the
+    /// ClinicPlatform (any change to it, even an annotation, looks again), and
+    /// found nothing wrong.
+    fn recent_external(&self, key: &(String, String), version: Option<&String>) -> Option<External> {
+        let external = self.external.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = external.get(key)?;
+        (seen.fresh_for(version) && seen.value.is_clean()).then(|| seen.value.clone())
+    }
+
+    fn remember_external(&self, key: (String, String), version: Option<&String>, state: &External) {
+        let mut external = self.external.lock().unwrap_or_else(|p| p.into_inner());
+        external.insert(key, Remembered::new(version, state.clone()));
+    }
+
+    fn recent_backups(
+        &self,
+        key: &(String, String),
+        version: Option<&String>,
+    ) -> Option<Vec<backup::BackupRecord>> {
+        let backups = self.backups.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = backups.get(key)?;
+        seen.fresh_for(version).then(|| seen.value.clone())
+    }
+
+    fn remember_backups(
+        &self,
+        key: (String, String),
+        version: Option<&String>,
+        list: &[backup::BackupRecord],
+    ) {
+        let mut backups = self.backups.lock().unwrap_or_else(|p| p.into_inner());
+        // A reused list keeps the time it was listed: it is never more than EXTERNAL_RECHECK old.
+        if !backups.get(&key).is_some_and(|seen| seen.fresh_for(version)) {
+            backups.insert(key, Remembered::new(version, list.to_vec()));
+        }
+    }
+
+    fn forget_backups(&self, key: &(String, String)) {
+        let mut backups = self.backups.lock().unwrap_or_else(|p| p.into_inner());
+        backups.remove(key);
+    }
+
+    /// How long a coalescible status update should still wait, if at all.
+    fn status_wait(&self, key: &(String, String)) -> Option<Duration> {
+        let written = self.status_written.lock().unwrap_or_else(|p| p.into_inner());
+        let since = written.get(key)?.elapsed();
+        STATUS_COALESCE.checked_sub(since).filter(|d| !d.is_zero())
+    }
+
+    fn status_was_written(&self, key: (String, String)) {
+        let mut written = self.status_written.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(key, Instant::now());
     }
 
     /// Whether the child was verified with this marker.
@@ -192,6 +308,15 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
         ctx.forget_namespace(&cp.namespace().unwrap_or_default());
+        ctx.external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(cp.namespace().unwrap_or_default(), cp.name_any()));
+        ctx.forget_backups(&(cp.namespace().unwrap_or_default(), cp.name_any()));
+        ctx.status_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(cp.namespace().unwrap_or_default(), cp.name_any()));
         return Ok(Action::await_change());
     }
     if !ctx.caches.is_ready() {
@@ -222,10 +347,13 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
 
     let mut clinic = clinic;
     let velero = ctx.velero_installed().await;
-    let backups = if clinic.spec.backup.enabled && velero {
-        backup::list_backups(ctx, &clinic).await.map_err(|e| e.to_string())
-    } else {
+    let backups_key = (clinic.namespace.clone(), clinic.name.clone());
+    let backups = if !(clinic.spec.backup.enabled && velero) {
         Ok(Vec::new())
+    } else if let Some(recent) = ctx.recent_backups(&backups_key, cp.metadata.resource_version.as_ref()) {
+        Ok(recent)
+    } else {
+        backup::list_backups(ctx, &clinic).await.map_err(|e| e.to_string())
     };
     // The gate decides which images the workloads get, so it runs before building.
     let gate = if clinic.spec.paused {
@@ -233,6 +361,14 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     } else {
         backup::upgrade_gate(ctx, &mut clinic, velero, &backups, &mut notices).await
     };
+    // Backups change slowly: passes triggered by children's events reuse the list for up to a
+    // minute, unless an upgrade waits on one.
+    match (&backups, &gate) {
+        (Ok(list), Ok(backup::Gate::Open)) => {
+            ctx.remember_backups(backups_key, cp.metadata.resource_version.as_ref(), list)
+        }
+        _ => ctx.forget_backups(&backups_key),
+    }
     let desired = build::desired(&clinic, &SecretValues::Placeholder);
     // A gate that could not decide (e.g. its Backup could not be created) has already held the
     // images: everything else is still converged and drift still corrected.
@@ -242,33 +378,43 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         converge(ctx, &clinic, &desired, &mut notices).await
     };
     // A Schedule that cannot be written is a backup problem (BackupReady), not a platform one.
-    let schedule_error = match (&outcome, clinic.spec.paused) {
-        (Ok(_), false) if velero => backup::ensure_schedule(ctx, &clinic, cp).await.err(),
-        _ => None,
-    };
-    // Optional APIs and the dashboard never block the platform: their state is reported.
+    // Objects outside the caches (the Schedule, optional APIs' children, a dashboard elsewhere)
+    // are read and put right at most once a minute per clinic while the ClinicPlatform itself is
+    // unchanged (passes triggered by its children's events reuse the last check); any change to
+    // the ClinicPlatform, or a failure, checks them on the next pass.
     let converged_ok = outcome.is_ok() && !clinic.spec.paused;
-    let (certificates, monitors) = if converged_ok {
-        (
-            optional::ensure(ctx, &clinic, build::OptionalApi::CertManager, &desired).await,
-            optional::ensure(ctx, &clinic, build::OptionalApi::PrometheusOperator, &desired).await,
-        )
-    } else {
-        Default::default()
+    let external_key = (clinic.namespace.clone(), clinic.name.clone());
+    let external = match ctx.recent_external(&external_key, cp.metadata.resource_version.as_ref()) {
+        Some(recent) if converged_ok => recent,
+        _ if converged_ok => {
+            let schedule_error = if velero {
+                backup::ensure_schedule(ctx, &clinic, cp).await.err().map(|e| e.to_string())
+            } else {
+                None
+            };
+            // Optional APIs and the dashboard never block the platform: their state is reported.
+            let certificates =
+                optional::ensure(ctx, &clinic, build::OptionalApi::CertManager, &desired).await;
+            let monitors =
+                optional::ensure(ctx, &clinic, build::OptionalApi::PrometheusOperator, &desired).await;
+            let dashboard_error =
+                ensure_external_dashboard(ctx, &clinic, cp).await.err().map(|e| e.to_string());
+            let external = External { schedule_error, certificates, monitors, dashboard_error };
+            ctx.remember_external(external_key, cp.metadata.resource_version.as_ref(), &external);
+            external
+        }
+        _ => External::default(),
     };
-    for e in certificates.error.iter().chain(&monitors.error) {
+    let External { schedule_error, certificates, monitors, dashboard_error } = external;
+    for e in certificates.error.iter().chain(&monitors.error).chain(&dashboard_error) {
         warn!(error = %e, "optional child not applied");
     }
     let certificate_in_place = certificates.in_place.contains(&clinic.child_name("tls"));
-    let dashboard = if converged_ok { ensure_external_dashboard(ctx, &clinic, cp).await } else { Ok(()) };
-    if let Err(e) = &dashboard {
-        warn!(error = %e, "dashboard not applied");
-    }
     let monitoring = status::MonitoringState {
         enabled: clinic.spec.monitoring.enabled,
         operator_installed: monitors.installed,
         in_place: monitors.in_place.len(),
-        error: monitors.error.clone().or_else(|| dashboard.err().map(|e| e.to_string())),
+        error: monitors.error.clone().or(dashboard_error),
     };
     let outcome = match gate {
         Err(e) => Err(e),
@@ -311,6 +457,20 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
     let last_backup = new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0);
     ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, last_backup);
+    let status_key = (clinic.namespace.clone(), clinic.name.clone());
+    let coalesce = if status::may_coalesce(cp.status.as_ref(), &new_status) {
+        ctx.status_wait(&status_key)
+    } else {
+        None
+    };
+    if let Some(wait) = coalesce
+        && status::differs(cp.status.as_ref(), &new_status)
+    {
+        // Written soon by the requeue below (or an earlier event), with the counts of then.
+        apply::publish(ctx, &reference, &notices).await;
+        outcome?;
+        return Ok(Action::requeue(wait));
+    }
     if status::differs(cp.status.as_ref(), &new_status) {
         match &outcome {
             Err(e) => notices.push(Notice::warning(e.reason(), e.to_string())),
@@ -332,6 +492,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
             ));
         }
         write_status(ctx, cp, &new_status).await?;
+        ctx.status_was_written(status_key);
     }
     apply::publish(ctx, &reference, &notices).await;
     let (applied, gate) = outcome?;

@@ -340,6 +340,20 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
     strip(old) != strip(new)
 }
 
+/// Whether a status change may wait: the generation, `Ready` and `Degraded` (status and reason)
+/// are as already written, so only the details of a convergence in progress moved (another
+/// condition turned, a replica count changed). Such updates are coalesced; anything a user or an
+/// alert acts on is written at once.
+pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
+    let Some(old) = old else { return false };
+    let key = |s: &ClinicPlatformStatus, t: &str| {
+        s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    old.observed_generation == new.observed_generation
+        && key(old, READY) == key(new, READY)
+        && key(old, DEGRADED) == key(new, DEGRADED)
+}
+
 /// Status of an object whose spec cannot even be read (wrong types in the YAML).
 pub fn unreadable(message: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let mut conditions = vec![

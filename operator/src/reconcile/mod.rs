@@ -40,7 +40,7 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 /// A status change that leaves `Ready` and `Degraded` as they were (a convergence in progress)
 /// waits this long after the previous status write, so a converging clinic is not written on
 /// every pod event. Changes of `Ready`, `Degraded` or the generation are written at once.
-pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
+pub const STATUS_COALESCE: Duration = Duration::from_secs(15);
 
 /// How often the objects the caches do not hold (Velero Schedule, Certificate, ServiceMonitor,
 /// PrometheusRule, a dashboard in another namespace) are read back while the spec is unchanged:
@@ -762,15 +762,32 @@ pub async fn run(
             None => Api::<DynamicObject>::all_with(client.clone(), &ar),
         };
         let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
-        let stream = watcher(api, children_config.clone())
-            // List items carry no apiVersion/kind; slimming needs them.
-            .modify(move |o| {
-                o.types = Some(types.clone());
-                observe::slim(o);
-            })
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
+        // Workloads are watched whole (status and images are read from them) and slimmed on
+        // arrival; every other kind as metadata only, so that the API server never sends, and
+        // the operator never decodes, their bodies (dashboards, nginx configurations...).
+        let events: futures::stream::BoxStream<
+            'static,
+            Result<watcher::Event<DynamicObject>, watcher::Error>,
+        > = if matches!(ar.kind.as_str(), "StatefulSet" | "Deployment") {
+            watcher(api, children_config.clone())
+                .modify(move |o| {
+                    // List items carry no apiVersion/kind; slimming needs them.
+                    o.types = Some(types.clone());
+                    observe::slim(o);
+                })
+                .boxed()
+        } else {
+            use futures::TryStreamExt;
+            // An Api of PartialObjectMeta asks the API server for metadata only.
+            let metadata_api = match &scope {
+                Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &ar),
+                None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar),
+            };
+            watcher(metadata_api, children_config.clone())
+                .map_ok(move |event| observe::metadata_event(event, &types))
+                .boxed()
+        };
+        let stream = events.default_backoff().reflect(writer).touched_objects();
         controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
     }
     let secrets_api = match &scope {

@@ -68,6 +68,25 @@ pub fn slim(object: &mut DynamicObject) {
     }
 }
 
+/// A metadata-only watch event as the object the caches hold (metadata, no body).
+pub fn metadata_event(
+    event: kube::runtime::watcher::Event<PartialObjectMeta<DynamicObject>>,
+    types: &kube::core::TypeMeta,
+) -> kube::runtime::watcher::Event<DynamicObject> {
+    use kube::runtime::watcher::Event;
+    let convert = |mut meta: PartialObjectMeta<DynamicObject>| {
+        meta.metadata.managed_fields = None;
+        DynamicObject { types: Some(types.clone()), metadata: meta.metadata, data: serde_json::json!({}) }
+    };
+    match event {
+        Event::Apply(o) => Event::Apply(convert(o)),
+        Event::Delete(o) => Event::Delete(convert(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(convert(o)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 /// A fingerprint of a child's state as the cache sees it. Where controllers write status
 /// (workloads, autoscalers, budgets) the resourceVersion moves on every status update, so the
 /// spec is followed by `metadata.generation`, and labels, annotations and owners by their hash;

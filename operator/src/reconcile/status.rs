@@ -340,18 +340,23 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
     strip(old) != strip(new)
 }
 
-/// Whether a status change may wait: the generation, `Ready` and `Degraded` (status and reason)
-/// are as already written, so only the details of a convergence in progress moved (another
-/// condition turned, a replica count changed). Such updates are coalesced; anything a user or an
-/// alert acts on is written at once.
+/// Whether a status change may wait: only the progress of a convergence moved (`Progressing`,
+/// `DatabaseReady`, `OpenMRSReady`, replica counts in messages). Everything a user or an alert
+/// acts on — `Ready`, `Degraded`, backups, security, compliance, monitoring, the generation — is
+/// as already written. Such updates are coalesced.
 pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
     let Some(old) = old else { return false };
-    let key = |s: &ClinicPlatformStatus, t: &str| {
-        s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+    let progress = [PROGRESSING, DATABASE_READY, OPENMRS_READY];
+    let settled = |s: &ClinicPlatformStatus| {
+        let mut s = s.clone();
+        s.conditions.retain(|c| !progress.contains(&c.type_.as_str()));
+        for c in &mut s.conditions {
+            c.last_transition_time = None;
+        }
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
     };
-    old.observed_generation == new.observed_generation
-        && key(old, READY) == key(new, READY)
-        && key(old, DEGRADED) == key(new, DEGRADED)
+    settled(old) == settled(new)
 }
 
 /// Status of an object whose spec cannot even be read (wrong types in the YAML).

@@ -755,7 +755,18 @@ pub async fn run(
         None => Api::<DeserializeGuard<ClinicPlatform>>::all(client.clone()),
     };
     let children_config = watcher::Config::default().labels(&observe::managed_selector()).any_semantic();
-    let mut controller = Controller::new(clinics, watcher::Config::default().any_semantic());
+    // The ClinicPlatforms' own cache without managedFields: those entries (kubectl's, ours for
+    // the status) describe every field and would be most of each cached object.
+    let (clinics_reader, clinics_writer) = kube::runtime::reflector::store();
+    let clinic_stream = watcher(clinics, watcher::Config::default().any_semantic())
+        .modify(|cp: &mut DeserializeGuard<ClinicPlatform>| match &mut cp.0 {
+            Ok(cp) => cp.metadata.managed_fields = None,
+            Err(invalid) => invalid.metadata.managed_fields = None,
+        })
+        .default_backoff()
+        .reflect(clinics_writer)
+        .applied_objects();
+    let mut controller = Controller::for_stream(clinic_stream, clinics_reader);
     for (ar, writer) in writers.children {
         let api = match &scope {
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Prints the Markdown tables of docs/benchmarks.md from bench/results/fleet-<N>.json.
+
+usage: report.py RESULTS_DIR
+"""
+import glob
+import json
+import os
+import sys
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v + 0.0:.{digits}f}"  # no "-0"
+    return str(v)
+
+
+def main():
+    results = sys.argv[1]
+    runs = []
+    for path in glob.glob(os.path.join(results, "fleet-*.json")):
+        with open(path) as f:
+            runs.append(json.load(f))
+    runs.sort(key=lambda r: r["clinics"])
+    head = "| | " + " | ".join(f"{r['clinics']} clinics" for r in runs) + " | target |"
+    print(head)
+    print("|---|" + "---|" * len(runs) + "---|")
+    rows = [
+        ("all Ready after (s)", lambda r: fmt(r["converged_in_seconds"]) if r["converged"] else "not all in time", "≤ 180 at 1,000"),
+        ("ClinicPlatforms applied in (s)", lambda r: fmt(r["created_in_seconds"]), ""),
+        ("operator writes per clinic", lambda r: fmt(r["operator_writes_per_clinic"], 2), "≤ children + 2 = " + str(runs[0]["children_per_clinic"] + 2)),
+        ("… of which status", lambda r: fmt(r["operator_writes"].get("status", 0) / r["clinics"], 2), ""),
+        ("API server writes on the operator's resources per clinic", lambda r: fmt(r["api_writes_on_operator_resources_per_clinic"], 2), ""),
+        ("API server writes, all components, per clinic", lambda r: fmt(r["api_writes_all"] / r["clinics"], 1), ""),
+        ("writes in a forced full resync (operator / API server)", lambda r: f"{fmt(r['resync']['operator_writes_total'], 0)} / {fmt(r['resync']['api_writes_on_operator_resources'], 0)}", "0"),
+        ("resync: reconciles, seconds", lambda r: f"{fmt(r['resync']['reconciles'], 0)}, {fmt(r['resync']['seconds'])}", ""),
+        ("reconcile p50 / p99 (s), convergence", lambda r: f"{fmt(r['reconcile_p50_seconds'], 3)} / {fmt(r['reconcile_p99_seconds'], 2)}", "p99 ≤ 0.2"),
+        ("reconcile p50 / p99 (s), resync", lambda r: f"{fmt(r['resync']['reconcile_p50_seconds'], 3)} / {fmt(r['resync']['reconcile_p99_seconds'], 2)}", ""),
+        ("operator peak RSS (MiB), convergence / resync", lambda r: f"{fmt(r['operator_peak_rss_mib'])} / {fmt(r['resync']['operator_peak_rss_mib'])}", "≤ 64 at 1,000"),
+        ("operator CPU (s), convergence / resync", lambda r: f"{fmt(r['operator_cpu_seconds'])} / {fmt(r['resync']['operator_cpu_seconds'])}", ""),
+        ("reconciles during convergence", lambda r: fmt(r["reconciles"], 0), ""),
+        ("fake nodes", lambda r: fmt(r["fake_nodes"]), ""),
+    ]
+    for name, get, target in rows:
+        print(f"| {name} | " + " | ".join(get(r) for r in runs) + f" | {target} |")
+    print()
+    for r in runs:
+        print(f"Top API requests during convergence, {r['clinics']} clinics:")
+        print()
+        print("| verb | resource | count | per clinic |")
+        print("|---|---|---|---|")
+        for row in r["api_requests"][:12]:
+            print(f"| {row['verb']} | {row['resource']} | {row['count']:.0f} | {row['count'] / r['clinics']:.1f} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

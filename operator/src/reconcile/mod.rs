@@ -42,6 +42,9 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 /// every pod event. Changes of `Ready`, `Degraded` or the generation are written at once.
 pub const STATUS_COALESCE: Duration = Duration::from_secs(15);
 
+/// Objects per page when full objects (ClinicPlatforms, workloads) are listed.
+const LIST_PAGE: u32 = 50;
+
 /// How often the objects the caches do not hold (Velero Schedule, Certificate, ServiceMonitor,
 /// PrometheusRule, a dashboard in another namespace) are read back while the spec is unchanged:
 /// drift on them is put back within this time.
@@ -758,7 +761,10 @@ pub async fn run(
     // The ClinicPlatforms' own cache without managedFields: those entries (kubectl's, ours for
     // the status) describe every field and would be most of each cached object.
     let (clinics_reader, clinics_writer) = kube::runtime::reflector::store();
-    let clinic_stream = watcher(clinics, watcher::Config::default().any_semantic())
+    // Full objects are listed in pages (a resourceVersion=0 list is served whole, whatever the
+    // fleet's size, and its decoding was the operator's peak memory); metadata-only lists are
+    // small and served from the API server's cache.
+    let clinic_stream = watcher(clinics, watcher::Config::default().page_size(LIST_PAGE))
         .modify(|cp: &mut DeserializeGuard<ClinicPlatform>| match &mut cp.0 {
             Ok(cp) => cp.metadata.managed_fields = None,
             Err(invalid) => invalid.metadata.managed_fields = None,
@@ -780,7 +786,7 @@ pub async fn run(
             'static,
             Result<watcher::Event<DynamicObject>, watcher::Error>,
         > = if matches!(ar.kind.as_str(), "StatefulSet" | "Deployment") {
-            watcher(api, children_config.clone())
+            watcher(api, watcher::Config::default().labels(&observe::managed_selector()).page_size(LIST_PAGE))
                 .modify(move |o| {
                     // List items carry no apiVersion/kind; slimming needs them.
                     o.types = Some(types.clone());

@@ -44,12 +44,15 @@ crds: ## Regenerate crds/ (and the chart's copy) from the Rust types (also run `
 docs: ## Regenerate docs/api.md from the CRD schema.
 	$(CARGO) run -q -p clinic-operator -- api-docs > docs/api.md
 
+BENCH_OUT ?= bench/results
+BENCH_PLOT ?= docs/benchmarks.png
+
 .PHONY: bench
 bench: control-plane ## Fleet benchmark on the local control plane (100, 300, 1000 clinics): bench/results, docs/benchmarks.png.
 	$(CARGO) build --release -p clinic-operator --bin clinic-operator
 	$(CARGO) build --release -p clinic-operator-e2e --bin fleet-bench
-	CLINIC_OPERATOR_BIN=$(TARGET_DIR)/release/clinic-operator $(TARGET_DIR)/release/fleet-bench $(BENCH_ARGS)
-	$$(hack/python-env.sh bench/requirements.txt)/bin/python3 bench/plot.py bench/results docs/benchmarks.png
+	CLINIC_OPERATOR_BIN=$(TARGET_DIR)/release/clinic-operator $(TARGET_DIR)/release/fleet-bench --out $(BENCH_OUT) $(BENCH_ARGS)
+	$$(hack/python-env.sh bench/requirements.txt)/bin/python3 bench/plot.py $(BENCH_OUT) $(BENCH_PLOT)
 
 .PHONY: docs-site
 docs-site: ## Build the MkDocs site into site/ with --strict (broken links and anchors fail).

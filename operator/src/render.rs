@@ -69,9 +69,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
         // The dashboard outside the clinic's namespace is applied by its own path, not among
         // the owned children; a reviewer still wants to see it.
-        if let Some(dashboard) = build::monitoring::dashboard(clinic)
-            && dashboard.metadata.namespace.as_deref() != Some(clinic.namespace.as_str())
-        {
+        if let Some(dashboard) = build::monitoring::external_dashboard(clinic) {
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&build::to_dynamic(&dashboard))?);
         }

@@ -1,18 +1,13 @@
 //! Velero objects and backup health, without a cluster.
 
+mod common;
+
 use clinic_operator::api::ClinicPlatform;
 use clinic_operator::build::backup;
-use clinic_operator::model::{self, Clinic};
+use clinic_operator::model;
 use clinic_operator::reconcile::backup::{BackupRecord, health};
+use common::clinic;
 use jiff::{Timestamp, ToSpan};
-
-fn clinic(spec: &str) -> Clinic {
-    let yaml = format!(
-        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
-    );
-    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).unwrap();
-    model::validate(&cp).unwrap()
-}
 
 #[test]
 fn schedule_selects_the_clinic_and_dumps_mariadb_first() {

@@ -1,24 +1,17 @@
 //! The pure builders: for a given spec, the exact children (names, labels, env, probes,
 //! securityContext), checked without a cluster.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use clinic_operator::api::ClinicPlatform;
 use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway, monitoring};
-use clinic_operator::model::{self, Clinic};
+use clinic_operator::model::Clinic;
+use common::{clinic, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::DynamicObject;
-use serde::de::DeserializeOwned;
-
-fn clinic(spec: &str) -> Clinic {
-    let yaml = format!(
-        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
-    );
-    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
-    model::validate(&cp).expect("spec is valid")
-}
 
 fn objects(c: &Clinic) -> Vec<DynamicObject> {
     build::desired(c, &SecretValues::Placeholder)
@@ -29,14 +22,6 @@ fn kind_names(objects: &[DynamicObject]) -> BTreeSet<String> {
         .iter()
         .map(|o| format!("{}/{}", o.types.as_ref().unwrap().kind, o.metadata.name.as_deref().unwrap()))
         .collect()
-}
-
-fn typed<K: DeserializeOwned>(objects: &[DynamicObject], kind: &str, name: &str) -> K {
-    let o = objects
-        .iter()
-        .find(|o| o.types.as_ref().unwrap().kind == kind && o.metadata.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("{kind}/{name} not built"));
-    serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
 }
 
 fn env_of<'a>(container: &'a Container, name: &str) -> &'a EnvVar {

@@ -2,13 +2,15 @@
 //! kubeconform -strict against the pinned Kubernetes schemas and the CRDs (helm and kubeconform
 //! built from their Go modules; schemas generated offline by e2e/cluster/tools/schemas.sh).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use clinic_operator::build::monitoring;
-use clinic_operator::metrics::Metrics;
+use common::{exercised_metrics, tempdir, text, tool};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -17,17 +19,6 @@ fn root() -> PathBuf {
 
 fn chart() -> PathBuf {
     root().join("charts/clinic-operator")
-}
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CLINIC_TOOLS_BIN").unwrap_or_else(|| {
-        panic!("CLINIC_TOOLS_BIN is not set: run `make test`, or `CLINIC_TOOLS_BIN=$(e2e/cluster/tools/build.sh) cargo test`")
-    });
-    PathBuf::from(dir).join(name)
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn schemas() -> &'static str {
@@ -51,9 +42,7 @@ fn helm_template(args: &[&str]) -> Result<String, String> {
 }
 
 fn kubeconform(manifests: &str) -> (bool, String) {
-    let dir =
-        std::env::temp_dir().join(format!("clinic-chart-test-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("chart-test");
     let file = dir.join("manifests.yaml");
     std::fs::write(&file, manifests).unwrap();
     let location = format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", schemas());
@@ -64,12 +53,6 @@ fn kubeconform(manifests: &str) -> (bool, String) {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (out.status.success(), text(&out))
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -192,13 +175,8 @@ fn chart_crd_is_the_generated_crd() {
 }
 
 fn operator_metric_names() -> BTreeSet<String> {
-    let m = Metrics::new();
-    m.observe_reconcile(0.1);
-    m.record_error("x");
-    m.record_drift("x");
-    m.record_write("x");
-    m.observe_clinic("n", "c", true, Some(1.0));
-    m.encode()
+    exercised_metrics()
+        .encode()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
@@ -239,8 +217,7 @@ fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
         .enumerate()
         .map(|(i, e)| json!({ "record": format!("fleet:panel_{i}"), "expr": e }))
         .collect();
-    let dir = std::env::temp_dir().join(format!("clinic-chart-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("chart-rules");
     std::fs::write(
         dir.join("panels.yaml"),
         serde_yaml::to_string(&json!({"groups": [{"name": "p", "rules": panels}]})).unwrap(),

@@ -2,52 +2,25 @@
 //! panel expressions are checked by `promtool` (built from the Prometheus Go module by
 //! `e2e/cluster/tools/build.sh`; `make test` passes its directory in `CLINIC_TOOLS_BIN`).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use clinic_operator::api::ClinicPlatform;
 use clinic_operator::build::{self, SecretValues, monitoring};
-use clinic_operator::metrics::Metrics;
-use clinic_operator::model::{self, Clinic};
+use clinic_operator::model::Clinic;
+use common::{clinic, exercised_metrics, tempdir, tool, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::DynamicObject;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-fn clinic(spec: &str) -> Clinic {
-    let yaml = format!(
-        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
-    );
-    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
-    model::validate(&cp).expect("spec is valid")
-}
-
 const PRODUCTION: &str = "  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n  backup:\n    enabled: true\n    rpo: 12h\n  monitoring:\n    labels:\n      release: kube-prometheus-stack\n";
-
-fn typed<K: DeserializeOwned>(objects: &[DynamicObject], kind: &str, name: &str) -> K {
-    let o = objects
-        .iter()
-        .find(|o| o.types.as_ref().unwrap().kind == kind && o.metadata.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("{kind}/{name} not built"));
-    serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
-}
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CLINIC_TOOLS_BIN").unwrap_or_else(|| {
-        panic!("CLINIC_TOOLS_BIN is not set: run `make test`, or `CLINIC_TOOLS_BIN=$(e2e/cluster/tools/build.sh) cargo test`")
-    });
-    let path = PathBuf::from(dir).join(name);
-    assert!(path.is_file(), "{} missing: run e2e/cluster/tools/build.sh", path.display());
-    path
-}
 
 /// Runs `promtool` with `args` on `input` (a file written to a temporary directory when
 /// `file` is set, else stdin); returns (success, combined output).
 fn promtool(args: &[&str], input: &str, file: Option<&str>) -> (bool, String) {
-    let dir = tempdir();
+    let dir = tempdir("monitoring-test");
     let mut command = Command::new(tool("promtool"));
     command.args(args);
     if let Some(file) = file {
@@ -70,18 +43,6 @@ fn promtool(args: &[&str], input: &str, file: Option<&str>) -> (bool, String) {
         out.status.success(),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
-}
-
-fn tempdir() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "clinic-monitoring-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn rules_file(groups: &Value) -> String {
@@ -291,7 +252,7 @@ fn every_panel_query_parses() {
 #[test]
 fn backup_and_database_alerts_fire_when_they_should() {
     let c = clinic(PRODUCTION);
-    let dir = tempdir();
+    let dir = tempdir("monitoring-test");
     std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
     let schedule = build::backup::base_name(&c);
     // Backup: last success at t=0; RPO 12h; at 12h30 the alert fires, at 11h it does not.
@@ -348,12 +309,7 @@ fn backup_and_database_alerts_fire_when_they_should() {
 
 #[test]
 fn operator_metrics_pass_the_prometheus_text_parser() {
-    let m = Metrics::new();
-    m.observe_reconcile(0.02);
-    m.record_error("ApplyFailed");
-    m.record_drift("Service");
-    m.record_write("apply");
-    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    let m = exercised_metrics();
     let (ok, out) = promtool(&["check", "metrics", "--lint=none", "--extended"], &m.encode(), None);
     assert!(ok, "promtool check metrics:\n{out}");
     // The parser does refuse broken exposition.

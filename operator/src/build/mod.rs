@@ -75,8 +75,8 @@ pub fn desired(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     for service in monitoring::metrics_services(clinic) {
         push(&mut out, &service);
     }
-    if let Some(dashboard) = monitoring::dashboard(clinic)
-        && dashboard.metadata.namespace.as_deref() == Some(clinic.namespace.as_str())
+    if !monitoring::dashboard_outside(clinic)
+        && let Some(dashboard) = monitoring::dashboard(clinic)
     {
         push(&mut out, &dashboard);
     }
@@ -394,6 +394,17 @@ pub(crate) fn http_service(
     component: Component,
     port: i32,
 ) -> k8s_openapi::api::core::v1::Service {
+    port_service(clinic, name, component, "http", port)
+}
+
+/// A ClusterIP Service exposing the component's container port named `port_name` on `port`.
+pub(crate) fn port_service(
+    clinic: &Clinic,
+    name: String,
+    component: Component,
+    port_name: &str,
+    port: i32,
+) -> k8s_openapi::api::core::v1::Service {
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     Service {
@@ -402,9 +413,9 @@ pub(crate) fn http_service(
             type_: Some("ClusterIP".into()),
             selector: Some(clinic.selector_labels(component)),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some(port_name.into()),
                 port,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String(port_name.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),

@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
+use super::frontend::web_probe;
 use super::*;
 
 /// Port of mysqld-exporter in the MariaDB pod.
@@ -64,21 +63,6 @@ fn metrics_port(port: i32) -> ContainerPort {
     }
 }
 
-fn metrics_probe(period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/".into()),
-            port: IntOrString::String("metrics".into()),
-            scheme: Some("HTTP".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(3),
-        ..Default::default()
-    }
-}
-
 /// mysqld-exporter, connecting over loopback with its own least-privilege account.
 pub fn mysqld_exporter(clinic: &Clinic) -> Container {
     let (path, tag) = MYSQLD_EXPORTER_IMAGE;
@@ -101,8 +85,8 @@ pub fn mysqld_exporter(clinic: &Clinic) -> Container {
         ports: Some(vec![metrics_port(MYSQLD_EXPORTER_PORT)]),
         resources: Some(resources(None, ("10m", "32Mi"), ("200m", "64Mi"))),
         security_context: Some(container_security_context(EXPORTER_UID)),
-        readiness_probe: Some(metrics_probe(30)),
-        liveness_probe: Some(metrics_probe(60)),
+        readiness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 30)),
+        liveness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 60)),
         ..Default::default()
     }
 }
@@ -121,8 +105,8 @@ pub fn nginx_exporter(clinic: &Clinic) -> Container {
         ports: Some(vec![metrics_port(NGINX_EXPORTER_PORT)]),
         resources: Some(resources(None, ("10m", "16Mi"), ("100m", "32Mi"))),
         security_context: Some(container_security_context(EXPORTER_UID)),
-        readiness_probe: Some(metrics_probe(30)),
-        liveness_probe: Some(metrics_probe(60)),
+        readiness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 30)),
+        liveness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 60)),
         ..Default::default()
     }
 }
@@ -138,24 +122,9 @@ pub fn metrics_services(clinic: &Clinic) -> Vec<Service> {
     ]
     .into_iter()
     .map(|(base, component, port)| {
-        let mut meta = metadata(clinic, format!("{base}-metrics"), component);
-        meta.labels.get_or_insert_with(BTreeMap::new).insert(METRICS_LABEL.into(), "true".into());
-        Service {
-            metadata: meta,
-            spec: Some(ServiceSpec {
-                type_: Some("ClusterIP".into()),
-                selector: Some(clinic.selector_labels(component)),
-                ports: Some(vec![ServicePort {
-                    name: Some("metrics".into()),
-                    port,
-                    target_port: Some(IntOrString::String("metrics".into())),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        let mut service = port_service(clinic, format!("{base}-metrics"), component, "metrics", port);
+        service.metadata.labels.get_or_insert_with(BTreeMap::new).insert(METRICS_LABEL.into(), "true".into());
+        service
     })
     .collect()
 }
@@ -237,14 +206,10 @@ impl Selectors {
     fn of(clinic: &Clinic) -> Self {
         Self {
             namespace: format!("namespace=\"{}\"", clinic.namespace),
-            pods: format!("pod=~\"{}-(mariadb|backend|frontend|gateway)-.+\"", regex_escape(&clinic.name)),
+            // Clinic names are DNS labels (checked by `validate`): nothing in them needs escaping.
+            pods: format!("pod=~\"{}-(mariadb|backend|frontend|gateway)-.+\"", clinic.name),
         }
     }
-}
-
-/// Clinic names are DNS labels; only `.` could matter in a regex, and it cannot occur.
-fn regex_escape(s: &str) -> String {
-    s.replace('.', "\\\\.")
 }
 
 /// The alerts a clinic on-call needs. Thresholds follow the spec where it has one (the RPO).
@@ -459,6 +424,22 @@ pub fn dashboard(clinic: &Clinic) -> Option<ConfigMap> {
         data: Some(BTreeMap::from([(format!("clinic-{}-{}.json", clinic.namespace, clinic.name), json)])),
         ..Default::default()
     })
+}
+
+/// The dashboard when it lives outside the clinic's namespace: not an owned child, applied and
+/// removed by its own path behind the finalizer.
+pub fn external_dashboard(clinic: &Clinic) -> Option<ConfigMap> {
+    if !dashboard_outside(clinic) {
+        return None;
+    }
+    dashboard(clinic)
+}
+
+/// Whether the clinic wants a dashboard outside its namespace (without building it).
+pub fn dashboard_outside(clinic: &Clinic) -> bool {
+    enabled(clinic)
+        && clinic.spec.monitoring.dashboard.enabled
+        && dashboard_namespace(clinic) != clinic.namespace
 }
 
 /// On objects outside the clinic's namespace: which namespace the clinic lives in (the same

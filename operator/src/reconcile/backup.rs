@@ -365,15 +365,15 @@ async fn patch_finalizers(ctx: &Context, cp: &ClinicPlatform, finalizers: Vec<St
     Ok(())
 }
 
-/// Creates or corrects the clinic's Schedule (or removes it when backups are off).
-pub async fn ensure_schedule(ctx: &Context, clinic: &Clinic, cp: &ClinicPlatform) -> Result<()> {
+/// Creates or corrects the clinic's Schedule (or removes it when backups are off). The caller
+/// has put the clean-up finalizer in place first.
+pub async fn ensure_schedule(ctx: &Context, clinic: &Clinic) -> Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &schedule_resource());
     let name = backup::base_name(clinic);
     let Some(desired) = backup::schedule(clinic) else {
         return delete_schedule(ctx, clinic).await;
     };
-    ensure_finalizer(ctx, cp).await?;
     let mut value = serde_json::to_value(&desired)
         .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
     value["apiVersion"] = json!(backup::VELERO_API_VERSION);

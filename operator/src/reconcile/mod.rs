@@ -306,7 +306,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // Velero's namespace is ours to remove before the finalizer lets the object go.
         if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
             let clinic = model::unchecked(cp);
-            remove_external_dashboard(ctx, &clinic).await?;
+            sync_external_dashboard(ctx, &clinic, false).await?;
             backup::cleanup(ctx, cp, &clinic).await?;
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
@@ -390,18 +390,29 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let external = match ctx.recent_external(&external_key, cp.metadata.resource_version.as_ref()) {
         Some(recent) if converged_ok => recent,
         _ if converged_ok => {
-            let schedule_error = if velero {
-                backup::ensure_schedule(ctx, &clinic, cp).await.err().map(|e| e.to_string())
+            let schedule_wanted = velero && build::backup::schedule(&clinic).is_some();
+            let dashboard_outside = build::monitoring::dashboard_outside(&clinic);
+            // One finalizer patch per pass, before anything is written outside the namespace: a
+            // second patch from the same (now stale) object would be refused as a conflict.
+            let finalizer_error = if schedule_wanted || dashboard_outside {
+                backup::ensure_finalizer(ctx, cp).await.err().map(|e| e.to_string())
             } else {
                 None
+            };
+            let schedule_error = match &finalizer_error {
+                Some(e) if schedule_wanted => Some(e.clone()),
+                _ if velero => backup::ensure_schedule(ctx, &clinic).await.err().map(|e| e.to_string()),
+                _ => None,
             };
             // Optional APIs and the dashboard never block the platform: their state is reported.
             let certificates =
                 optional::ensure(ctx, &clinic, build::OptionalApi::CertManager, &desired).await;
             let monitors =
                 optional::ensure(ctx, &clinic, build::OptionalApi::PrometheusOperator, &desired).await;
-            let dashboard_error =
-                ensure_external_dashboard(ctx, &clinic, cp).await.err().map(|e| e.to_string());
+            let dashboard_error = match finalizer_error {
+                Some(e) if dashboard_outside => Some(e),
+                _ => sync_external_dashboard(ctx, &clinic, true).await.err().map(|e| e.to_string()),
+            };
             let external = External { schedule_error, certificates, monitors, dashboard_error };
             ctx.remember_external(external_key, cp.metadata.resource_version.as_ref(), &external);
             external
@@ -585,42 +596,17 @@ fn observe_state(
     }
 }
 
-/// The dashboard ConfigMap when it lives outside the clinic's namespace (no owner reference
-/// possible there: the finalizer removes it). In the clinic's namespace it is a normal child.
-async fn ensure_external_dashboard(ctx: &Context, clinic: &Clinic, cp: &ClinicPlatform) -> Result<()> {
-    let Some(dashboard) = build::monitoring::dashboard(clinic) else {
+/// The dashboard ConfigMap when it lives outside the clinic's namespace: put in place (`keep`)
+/// or, on deletion, removed. No owner reference is possible there; the finalizer, put in place
+/// by the caller, guards it. In the clinic's namespace the dashboard is a normal child.
+async fn sync_external_dashboard(ctx: &Context, clinic: &Clinic, keep: bool) -> Result<()> {
+    let Some(dashboard) = build::monitoring::external_dashboard(clinic) else {
         return Ok(());
     };
     let namespace = dashboard.metadata.namespace.clone().unwrap_or_default();
-    if namespace == clinic.namespace {
-        return Ok(());
-    }
-    backup::ensure_finalizer(ctx, cp).await?;
     let object = build::to_dynamic(&dashboard);
     let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
-    optional::ensure_one(ctx, &resource, &namespace, &object.name_any(), Some(&object)).await?;
-    Ok(())
-}
-
-/// On deletion: the dashboard outside the clinic's namespace (same-namespace children go with
-/// the garbage collector).
-async fn remove_external_dashboard(ctx: &Context, clinic: &Clinic) -> Result<()> {
-    let Some(dashboard) = build::monitoring::dashboard(clinic) else {
-        return Ok(());
-    };
-    let namespace = dashboard.metadata.namespace.clone().unwrap_or_default();
-    if namespace == clinic.namespace {
-        return Ok(());
-    }
-    let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
-    optional::ensure_one(
-        ctx,
-        &resource,
-        &namespace,
-        &dashboard.metadata.name.clone().unwrap_or_default(),
-        None,
-    )
-    .await?;
+    optional::ensure_one(ctx, &resource, &namespace, &object.name_any(), keep.then_some(&object)).await?;
     Ok(())
 }
 

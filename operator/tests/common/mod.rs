@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests (each test file is its own crate and uses a part).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use clinic_operator::api::ClinicPlatform;
+use clinic_operator::metrics::Metrics;
+use clinic_operator::model::{self, Clinic};
+use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+
+/// The checked model of clinic `lyon` in `clinic-lyon` with `spec` (YAML, indented by two).
+pub fn clinic(spec: &str) -> Clinic {
+    let yaml = format!(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
+    );
+    let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
+    model::validate(&cp).expect("spec is valid")
+}
+
+/// The built object `kind/name`, as its typed struct.
+pub fn typed<K: DeserializeOwned>(objects: &[DynamicObject], kind: &str, name: &str) -> K {
+    let o = objects
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == kind && o.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{kind}/{name} not built"));
+    serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
+}
+
+/// A check tool built by `e2e/cluster/tools/build.sh` (promtool, helm, kubeconform).
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CLINIC_TOOLS_BIN").unwrap_or_else(|| {
+        panic!("CLINIC_TOOLS_BIN is not set: run `make test`, or `CLINIC_TOOLS_BIN=$(e2e/cluster/tools/build.sh) cargo test`")
+    });
+    let path = PathBuf::from(dir).join(name);
+    assert!(path.is_file(), "{} missing: run e2e/cluster/tools/build.sh", path.display());
+    path
+}
+
+/// Standard output and error of a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A fresh directory under the system's temporary directory, unique within the test run.
+pub fn tempdir(prefix: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "clinic-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Operator metrics with one sample in every family (so each appears in the exposition).
+pub fn exercised_metrics() -> Metrics {
+    let m = Metrics::new();
+    m.observe_reconcile(0.02);
+    m.record_error("ApplyFailed");
+    m.record_drift("Service");
+    m.record_write("apply");
+    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    m
+}

@@ -12,8 +12,13 @@ help: ## Show the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: control-plane
-control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
+control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, kubelet, kube-proxy.
 	@e2e/cluster/build.sh >/dev/null
+
+.PHONY: node
+node: ## Build (or find cached) the real node's add-ons (CoreDNS, kube-router) and test images.
+	@e2e/node/build.sh >/dev/null
+	@e2e/images/build.sh >/dev/null
 
 .PHONY: tools
 tools: ## Build (or find cached) promtool, helm, kubeconform and actionlint from their Go modules.
@@ -31,7 +36,7 @@ lint: tools ## rustfmt, clippy (warnings are errors), gofmt of the e2e modules, 
 	$$(e2e/cluster/tools/build.sh)/actionlint -color=false
 
 .PHONY: test
-test: lint control-plane build docs-site ## Every test: unit, CRD drift, rules, mocked API, CLI, and the e2e suite on a real control plane.
+test: lint control-plane node build docs-site ## Every test: unit, CRD drift, rules, mocked API, CLI, the e2e suite on a real control plane, and the real-pods tier on a real node.
 	CLINIC_OPERATOR_BIN=$(OPERATOR_BIN) CLINIC_TOOLS_BIN=$$(e2e/cluster/tools/build.sh) \
 	  PYTHON=$$(hack/python-env.sh)/bin/python3 $(CARGO) test --workspace --all-targets
 
@@ -61,6 +66,10 @@ docs-site: ## Build the MkDocs site into site/ with --strict (broken links and a
 .PHONY: demo
 demo: control-plane build ## Start a local control plane with the operator and examples/minimal.yaml.
 	@OPERATOR_BIN=$(OPERATOR_BIN) E2E_CLUSTER_BIN=$(TARGET_DIR)/debug/e2e-cluster e2e/demo.sh up
+
+.PHONY: demo-real
+demo-real: control-plane node build ## Like demo, on one real node: the containers run (`kubectl logs`/`exec` work).
+	@REAL_NODE=1 OPERATOR_BIN=$(OPERATOR_BIN) E2E_CLUSTER_BIN=$(TARGET_DIR)/debug/e2e-cluster e2e/demo.sh up
 
 .PHONY: demo-down
 demo-down: ## Stop what `make demo` started.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a real control plane on 127.0.0.1 (see e2e/src/cluster.rs), the operator running
 # with the chart's RBAC, and examples/minimal.yaml converged. `make demo-down` stops it all.
+# `make demo-real` (REAL_NODE=1): the same on one real node (e2e/src/node.rs) instead of kwok's
+# simulated nodes, so the platform's containers really run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir="$root/.e2e/demo"
@@ -23,8 +25,13 @@ up() {
     echo "a demo control plane is already running; reusing it ('make demo-down' stops it)"
   else
     rm -rf "$dir"; mkdir -p "$dir"
-    echo "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)..."
-    E2E_KEEP_DIR=1 setsid nohup "${E2E_CLUSTER_BIN:?}" up "$dir" >"$dir/cluster.log" 2>&1 </dev/null &
+    if [ -n "${REAL_NODE:-}" ]; then
+      echo "starting the control plane and a real node (containerd, kubelet, kube-proxy, CoreDNS, kube-router)..."
+      E2E_KEEP_DIR=1 setsid nohup "${E2E_CLUSTER_BIN:?}" up "$dir" --real-node >"$dir/cluster.log" 2>&1 </dev/null &
+    else
+      echo "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)..."
+      E2E_KEEP_DIR=1 setsid nohup "${E2E_CLUSTER_BIN:?}" up "$dir" >"$dir/cluster.log" 2>&1 </dev/null &
+    fi
     for _ in $(seq 1 300); do
       [ -f "$dir/ready" ] && break
       if ! kill -0 $! 2>/dev/null; then echo "control plane failed:"; tail -20 "$dir/cluster.log"; exit 1; fi
@@ -77,7 +84,7 @@ YAML
   k apply -f "$root/examples/minimal.yaml"
   echo "waiting for the clinic to be Ready..."
   start=$SECONDS
-  k -n clinic-minimal wait --for=condition=Ready clinicplatform/clinic-minimal --timeout=180s
+  k -n clinic-minimal wait --for=condition=Ready clinicplatform/clinic-minimal --timeout=300s
   echo "Ready after $((SECONDS - start)) s"
   echo
   k get clinicplatforms -A
@@ -85,9 +92,14 @@ YAML
   k -n clinic-minimal describe clinicplatform clinic-minimal
   cat <<TXT
 
-The cluster keeps running (pods are simulated by kwok: no containers run).
+The cluster keeps running ($(if [ -n "${REAL_NODE:-}" ]; then
+    echo "on a real node: the containers run; the backend is a stand-in for OpenMRS, see docs/testing.md"
+  else
+    echo "pods are simulated by kwok: no containers run; 'make demo-real' runs them"
+  fi)).
   export KUBECONFIG=$KUBECONFIG
   $kubectl get all,networkpolicies,secrets -n clinic-minimal
+  $kubectl -n clinic-minimal logs clinic-minimal-backend-0    # real node only
   operator log: $dir/operator.log   metrics: curl 127.0.0.1:18080/metrics
 Stop everything with: make demo-down
 TXT

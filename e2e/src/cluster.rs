@@ -35,7 +35,7 @@ pub struct ControlPlane {
 pub const NODES: usize = 2;
 
 /// How big the simulated cluster is and how fast its controllers may talk to the API server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub nodes: usize,
     /// Pods each fake node accepts (CPU and memory are ample).
@@ -43,19 +43,26 @@ pub struct Options {
     /// `--kube-api-qps` of the controller-manager and scheduler (upstream default 20 / 50):
     /// raised for fleet benchmarks so that the operator, not the simulated cluster, is measured.
     pub controller_qps: Option<u32>,
+    /// Provision volumes as `local` PersistentVolumes in this folder on the real node (they are
+    /// mounted for real, and honour `fsGroup`), instead of hostPath volumes nobody mounts.
+    pub local_volumes: Option<crate::provisioner::LocalVolumes>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { nodes: NODES, pods_per_node: 500, controller_qps: None }
+        Options { nodes: NODES, pods_per_node: 500, controller_qps: None, local_volumes: None }
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check()? {
@@ -120,6 +127,7 @@ impl ControlPlane {
         let scheduler_port = free_port()?;
         let shm = Path::new("/dev/shm");
         let etcd_base = if shm.is_dir() { shm.to_path_buf() } else { dir.to_path_buf() };
+        remove_stale_etcd_data(&etcd_base);
         let etcd_data = etcd_base.join(format!("clinic-e2e-etcd-{}-{}", std::process::id(), api_port));
         let kubeconfig = dir.join("admin.kubeconfig");
         let mut plane = ControlPlane {
@@ -175,6 +183,11 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                // The real node (when one runs) is reached on its InternalIP: no resolver here
+                // knows node names.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_cert)),
+                format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -258,11 +271,15 @@ impl ControlPlane {
             ],
         )?;
         plane.apply_yaml(&cluster_objects(&options))?;
-        wait_until("fake nodes Ready", Duration::from_secs(60), || {
-            plane.check_running()?;
-            Ok(plane.kubectl(&["wait", "--for=condition=Ready", "node", "--all", "--timeout=2s"]).is_ok())
-        })?;
-        plane.provisioner = Some(Provisioner::start(&kubeconfig)?);
+        if options.nodes > 0 {
+            wait_until("fake nodes Ready", Duration::from_secs(60), || {
+                plane.check_running()?;
+                Ok(plane
+                    .kubectl(&["wait", "--for=condition=Ready", "node", "-l", "type=kwok", "--timeout=2s"])
+                    .is_ok())
+            })?;
+        }
+        plane.provisioner = Some(Provisioner::start(&kubeconfig, options.local_volumes.clone())?);
         Ok(plane)
     }
 
@@ -423,11 +440,7 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
-        let log = File::create(self.dir.join("logs").join(format!("{name}.log")))?;
-        let mut command = Command::new(self.bin.join(name));
-        command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        die_with_parent(&mut command);
-        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+        let child = spawn_logged(name, &self.bin.join(name), args, &self.dir.join("logs"))?;
         self.processes.push((name.to_string(), child));
         Ok(())
     }
@@ -451,6 +464,31 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// etcd data of runs whose process is gone (a killed test run cannot remove its own).
+fn remove_stale_etcd_data(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("clinic-e2e-etcd-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<libc::pid_t>() else { continue };
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Starts `program` with its output in `<log_dir>/<name>.log`; it dies with the calling thread.
+pub fn spawn_logged(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Child> {
+    let log = File::create(log_dir.join(format!("{name}.log")))?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    die_with_parent(&mut command);
+    command.spawn().with_context(|| format!("starting {name} ({})", program.display()))
 }
 
 /// SIGTERM, a grace period, then SIGKILL.
@@ -554,9 +592,12 @@ metadata:
     storageclass.kubernetes.io/is-default-class: "true"
 provisioner: {provisioner}
 reclaimPolicy: Delete
-volumeBindingMode: Immediate
+volumeBindingMode: {binding}
 "#,
-        provisioner = crate::provisioner::PROVISIONER
+        provisioner = crate::provisioner::PROVISIONER,
+        // Real pods: the volume is made once the scheduler has picked the node, as with any
+        // node-local storage (binding first would race the scheduler's first attempt).
+        binding = if options.local_volumes.is_some() { "WaitForFirstConsumer" } else { "Immediate" },
     ));
     yaml
 }

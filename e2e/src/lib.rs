@@ -1,6 +1,7 @@
 //! The real-control-plane harness of clinic-operator's end-to-end tests and `make demo`.
 
 pub mod cluster;
+pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod provisioner;

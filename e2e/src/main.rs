@@ -1,19 +1,23 @@
 //! `e2e-cluster`: runs the local real control plane until interrupted (used by `make demo`).
 //!
-//! `e2e-cluster up DIR` starts it with its files in DIR, installs the upstream CRDs, writes
-//! `DIR/admin.kubeconfig` and `DIR/ready`, and keeps running until SIGINT or SIGTERM.
+//! `e2e-cluster up DIR [--real-node]` starts it with its files in DIR, installs the upstream
+//! CRDs, writes `DIR/admin.kubeconfig` and `DIR/ready`, and keeps running until SIGINT or
+//! SIGTERM. With `--real-node` the cluster has one real node (containerd, kubelet, ...) instead
+//! of the kwok nodes, so pods really run and `kubectl logs`/`exec` work.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clinic_operator_e2e::cluster::{self, ControlPlane};
+use clinic_operator_e2e::cluster::{self, ControlPlane, Options};
+use clinic_operator_e2e::node::{self, RealNode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some("up"), Some(dir)) = (args.get(1).map(String::as_str), args.get(2)) else {
-        eprintln!("usage: e2e-cluster up DIR");
+        eprintln!("usage: e2e-cluster up DIR [--real-node]");
         return ExitCode::FAILURE;
     };
+    let real_node = args.iter().any(|a| a == "--real-node");
     let dir = PathBuf::from(dir);
     // Block SIGINT/SIGTERM in every thread (threads inherit the mask) and wait for them below,
     // so the control plane is always stopped in order.
@@ -26,13 +30,19 @@ fn main() -> ExitCode {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
-    let result = (|| -> anyhow::Result<ControlPlane> {
+    let result = (|| -> anyhow::Result<(ControlPlane, Option<RealNode>)> {
         let bin = cluster::binaries()?;
-        let plane = ControlPlane::start_in(&bin, &dir)?;
+        let options = if real_node {
+            Options { nodes: 0, local_volumes: Some(node::local_volumes()), ..Options::default() }
+        } else {
+            Options::default()
+        };
+        let plane = ControlPlane::start_with(&bin, &dir, options)?;
         plane.install_crds(&cluster::upstream_crds()?)?;
-        Ok(plane)
+        let node = if real_node { Some(RealNode::start(&plane)?) } else { None };
+        Ok((plane, node))
     })();
-    let mut plane = match result {
+    let (mut plane, mut node) = match result {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -48,6 +58,9 @@ fn main() -> ExitCode {
         libc::sigwait(&set, &mut signal);
     }
     eprintln!("stopping control plane");
+    if let Some(node) = node.as_mut() {
+        node.stop();
+    }
     plane.stop();
     ExitCode::SUCCESS
 }

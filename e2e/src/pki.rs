@@ -21,6 +21,12 @@ pub struct Pki {
     pub admin_key: PathBuf,
     pub sa_key: PathBuf,
     pub sa_pub: PathBuf,
+    /// The real node's kubelet identity (`system:node:<name>` in `system:nodes`).
+    pub node_cert: PathBuf,
+    pub node_key: PathBuf,
+    /// The API server's client identity towards kubelets (logs, exec, port-forward).
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
@@ -36,6 +42,19 @@ fn name(cn: &str, org: Option<&str>) -> DistinguishedName {
         dn.push(DnType::OrganizationName, o);
     }
     dn
+}
+
+/// Name of the real node (its kubelet's certificate names it).
+pub const REAL_NODE_NAME: &str = "real-node-0";
+
+fn client_cert(issuer: &Issuer<'_, &KeyPair>, cn: &str, org: Option<&str>) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(cn, org);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Generates everything under `dir`.
@@ -65,12 +84,11 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &issuer)?;
 
-    let admin_key = KeyPair::generate()?;
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name = name("e2e-admin", Some("system:masters"));
-    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+    let (admin_cert, admin_key) = client_cert(&issuer, "e2e-admin", Some("system:masters"))?;
+    let (node_cert, node_key) =
+        client_cert(&issuer, &format!("system:node:{REAL_NODE_NAME}"), Some("system:nodes"))?;
+    let (kubelet_client_cert, kubelet_client_key) =
+        client_cert(&issuer, "kube-apiserver-kubelet-client", None)?;
 
     let sa_key = KeyPair::generate()?;
 
@@ -79,8 +97,12 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         ca_key: write(dir, "ca.key", &ca_key.serialize_pem())?,
         apiserver_cert: write(dir, "apiserver.crt", &server_cert.pem())?,
         apiserver_key: write(dir, "apiserver.key", &server_key.serialize_pem())?,
-        admin_cert: write(dir, "admin.crt", &admin_cert.pem())?,
-        admin_key: write(dir, "admin.key", &admin_key.serialize_pem())?,
+        admin_cert: write(dir, "admin.crt", &admin_cert)?,
+        admin_key: write(dir, "admin.key", &admin_key)?,
+        node_cert: write(dir, "node.crt", &node_cert)?,
+        node_key: write(dir, "node.key", &node_key)?,
+        kubelet_client_cert: write(dir, "kubelet-client.crt", &kubelet_client_cert)?,
+        kubelet_client_key: write(dir, "kubelet-client.key", &kubelet_client_key)?,
         sa_key: write(dir, "sa.key", &sa_key.serialize_pem())?,
         sa_pub: write(dir, "sa.pub", &sa_key.public_key_pem())?,
     })

@@ -1,7 +1,9 @@
 //! A tiny dynamic volume provisioner for the test cluster: for each pending claim of the
-//! `standard` or `encrypted-ssd` StorageClass it creates a matching hostPath PersistentVolume
-//! pre-bound to the claim (kwok's pods never mount it), and it deletes released volumes, as a
-//! real CSI driver would.
+//! `standard` or `encrypted-ssd` StorageClass it creates a matching PersistentVolume pre-bound
+//! to the claim, and it deletes released volumes, as a real CSI driver would. On kwok the volume
+//! is a hostPath nobody mounts; with a real node it is a `local` volume in a folder of the
+//! node's run directory, pinned to that node, which the kubelet mounts and whose ownership it
+//! gives to the pod's `fsGroup` (a hostPath would stay root's, unlike any real storage).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
+    HostPathVolumeSource, LocalVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -23,6 +26,13 @@ pub const CLASSES: &[&str] = &["standard", "encrypted-ssd"];
 /// Provisioner name of the `standard` StorageClass.
 pub const PROVISIONER: &str = "e2e.clinic.audioprothese.fr/hostpath";
 
+/// Where `local` volumes live, and the node that has them.
+#[derive(Debug, Clone)]
+pub struct LocalVolumes {
+    pub dir: std::path::PathBuf,
+    pub node: String,
+}
+
 /// A running provisioner (on its own thread and runtime).
 pub struct Provisioner {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -30,7 +40,7 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    pub fn start(kubeconfig: &Path) -> Result<Provisioner> {
+    pub fn start(kubeconfig: &Path, local: Option<LocalVolumes>) -> Result<Provisioner> {
         let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).context("reading kubeconfig")?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new().name("provisioner".into()).spawn(move || {
@@ -57,7 +67,7 @@ impl Provisioner {
                     }
                 };
                 tokio::select! {
-                    result = run(client) => if let Err(e) = result { eprintln!("provisioner stopped: {e:#}") },
+                    result = run(client, local) => if let Err(e) = result { eprintln!("provisioner stopped: {e:#}") },
                     _ = stopped => {},
                 }
             });
@@ -71,7 +81,7 @@ impl Provisioner {
     }
 }
 
-async fn run(client: Client) -> Result<()> {
+async fn run(client: Client, local: Option<LocalVolumes>) -> Result<()> {
     let claims = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .applied_objects()
@@ -87,7 +97,13 @@ async fn run(client: Client) -> Result<()> {
     while let Some(event) = events.try_next().await? {
         match event {
             Event::Claim(claim) => {
-                if let Some(pv) = volume_for(&claim) {
+                if let Some(pv) = volume_for(&claim, local.as_ref()) {
+                    if let Some(path) = pv.spec.as_ref().and_then(|s| s.local.as_ref()).map(|l| &l.path)
+                        && let Err(e) = std::fs::create_dir_all(path)
+                    {
+                        eprintln!("provisioner: creating {path}: {e}");
+                        continue;
+                    }
                     match pvs.create(&PostParams::default(), &pv).await {
                         Ok(_) => {}
                         Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -114,7 +130,7 @@ enum Event {
 }
 
 /// The volume a pending claim of our class needs, if any.
-fn volume_for(claim: &PersistentVolumeClaim) -> Option<PersistentVolume> {
+fn volume_for(claim: &PersistentVolumeClaim, local: Option<&LocalVolumes>) -> Option<PersistentVolume> {
     let spec = claim.spec.as_ref()?;
     let class = spec.storage_class_name.as_deref().unwrap_or("standard");
     let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
@@ -123,6 +139,10 @@ fn volume_for(claim: &PersistentVolumeClaim) -> Option<PersistentVolume> {
         || !pending
         || claim.metadata.deletion_timestamp.is_some()
     {
+        return None;
+    }
+    // Node-local volumes wait for the scheduler's choice of node (WaitForFirstConsumer).
+    if local.is_some() && !claim.annotations().contains_key("volume.kubernetes.io/selected-node") {
         return None;
     }
     let uid = claim.uid()?;
@@ -141,9 +161,26 @@ fn volume_for(claim: &PersistentVolumeClaim) -> Option<PersistentVolume> {
             access_modes: spec.access_modes.clone(),
             storage_class_name: Some(class.to_string()),
             persistent_volume_reclaim_policy: Some("Delete".into()),
-            host_path: Some(HostPathVolumeSource {
-                path: format!("/var/lib/e2e-volumes/{uid}"),
-                type_: Some("DirectoryOrCreate".into()),
+            host_path: match local {
+                None => Some(HostPathVolumeSource {
+                    path: format!("/var/lib/e2e-volumes/{uid}"),
+                    type_: Some("DirectoryOrCreate".into()),
+                }),
+                Some(_) => None,
+            },
+            local: local
+                .map(|l| LocalVolumeSource { path: l.dir.join(&uid).display().to_string(), fs_type: None }),
+            node_affinity: local.map(|l| VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "kubernetes.io/hostname".into(),
+                            operator: "In".into(),
+                            values: Some(vec![l.node.clone()]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
             }),
             claim_ref: Some(ObjectReference {
                 api_version: Some("v1".into()),

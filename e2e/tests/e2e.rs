@@ -5,26 +5,21 @@
 //! token, so a missing permission fails a scenario and an excess one fails `rbac_is_least_privilege`.
 //! Every wait is bounded.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clinic_operator_e2e::cluster::{self, ControlPlane};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
-
-struct Env {
-    plane: ControlPlane,
-    /// The operator process; `None` when attached to a cluster where the operator runs as a
-    /// Deployment (E2E_KUBECONFIG, the kind workflow).
-    operator: Option<Mutex<OperatorProcess>>,
-    operator_kubeconfig: PathBuf,
-}
+use support::*;
 
 /// Where a scenario can run: `Local` needs the operator process or the local control plane's
 /// keys (restart, logs, service-account kubeconfigs, extra control planes); `Any` also runs
@@ -33,211 +28,6 @@ struct Env {
 enum Runs {
     Local,
     Any,
-}
-
-/// How long a clinic may take to turn Ready: seconds on kwok, many minutes with real pods.
-fn wait() -> Duration {
-    std::env::var("E2E_READY_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(120))
-}
-
-const INSTANCE: &str = "app.kubernetes.io/instance";
-
-impl Env {
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        self.plane.kubectl(args)
-    }
-
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        Ok(serde_json::from_str(&self.kubectl(&all)?)?)
-    }
-
-    /// The local operator process (only `Runs::Local` scenarios call this).
-    fn operator(&self) -> MutexGuard<'_, OperatorProcess> {
-        self.operator
-            .as_ref()
-            .expect("a Runs::Local scenario ran against an attached cluster")
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The operator's recent output, from the process or from the Deployment's pods.
-    fn operator_log(&self) -> String {
-        match &self.operator {
-            Some(op) => tail(&op.lock().unwrap_or_else(|p| p.into_inner()).output(), 30),
-            None => {
-                let ns = std::env::var("E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "clinic-system".into());
-                self.kubectl(&[
-                    "-n",
-                    &ns,
-                    "logs",
-                    "-l",
-                    "app.kubernetes.io/name=clinic-operator",
-                    "--tail=30",
-                ])
-                .unwrap_or_else(|e| e.to_string())
-            }
-        }
-    }
-
-    /// A namespace that enforces Pod Security "restricted", as the docs tell platform teams to.
-    fn namespace(&self, name: &str) -> Result<()> {
-        self.plane.apply_yaml(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/warn: restricted\n"
-        ))?;
-        Ok(())
-    }
-
-    fn clinic(&self, namespace: &str, name: &str, spec: &str) -> Result<()> {
-        self.plane.apply_yaml(&format!(
-            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}\n"
-        ))?;
-        Ok(())
-    }
-
-    fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<()> {
-        self.kubectl(&[
-            "-n",
-            namespace,
-            "wait",
-            "--for=condition=Ready",
-            &format!("clinicplatform/{name}"),
-            &format!("--timeout={}s", timeout.as_secs()),
-        ])
-        .map(|_| ())
-        .with_context(|| {
-            format!("clinic {namespace}/{name} not Ready; operator log:\n{}", self.operator_log())
-        })
-    }
-
-    fn condition(&self, namespace: &str, name: &str, type_: &str) -> Result<Option<Value>> {
-        let cp = self.json(&["-n", namespace, "get", "clinicplatform", name])?;
-        Ok(cp["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned()))
-    }
-
-    /// Names of the children of `name` of the kinds the operator makes, as `Kind/name`.
-    fn children(&self, namespace: &str, name: &str) -> Result<BTreeSet<String>> {
-        let list = self.json(&[
-            "-n",
-            namespace,
-            "get",
-            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io",
-            "-l",
-            &format!("{INSTANCE}={name}"),
-        ])?;
-        Ok(list["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}/{}",
-                            o["kind"].as_str().unwrap_or(""),
-                            o["metadata"]["name"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
-
-impl Env {
-    /// Forces a reconcile (an annotation is no spec change).
-    fn poke(&self, namespace: &str, name: &str) -> Result<()> {
-        let stamp = format!(
-            "e2e/poke={}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
-        );
-        self.kubectl(&["-n", namespace, "annotate", "clinicplatform", name, &stamp, "--overwrite"])?;
-        Ok(())
-    }
-
-    /// Writes a Velero Backup as Velero would after running one (its CRD has no status
-    /// subresource, so the status is written with the object).
-    fn velero_backup(
-        &self,
-        clinic_ns: &str,
-        clinic: &str,
-        name: &str,
-        phase: &str,
-        hours_ago: i64,
-    ) -> Result<()> {
-        let when = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours_ago);
-        self.plane.apply_yaml(&format!(
-            "apiVersion: velero.io/v1\nkind: Backup\nmetadata:\n  name: {name}\n  namespace: velero\n  labels:\n    app.kubernetes.io/instance: {clinic}\n    clinic.audioprothese.fr/namespace: {clinic_ns}\nspec:\n  includedNamespaces: [{clinic_ns}]\nstatus:\n  phase: {phase}\n  startTimestamp: \"{when}\"\n  completionTimestamp: \"{when}\"\n"
-        ))?;
-        Ok(())
-    }
-
-    fn set_backup_phase(&self, name: &str, phase: &str) -> Result<()> {
-        let now = jiff::Timestamp::now();
-        self.kubectl(&[
-            "-n",
-            "velero",
-            "patch",
-            "backups.velero.io",
-            name,
-            "--type=merge",
-            "-p",
-            &format!(r#"{{"status":{{"phase":"{phase}","completionTimestamp":"{now}"}}}}"#),
-        ])?;
-        Ok(())
-    }
-
-    fn backend_image(&self, ns: &str, clinic: &str) -> Result<String> {
-        let sts = self.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-backend")])?;
-        Ok(sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    while Instant::now() < deadline {
-        match check() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    match last_error {
-        Some(e) => bail!("timed out after {timeout:?} waiting for {what} (last error: {e:#})"),
-        None => bail!("timed out after {timeout:?} waiting for {what}"),
-    }
-}
-
-/// What `clinic-operator render` says the operator makes for a file, as `Kind/name`.
-fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
-    let input = std::fs::read_to_string(workspace_root().join(file))?;
-    let yaml = clinic_operator::render::render(&input, namespace)?;
-    let mut out = BTreeSet::new();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-        if v.is_null() || v["metadata"]["namespace"].as_str().is_some_and(|ns| ns != namespace) {
-            continue;
-        }
-        out.insert(format!(
-            "{}/{}",
-            v["kind"].as_str().unwrap_or(""),
-            v["metadata"]["name"].as_str().unwrap_or("")
-        ));
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,11 +341,6 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
     Ok(())
 }
 
-fn secret_fingerprint(env: &Env, ns: &str, name: &str) -> Result<String> {
-    let s = env.json(&["-n", ns, "get", "secret", name])?;
-    Ok(format!("{}:{}", s["metadata"]["uid"], s["data"]))
-}
-
 fn restart_mid_converge_keeps_secrets(env: &Env) -> Result<()> {
     let ns = "e2e-restart";
     env.namespace(ns)?;
@@ -699,15 +484,6 @@ fn operator_endpoints_and_no_secret_in_logs(env: &Env) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn base64_decode(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
 }
 
 fn backup_schedule_and_health(env: &Env) -> Result<()> {
@@ -1367,7 +1143,7 @@ fn setup() -> Result<Env> {
     if let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG") {
         // The cluster, its CRDs and the operator (helm install) are the workflow's.
         let plane = ControlPlane::attach(PathBuf::from(kubeconfig))?;
-        return Ok(Env { plane, operator: None, operator_kubeconfig: PathBuf::new() });
+        return Ok(Env { plane, node: None, operator: None, operator_kubeconfig: PathBuf::new() });
     }
     let plane = ControlPlane::start()?;
     plane.install_crds(&cluster::upstream_crds()?)?;
@@ -1377,7 +1153,7 @@ fn setup() -> Result<Env> {
     let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
     let binary = operator::binary()?;
     let operator = OperatorProcess::start(&binary, &operator_kubeconfig, &plane.dir.join("logs"))?;
-    let env = Env { plane, operator: Some(Mutex::new(operator)), operator_kubeconfig };
+    let env = Env { plane, node: None, operator: Some(Mutex::new(operator)), operator_kubeconfig };
     eventually("operator /readyz", Duration::from_secs(60), || {
         Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
     })?;

@@ -392,7 +392,7 @@ fn check_image(field: &str, image: &str) -> Result<(), InvalidSpec> {
         return Err(InvalidSpec::new(
             field,
             format!(
-                "must be an image reference such as registry.example.fr/openmrs/backend:3.7.1 or repo@sha256:<digest>, got {image:?}"
+                "must be an image reference such as registry.example.fr/openmrs/backend:3.7.x or repo@sha256:<digest>, got {image:?}"
             ),
         ));
     }

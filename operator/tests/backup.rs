@@ -41,8 +41,52 @@ fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
     assert_eq!(exec["onError"], "Fail");
     let command = exec["command"][2].as_str().unwrap();
     assert!(command.contains("mariadb-dump") && command.contains("--single-transaction"));
-    assert!(command.contains(backup::DUMP_PATH));
+    assert_eq!(exec["command"][0], "/bin/bash", "pipefail needs bash");
+    assert!(command.starts_with("set -euo pipefail;"));
+    assert!(command.contains(&format!("dir={}", backup::DUMP_DIR)), "{command}");
+    assert!(!command.contains("/var/lib/mysql/"), "the dump stays out of the data directory: {command}");
+    assert!(command.contains("| gzip -c >"), "compressed: {command}");
+    let removed = command.find("rm -f").unwrap();
+    let dumped = command.find("mariadb-dump").unwrap();
+    let checked = command.find("exit 1").unwrap();
+    assert!(
+        removed < checked && checked < dumped,
+        "old dump removed, then space checked, then dumped: {command}"
+    );
     assert!(command.contains("$MARIADB_ROOT_PASSWORD"), "the password stays in the pod's environment");
+}
+
+#[test]
+fn velero_backs_up_the_dump_volume_and_no_scratch_or_generated_config() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    let c = clinic("  backup:\n    storageLocation: ovh-gra\n");
+    let annotations = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default()
+    };
+    let db: StatefulSet =
+        clinic_operator::build::database::stateful_set(&c, &clinic_operator::build::database::config_map(&c));
+    let db_annotations = annotations(&db.spec.as_ref().unwrap().template);
+    assert_eq!(db_annotations[backup::VOLUMES_EXCLUDES_ANNOTATION], "run,tmp");
+    let backend: StatefulSet = clinic_operator::build::backend::stateful_set(&c);
+    assert_eq!(
+        annotations(&backend.spec.as_ref().unwrap().template)[backup::VOLUMES_EXCLUDES_ANNOTATION],
+        "openmrs-home,tomcat,tmp",
+        "the backend's server properties hold passwords in clear"
+    );
+    let frontend: Deployment = clinic_operator::build::frontend::deployment(&c);
+    assert_eq!(
+        annotations(&frontend.spec.as_ref().unwrap().template)[backup::VOLUMES_EXCLUDES_ANNOTATION],
+        "site,cache,run,tmp"
+    );
+    // Snapshotted data volumes: the dump is still copied by file-system backup.
+    let snap = clinic("  backup:\n    volumes: Snapshot\n");
+    let db: StatefulSet = clinic_operator::build::database::stateful_set(
+        &snap,
+        &clinic_operator::build::database::config_map(&snap),
+    );
+    let a = annotations(&db.spec.as_ref().unwrap().template);
+    assert_eq!(a[backup::VOLUMES_INCLUDES_ANNOTATION], backup::DUMP_VOLUME);
+    assert!(!a.contains_key(backup::VOLUMES_EXCLUDES_ANNOTATION));
 }
 
 #[test]

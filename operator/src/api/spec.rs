@@ -89,10 +89,12 @@ pub struct ClinicPlatformSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenmrsSpec {
-    /// Version of the OpenMRS 3 reference application (image tag of the backend, frontend and
-    /// gateway images, e.g. `3.7.1`). A component's `image` overrides it.
+    /// Version of the OpenMRS 3 reference application: the tag of the backend, frontend and
+    /// gateway images (the backend's with `-no-demo` unless `demoData`). The default `3.7.x` is
+    /// the tag upstream's build workflows push for the 3.7 line; it floats, so production pins
+    /// a digest with each component's `image`. A component's `image` overrides it.
     #[serde(default = "default_openmrs_version")]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("spec.openmrs.version: must be an image tag (letters, digits, '_', '.', '-'; at most 128 characters), e.g. 3.7.1"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("spec.openmrs.version: must be an image tag (letters, digits, '_', '.', '-'; at most 128 characters), e.g. 3.7.x"))]
     #[schemars(length(max = 128))]
     pub version: String,
 
@@ -738,7 +740,7 @@ pub enum PullPolicy {
 }
 
 fn default_openmrs_version() -> String {
-    "3.7.1".into()
+    "3.7.x".into()
 }
 fn default_locale() -> String {
     "fr".into()

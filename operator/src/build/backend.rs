@@ -21,6 +21,9 @@ pub const PORT: i32 = 8080;
 pub const JGROUPS_PORTS: [i32; 2] = [7800, 7801];
 /// The image's `openmrs` user.
 pub const UID: i64 = 1001;
+/// The image's files are group 0's (OpenShift style): `/usr/bin/tini` is mode 0654 root:root,
+/// so only group 0 may execute it. Pod Security "restricted" constrains the user, not the group.
+pub const GID: i64 = 0;
 
 pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("backend")
@@ -113,7 +116,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
     let spec = &clinic.spec.openmrs.backend;
     let image = clinic.backend_image();
-    let security = container_security_context(UID);
+    let security = container_security_context_as(UID, GID);
     let stage = Container {
         name: "stage-writable-dirs".into(),
         image: Some(image.clone()),
@@ -121,7 +124,9 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         command: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
-            "cp -a /openmrs/. /stage/openmrs/ && cp -a /usr/local/tomcat/. /stage/tomcat/".into(),
+            // Not `cp -a`: as a non-root user GNU cp cannot set the times of the emptyDir's
+            // root, which root owns, and exits 1.
+            "cp -R /openmrs/. /stage/openmrs/ && cp -R /usr/local/tomcat/. /stage/tomcat/".into(),
         ]),
         resources: Some(resources(None, ("100m", "128Mi"), ("1", "256Mi"))),
         security_context: Some(security.clone()),
@@ -177,11 +182,13 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
+    let annotations = super::backup::pod_volume_annotations(clinic, &volumes, &[]);
     let pod = pod_spec(
         clinic,
         &spec.placement,
         PodParts {
             uid: UID,
+            gid: Some(GID),
             init_containers: vec![stage],
             containers: vec![main],
             volumes,
@@ -201,6 +208,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(clinic.labels(Component::Backend)),
+                    annotations: non_empty_map(&annotations),
                     ..Default::default()
                 }),
                 spec: Some(pod),

@@ -2,8 +2,8 @@
 //! reference: the finalizer removes it) and the `Backup` taken before an upgrade.
 //!
 //! Consistency: a pre-backup hook runs `mariadb-dump --single-transaction` inside the MariaDB
-//! container and writes the dump into the data volume, so every backup holds a transactionally
-//! consistent dump next to the raw InnoDB files (which, copied while the server runs, may need
+//! container and writes the compressed dump into the pod's dump volume (outside the data
+//! directory), so every backup holds a transactionally consistent dump beside the raw InnoDB files (which, copied while the server runs, may need
 //! crash recovery). A read lock cannot be used: an exec hook's session ends before the volume is
 //! copied, releasing the lock. The hook fails the backup (`onError: Fail`) when the dump fails,
 //! so no backup claims a consistency it lacks.
@@ -20,8 +20,17 @@ use crate::model::{Clinic, Component, MANAGED_BY};
 pub const VELERO_API_VERSION: &str = "velero.io/v1";
 /// Label with the clinic's namespace on Velero objects (they live in Velero's namespace).
 pub const CLINIC_NAMESPACE_LABEL: &str = "clinic.audioprothese.fr/namespace";
-/// Where the hook writes the dump, inside the MariaDB data volume.
-pub const DUMP_PATH: &str = "/var/lib/mysql/clinic-backup/openmrs.sql";
+/// Where the hook writes the dump: a volume of its own, outside MariaDB's data directory (a
+/// folder there would show up as a database, and `mariadb-upgrade` would rename it).
+pub const DUMP_DIR: &str = "/var/lib/mysql-dump";
+/// The compressed dump the hook leaves in [`DUMP_DIR`].
+pub const DUMP_FILE: &str = "openmrs.sql.gz";
+/// Name of the MariaDB pod's dump volume.
+pub const DUMP_VOLUME: &str = "dump";
+/// Velero: volumes of a pod that file-system backup skips...
+pub const VOLUMES_EXCLUDES_ANNOTATION: &str = "backup.velero.io/backup-volumes-excludes";
+/// ... or, when volumes are snapshotted, the ones it backs up nevertheless.
+pub const VOLUMES_INCLUDES_ANNOTATION: &str = "backup.velero.io/backup-volumes";
 
 pub fn schedule_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("velero.io", "v1", "Schedule"), "schedules")
@@ -65,16 +74,59 @@ pub fn backups_selector(clinic: &Clinic) -> String {
     format!("app.kubernetes.io/instance={},{CLINIC_NAMESPACE_LABEL}={}", clinic.name, clinic.namespace)
 }
 
+/// The Velero annotations of a pod: which of its `volumes` go into a backup. Scratch and
+/// generated-config emptyDirs stay out (the backend's holds the database and admin passwords in
+/// clear, and all of it is rebuilt at start); the emptyDirs named in `keep` (the dump) go in,
+/// by file-system backup even when the data volumes are snapshotted.
+pub fn pod_volume_annotations(
+    clinic: &Clinic,
+    volumes: &[k8s_openapi::api::core::v1::Volume],
+    keep: &[&str],
+) -> BTreeMap<String, String> {
+    match clinic.spec.backup.volumes {
+        VolumeBackupMethod::FileSystem => {
+            let excluded: Vec<&str> = volumes
+                .iter()
+                .filter(|v| v.empty_dir.is_some() && !keep.contains(&v.name.as_str()))
+                .map(|v| v.name.as_str())
+                .collect();
+            if excluded.is_empty() {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([(VOLUMES_EXCLUDES_ANNOTATION.to_string(), excluded.join(","))])
+            }
+        }
+        VolumeBackupMethod::Snapshot if !keep.is_empty() => {
+            BTreeMap::from([(VOLUMES_INCLUDES_ANNOTATION.to_string(), keep.join(","))])
+        }
+        VolumeBackupMethod::Snapshot => BTreeMap::new(),
+    }
+}
+
+/// The pre-backup hook's script: a free-space check, the previous dump removed, then a
+/// compressed, transactionally consistent dump that only replaces the file once complete (with
+/// `pipefail`, a failing `mariadb-dump` fails the hook, not just `gzip`).
+pub fn dump_script(clinic: &Clinic) -> String {
+    let limit = crate::model::quantity_value(&clinic.spec.database.storage.size).unwrap_or(0.0) as u64;
+    format!(
+        "set -euo pipefail; dir={DUMP_DIR}; file=$dir/{DUMP_FILE}; \
+export MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\"; \
+rm -f \"$file\" \"$file.tmp\"; \
+need=$(mariadb -uroot -N -B -e \"SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables WHERE table_schema = '{db}'\"); \
+free=$(df -Pk \"$dir\" | awk 'NR == 2 {{ print $4 * 1024 }}'); limit={limit}; \
+if [ \"$limit\" -gt 0 ] && [ \"$limit\" -lt \"$free\" ]; then free=$limit; fi; \
+if [ \"$need\" -ge \"$free\" ]; then echo \"dump needs up to $need bytes, $dir has $free\" >&2; exit 1; fi; \
+mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} | gzip -c > \"$file.tmp\"; \
+mv \"$file.tmp\" \"$file\"",
+        db = crate::build::database::DATABASE_NAME,
+    )
+}
+
 /// The backup specification shared by the Schedule and the pre-upgrade Backup.
 pub fn backup_spec(clinic: &Clinic) -> Value {
     let backup = &clinic.spec.backup;
     let database = clinic.selector_labels(Component::Database);
-    let dump = format!(
-        "set -e; mkdir -p {dir}; MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\" mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} > {path}.tmp; mv {path}.tmp {path}",
-        dir = DUMP_PATH.rsplit_once('/').map(|(d, _)| d).unwrap_or("/var/lib/mysql"),
-        db = crate::build::database::DATABASE_NAME,
-        path = DUMP_PATH,
-    );
+    let dump = dump_script(clinic);
     let (fs_backup, snapshots) = match backup.volumes {
         VolumeBackupMethod::FileSystem => (true, false),
         VolumeBackupMethod::Snapshot => (false, true),
@@ -94,7 +146,7 @@ pub fn backup_spec(clinic: &Clinic) -> Value {
                 "pre": [{
                     "exec": {
                         "container": "mariadb",
-                        "command": ["/bin/sh", "-c", dump],
+                        "command": ["/bin/bash", "-c", dump],
                         "onError": "Fail",
                         "timeout": "10m",
                     }

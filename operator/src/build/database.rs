@@ -134,13 +134,19 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             read_only_mount("config", "/etc/mysql/conf.d"),
             mount("run", "/run/mysqld"),
             mount("tmp", "/tmp"),
+            mount(super::backup::DUMP_VOLUME, super::backup::DUMP_DIR),
         ]),
         ..Default::default()
     };
     let mut container = container;
     let mut containers = Vec::new();
-    let mut volumes =
-        vec![config_volume("config", config), empty_dir("run", "16Mi"), empty_dir("tmp", "1Gi")];
+    // The dump of the pre-backup hook is at most the size of the data.
+    let mut volumes = vec![
+        config_volume("config", config),
+        empty_dir("run", "16Mi"),
+        empty_dir("tmp", "1Gi"),
+        empty_dir(super::backup::DUMP_VOLUME, &spec.storage.size),
+    ];
     if super::monitoring::enabled(clinic) {
         container
             .volume_mounts
@@ -152,6 +158,12 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
     if super::monitoring::enabled(clinic) {
         containers.push(super::monitoring::mysqld_exporter(clinic));
     }
+    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))]);
+    annotations.extend(super::backup::pod_volume_annotations(
+        clinic,
+        &volumes,
+        &[super::backup::DUMP_VOLUME],
+    ));
     // One replica: no topology spread; a minute to flush InnoDB on shutdown.
     let pod = pod_spec(
         clinic,
@@ -169,10 +181,7 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(clinic.labels(Component::Database)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        hash_of(&config.data),
-                    )])),
+                    annotations: Some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(pod),

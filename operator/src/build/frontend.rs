@@ -67,7 +67,9 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         name: "stage-site".into(),
         image: Some(image.clone()),
         image_pull_policy: Some(pull_policy(clinic)),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), "cp -a /usr/share/nginx/html/. /stage/".into()]),
+        // Not `cp -a`: as a non-root user it cannot set the times of the emptyDir's root, which
+        // root owns, and fails.
+        command: Some(vec!["/bin/sh".into(), "-c".into(), "cp -R /usr/share/nginx/html/. /stage/".into()]),
         resources: Some(resources(None, ("50m", "32Mi"), ("500m", "128Mi"))),
         security_context: Some(container_security_context(UID)),
         volume_mounts: Some(vec![mount("site", "/stage")]),
@@ -101,6 +103,13 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         ]),
         ..Default::default()
     };
+    let volumes = vec![
+        empty_dir("site", "256Mi"),
+        empty_dir("cache", "64Mi"),
+        empty_dir("run", "1Mi"),
+        empty_dir("tmp", "64Mi"),
+    ];
+    let annotations = super::backup::pod_volume_annotations(clinic, &volumes, &[]);
     let pod = pod_spec(
         clinic,
         &spec.placement,
@@ -109,12 +118,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             sysctls: unprivileged_ports(),
             init_containers: vec![stage],
             containers: vec![main],
-            volumes: vec![
-                empty_dir("site", "256Mi"),
-                empty_dir("cache", "64Mi"),
-                empty_dir("run", "1Mi"),
-                empty_dir("tmp", "64Mi"),
-            ],
+            volumes,
             spread: Some(Component::Frontend),
             ..Default::default()
         },
@@ -129,6 +133,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(clinic.labels(Component::Frontend)),
+                    annotations: non_empty_map(&annotations),
                     ..Default::default()
                 }),
                 spec: Some(pod),

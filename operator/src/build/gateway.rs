@@ -199,6 +199,10 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         ]),
         ..Default::default()
     };
+    let volumes =
+        vec![config_volume("config", config), empty_dir("cache", "64Mi"), empty_dir("tmp", "256Mi")];
+    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))]);
+    annotations.extend(super::backup::pod_volume_annotations(clinic, &volumes, &[]));
     let pod = pod_spec(
         clinic,
         &spec.placement,
@@ -209,11 +213,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             } else {
                 vec![main]
             },
-            volumes: vec![
-                config_volume("config", config),
-                empty_dir("cache", "64Mi"),
-                empty_dir("tmp", "256Mi"),
-            ],
+            volumes,
             spread: Some(Component::Gateway),
             ..Default::default()
         },
@@ -228,10 +228,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(clinic.labels(Component::Gateway)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        hash_of(&config.data),
-                    )])),
+                    annotations: Some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(pod),

@@ -153,12 +153,13 @@ pub(crate) fn selector(clinic: &Clinic, component: Component) -> LabelSelector {
     LabelSelector { match_labels: Some(clinic.selector_labels(component)), ..Default::default() }
 }
 
-/// Pod-level security settings that pass Pod Security "restricted".
-pub(crate) fn pod_security_context(uid: i64, sysctls: Vec<Sysctl>) -> PodSecurityContext {
+/// Pod-level security settings that pass Pod Security "restricted". Volumes belong to group
+/// `uid` (fsGroup); processes run with primary group `gid`.
+pub(crate) fn pod_security_context(uid: i64, gid: i64, sysctls: Vec<Sysctl>) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(uid),
-        run_as_group: Some(uid),
+        run_as_group: Some(gid),
         fs_group: Some(uid),
         fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
@@ -170,13 +171,18 @@ pub(crate) fn pod_security_context(uid: i64, sysctls: Vec<Sysctl>) -> PodSecurit
 /// Container-level security settings: restricted, read-only root, every capability dropped.
 /// `privileged: false` is written out so that a change to it is drift we can see.
 pub(crate) fn container_security_context(uid: i64) -> SecurityContext {
+    container_security_context_as(uid, uid)
+}
+
+/// [`container_security_context`] with a primary group other than the user's own.
+pub(crate) fn container_security_context_as(uid: i64, gid: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         run_as_user: Some(uid),
-        run_as_group: Some(uid),
+        run_as_group: Some(gid),
         capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
@@ -339,6 +345,8 @@ pub(crate) fn residency_affinity(clinic: &Clinic) -> Option<k8s_openapi::api::co
 #[derive(Default)]
 pub(crate) struct PodParts {
     pub uid: i64,
+    /// Primary group of the processes when it is not `uid` (the OpenMRS backend runs with 0).
+    pub gid: Option<i64>,
     pub sysctls: Vec<k8s_openapi::api::core::v1::Sysctl>,
     pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
@@ -358,7 +366,11 @@ pub(crate) fn pod_spec(
     k8s_openapi::api::core::v1::PodSpec {
         init_containers: non_empty_vec(&parts.init_containers),
         containers: parts.containers,
-        security_context: Some(pod_security_context(parts.uid, parts.sysctls)),
+        security_context: Some(pod_security_context(
+            parts.uid,
+            parts.gid.unwrap_or(parts.uid),
+            parts.sysctls,
+        )),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         image_pull_secrets: image_pull_secrets(clinic),

@@ -1,0 +1,681 @@
+//! The real-pods tier: the platform's pods run for real, on one real node (containerd, runc, the
+//! kubelet, kube-proxy, CoreDNS and a NetworkPolicy firewall; see `clinic_operator_e2e::node`),
+//! from the images `e2e/images/build.sh` makes. What admission cannot prove is checked here:
+//! processes start under the operator's securityContext, probes pass, policies really deny, data
+//! survives a pod loss, the backup hook really dumps and the dump restores.
+//!
+//! Scenarios run one at a time (they share the node's two cores and some share a clinic), in
+//! the order listed; each wait is bounded.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clinic_operator_e2e::cluster::{self, ControlPlane, Options};
+use clinic_operator_e2e::node::{self, NODE_IP, RealNode};
+use clinic_operator_e2e::operator::{self, OperatorProcess};
+use clinic_operator_e2e::workspace_root;
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+use support::*;
+
+/// Real MariaDB and a real start-up: a clinic takes tens of seconds, not two.
+const READY: Duration = Duration::from_secs(300);
+const MINIMAL: (&str, &str) = ("clinic-minimal", "clinic-minimal");
+/// The clinic most scenarios share, behind an Ingress controller's namespace.
+const NET: (&str, &str) = ("e2e-net", "net");
+
+/// The node has two cores and the minimal example's defaults request 1.7 of them (the backend
+/// alone asks for upstream's 1 CPU / 2Gi): the other clinics ask for little, so that three fit
+/// once the minimal one is gone. Limits stay generous.
+const SMALL: &str = "  openmrs:
+    backend:
+      resources: {requests: {cpu: 50m, memory: 128Mi}, limits: {cpu: '1', memory: 1Gi}}
+    frontend:
+      resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: 500m, memory: 256Mi}}
+    gateway:
+      resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: 500m, memory: 256Mi}}
+  database:
+    resources: {requests: {cpu: 50m, memory: 256Mi}, limits: {cpu: '1', memory: 1Gi}}
+";
+
+impl Env {
+    fn node(&self) -> &RealNode {
+        self.node.as_ref().expect("the real-pods tier has a real node")
+    }
+
+    /// Pods of a clinic component, by name, with their IPs.
+    fn pods(&self, ns: &str, clinic: &str, component: &str) -> Result<Vec<(String, String)>> {
+        let list = self.json(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            &format!("{INSTANCE}={clinic},app.kubernetes.io/component={component}"),
+        ])?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running")
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
+    fn pod_ip(&self, ns: &str, clinic: &str, component: &str) -> Result<String> {
+        self.pods(ns, clinic, component)?
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .next()
+            .with_context(|| format!("no running {component} pod in {ns}"))
+    }
+
+    /// A pod that only lends its network namespace (its address, its policies) to commands the
+    /// test runs there with the host's tools.
+    fn client_pod(&self, ns: &str) -> Result<String> {
+        self.plane.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: {ns}\n  labels: {{app: e2e-client}}\nspec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: client\n    image: docker.io/openmrs/openmrs-reference-application-3-gateway:3.7.x\n    imagePullPolicy: IfNotPresent\n    command: [sleep, infinity]\n    securityContext: {{runAsNonRoot: true, runAsUser: 65534, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}, seccompProfile: {{type: RuntimeDefault}}}}\n"
+        ))?;
+        self.kubectl(&["-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=60s"])?;
+        let pod = self.json(&["-n", ns, "get", "pod", "client"])?;
+        pod["status"]["podIP"].as_str().map(String::from).context("client pod without an IP")
+    }
+
+    /// Whether a TCP connection from the pod with `from` to `to:port` is established in 3 s.
+    fn connects(&self, from: &str, to: &str, port: u16) -> Result<bool> {
+        let (ok, _) = self.node().in_pod_network(
+            from,
+            "timeout",
+            &["3", "bash", "-c", &format!("exec 3<>/dev/tcp/{to}/{port}")],
+        )?;
+        Ok(ok)
+    }
+
+    /// `curl` from a pod's network: (HTTP status, headers and body).
+    fn http(&self, from: &str, url: &str, extra: &[&str]) -> Result<(u16, String)> {
+        let mut args = vec!["-s", "-i", "-m", "5"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let (ok, out) = self.node().in_pod_network(from, "curl", &args)?;
+        ensure!(ok, "curl {url} from {from} failed: {out}");
+        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((code, out))
+    }
+
+    /// SQL as root inside the MariaDB container (its password never leaves the pod).
+    fn sql(&self, ns: &str, pod: &str, statement: &str) -> Result<String> {
+        self.kubectl(&[
+            "-n",
+            ns,
+            "exec",
+            pod,
+            "-c",
+            "mariadb",
+            "--",
+            "bash",
+            "-c",
+            &format!("MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\" mariadb -uroot -N -B openmrs -e \"{statement}\""),
+        ])
+    }
+
+    fn every_pod_ready(&self, ns: &str, clinic: &str) -> Result<usize> {
+        let pods = self.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        for pod in &items {
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            ensure!(pod["status"]["phase"] == "Running", "{name} is {}", pod["status"]["phase"]);
+            for c in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
+                ensure!(c["ready"] == true, "{name}/{} is not ready: {}", c["name"], c["state"]);
+            }
+        }
+        Ok(items.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// The minimal example, applied as the docs say, turns Ready with every pod Running and every
+/// container Ready through its real probes.
+fn minimal_example_runs(env: &Env) -> Result<()> {
+    let (ns, clinic) = MINIMAL;
+    env.namespace(ns)?;
+    let started = Instant::now();
+    env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
+    env.wait_ready(ns, clinic, READY)?;
+    eprintln!("    minimal clinic Ready on the real node in {:.1}s", started.elapsed().as_secs_f64());
+    // mariadb + backend + 2 frontend + 2 gateway (the autoscalers' minimum).
+    eventually("6 pods Running and Ready", Duration::from_secs(60), || {
+        Ok(env.every_pod_ready(ns, clinic)? == 6)
+    })?;
+    // The backend really runs as uid 1001 with group 0, on a read-only root.
+    let backend = format!("{clinic}-backend-0");
+    let id = env.kubectl(&["-n", ns, "exec", &backend, "--", "id"])?;
+    ensure!(id.contains("uid=1001") && id.contains("gid=0(root)"), "backend identity: {id}");
+    let write = env.kubectl(&["-n", ns, "exec", &backend, "--", "touch", "/usr/local/x"]);
+    ensure!(
+        write.as_ref().is_err_and(|e| e.to_string().contains("Read-only file system")),
+        "the root filesystem is writable: {write:?}"
+    );
+    let logs = env.kubectl(&["-n", ns, "logs", &backend])?;
+    ensure!(logs.contains("OpenMRS stand-in"), "backend log: {logs}");
+    emptydirs_within_their_limits(env, ns, clinic)
+}
+
+/// What each emptyDir really holds once the pods run, against its size limit (the kubelet of
+/// the test node does not enforce limits: the shared disk must not evict test pods).
+fn emptydirs_within_their_limits(env: &Env, ns: &str, clinic: &str) -> Result<()> {
+    let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+    // Largest use of each (component, volume), for the report.
+    let mut report: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let limits: BTreeMap<&str, f64> = pod["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v["name"].as_str()?, quantity(v["emptyDir"]["sizeLimit"].as_str()?)?)))
+            .collect();
+        for container in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let cname = container["name"].as_str().unwrap_or_default();
+            for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+                let (Some(volume), Some(path)) = (mount["name"].as_str(), mount["mountPath"].as_str()) else {
+                    continue;
+                };
+                let Some(limit) = limits.get(volume) else { continue };
+                let du = env.kubectl(&["-n", ns, "exec", name, "-c", cname, "--", "du", "-sk", path])?;
+                let used =
+                    du.split_whitespace().next().and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) * 1024.0;
+                let component =
+                    pod["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap_or(name);
+                let entry = report.entry(format!("{component}/{volume}")).or_insert((0.0, *limit));
+                entry.0 = entry.0.max(used);
+                ensure!(
+                    used <= limit / 2.0,
+                    "{name}: {volume} holds {used} bytes, over half its {limit}-byte limit"
+                );
+            }
+        }
+    }
+    let report: Vec<String> = report
+        .iter()
+        .map(|(v, (used, limit))| format!("{v} {:.1}/{:.0} MiB", used / 1048576.0, limit / 1048576.0))
+        .collect();
+    eprintln!("    emptyDir usage: {}", report.join(", "));
+    Ok(())
+}
+
+fn quantity(q: &str) -> Option<f64> {
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let factor = match unit {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1048576.0,
+        "Gi" => 1073741824.0,
+        _ => return None,
+    };
+    Some(n.parse::<f64>().ok()? * factor)
+}
+
+/// Deleting the minimal clinic stops every one of its pods (and frees the node for the rest).
+fn minimal_clinic_deleted_stops_its_pods(env: &Env) -> Result<()> {
+    let (ns, clinic) = MINIMAL;
+    let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+    let uids: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+        .collect();
+    ensure!(uids.len() == 6, "expected the clinic's 6 pods, found {}", uids.len());
+    ensure!(
+        uids.iter().all(|uid| !env.node().pod_processes(uid).is_empty()),
+        "a pod had no process to begin with"
+    );
+    env.kubectl(&["-n", ns, "delete", "clinicplatform", clinic, "--wait=true", "--timeout=120s"])?;
+    eventually("every pod of the clinic gone", Duration::from_secs(120), || {
+        let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+        Ok(pods["items"].as_array().is_none_or(Vec::is_empty))
+    })?;
+    // And no process of them is left on the node.
+    eventually("no process of the clinic's pods left", Duration::from_secs(60), || {
+        Ok(uids.iter().all(|uid| env.node().pod_processes(uid).is_empty()))
+    })
+}
+
+/// Both exporters answer from Prometheus' namespace with live values.
+fn exporters_answer(env: &Env) -> Result<()> {
+    let (ns, clinic) = MINIMAL;
+    env.wait_ready(ns, clinic, READY)?;
+    let prometheus = env.client_pod("monitoring")?;
+    let db = env.pod_ip(ns, clinic, "database")?;
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    eventually("mysql_up 1", Duration::from_secs(60), || {
+        Ok(env.http(&prometheus, &format!("http://{db}:9104/metrics"), &[])?.1.contains("\nmysql_up 1"))
+    })?;
+    let (_, nginx) = env.http(&prometheus, &format!("http://{gateway}:9113/metrics"), &[])?;
+    ensure!(nginx.contains("\nnginx_up 1"), "nginx exporter: {nginx}");
+    ensure!(nginx.contains("nginx_connections_active"), "nginx exporter: {nginx}");
+    Ok(())
+}
+
+/// The gateway serves the frontend (with the start script's substitutions) and proxies the
+/// backend's REST API, which authenticates the generated admin password against the database.
+fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.namespace(ns)?;
+    env.clinic(
+        ns,
+        clinic,
+        &format!("{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n"),
+    )?;
+    env.wait_ready(ns, clinic, READY)?;
+    let ingress = env.client_pod("ingress-nginx")?;
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    let base = format!("http://{gateway}:8080");
+
+    let (code, out) = env.http(&ingress, &format!("{base}/"), &[])?;
+    ensure!(code == 301 && out.contains("Location: /openmrs/spa/home"), "GET /: {out}");
+    let (code, page) = env.http(&ingress, &format!("{base}/openmrs/spa/home"), &[])?;
+    ensure!(code == 200, "GET /openmrs/spa/home: {page}");
+    for expected in [
+        "test stand-in for the OpenMRS 3 frontend",
+        "window.spaBase = \"/openmrs/spa\"",
+        "window.openmrsBase = \"/openmrs\"",
+        "window.defaultLocale = \"fr\"",
+        "X-Content-Type-Options: nosniff",
+        "Content-Security-Policy:",
+    ] {
+        ensure!(page.contains(expected), "the frontend page lacks {expected:?}:\n{page}");
+    }
+    let (code, session) = env.http(&ingress, &format!("{base}/openmrs/ws/rest/v1/session"), &[])?;
+    ensure!(code == 200 && session.contains("\"authenticated\":false"), "anonymous session: {session}");
+    let secret = env.json(&["-n", ns, "get", "secret", "net-openmrs-admin"])?;
+    let password = base64_decode(secret["data"]["password"].as_str().unwrap_or_default());
+    ensure!(password.len() >= 32, "admin password too short");
+    let (code, session) = env.http(
+        &ingress,
+        &format!("{base}/openmrs/ws/rest/v1/session"),
+        &["-u", &format!("admin:{password}")],
+    )?;
+    ensure!(code == 200 && session.contains("\"authenticated\":true"), "admin session: {session}");
+    ensure!(!session.contains(&password), "a response echoed the password");
+    Ok(())
+}
+
+/// Every flow the NetworkPolicies allow connects; every other one fails, each checked with a
+/// real TCP connection from the source pod's own address.
+fn network_policy_matrix(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let ingress = env.client_pod("ingress-nginx")?;
+    let prometheus = env.client_pod("monitoring")?;
+    let other = env.client_pod("e2e-other")?;
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    let frontend = env.pod_ip(ns, clinic, "frontend")?;
+    let backend = env.pod_ip(ns, clinic, "backend")?;
+    let db = env.pod_ip(ns, clinic, "database")?;
+    let dns = env
+        .json(&["-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns"])?["items"][0]["status"]["podIP"]
+        .as_str()
+        .map(String::from)
+        .context("no DNS pod")?;
+    // "Outside": a listener on the host, off the pod network, that an unrestricted pod reaches.
+    let outside = TcpListener::bind((NODE_IP, 0))?;
+    let outside_port = outside.local_addr()?.port();
+    let accept = std::thread::spawn(move || {
+        let _ = outside.set_nonblocking(true);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let _ = outside.accept();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+
+    let flows: Vec<(&str, &str, &str, u16, bool)> = vec![
+        ("ingress controller -> gateway", &ingress, &gateway, 8080, true),
+        ("gateway -> frontend", &gateway, &frontend, 80, true),
+        ("gateway -> backend", &gateway, &backend, 8080, true),
+        ("backend -> MariaDB", &backend, &db, 3306, true),
+        ("backend -> DNS", &backend, &dns, 53, true),
+        ("Prometheus -> mysqld-exporter", &prometheus, &db, 9104, true),
+        ("Prometheus -> nginx-exporter", &prometheus, &gateway, 9113, true),
+        ("other namespace -> outside listener (control)", &other, NODE_IP, outside_port, true),
+        ("other namespace -> MariaDB", &other, &db, 3306, false),
+        ("other namespace -> backend", &other, &backend, 8080, false),
+        ("other namespace -> gateway", &other, &gateway, 8080, false),
+        ("Prometheus -> MariaDB", &prometheus, &db, 3306, false),
+        ("frontend -> MariaDB", &frontend, &db, 3306, false),
+        ("frontend -> backend", &frontend, &backend, 8080, false),
+        ("gateway -> MariaDB", &gateway, &db, 3306, false),
+        ("MariaDB -> backend", &db, &backend, 8080, false),
+        ("backend -> outside", &backend, NODE_IP, outside_port, false),
+        ("frontend -> outside", &frontend, NODE_IP, outside_port, false),
+    ];
+    let mut wrong = Vec::new();
+    for (what, from, to, port, allowed) in &flows {
+        if env.connects(from, to, *port)? != *allowed {
+            wrong.push(format!(
+                "{what} ({from} -> {to}:{port}) {}",
+                if *allowed { "failed" } else { "connected" }
+            ));
+        }
+    }
+    drop(accept);
+    let allowed = flows.iter().filter(|f| f.4).count();
+    eprintln!(
+        "    network matrix: {allowed} allowed flows, {} denied flows, {} wrong",
+        flows.len() - allowed,
+        wrong.len()
+    );
+    ensure!(wrong.is_empty(), "NetworkPolicy matrix broken:\n{}", wrong.join("\n"));
+    Ok(())
+}
+
+/// MariaDB's pod deleted: it comes back with the same data and the same credentials, and the
+/// backend serves again.
+fn mariadb_pod_loss_keeps_data_and_credentials(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let pod = format!("{clinic}-mariadb-0");
+    let secret = format!("{clinic}-db-credentials");
+    let marker = format!("row-{}", std::process::id());
+    env.sql(
+        ns,
+        &pod,
+        &format!("CREATE TABLE IF NOT EXISTS e2e_marker (v VARCHAR(64)); INSERT INTO e2e_marker VALUES ('{marker}')"),
+    )?;
+    let credentials = secret_fingerprint(env, ns, &secret)?;
+    let uid = env.json(&["-n", ns, "get", "pod", &pod])?["metadata"]["uid"].clone();
+    env.kubectl(&["-n", ns, "delete", "pod", &pod, "--wait=true"])?;
+    eventually("a new MariaDB pod Ready", READY, || {
+        let p = env.json(&["-n", ns, "get", "pod", &pod])?;
+        Ok(p["metadata"]["uid"] != uid
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true)))
+    })?;
+    let rows = env.sql(ns, &pod, "SELECT v FROM e2e_marker")?;
+    ensure!(rows.lines().any(|l| l == marker), "the row is gone: {rows:?}");
+    ensure!(secret_fingerprint(env, ns, &secret)? == credentials, "database credentials changed");
+    env.wait_ready(ns, clinic, READY)?;
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    let backend = env.pod_ip(ns, clinic, "backend")?;
+    eventually("the backend serves again", Duration::from_secs(60), || {
+        Ok(env.http(&gateway, &format!("http://{backend}:8080/openmrs/ws/rest/v1/session"), &[])?.0 == 200)
+    })
+}
+
+/// The Schedule's pre-backup hook, run as Velero runs it (the declared command in the declared
+/// container), leaves a consistent compressed dump on the dump volume; the restore drill of
+/// docs/backup.md, run as written, brings the row back in a fresh namespace's clinic.
+fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let pod = format!("{clinic}-mariadb-0");
+    let marker = format!("dump-{}", std::process::id());
+    env.sql(ns, &pod, &format!("CREATE TABLE IF NOT EXISTS e2e_marker (v VARCHAR(64)); INSERT INTO e2e_marker VALUES ('{marker}')"))?;
+
+    let schedules =
+        env.json(&["-n", "velero", "get", "schedules.velero.io", "-l", &format!("{INSTANCE}={clinic}")])?;
+    let hook = &schedules["items"][0]["spec"]["template"]["hooks"]["resources"][0];
+    let exec = &hook["pre"][0]["exec"];
+    let container = exec["container"].as_str().context("hook without a container")?;
+    let command: Vec<&str> = exec["command"]
+        .as_array()
+        .context("hook without a command")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // The hook selects the MariaDB pod.
+    let selector: Vec<String> = hook["labelSelector"]["matchLabels"]
+        .as_object()
+        .context("hook without a selector")?
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let selected = env.json(&["-n", ns, "get", "pods", "-l", &selector.join(",")])?;
+    ensure!(
+        selected["items"][0]["metadata"]["name"] == pod.as_str(),
+        "the hook selects {}",
+        selected["items"]
+    );
+    for round in 0..2 {
+        // Twice: the second run replaces the first dump instead of failing on it.
+        let mut args = vec!["-n", ns, "exec", &pod, "-c", container, "--"];
+        args.extend(command.iter().copied());
+        env.kubectl(&args).with_context(|| format!("the pre-backup hook failed (run {round})"))?;
+    }
+    let listing = env.kubectl(&[
+        "-n",
+        ns,
+        "exec",
+        &pod,
+        "-c",
+        "mariadb",
+        "--",
+        "ls",
+        "/var/lib/mysql-dump",
+        "/var/lib/mysql",
+    ])?;
+    ensure!(listing.contains("openmrs.sql.gz") && !listing.contains(".tmp"), "dump volume: {listing}");
+    ensure!(!listing.contains("clinic-backup"), "a dump folder in the data directory: {listing}");
+    let dumped = env.kubectl(&[
+        "-n",
+        ns,
+        "exec",
+        &pod,
+        "-c",
+        "mariadb",
+        "--",
+        "bash",
+        "-c",
+        "gunzip -c /var/lib/mysql-dump/openmrs.sql.gz | grep -c e2e_marker",
+    ])?;
+    ensure!(dumped.trim().parse::<u32>().unwrap_or(0) > 0, "the dump lacks the marker table");
+    // Velero backs up the dump volume and not the scratch ones.
+    let sts = env.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-mariadb")])?;
+    let excludes =
+        sts["spec"]["template"]["metadata"]["annotations"]["backup.velero.io/backup-volumes-excludes"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    ensure!(
+        excludes.contains("run") && excludes.contains("tmp") && !excludes.contains("dump"),
+        "excludes: {excludes}"
+    );
+
+    // The drill, as docs/backup.md writes it.
+    let (target_ns, target) = ("e2e-restore", "restored");
+    env.namespace(target_ns)?;
+    env.clinic(target_ns, target, SMALL)?;
+    env.wait_ready(target_ns, target, READY)?;
+    let script = doc_block("docs/backup.md", "restore-dump")?;
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("KUBECONFIG", &env.plane.kubeconfig)
+        .env("PATH", format!("{}:{}", env.plane.bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .envs(BTreeMap::from([
+            ("SOURCE_NS", ns),
+            ("SOURCE_CLINIC", clinic),
+            ("TARGET_NS", target_ns),
+            ("TARGET_CLINIC", target),
+        ]))
+        .output()?;
+    ensure!(out.status.success(), "the documented restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    let rows = env.sql(target_ns, &format!("{target}-mariadb-0"), "SELECT v FROM e2e_marker")?;
+    ensure!(rows.lines().any(|l| l == marker), "the restored clinic lacks the row: {rows:?}");
+    Ok(())
+}
+
+/// The shell block of `file` that follows the marker `<!-- test: NAME -->`.
+fn doc_block(file: &str, name: &str) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join(file))?;
+    let marker = format!("<!-- test: {name} -->");
+    let after = text.split_once(&marker).with_context(|| format!("{file} has no {marker}"))?.1;
+    let block = after.split_once("```bash\n").context("no bash block after the marker")?.1;
+    Ok(block.split_once("```").context("unterminated block")?.0.to_string())
+}
+
+/// The operator SIGKILLed in the middle of converging a clinic with real pods converges it on
+/// restart, with no regenerated secret and no duplicate workload.
+fn operator_killed_mid_converge(env: &Env) -> Result<()> {
+    let (ns, clinic) = ("e2e-kill", "kill");
+    env.namespace(ns)?;
+    env.clinic(ns, clinic, SMALL)?;
+    eventually("the generated Secrets exist", Duration::from_secs(60), || {
+        Ok(env.kubectl(&["-n", ns, "get", "secret", "kill-db-credentials", "kill-openmrs-admin"]).is_ok())
+    })?;
+    let credentials = secret_fingerprint(env, ns, "kill-db-credentials")?;
+    let admin = secret_fingerprint(env, ns, "kill-openmrs-admin")?;
+    env.operator().kill();
+    std::thread::sleep(Duration::from_secs(3));
+    env.operator().restart()?;
+    env.wait_ready(ns, clinic, READY)?;
+    ensure!(
+        secret_fingerprint(env, ns, "kill-db-credentials")? == credentials,
+        "database credentials regenerated"
+    );
+    ensure!(secret_fingerprint(env, ns, "kill-openmrs-admin")? == admin, "admin password regenerated");
+    eventually("6 pods Running and Ready", Duration::from_secs(120), || {
+        Ok(env.every_pod_ready(ns, clinic)? == 6)
+    })?;
+    let selector = format!("{INSTANCE}={clinic}");
+    for (kind, expected) in [("statefulsets", 2), ("deployments", 2), ("replicasets", 2)] {
+        let n = env.json(&["-n", ns, "get", kind, "-l", &selector])?["items"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        ensure!(n == expected, "{n} {kind}, expected {expected}");
+    }
+    Ok(())
+}
+
+/// A weakened securityContext on a running workload is put back, and the pods that run
+/// afterwards have it again (a write to their root filesystem fails).
+fn drift_on_running_workload_is_put_back(env: &Env) -> Result<()> {
+    let (ns, clinic) = MINIMAL;
+    env.wait_ready(ns, clinic, READY)?;
+    let deployment = format!("{clinic}-gateway");
+    env.kubectl(&["-n", ns, "patch", "deployment", &deployment, "--type=json", "-p",
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem","value":false}]"#])?;
+    eventually("securityContext put back and the pods rolled", READY, || {
+        let d = env.json(&["-n", ns, "get", "deployment", &deployment])?;
+        let spec_ok = d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+            == true;
+        let rolled = d["status"]["updatedReplicas"] == d["status"]["replicas"]
+            && d["status"]["readyReplicas"] == d["status"]["replicas"]
+            && d["status"]["unavailableReplicas"].is_null()
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        Ok(spec_ok && rolled && env.pods(ns, clinic, "gateway")?.len() == 2)
+    })?;
+    for (pod, _) in env.pods(ns, clinic, "gateway")? {
+        let write = env.kubectl(&["-n", ns, "exec", &pod, "-c", "gateway", "--", "touch", "/etc/x"]);
+        ensure!(
+            write.as_ref().is_err_and(|e| e.to_string().contains("Read-only file system")),
+            "{pod} has a writable root: {write:?}"
+        );
+    }
+    let events = env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DriftCorrected"])?;
+    ensure!(
+        events["items"].as_array().into_iter().flatten().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("Deployment {deployment}")))),
+        "no DriftCorrected event for the Deployment"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn setup() -> Result<Env> {
+    let started = Instant::now();
+    let bin = cluster::binaries()?;
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "clinic-e2e-real-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    // No kwok nodes: every pod lands on the real node.
+    let options = Options { nodes: 0, local_volumes: Some(node::local_volumes()), ..Options::default() };
+    let plane = ControlPlane::start_with(&bin, &dir, options)?;
+    plane.install_crds(&cluster::upstream_crds()?)?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
+    let node = RealNode::start(&plane)?;
+    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
+    let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let operator =
+        OperatorProcess::start(&operator::binary()?, &operator_kubeconfig, &plane.dir.join("logs"))?;
+    let env = Env { plane, node: Some(node), operator: Some(Mutex::new(operator)), operator_kubeconfig };
+    eventually("operator /readyz", Duration::from_secs(60), || {
+        Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
+    })?;
+    eprintln!("real-pods setup done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(env)
+}
+
+fn main() -> ExitCode {
+    node::teardown_on_signal();
+    let mut args = Arguments::from_args();
+    // One scenario at a time: some share a clinic, all share two cores.
+    args.test_threads = Some(1);
+    let started = Instant::now();
+    let env = match setup() {
+        Ok(env) => Arc::new(env),
+        Err(e) => {
+            eprintln!("real-pods setup failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    type Scenario = fn(&Env) -> Result<()>;
+    macro_rules! scenarios {
+        ($($scenario:ident),* $(,)?) => { vec![$((stringify!($scenario), $scenario as Scenario)),*] };
+    }
+    let scenarios: Vec<(&str, Scenario)> = scenarios![
+        minimal_example_runs,
+        exporters_answer,
+        drift_on_running_workload_is_put_back,
+        minimal_clinic_deleted_stops_its_pods,
+        gateway_serves_frontend_and_backend,
+        network_policy_matrix,
+        mariadb_pod_loss_keeps_data_and_credentials,
+        backup_hook_dump_restores_into_a_fresh_clinic,
+        operator_killed_mid_converge,
+    ];
+    let trials = scenarios
+        .into_iter()
+        .map(|(name, scenario)| {
+            let env = env.clone();
+            Trial::test(name, move || {
+                let started = Instant::now();
+                let result = scenario(&env).map_err(|e| Failed::from(format!("{e:#}")));
+                eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
+                result
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        eprintln!("--- operator log (tail) ---\n{}", env.operator_log());
+        if let Some(node) = env.node.as_ref() {
+            eprintln!("--- kubelet log (tail) ---\n{}", node.log_tail("kubelet", 20));
+        }
+    }
+    eprintln!("real-pods suite took {:.1}s", started.elapsed().as_secs_f64());
+    drop(env);
+    conclusion.exit_code()
+}

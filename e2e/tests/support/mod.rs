@@ -1,0 +1,245 @@
+//! What both e2e tiers share: the environment (control plane, operator, maybe a real node)
+//! and bounded waits.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clinic_operator_e2e::cluster::ControlPlane;
+use clinic_operator_e2e::node::RealNode;
+use clinic_operator_e2e::operator::OperatorProcess;
+use clinic_operator_e2e::workspace_root;
+use serde_json::Value;
+
+pub struct Env {
+    pub plane: ControlPlane,
+    /// The real node, in the real-pods tier.
+    pub node: Option<RealNode>,
+    /// The operator process; `None` when attached to a cluster where the operator runs as a
+    /// Deployment (E2E_KUBECONFIG, the kind workflow).
+    pub operator: Option<Mutex<OperatorProcess>>,
+    pub operator_kubeconfig: PathBuf,
+}
+
+/// How long a clinic may take to turn Ready: seconds on kwok, many minutes with real pods.
+pub fn wait() -> Duration {
+    std::env::var("E2E_READY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120))
+}
+
+pub const INSTANCE: &str = "app.kubernetes.io/instance";
+
+impl Env {
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.plane.kubectl(args)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&all)?)?)
+    }
+
+    /// The local operator process (only `Runs::Local` scenarios call this).
+    pub fn operator(&self) -> MutexGuard<'_, OperatorProcess> {
+        self.operator
+            .as_ref()
+            .expect("a Runs::Local scenario ran against an attached cluster")
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The operator's recent output, from the process or from the Deployment's pods.
+    pub fn operator_log(&self) -> String {
+        match &self.operator {
+            Some(op) => tail(&op.lock().unwrap_or_else(|p| p.into_inner()).output(), 30),
+            None => {
+                let ns = std::env::var("E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "clinic-system".into());
+                self.kubectl(&[
+                    "-n",
+                    &ns,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=clinic-operator",
+                    "--tail=30",
+                ])
+                .unwrap_or_else(|e| e.to_string())
+            }
+        }
+    }
+
+    /// A namespace that enforces Pod Security "restricted", as the docs tell platform teams to.
+    pub fn namespace(&self, name: &str) -> Result<()> {
+        self.plane.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/warn: restricted\n"
+        ))?;
+        Ok(())
+    }
+
+    pub fn clinic(&self, namespace: &str, name: &str, spec: &str) -> Result<()> {
+        self.plane.apply_yaml(&format!(
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}\n"
+        ))?;
+        Ok(())
+    }
+
+    pub fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<()> {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Ready",
+            &format!("clinicplatform/{name}"),
+            &format!("--timeout={}s", timeout.as_secs()),
+        ])
+        .map(|_| ())
+        .with_context(|| {
+            format!("clinic {namespace}/{name} not Ready; operator log:\n{}", self.operator_log())
+        })
+    }
+
+    pub fn condition(&self, namespace: &str, name: &str, type_: &str) -> Result<Option<Value>> {
+        let cp = self.json(&["-n", namespace, "get", "clinicplatform", name])?;
+        Ok(cp["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned()))
+    }
+
+    /// Names of the children of `name` of the kinds the operator makes, as `Kind/name`.
+    pub fn children(&self, namespace: &str, name: &str) -> Result<BTreeSet<String>> {
+        let list = self.json(&[
+            "-n",
+            namespace,
+            "get",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io",
+            "-l",
+            &format!("{INSTANCE}={name}"),
+        ])?;
+        Ok(list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}/{}",
+                            o["kind"].as_str().unwrap_or(""),
+                            o["metadata"]["name"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl Env {
+    /// Forces a reconcile (an annotation is no spec change).
+    pub fn poke(&self, namespace: &str, name: &str) -> Result<()> {
+        let stamp = format!(
+            "e2e/poke={}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+        );
+        self.kubectl(&["-n", namespace, "annotate", "clinicplatform", name, &stamp, "--overwrite"])?;
+        Ok(())
+    }
+
+    /// Writes a Velero Backup as Velero would after running one (its CRD has no status
+    /// subresource, so the status is written with the object).
+    pub fn velero_backup(
+        &self,
+        clinic_ns: &str,
+        clinic: &str,
+        name: &str,
+        phase: &str,
+        hours_ago: i64,
+    ) -> Result<()> {
+        let when = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours_ago);
+        self.plane.apply_yaml(&format!(
+            "apiVersion: velero.io/v1\nkind: Backup\nmetadata:\n  name: {name}\n  namespace: velero\n  labels:\n    app.kubernetes.io/instance: {clinic}\n    clinic.audioprothese.fr/namespace: {clinic_ns}\nspec:\n  includedNamespaces: [{clinic_ns}]\nstatus:\n  phase: {phase}\n  startTimestamp: \"{when}\"\n  completionTimestamp: \"{when}\"\n"
+        ))?;
+        Ok(())
+    }
+
+    pub fn set_backup_phase(&self, name: &str, phase: &str) -> Result<()> {
+        let now = jiff::Timestamp::now();
+        self.kubectl(&[
+            "-n",
+            "velero",
+            "patch",
+            "backups.velero.io",
+            name,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"phase":"{phase}","completionTimestamp":"{now}"}}}}"#),
+        ])?;
+        Ok(())
+    }
+
+    pub fn backend_image(&self, ns: &str, clinic: &str) -> Result<String> {
+        let sts = self.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-backend")])?;
+        Ok(sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    match last_error {
+        Some(e) => bail!("timed out after {timeout:?} waiting for {what} (last error: {e:#})"),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// What `clinic-operator render` says the operator makes for a file, as `Kind/name`.
+pub fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
+    let input = std::fs::read_to_string(workspace_root().join(file))?;
+    let yaml = clinic_operator::render::render(&input, namespace)?;
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
+        if v.is_null() || v["metadata"]["namespace"].as_str().is_some_and(|ns| ns != namespace) {
+            continue;
+        }
+        out.insert(format!(
+            "{}/{}",
+            v["kind"].as_str().unwrap_or(""),
+            v["metadata"]["name"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(out)
+}
+
+pub fn secret_fingerprint(env: &Env, ns: &str, name: &str) -> Result<String> {
+    let s = env.json(&["-n", ns, "get", "secret", name])?;
+    Ok(format!("{}:{}", s["metadata"]["uid"], s["data"]))
+}
+
+pub fn base64_decode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}

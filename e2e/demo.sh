@@ -13,8 +13,11 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 down() {
   if alive "$dir/operator.pid"; then kill "$(cat "$dir/operator.pid")"; fi
   if alive "$dir/pid"; then
-    kill "$(cat "$dir/pid")"
-    for _ in $(seq 1 100); do alive "$dir/pid" || break; sleep 0.2; done
+    pid=$(cat "$dir/pid")
+    kill "$pid"
+    for _ in $(seq 1 150); do alive "$dir/pid" || break; sleep 0.2; done
+    # A real node's run directory (kept, like the demo's, by E2E_KEEP_DIR; torn down by now).
+    rm -rf "${TMPDIR:-/tmp}/clinic-e2e-node-$pid"
   fi
   rm -rf "$dir"
   echo "demo stopped"

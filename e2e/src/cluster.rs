@@ -422,21 +422,12 @@ impl ControlPlane {
 
     /// The last lines of a component's log (for failure reports).
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{component}.log")))
-            .unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        log_tail(&self.dir.join("logs"), component, lines)
     }
 
     /// Fails with the log tail of a component that exited.
     fn check_running(&mut self) -> Result<()> {
-        for (name, child) in &mut self.processes {
-            if let Ok(Some(status)) = child.try_wait() {
-                let name = name.clone();
-                bail!("{name} exited ({status}):\n{}", self.log_tail(&name, 20));
-            }
-        }
-        Ok(())
+        check_running(&mut self.processes, &self.dir.join("logs"))
     }
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
@@ -479,6 +470,38 @@ fn remove_stale_etcd_data(base: &Path) {
         if unsafe { libc::kill(pid, 0) } != 0 {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+/// The last lines of `<log_dir>/<component>.log`.
+pub fn log_tail(log_dir: &Path, component: &str, lines: usize) -> String {
+    let text = std::fs::read_to_string(log_dir.join(format!("{component}.log"))).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Fails with the log tail of the first of `processes` that exited.
+pub fn check_running(processes: &mut [(String, Child)], log_dir: &Path) -> Result<()> {
+    for (name, child) in processes.iter_mut() {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{name} exited ({status}):\n{}", log_tail(log_dir, name, 20));
+        }
+    }
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts later (threads inherit
+/// the mask), and returns the set for `sigwait`: one thread then handles them in order. Call it
+/// before any thread exists.
+pub fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a set on this stack.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
     }
 }
 

@@ -19,17 +19,8 @@ fn main() -> ExitCode {
     };
     let real_node = args.iter().any(|a| a == "--real-node");
     let dir = PathBuf::from(dir);
-    // Block SIGINT/SIGTERM in every thread (threads inherit the mask) and wait for them below,
-    // so the control plane is always stopped in order.
-    // SAFETY: plain signal-mask calls before any thread is spawned.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    // SIGINT/SIGTERM are waited for below, so the control plane is always stopped in order.
+    let set = cluster::block_termination_signals();
     let result = (|| -> anyhow::Result<(ControlPlane, Option<RealNode>)> {
         let bin = cluster::binaries()?;
         let options = if real_node {

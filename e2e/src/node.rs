@@ -516,21 +516,12 @@ maxPods: 110
     }
 
     fn check_running(&mut self) -> Result<()> {
-        for (name, child) in &mut self.processes {
-            if let Ok(Some(status)) = child.try_wait() {
-                let name = name.clone();
-                bail!("{name} exited ({status}):\n{}", self.log_tail(&name, 20));
-            }
-        }
-        Ok(())
+        crate::cluster::check_running(&mut self.processes, &self.dir.join("logs"))
     }
 
     /// The last lines of a node component's log.
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{component}.log")))
-            .unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::cluster::log_tail(&self.dir.join("logs"), component, lines)
     }
 
     /// Runs a command inside the network namespace of the pod with IP `pod_ip` (as the pod's
@@ -794,15 +785,7 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
 /// it first thing in `main`, before any thread exists: the signals are blocked in every thread
 /// and taken by one that waits for them.
 pub fn teardown_on_signal() {
-    // SAFETY: plain signal-mask calls; the set lives on this stack and in the thread's closure.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let set = crate::cluster::block_termination_signals();
     let _ = std::thread::Builder::new().name("node-teardown-on-signal".into()).spawn(move || {
         let mut signal = 0;
         // SAFETY: waiting for the signals blocked above.

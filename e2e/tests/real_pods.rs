@@ -232,18 +232,26 @@ fn quantity(q: &str) -> Option<f64> {
 /// Deleting the minimal clinic stops every one of its pods (and frees the node for the rest).
 fn minimal_clinic_deleted_stops_its_pods(env: &Env) -> Result<()> {
     let (ns, clinic) = MINIMAL;
-    let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
-    let uids: Vec<String> = pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
-        .collect();
-    ensure!(uids.len() == 6, "expected the clinic's 6 pods, found {}", uids.len());
-    ensure!(
-        uids.iter().all(|uid| !env.node().pod_processes(uid).is_empty()),
-        "a pod had no process to begin with"
-    );
+    // Earlier scenarios may have rolled pods: wait until only the 6 current ones are left.
+    let mut uids: Vec<String> = Vec::new();
+    let settled = eventually("the clinic's 6 pods, none terminating", Duration::from_secs(120), || {
+        let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        uids = items.iter().filter_map(|p| p["metadata"]["uid"].as_str().map(String::from)).collect();
+        Ok(items.len() == 6 && items.iter().all(|p| p["metadata"]["deletionTimestamp"].is_null()))
+    })
+    .and_then(|()| {
+        ensure!(
+            uids.iter().all(|uid| !env.node().pod_processes(uid).is_empty()),
+            "a pod had no process to begin with"
+        );
+        Ok(())
+    });
+    if settled.is_err() {
+        // The clinics after this one need the node's CPU: delete it whatever happened.
+        let _ = env.kubectl(&["-n", ns, "delete", "clinicplatform", clinic, "--wait=true", "--timeout=120s"]);
+        return settled;
+    }
     env.kubectl(&["-n", ns, "delete", "clinicplatform", clinic, "--wait=true", "--timeout=120s"])?;
     eventually("every pod of the clinic gone", Duration::from_secs(120), || {
         let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;

@@ -75,15 +75,7 @@ YAML
     echo $! >"$dir/operator.pid"
   fi
 
-  k apply --server-side -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: clinic-minimal
-  labels:
-    pod-security.kubernetes.io/enforce: restricted
-    pod-security.kubernetes.io/warn: restricted
-YAML
+  # The example brings its namespace (with the Pod Security labels) and the clinic.
   k apply -f "$root/examples/minimal.yaml"
   echo "waiting for the clinic to be Ready..."
   start=$SECONDS

@@ -46,8 +46,7 @@ fn crd_installs(env: &Env) -> Result<()> {
 }
 
 fn minimal_example_converges(env: &Env) -> Result<()> {
-    // examples/minimal.yaml names its own namespace.
-    env.namespace("clinic-minimal")?;
+    // examples/minimal.yaml brings its own namespace: applied alone, as the docs show.
     env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
     env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
     let expected = rendered_children("examples/minimal.yaml", "clinic-minimal")?;

@@ -150,7 +150,6 @@ impl Env {
 /// container Ready through its real probes.
 fn minimal_example_runs(env: &Env) -> Result<()> {
     let (ns, clinic) = MINIMAL;
-    env.namespace(ns)?;
     let started = Instant::now();
     env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
     env.wait_ready(ns, clinic, READY)?;

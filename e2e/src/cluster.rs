@@ -75,7 +75,13 @@ pub(crate) fn wait_until(
 
 /// Builds (or finds in the cache) the control-plane binaries and returns their directory.
 pub fn binaries() -> Result<PathBuf> {
-    let script = workspace_root().join("e2e/cluster/build.sh");
+    cached_build("e2e/cluster/build.sh")
+}
+
+/// Runs one of the project's cached build scripts (`rel` from the repository root) and returns
+/// the directory it prints last.
+pub(crate) fn cached_build(rel: &str) -> Result<PathBuf> {
+    let script = workspace_root().join(rel);
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -84,8 +90,7 @@ pub fn binaries() -> Result<PathBuf> {
     if !out.status.success() {
         bail!("{} failed", script.display());
     }
-    let dir = String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().trim().to_string();
-    Ok(PathBuf::from(dir))
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().trim()))
 }
 
 /// The upstream CRD files (Velero, Prometheus Operator, cert-manager) from their Go modules.

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ControlPlane, free_port, spawn_logged, terminate, wait_until};
+use crate::cluster::{ControlPlane, cached_build, free_port, spawn_logged, terminate, wait_until};
 use crate::pki::REAL_NODE_NAME;
-use crate::workspace_root;
 
 pub const NODE_NAME: &str = REAL_NODE_NAME;
 /// The node's address (TEST-NET-2, RFC 5737), on a bridge of the node's own.
@@ -46,25 +45,12 @@ const RUN_PREFIX: &str = "clinic-e2e-node-";
 
 /// The images of the real-node tests, built (or found in the cache) by `e2e/images/build.sh`.
 pub fn images() -> Result<PathBuf> {
-    run_script("e2e/images/build.sh")
+    cached_build("e2e/images/build.sh")
 }
 
 /// CoreDNS and kube-router, built (or found in the cache) by `e2e/node/build.sh`.
 pub fn addons() -> Result<PathBuf> {
-    run_script("e2e/node/build.sh")
-}
-
-fn run_script(rel: &str) -> Result<PathBuf> {
-    let script = workspace_root().join(rel);
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed", script.display());
-    }
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().trim()))
+    cached_build("e2e/node/build.sh")
 }
 
 /// The run directory of this process' real node.

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, ensure};
 use clinic_operator_e2e::cluster::{self, ControlPlane};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 use serde_json::Value;
 use support::*;
 
@@ -1205,15 +1205,7 @@ fn main() -> ExitCode {
     let trials = scenarios
         .into_iter()
         .filter(|(_, runs, _)| !attached || *runs == Runs::Any)
-        .map(|(name, _, scenario)| {
-            let env = env.clone();
-            Trial::test(name, move || {
-                let started = Instant::now();
-                let result = scenario(&env).map_err(|e| Failed::from(format!("{e:#}")));
-                eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
-                result
-            })
-        })
+        .map(|(name, _, scenario)| trial(&env, name, scenario))
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed() {

@@ -20,7 +20,7 @@ use clinic_operator_e2e::cluster::{self, ControlPlane, Options};
 use clinic_operator_e2e::node::{self, NODE_IP, RealNode};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 use serde_json::Value;
 use support::*;
 
@@ -663,18 +663,7 @@ fn main() -> ExitCode {
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,
     ];
-    let trials = scenarios
-        .into_iter()
-        .map(|(name, scenario)| {
-            let env = env.clone();
-            Trial::test(name, move || {
-                let started = Instant::now();
-                let result = scenario(&env).map_err(|e| Failed::from(format!("{e:#}")));
-                eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
-                result
-            })
-        })
-        .collect();
+    let trials = scenarios.into_iter().map(|(name, scenario)| trial(&env, name, scenario)).collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed() {
         eprintln!("--- operator log (tail) ---\n{}", env.operator_log());

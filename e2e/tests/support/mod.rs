@@ -230,6 +230,21 @@ pub fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>
     Ok(out)
 }
 
+/// A scenario as a libtest trial that prints how long it took.
+pub fn trial(
+    env: &std::sync::Arc<Env>,
+    name: &'static str,
+    scenario: fn(&Env) -> Result<()>,
+) -> libtest_mimic::Trial {
+    let env = env.clone();
+    libtest_mimic::Trial::test(name, move || {
+        let started = Instant::now();
+        let result = scenario(&env).map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")));
+        eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
+        result
+    })
+}
+
 pub fn secret_fingerprint(env: &Env, ns: &str, name: &str) -> Result<String> {
     let s = env.json(&["-n", ns, "get", "secret", name])?;
     Ok(format!("{}:{}", s["metadata"]["uid"], s["data"]))

@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe,
     Service, ServicePort, ServiceSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::database::{self, claim_template, retention};
@@ -182,7 +181,6 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    let annotations = super::backup::pod_volume_annotations(clinic, &volumes, &[]);
     let pod = pod_spec(
         clinic,
         &spec.placement,
@@ -206,11 +204,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
             pod_management_policy: Some("OrderedReady".into()),
             persistent_volume_claim_retention_policy: Some(retention(clinic)),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(clinic.labels(Component::Backend)),
-                    annotations: non_empty_map(&annotations),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_template_metadata(clinic, Component::Backend, &pod, BTreeMap::new(), &[])),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim_template(

@@ -3,8 +3,8 @@
 //!
 //! Consistency: a pre-backup hook runs `mariadb-dump --single-transaction` inside the MariaDB
 //! container and writes the compressed dump into the pod's dump volume (outside the data
-//! directory), so every backup holds a transactionally consistent dump beside the raw InnoDB files (which, copied while the server runs, may need
-//! crash recovery). A read lock cannot be used: an exec hook's session ends before the volume is
+//! directory), so every backup holds a transactionally consistent dump beside the raw InnoDB
+//! files (which, copied while the server runs, may need crash recovery). A read lock cannot be used: an exec hook's session ends before the volume is
 //! copied, releasing the lock. The hook fails the backup (`onError: Fail`) when the dump fails,
 //! so no backup claims a consistency it lacks.
 

@@ -158,12 +158,6 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
     if super::monitoring::enabled(clinic) {
         containers.push(super::monitoring::mysqld_exporter(clinic));
     }
-    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))]);
-    annotations.extend(super::backup::pod_volume_annotations(
-        clinic,
-        &volumes,
-        &[super::backup::DUMP_VOLUME],
-    ));
     // One replica: no topology spread; a minute to flush InnoDB on shutdown.
     let pod = pod_spec(
         clinic,
@@ -179,11 +173,13 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             pod_management_policy: Some("OrderedReady".into()),
             persistent_volume_claim_retention_policy: Some(retention(clinic)),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(clinic.labels(Component::Database)),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_template_metadata(
+                    clinic,
+                    Component::Database,
+                    &pod,
+                    config_hash(config),
+                    &[super::backup::DUMP_VOLUME],
+                )),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim_template(

@@ -8,7 +8,6 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service, Sysctl,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -103,13 +102,6 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         ]),
         ..Default::default()
     };
-    let volumes = vec![
-        empty_dir("site", "256Mi"),
-        empty_dir("cache", "64Mi"),
-        empty_dir("run", "1Mi"),
-        empty_dir("tmp", "64Mi"),
-    ];
-    let annotations = super::backup::pod_volume_annotations(clinic, &volumes, &[]);
     let pod = pod_spec(
         clinic,
         &spec.placement,
@@ -118,7 +110,12 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             sysctls: unprivileged_ports(),
             init_containers: vec![stage],
             containers: vec![main],
-            volumes,
+            volumes: vec![
+                empty_dir("site", "256Mi"),
+                empty_dir("cache", "64Mi"),
+                empty_dir("run", "1Mi"),
+                empty_dir("tmp", "64Mi"),
+            ],
             spread: Some(Component::Frontend),
             ..Default::default()
         },
@@ -131,11 +128,13 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             strategy: Some(rolling_update()),
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(clinic.labels(Component::Frontend)),
-                    annotations: non_empty_map(&annotations),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_template_metadata(
+                    clinic,
+                    Component::Frontend,
+                    &pod,
+                    BTreeMap::new(),
+                    &[],
+                )),
                 spec: Some(pod),
             },
             ..Default::default()

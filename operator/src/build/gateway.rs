@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, PodTemplateSpec, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::frontend::{replicas_unless_autoscaled, rolling_update, web_probe};
@@ -199,10 +198,6 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         ]),
         ..Default::default()
     };
-    let volumes =
-        vec![config_volume("config", config), empty_dir("cache", "64Mi"), empty_dir("tmp", "256Mi")];
-    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))]);
-    annotations.extend(super::backup::pod_volume_annotations(clinic, &volumes, &[]));
     let pod = pod_spec(
         clinic,
         &spec.placement,
@@ -213,7 +208,11 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             } else {
                 vec![main]
             },
-            volumes,
+            volumes: vec![
+                config_volume("config", config),
+                empty_dir("cache", "64Mi"),
+                empty_dir("tmp", "256Mi"),
+            ],
             spread: Some(Component::Gateway),
             ..Default::default()
         },
@@ -226,11 +225,13 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             strategy: Some(rolling_update()),
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(clinic.labels(Component::Gateway)),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_template_metadata(
+                    clinic,
+                    Component::Gateway,
+                    &pod,
+                    config_hash(config),
+                    &[],
+                )),
                 spec: Some(pod),
             },
             ..Default::default()

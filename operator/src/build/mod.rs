@@ -384,6 +384,31 @@ pub(crate) fn pod_spec(
     }
 }
 
+/// Metadata of a component's pod template: its labels, `annotations` (e.g. [`config_hash`]),
+/// and Velero's volume annotations, derived from the pod's own volumes so that a volume added
+/// to a pod is excluded from backups without a second list to keep in step (`keep_in_backups`
+/// names the emptyDirs a backup must hold).
+pub(crate) fn pod_template_metadata(
+    clinic: &Clinic,
+    component: Component,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    mut annotations: BTreeMap<String, String>,
+    keep_in_backups: &[&str],
+) -> ObjectMeta {
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    annotations.extend(backup::pod_volume_annotations(clinic, volumes, keep_in_backups));
+    ObjectMeta {
+        labels: Some(clinic.labels(component)),
+        annotations: non_empty_map(&annotations),
+        ..Default::default()
+    }
+}
+
+/// The annotation that rolls a pod when the ConfigMap it mounts changes.
+pub(crate) fn config_hash(config: &k8s_openapi::api::core::v1::ConfigMap) -> BTreeMap<String, String> {
+    BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))])
+}
+
 /// A volume from a ConfigMap.
 pub(crate) fn config_volume(
     name: &str,

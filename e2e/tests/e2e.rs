@@ -5,6 +5,7 @@
 //! token, so a missing permission fails a scenario and an excess one fails `rbac_is_least_privilege`.
 //! Every wait is bounded.
 
+mod mutations;
 mod support;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use clinic_operator_e2e::cluster::{self, ControlPlane};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
 use libtest_mimic::Arguments;
+use mutations::Mutation;
 use serde_json::Value;
 use support::*;
 
@@ -53,6 +55,36 @@ fn minimal_example_converges(env: &Env) -> Result<()> {
     let actual = env.children("clinic-minimal", "clinic-minimal")?;
     let missing: Vec<_> = expected.difference(&actual).collect();
     ensure!(missing.is_empty(), "children missing after Ready: {missing:?}");
+    let unexpected: Vec<_> = actual.difference(&expected).collect();
+    ensure!(unexpected.is_empty(), "children that render does not show: {unexpected:?}");
+    // Object for object, wherever it lives: every field render prints is what the cluster holds
+    // (Secret values are placeholders in render, generated on the cluster).
+    let mut problems = Vec::new();
+    for object in rendered_objects("examples/minimal.yaml", "clinic-minimal")? {
+        let (kind, api_version) =
+            (object["kind"].as_str().unwrap_or(""), object["apiVersion"].as_str().unwrap_or(""));
+        let (namespace, name) = (
+            object["metadata"]["namespace"].as_str().unwrap_or(""),
+            object["metadata"]["name"].as_str().unwrap_or(""),
+        );
+        let group = api_version.split_once('/').map(|(g, _)| format!(".{g}")).unwrap_or_default();
+        let live = match env.json(&["-n", namespace, "get", &format!("{}{group}", kind.to_lowercase()), name])
+        {
+            Ok(live) => live,
+            Err(e) => {
+                problems.push(format!("{kind} {namespace}/{name}: not on the cluster: {e}"));
+                continue;
+            }
+        };
+        let mut expected = object.clone();
+        if kind == "Secret" {
+            expected.as_object_mut().map(|o| (o.remove("data"), o.remove("stringData")));
+        }
+        let mut found = Vec::new();
+        differences(&expected, &live, &format!("{kind} {namespace}/{name}"), &mut found);
+        problems.extend(found);
+    }
+    ensure!(problems.is_empty(), "render and the cluster differ:\n{}", problems.join("\n"));
     for c in ["DatabaseReady", "OpenMRSReady", "SecurityEnforced", "MonitoringReady"] {
         let cond = env.condition("clinic-minimal", "clinic-minimal", c)?.context("condition missing")?;
         ensure!(cond["status"] == "True", "{c} is not True: {cond}");
@@ -240,6 +272,108 @@ fn invalid_specs_are_rejected(env: &Env) -> Result<()> {
         Err(e) => problems.push(format!("long name: message does not name metadata.name: {e}")),
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// `render` and the API server (`--dry-run=server`, strict field validation, as `kubectl apply`)
+/// give the same verdict on every mutation generated from the CRD schema, and both name the
+/// broken field; each mutation's twin (a valid value in the same place) is accepted by both.
+fn render_and_the_api_server_agree_on_every_mutation(env: &Env) -> Result<()> {
+    use futures::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+    let ns = "e2e-mutations";
+    env.namespace(ns)?;
+    let schema = clinic_operator::api::schema::openapi_schema().context("the CRD has a schema")?;
+    let all = mutations::generate(&schema);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let api: Api<DynamicObject> = runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&env.plane.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let resource = ApiResource::erase::<clinic_operator::api::ClinicPlatform>(&());
+        anyhow::Ok(Api::namespaced_with(kube::Client::try_from(config)?, ns, &resource))
+    })?;
+    let params = PatchParams::apply("e2e-mutations").dry_run().validation_strict();
+    let document = |name: &str, spec: &Value| {
+        serde_json::json!({
+            "apiVersion": "clinic.audioprothese.fr/v1alpha1", "kind": "ClinicPlatform",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec,
+        })
+    };
+    // Every server verdict first, sixteen requests at a time: the API server is the slow half.
+    let ask = |name: String, spec: Value| {
+        let (api, params) = (api.clone(), params.clone());
+        let object = document(&name, &spec);
+        async move {
+            api.patch(&name, &params, &Patch::Apply(object)).await.map(drop).map_err(|e| match e {
+                kube::Error::Api(status) => status.message,
+                other => format!("request failed: {other}"),
+            })
+        }
+    };
+    let verdicts: Vec<(Result<(), String>, Result<(), String>)> = runtime.block_on(
+        futures::stream::iter(all.iter().map(|m| {
+            let (broken, twin) =
+                (ask(m.name.clone(), m.broken.clone()), ask(m.twin_name.clone(), m.twin.clone()));
+            async move { futures::join!(broken, twin) }
+        }))
+        .buffered(8)
+        .collect(),
+    );
+    let render = |name: &str, spec: &Value| -> Result<(), String> {
+        clinic_operator::render::render(&document(name, spec).to_string(), ns)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+
+    let mut problems = Vec::new();
+    let (mut refused_by_both, mut cel_rules_broken, mut cel_rules) = (0, 0, BTreeSet::new());
+    let mut cel_broken = BTreeSet::new();
+    for (mutation, (server_broken, server_twin)) in all.iter().zip(verdicts) {
+        let Mutation { rule, field, name, twin_name, broken, twin, cel_message } = mutation;
+        if let Some(message) = cel_message {
+            // A candidate value: it counts if the server refuses it with this rule's message.
+            cel_rules.insert(rule.clone());
+            match &server_broken {
+                Err(e) if e.contains(message.as_str()) => {}
+                _ => continue,
+            }
+            cel_broken.insert(rule.clone());
+        }
+        if let Err(e) = server_twin {
+            problems.push(format!("{rule}: the server refuses the valid twin: {e}\n  twin: {twin}"));
+            continue;
+        }
+        if let Err(e) = render(twin_name, twin) {
+            problems.push(format!(
+                "{rule}: render refuses the valid twin, the server accepts it: {e}\n  twin: {twin}"
+            ));
+            continue;
+        }
+        match (server_broken, render(name, broken)) {
+            (Err(s), Err(r)) if s.contains(field.as_str()) && r.contains(field.as_str()) => {
+                refused_by_both += 1
+            }
+            (Err(s), Err(r)) => problems
+                .push(format!("{rule}: both refuse, not both name {field}:\n  server: {s}\n  render: {r}")),
+            (Err(s), Ok(())) => problems
+                .push(format!("{rule}: render accepts what the server refuses: {s}\n  spec: {broken}")),
+            (Ok(()), Err(r)) => problems
+                .push(format!("{rule}: render refuses what the server accepts: {r}\n  spec: {broken}")),
+            (Ok(()), Ok(())) => {
+                problems.push(format!("{rule}: both accept the mutation (generator bug)\n  spec: {broken}"))
+            }
+        }
+    }
+    cel_rules_broken += cel_broken.len();
+    for rule in cel_rules.difference(&cel_broken) {
+        problems.push(format!("{rule}: no candidate value breaks this CEL rule on the server"));
+    }
+    eprintln!(
+        "mutations: {} generated, {refused_by_both} refused by both with the field named; {cel_rules_broken} of {} CEL rules broken",
+        all.len(),
+        cel_rules.len()
+    );
+    ensure!(problems.is_empty(), "{} disagreements:\n{}", problems.len(), problems.join("\n"));
     Ok(())
 }
 
@@ -1183,6 +1317,7 @@ fn main() -> ExitCode {
         Any restricted_namespace_admits_every_pod,
         Any drift_is_put_back,
         Any invalid_specs_are_rejected,
+        Any render_and_the_api_server_agree_on_every_mutation,
         Any spec_invalid_beyond_schema_degrades_without_writes,
         Any deletion_leaves_no_orphans,
         Local restart_mid_converge_keeps_secrets,

@@ -224,11 +224,8 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         .namespace()
         .ok_or_else(|| InvalidSpec::new("metadata.namespace", "is required: ClinicPlatform is namespaced"))?;
     check_dns_label("metadata.name", &name, 40)?;
-    if let Err(errors) = validate_cel(cp) {
-        return Err(match errors.as_slice().first() {
-            Some(first) => cel_error(&first.field_path, &first.message),
-            None => InvalidSpec::new("spec", errors.to_string()),
-        });
+    if let Some(first) = cel_errors(cp).into_iter().next() {
+        return Err(first);
     }
     let spec = &cp.spec;
 
@@ -299,14 +296,20 @@ thread_local! {
     };
 }
 
-/// The CRD's CEL rules evaluated offline, as the API server would at admission.
-fn validate_cel(cp: &ClinicPlatform) -> Result<(), kube::core::cel::ValidationErrors> {
-    let Ok(object) = serde_json::to_value(cp) else { return Ok(()) };
-    CEL_RULES.with(|rules| match rules {
+/// Every CEL rule of the CRD a ClinicPlatform breaks, evaluated offline as the API server
+/// would at admission, each naming its field.
+pub fn cel_errors(cp: &ClinicPlatform) -> Vec<InvalidSpec> {
+    let Ok(object) = serde_json::to_value(cp) else { return Vec::new() };
+    let verdict = CEL_RULES.with(|rules| match rules {
         Some((validator, compiled)) => validator.validate_compiled(compiled, &object, None),
         // The CRD always has a schema; without one there is nothing to check.
         None => Ok(()),
-    })
+    });
+    match verdict {
+        Ok(()) => Vec::new(),
+        Err(errors) if errors.as_slice().is_empty() => vec![InvalidSpec::new("spec", errors.to_string())],
+        Err(errors) => errors.as_slice().iter().map(|e| cel_error(&e.field_path, &e.message)).collect(),
+    }
 }
 
 /// Our CEL messages start with the field they are about (`replicas: must be ...`); rules on
@@ -317,13 +320,33 @@ fn cel_error(field_path: &str, message: &str) -> InvalidSpec {
     };
     let leaf = named.rsplit('.').next().unwrap_or(named);
     let field = if named.starts_with("spec.") || named.starts_with("metadata.") {
-        named.to_string()
+        // A rule on list items names the field with `[]`; the validator's path has the index.
+        if without_indexes(field_path) == named.replace("[]", "") {
+            field_path.to_string()
+        } else {
+            named.to_string()
+        }
     } else if field_path.ends_with(leaf) {
         field_path.to_string()
     } else {
         format!("{field_path}.{named}")
     };
     InvalidSpec::new(field, rest)
+}
+
+/// `spec.items[0].port` as `spec.items.port`.
+fn without_indexes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The model of a ClinicPlatform without checks, for clean-up of one that may no longer be valid:

@@ -4,6 +4,7 @@ use kube::CustomResourceExt;
 use serde::Deserialize;
 
 use crate::api::ClinicPlatform;
+use crate::api::schema::{self, FieldError};
 use crate::build::{self, SecretValues};
 use crate::model::{self, InvalidSpec};
 
@@ -16,12 +17,20 @@ pub enum RenderError {
     Field { index: usize, field: String, message: String },
     #[error("document {index} ({name}): {source}")]
     Invalid { index: usize, name: String, source: InvalidSpec },
+    /// What the API server's structural schema check would refuse: every field at once, as
+    /// `kubectl apply` lists them.
+    #[error("document {index} ({name}) is refused by the ClinicPlatform schema:{}", bullets(.errors))]
+    Schema { index: usize, name: String, errors: Vec<FieldError> },
     #[error(
         "document {index}: kind {kind:?} is not a ClinicPlatform (apiVersion clinic.audioprothese.fr/v1alpha1)"
     )]
     WrongKind { index: usize, kind: String },
     #[error("cannot write YAML: {0}")]
     Serialize(#[from] serde_yaml::Error),
+}
+
+fn bullets(errors: &[FieldError]) -> String {
+    errors.iter().map(|e| format!("\n  - {e}")).collect()
 }
 
 /// The CRD as YAML (what `crds/clinicplatform.yaml` holds).
@@ -36,7 +45,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
     let mut clinics = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let index = index + 1;
-        let value = serde_yaml::Value::deserialize(document)
+        let value = serde_json::Value::deserialize(document)
             .map_err(|source| RenderError::Parse { index, source })?;
         if value.is_null() {
             continue;
@@ -50,6 +59,11 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         if kind != "ClinicPlatform" || api_version != "clinic.audioprothese.fr/v1alpha1" {
             return Err(RenderError::WrongKind { index, kind });
         }
+        let errors = schema::check(&value);
+        if !errors.is_empty() {
+            let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            return Err(RenderError::Schema { index, name, errors });
+        }
         // The path names the field a platform team must fix (`spec.deletionPolicy`).
         let mut cp: ClinicPlatform = serde_path_to_error::deserialize(value).map_err(|e| {
             RenderError::Field { index, field: e.path().to_string(), message: e.inner().to_string() }
@@ -58,6 +72,13 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             cp.metadata.namespace = Some(default_namespace.to_string());
         }
         let name = cp.metadata.name.clone().unwrap_or_default();
+        let broken_rules: Vec<FieldError> = model::cel_errors(&cp)
+            .into_iter()
+            .map(|e| FieldError { field: e.field, message: e.message })
+            .collect();
+        if !broken_rules.is_empty() {
+            return Err(RenderError::Schema { index, name, errors: broken_rules });
+        }
         let clinic = model::validate(&cp).map_err(|source| RenderError::Invalid { index, name, source })?;
         clinics.push(clinic);
     }
@@ -67,11 +88,12 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&object)?);
         }
-        // The dashboard outside the clinic's namespace is applied by its own path, not among
-        // the owned children; a reviewer still wants to see it.
-        if let Some(dashboard) = build::monitoring::external_dashboard(clinic) {
+        // Objects outside the clinic's namespace (the Velero Schedule, a dashboard in
+        // Grafana's namespace) are written by their own path, not among the owned children; a
+        // reviewer still wants to see them.
+        for object in build::outside(clinic) {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&build::to_dynamic(&dashboard))?);
+            out.push_str(&serde_yaml::to_string(&object)?);
         }
     }
     Ok(out)

@@ -211,23 +211,66 @@ pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Resu
     }
 }
 
-/// What `clinic-operator render` says the operator makes for a file, as `Kind/name`.
-pub fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
+/// Every object `clinic-operator render` prints for a file, wherever it lives.
+pub fn rendered_objects(file: &str, namespace: &str) -> Result<Vec<Value>> {
     let input = std::fs::read_to_string(workspace_root().join(file))?;
     let yaml = clinic_operator::render::render(&input, namespace)?;
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-        if v.is_null() || v["metadata"]["namespace"].as_str().is_some_and(|ns| ns != namespace) {
-            continue;
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            out.push(v);
         }
-        out.insert(format!(
-            "{}/{}",
-            v["kind"].as_str().unwrap_or(""),
-            v["metadata"]["name"].as_str().unwrap_or("")
-        ));
     }
     Ok(out)
+}
+
+/// What `clinic-operator render` says the operator makes for a file in `namespace`, as
+/// `Kind/name`.
+pub fn rendered_children(file: &str, namespace: &str) -> Result<BTreeSet<String>> {
+    Ok(rendered_objects(file, namespace)?
+        .iter()
+        .filter(|v| v["metadata"]["namespace"].as_str().is_none_or(|ns| ns == namespace))
+        .map(|v| {
+            format!("{}/{}", v["kind"].as_str().unwrap_or(""), v["metadata"]["name"].as_str().unwrap_or(""))
+        })
+        .collect())
+}
+
+/// Where `actual` differs from `expected` in a field `expected` sets (what the API server
+/// adds, defaults and metadata it owns, is not a difference; nor is a zero value it omits:
+/// `[]`, `""`, `false`).
+pub fn differences(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (key, value) in e {
+                let here = format!("{path}.{key}");
+                match a.get(key) {
+                    Some(found) => differences(value, found, &here, out),
+                    None if is_zero(value) => {}
+                    None => out.push(format!("{here}: missing (want {value})")),
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (value, found)) in e.iter().zip(a).enumerate() {
+                differences(value, found, &format!("{path}[{i}]"), out);
+            }
+        }
+        (e, a) if e == a => {}
+        (e, a) => out.push(format!("{path}: want {e}, found {a}")),
+    }
+}
+
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+    }
 }
 
 /// A scenario as a libtest trial that prints how long it took.

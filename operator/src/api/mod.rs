@@ -4,6 +4,7 @@
 //! (`x-kubernetes-validations`) carry messages that name the field and what is allowed. The same
 //! rules are evaluated offline by `validate` (so `render` rejects what the API server would).
 
+pub mod schema;
 mod spec;
 mod status;
 

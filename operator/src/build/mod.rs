@@ -88,6 +88,18 @@ pub fn desired(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     out
 }
 
+/// What the operator writes for a clinic outside its namespace, by their own paths (they cannot
+/// be owned children): the Velero Schedule in Velero's namespace and a dashboard in Grafana's.
+/// Part of `render`, so a GitOps review sees every object.
+pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
+    let mut out = Vec::new();
+    out.extend(backup::schedule(clinic));
+    if let Some(dashboard) = monitoring::external_dashboard(clinic) {
+        out.push(to_dynamic(&dashboard));
+    }
+    out
+}
+
 /// Children of APIs the operator uses only when installed (cert-manager, Prometheus
 /// Operator): part of [`desired`] and of `render`, applied by their own path once discovery
 /// says the CRDs are served. Every one the clinic may have, with its name, so that one no

@@ -217,6 +217,7 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             .filter_map(|e| e["message"].as_str().map(String::from))
             .collect();
         Ok([
+            "Service drift-frontend was deleted outside the operator",
             "NetworkPolicy drift-mariadb",
             "Deployment drift-gateway",
             "Service drift-gateway",
@@ -226,6 +227,18 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
         .iter()
         .all(|child| messages.iter().any(|m| m.starts_with(child))))
     })?;
+    // Counted as drift, the deletion as much as the edits (where the operator's endpoint is ours).
+    if env.operator.is_some() {
+        let (_, metrics) = env.operator().http_get("/metrics")?;
+        let corrections = |kind: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("clinic_operator_drift_corrections_total{{kind=\"{kind}\"}}")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        ensure!(corrections("Service") >= 2.0, "the deleted and the edited Service are not both counted:\n{metrics}");
+    }
     Ok(())
 }
 

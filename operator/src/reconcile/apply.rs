@@ -247,23 +247,28 @@ pub async fn apply_children(
                 applied.updated += 1;
                 debug!(kind = %ar.kind, %name, "updated");
             }
-            Change::DriftCorrected(field) => {
+            Change::DriftCorrected(_) | Change::Deleted => {
                 applied.drift_corrected += 1;
                 ctx.metrics.record_drift(&ar.kind);
-                warn!(kind = %ar.kind, %name, %field, "reverted a change made outside the operator");
-                notices.push(
-                    Notice::warning(
-                        "DriftCorrected",
-                        format!("{} {name}: {field} was changed outside the operator and put back", ar.kind),
-                    )
-                    .about(k8s_openapi::api::core::v1::ObjectReference {
+                let message = match &change {
+                    Change::DriftCorrected(field) => {
+                        warn!(kind = %ar.kind, %name, %field, "reverted a change made outside the operator");
+                        format!("{} {name}: {field} was changed outside the operator and put back", ar.kind)
+                    }
+                    _ => {
+                        warn!(kind = %ar.kind, %name, "re-created a child deleted outside the operator");
+                        format!("{} {name} was deleted outside the operator and made again", ar.kind)
+                    }
+                };
+                notices.push(Notice::warning("DriftCorrected", message).about(
+                    k8s_openapi::api::core::v1::ObjectReference {
                         api_version: Some(ar.api_version.clone()),
                         kind: Some(ar.kind.clone()),
                         name: Some(name.clone()),
                         namespace: Some(clinic.namespace.clone()),
                         ..Default::default()
-                    }),
-                );
+                    },
+                ));
             }
         }
     }
@@ -283,6 +288,8 @@ enum Change {
     Updated,
     /// Someone else changed it; the first differing field.
     DriftCorrected(String),
+    /// Someone else deleted it; it was made again.
+    Deleted,
 }
 
 struct ChildOutcome {
@@ -306,7 +313,8 @@ async fn apply_child(
         ChildOutcome { ar: ar.clone(), name: name.clone(), change: Change::None, notices: Vec::new() };
     let key = (ar.kind.clone(), clinic.namespace.clone(), name.clone());
     let cached = ctx.caches.get(&ar, &clinic.namespace, &name);
-    let mut drifted_field = None;
+    // Written or verified by this process before: if it is gone now, someone deleted it.
+    let remembered = ctx.remembers(&key);
     let mut live_hash = None;
     if let Some(cached) = &cached {
         live_hash = cached.annotations().get(DESIRED_HASH_ANNOTATION).cloned();
@@ -315,13 +323,20 @@ async fn apply_child(
         {
             return Ok(outcome);
         }
-        // The cache keeps metadata only: read the object itself to compare it.
+    }
+    let mut drifted_field = None;
+    let mut exists = false;
+    // The cache keeps metadata only: read the object itself to compare it. A child missing
+    // from the cache that we remember is read too: the cache may only be late.
+    if cached.is_some() || remembered {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, &ar);
         let full = api
             .get_opt(&name)
             .await
             .map_err(|source| Error::Read { what: format!("{} {name}", ar.kind), source })?;
         if let Some(mut full) = full {
+            exists = true;
+            live_hash = full.annotations().get(DESIRED_HASH_ANNOTATION).cloned();
             full.types = object.types.clone();
             if ar.kind == "StatefulSet" {
                 keep_immutable_fields(&mut value, &full, &mut outcome.notices);
@@ -337,19 +352,20 @@ async fn apply_child(
             }
         }
     }
-    match write_child(ctx, clinic, &ar, &name, &value, cached.is_some()).await {
+    match write_child(ctx, clinic, &ar, &name, &value, exists).await {
         Ok(after) => ctx.set_verified(key, super::observe::marker(&ar.kind, &after.metadata)),
         Err(e) => {
             ctx.forget_verified(&key);
             return Err(e);
         }
     }
-    outcome.change = match cached.map(|_| live_hash) {
-        None => Change::Created,
-        Some(live_hash) if live_hash.as_ref() == Some(&hash) => {
+    outcome.change = match (exists, remembered) {
+        (false, true) => Change::Deleted,
+        (false, false) => Change::Created,
+        (true, _) if live_hash.as_ref() == Some(&hash) => {
             Change::DriftCorrected(drifted_field.unwrap_or_default())
         }
-        Some(_) => Change::Updated,
+        (true, _) => Change::Updated,
     };
     Ok(outcome)
 }
@@ -420,6 +436,7 @@ pub async fn prune(
                 return Err(Error::Prune { kind: ar.kind.clone(), name, source });
             }
         }
+        ctx.forget_verified(&(ar.kind.clone(), clinic.namespace.clone(), name.clone()));
         pruned += 1;
         by_kind.entry(ar.kind.clone()).or_default().push(name);
     }

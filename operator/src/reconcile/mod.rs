@@ -222,6 +222,13 @@ impl Context {
         verified.get(key).is_some_and(|m| m == marker)
     }
 
+    /// Whether this process wrote or verified the child (with any marker) and has not let it
+    /// go since: a remembered child that is gone was deleted by someone else.
+    pub fn remembers(&self, key: &(String, String, String)) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.contains_key(key)
+    }
+
     pub fn set_verified(&self, key: (String, String, String), marker: String) {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         verified.insert(key, marker);

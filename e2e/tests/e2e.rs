@@ -233,11 +233,16 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
         let corrections = |kind: &str| {
             metrics
                 .lines()
-                .find(|l| l.starts_with(&format!("clinic_operator_drift_corrections_total{{kind=\"{kind}\"}}")))
+                .find(|l| {
+                    l.starts_with(&format!("clinic_operator_drift_corrections_total{{kind=\"{kind}\"}}"))
+                })
                 .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        ensure!(corrections("Service") >= 2.0, "the deleted and the edited Service are not both counted:\n{metrics}");
+        ensure!(
+            corrections("Service") >= 2.0,
+            "the deleted and the edited Service are not both counted:\n{metrics}"
+        );
     }
     Ok(())
 }
@@ -1061,6 +1066,15 @@ fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()>
             .condition(ns, "nw", "BackupReady")?
             .is_some_and(|c| c["status"] == "False" && c["reason"] == "ScheduleFailed"))
     })?;
+    // For a person: the object, the cause in the API server's words, the field to look at.
+    let backup = env.condition(ns, "nw", "BackupReady")?.context("no BackupReady")?;
+    let message = backup["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("namespaces \"velero-does-not-exist\" not found (HTTP 404 NotFound)")
+            && message.contains("spec.backup.veleroNamespace")
+            && !message.contains("Status {"),
+        "BackupReady does not say what is wrong and what to do: {message}"
+    );
     ensure!(
         env.condition(ns, "nw", "Degraded")?.is_some_and(|c| c["status"] == "False"),
         "a backup problem degraded the platform"

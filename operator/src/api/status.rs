@@ -10,7 +10,9 @@ pub struct ClinicPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Conditions: Ready, Progressing, Degraded, DatabaseReady, OpenMRSReady, SecurityEnforced.
+    /// Conditions: Ready, Progressing, Degraded, DatabaseReady, OpenMRSReady, SecurityEnforced,
+    /// BackupReady, Compliant, MonitoringReady; each with a bounded reason and a message that says
+    /// what is wrong and what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

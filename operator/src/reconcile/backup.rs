@@ -129,6 +129,19 @@ pub async fn list_backups(
     Ok(records)
 }
 
+/// Backup health when the clinic's Schedule could not be written (`error` says why).
+pub fn schedule_failed(clinic: &Clinic, error: &str, last_success: Option<Timestamp>) -> BackupHealth {
+    BackupHealth {
+        status: "False",
+        reason: "ScheduleFailed",
+        message: format!(
+            "no backups are scheduled: {error} Backups need Velero in namespace {} (spec.backup.veleroNamespace).",
+            clinic.spec.backup.velero_namespace
+        ),
+        last_success,
+    }
+}
+
 /// `BackupReady` from the clinic's backups and its recovery point objective.
 pub fn health(
     clinic: &Clinic,
@@ -151,13 +164,13 @@ pub fn health(
         return BackupHealth {
             status: "False",
             reason: "VeleroNotInstalled",
-            message: "the Velero CRDs (velero.io/v1) are not installed: no backup is taken".into(),
+            message: "the Velero CRDs (velero.io/v1) are not installed, so no backup is taken: install Velero (the operator picks it up without a restart) or set spec.backup.enabled to false".into(),
             last_success: None,
         };
     }
     let backups = match backups {
         Ok(b) => b,
-        Err(e) => return unknown("BackupStatusUnknown", format!("cannot list Velero backups: {e}")),
+        Err(e) => return unknown("BackupStatusUnknown", format!("backup health is unknown: {e}")),
     };
     let rpo =
         parse_duration("spec.backup.rpo", &clinic.spec.backup.rpo).unwrap_or(Duration::from_secs(26 * 3600));
@@ -182,7 +195,10 @@ pub fn health(
         return BackupHealth {
             status: "False",
             reason: if latest.phase == "PartiallyFailed" { "BackupPartiallyFailed" } else { "BackupFailed" },
-            message: format!("backup {} ended {} at {since}{why}; {last}", latest.name, latest.phase),
+            message: format!(
+                "backup {} ended {} at {since}{why}; {last}. See `velero backup describe {}` and its logs.",
+                latest.name, latest.phase, latest.name
+            ),
             last_success,
         };
     }
@@ -200,7 +216,7 @@ pub fn health(
             status: "False",
             reason: "RPOExceeded",
             message: format!(
-                "newest successful backup completed {t}: older than the RPO of {}",
+                "newest successful backup completed {t}: older than the RPO of {}. Check that the Schedule runs (`velero schedule get`) and the storage location is available.",
                 clinic.spec.backup.rpo
             ),
             last_success,
@@ -210,7 +226,7 @@ pub fn health(
                 status: "False",
                 reason: "NoSuccessfulBackup",
                 message: format!(
-                    "no successful backup since the clinic was created {created}, longer ago than the RPO of {}",
+                    "no successful backup since the clinic was created {created}, longer ago than the RPO of {}. Check that the Schedule runs (`velero schedule get`) and the storage location is available.",
                     clinic.spec.backup.rpo
                 ),
                 last_success: None,
@@ -275,7 +291,7 @@ pub async fn upgrade_gate(
         Err(e) => {
             return Ok(Gate::Blocked {
                 reason: "UpgradeBackupUnknown",
-                message: format!("cannot read Velero backups: {e}"),
+                message: format!("the upgrade waits: the pre-upgrade backup cannot be checked, {e}"),
             });
         }
     };

@@ -3,42 +3,81 @@
 
 use crate::model::InvalidSpec;
 
+/// Messages are sentences for the person reading `kubectl describe`: what failed, on which
+/// object, why (the API server's own words, never a `Debug` dump), and what happens next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spec is wrong: the user must fix it; nothing was applied.
-    #[error("invalid spec: {0}")]
+    #[error("the spec is invalid: {0}. Nothing was applied; fix the field and apply again.")]
     InvalidSpec(#[from] InvalidSpec),
 
     /// A server-side apply of a child was refused.
-    #[error("applying {kind} {name}: {source}")]
+    #[error("could not apply {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
     Apply { kind: String, name: String, source: kube::Error },
 
     /// A child that is no longer wanted could not be deleted.
-    #[error("deleting {kind} {name}: {source}")]
+    #[error(
+        "could not delete {kind} {name}, which the spec no longer wants: {}. The operator retries with backoff.",
+        Cause(source)
+    )]
     Prune { kind: String, name: String, source: kube::Error },
 
     /// A generated Secret could not be created.
-    #[error("creating Secret {name}: {source}")]
+    #[error(
+        "could not create the generated Secret {name}: {}. The operator retries with backoff.",
+        Cause(source)
+    )]
     CreateSecret { name: String, source: kube::Error },
 
     /// A generated credentials Secret is gone while the data it protects still exists:
     /// generating a new one would lock OpenMRS out of its database.
     #[error(
-        "Secret {secret} is missing but volume claim {claim} holds data initialised with it; restore the Secret (e.g. from a Velero backup) - a new password would not open the existing database"
+        "Secret {secret} is missing but volume claim {claim} holds data initialised with it. Restore the Secret (e.g. from a Velero backup): a new password would not open the existing database."
     )]
     CredentialsLost { secret: String, claim: String },
 
     /// Reading the cluster failed.
-    #[error("reading {what}: {source}")]
+    #[error("could not read {what}: {}. The operator retries with backoff.", Cause(source))]
     Read { what: String, source: kube::Error },
 
     /// Writing the ClinicPlatform status failed.
-    #[error("updating status: {0}")]
+    #[error("could not update the ClinicPlatform's status: {}. The operator retries with backoff.", Cause(.0))]
     Status(#[source] kube::Error),
 
     /// An object could not be (de)serialised.
-    #[error("serialising {what}: {source}")]
+    #[error("could not serialise {what}: {source}. This is a bug in the operator: please report it.")]
     Serialize { what: String, source: serde_json::Error },
+}
+
+/// A `kube::Error` in words: the API server's message and status code (kube's own `Display`
+/// appends a `Debug` dump of the whole Status), with a hint for the codes a person can act on.
+pub struct Cause<'a>(pub &'a kube::Error);
+
+impl std::fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            kube::Error::Api(status) => {
+                let message = if status.message.is_empty() { "no message" } else { status.message.as_str() };
+                write!(f, "{message} (HTTP {}", status.code)?;
+                if !status.reason.is_empty() {
+                    write!(f, " {}", status.reason)?;
+                }
+                f.write_str(")")?;
+                match status.code {
+                    403 => f.write_str(
+                        " - the operator's RBAC does not allow it; compare its ClusterRole with the chart's",
+                    ),
+                    404 if message.starts_with("namespaces ") => {
+                        f.write_str(" - the namespace does not exist")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            kube::Error::HyperError(e) => write!(f, "the API server could not be reached ({e})"),
+            kube::Error::Service(e) => write!(f, "the API server could not be reached ({e})"),
+            other => write!(f, "{other}"),
+        }
+    }
 }
 
 impl Error {

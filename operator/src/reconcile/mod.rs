@@ -450,12 +450,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     );
     if let Some(e) = schedule_error {
         warn!(error = %e, "Velero Schedule not applied");
-        health = backup::BackupHealth {
-            status: "False",
-            reason: "ScheduleFailed",
-            message: format!("the Velero Schedule could not be written: {e}"),
-            last_success: health.last_success,
-        };
+        health = backup::schedule_failed(&clinic, &e, health.last_success);
     }
     let tls_at_edge =
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);

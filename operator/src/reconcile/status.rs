@@ -368,3 +368,401 @@ pub fn unreadable(message: &str, generation: Option<i64>, previous: &[Condition]
     carry_transition_times(&mut conditions, previous);
     conditions
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every reason a condition can carry, with its message: each must read as a sentence for
+    //! the person running `kubectl describe`.
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::api::{ClinicPlatform, ClinicPlatformSpec};
+    use crate::reconcile::backup::{self, BackupRecord};
+    use crate::reconcile::error::Error;
+
+    fn clinic(spec: ClinicPlatformSpec) -> Clinic {
+        let mut cp = ClinicPlatform::new("lyon", spec);
+        cp.metadata.namespace = Some("clinic-lyon".into());
+        crate::model::unchecked(&cp)
+    }
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure(message, reason).with_code(code).boxed())
+    }
+
+    /// Every error of a reconcile, with the API failures a cluster really answers.
+    fn errors() -> Vec<Error> {
+        let causes = || {
+            vec![
+                api(404, "NotFound", "namespaces \"velero\" not found"),
+                api(
+                    403,
+                    "Forbidden",
+                    "statefulsets.apps is forbidden: User \"system:serviceaccount:clinic-system:clinic-operator\" cannot patch resource",
+                ),
+                api(409, "Conflict", "Operation cannot be fulfilled: the object has been modified"),
+                api(
+                    422,
+                    "Invalid",
+                    "StatefulSet.apps \"lyon-mariadb\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden",
+                ),
+                api(500, "InternalError", "etcdserver: request timed out"),
+            ]
+        };
+        let mut out = vec![
+            Error::InvalidSpec(crate::model::InvalidSpec {
+                field: "spec.backup.rpo".into(),
+                message: "must be a duration such as 26h or 90m".into(),
+            }),
+            Error::CredentialsLost {
+                secret: "lyon-mariadb-credentials".into(),
+                claim: "data-lyon-mariadb-0".into(),
+            },
+            Error::Serialize {
+                what: "Schedule clinic-lyon-lyon".into(),
+                source: serde_json::from_str::<serde_json::Value>("{").unwrap_err(),
+            },
+        ];
+        for source in causes() {
+            out.push(Error::Apply { kind: "StatefulSet".into(), name: "lyon-mariadb".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::Prune { kind: "Ingress".into(), name: "lyon".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::CreateSecret { name: "lyon-openmrs-admin".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::Read { what: "Velero backups".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::Status(source));
+        }
+        out
+    }
+
+    fn backup_record(phase: &str, completed: &str) -> BackupRecord {
+        BackupRecord {
+            name: "lyon-20261201".into(),
+            phase: phase.into(),
+            created: completed.parse().ok(),
+            completed: completed.parse().ok(),
+            failure_reason: (phase != "Completed").then(|| "volume snapshot failed".into()),
+        }
+    }
+
+    /// Every `BackupReady` the clinic can show.
+    fn backup_healths() -> Vec<backup::BackupHealth> {
+        let now: jiff::Timestamp = "2026-12-02T06:00:00Z".parse().unwrap();
+        let created: Option<jiff::Timestamp> = "2026-11-01T00:00:00Z".parse().ok();
+        let enabled = clinic(ClinicPlatformSpec::default());
+        let mut disabled_spec = ClinicPlatformSpec::default();
+        disabled_spec.backup.enabled = false;
+        let disabled = clinic(disabled_spec);
+        let listing_failed = Err(Error::Read {
+            what: "Velero backups".into(),
+            source: api(500, "InternalError", "etcdserver: request timed out"),
+        }
+        .to_string());
+        let mut out = vec![
+            backup::health(&disabled, created, true, &Ok(vec![]), now),
+            backup::health(&enabled, created, false, &Ok(vec![]), now),
+            backup::health(&enabled, created, true, &listing_failed, now),
+            backup::health(&enabled, Some(now), true, &Ok(vec![]), now),
+            backup::health(&enabled, created, true, &Ok(vec![]), now),
+            backup::schedule_failed(
+                &enabled,
+                &Error::Apply {
+                    kind: "Schedule".into(),
+                    name: "clinic-lyon-lyon".into(),
+                    source: api(404, "NotFound", "namespaces \"velero\" not found"),
+                }
+                .to_string(),
+                None,
+            ),
+        ];
+        for (phase, completed) in [
+            ("Completed", "2026-12-02T01:30:00Z"),
+            ("Completed", "2026-11-20T01:30:00Z"),
+            ("Failed", "2026-12-02T01:30:00Z"),
+            ("PartiallyFailed", "2026-12-02T01:30:00Z"),
+        ] {
+            out.push(backup::health(
+                &enabled,
+                created,
+                true,
+                &Ok(vec![backup_record(phase, completed)]),
+                now,
+            ));
+        }
+        out
+    }
+
+    fn workloads(ready: bool) -> [WorkloadState; 4] {
+        let state = |name: &str| WorkloadState {
+            name: name.into(),
+            exists: true,
+            desired: 1,
+            ready: if ready { 1 } else { 0 },
+            updated: 1,
+            current: true,
+        };
+        [state("lyon-mariadb"), state("lyon-backend"), state("lyon-frontend"), state("lyon-gateway")]
+    }
+
+    fn observed(
+        [database, backend, frontend, gateway]: [WorkloadState; 4],
+        error: Option<&Error>,
+        gate: backup::Gate,
+        health: backup::BackupHealth,
+        monitoring: MonitoringState,
+        all_controls: bool,
+    ) -> Observed {
+        let controls = crate::api::Compliance {
+            pod_security_restricted: all_controls,
+            default_deny_network: all_controls,
+            tls_at_edge: all_controls,
+            backups_within_rpo: all_controls,
+            data_residency: all_controls,
+            encryption_at_rest: all_controls,
+        };
+        Observed {
+            generation: Some(3),
+            database,
+            backend,
+            frontend,
+            gateway,
+            network_policies_enforced: all_controls,
+            changed: error.is_none() && !all_controls,
+            error: error.map(|e| (e.reason().to_string(), e.to_string())),
+            paused: false,
+            gate,
+            backup: health,
+            controls,
+            namespace_visible: true,
+            monitoring,
+        }
+    }
+
+    /// A message for a person: one line, no Rust `Debug` dump, and for a failure the next step.
+    fn readable(type_: &str, reason: &str, status: &str, message: &str) -> Result<(), String> {
+        let debug_markers =
+            ["Some(", "None", "Status {", "ListMeta", "ErrorResponse", "ApiError", "{ ", " }", "\\\""];
+        if message.trim().is_empty() {
+            return Err("empty".into());
+        }
+        if message.contains('\n') {
+            return Err("more than one line".into());
+        }
+        if message.len() > 1000 {
+            return Err("longer than an event note may be".into());
+        }
+        if let Some(marker) = debug_markers.iter().find(|m| message.contains(*m)) {
+            return Err(format!("Debug output ({marker})"));
+        }
+        if !reason.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            || !reason.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err("reason is not CamelCase".into());
+        }
+        // A failure says what to do or what the operator does next.
+        let failing = (type_ == DEGRADED && status == "True") || (type_ == BACKUP_READY && status == "False");
+        let next_steps = [
+            "retries",
+            "fix",
+            "Restore",
+            "report",
+            "install",
+            "set spec.",
+            "Check",
+            "See",
+            "disabled",
+            "false",
+        ];
+        if failing && !next_steps.iter().any(|n| message.contains(n)) {
+            return Err("a failure without a next step".into());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_reason_has_a_message_for_a_person() {
+        let spec = ClinicPlatformSpec::default();
+        let mut opted_out = ClinicPlatformSpec::default();
+        opted_out.security.enforce_pod_security = false;
+        let monitoring_states = [
+            MonitoringState { enabled: false, ..Default::default() },
+            MonitoringState {
+                enabled: true,
+                operator_installed: true,
+                in_place: 0,
+                error: Some(errors()[3].to_string()),
+            },
+            MonitoringState { enabled: true, operator_installed: false, in_place: 0, error: None },
+            MonitoringState { enabled: true, operator_installed: true, in_place: 1, error: None },
+            MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None },
+        ];
+        let gates = [backup::Gate::Open, backup::Gate::Waiting { backup: "lyon-pre-upgrade-1a2b".into() }];
+        let mut passes = Vec::new();
+        for error in errors().iter().map(Some).chain([None]) {
+            for health in backup_healths() {
+                for monitoring in &monitoring_states {
+                    for gate in &gates {
+                        for (ready, all_controls) in [(true, true), (false, false)] {
+                            passes.push((
+                                spec.clone(),
+                                observed(
+                                    workloads(ready),
+                                    error,
+                                    gate.clone(),
+                                    health.clone(),
+                                    monitoring.clone(),
+                                    all_controls,
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut paused = observed(
+            workloads(true),
+            None,
+            backup::Gate::Open,
+            backup_healths()[0].clone(),
+            monitoring_states[4].clone(),
+            true,
+        );
+        paused.paused = true;
+        passes.push((spec.clone(), paused));
+        let mut missing = observed(
+            workloads(false),
+            None,
+            backup::Gate::Open,
+            backup_healths()[0].clone(),
+            monitoring_states[4].clone(),
+            true,
+        );
+        missing.database = WorkloadState::missing("lyon-mariadb".into());
+        missing.controls.pod_security_restricted = false;
+        passes.push((spec.clone(), missing));
+        passes.push((
+            opted_out,
+            observed(
+                workloads(true),
+                None,
+                backup::Gate::Open,
+                backup_healths()[0].clone(),
+                monitoring_states[4].clone(),
+                true,
+            ),
+        ));
+
+        let mut seen = BTreeSet::new();
+        let mut problems = BTreeSet::new();
+        for (spec, observed) in &passes {
+            let status = compute(&clinic(spec.clone()), observed, None);
+            for c in &status.conditions {
+                seen.insert(format!("{}/{}", c.type_, c.reason));
+                if let Err(why) = readable(&c.type_, &c.reason, &c.status, &c.message) {
+                    problems.insert(format!("{} {} ({}): {why}: {}", c.type_, c.reason, c.status, c.message));
+                }
+            }
+        }
+        for conditions in [unreadable(
+            "the spec cannot be read: spec.backup: invalid type: string \"x\", expected struct. Fix the field and apply again.",
+            Some(3),
+            &[],
+        )] {
+            for c in conditions {
+                seen.insert(format!("{}/{}", c.type_, c.reason));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "messages not fit for a person:\n{}",
+            problems.into_iter().collect::<Vec<_>>().join("\n")
+        );
+
+        // Every reason the status can carry was walked (the gate's Blocked reasons come from the
+        // async gate: they reach Degraded through the same path as the errors above).
+        let expected = [
+            "Ready/Ready",
+            "Ready/Progressing",
+            "Ready/InvalidSpec",
+            "Ready/ApplyFailed",
+            "Ready/PruneFailed",
+            "Ready/SecretCreateFailed",
+            "Ready/CredentialsLost",
+            "Ready/ReadFailed",
+            "Ready/StatusUpdateFailed",
+            "Ready/SerializationFailed",
+            "Progressing/Paused",
+            "Progressing/Blocked",
+            "Progressing/AwaitingBackup",
+            "Progressing/Reconciling",
+            "Progressing/Stable",
+            "Degraded/AsExpected",
+            "Degraded/InvalidSpec",
+            "Degraded/ApplyFailed",
+            "Degraded/PruneFailed",
+            "Degraded/SecretCreateFailed",
+            "Degraded/CredentialsLost",
+            "Degraded/ReadFailed",
+            "Degraded/StatusUpdateFailed",
+            "Degraded/SerializationFailed",
+            "DatabaseReady/Ready",
+            "DatabaseReady/NotReady",
+            "OpenMRSReady/Ready",
+            "OpenMRSReady/NotReady",
+            "SecurityEnforced/PodSecurityOptOut",
+            "SecurityEnforced/PoliciesMissing",
+            "SecurityEnforced/PodSecurityMissing",
+            "SecurityEnforced/Enforced",
+            "BackupReady/BackupDisabled",
+            "BackupReady/VeleroNotInstalled",
+            "BackupReady/BackupStatusUnknown",
+            "BackupReady/AwaitingFirstBackup",
+            "BackupReady/NoSuccessfulBackup",
+            "BackupReady/ScheduleFailed",
+            "BackupReady/WithinRPO",
+            "BackupReady/RPOExceeded",
+            "BackupReady/BackupFailed",
+            "BackupReady/BackupPartiallyFailed",
+            "Compliant/AllControlsHold",
+            "Compliant/ControlsFailing",
+            "MonitoringReady/Disabled",
+            "MonitoringReady/ApplyFailed",
+            "MonitoringReady/PrometheusOperatorNotInstalled",
+            "MonitoringReady/Pending",
+            "MonitoringReady/Monitored",
+        ];
+        let missing: Vec<&&str> = expected.iter().filter(|r| !seen.contains(**r)).collect();
+        assert!(missing.is_empty(), "reasons not walked: {missing:?}");
+    }
+
+    #[test]
+    fn kubectl_explain_lists_every_condition() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(ClinicPlatform::crd()).unwrap();
+        let description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+            ["conditions"]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for type_ in [
+            READY,
+            PROGRESSING,
+            DEGRADED,
+            DATABASE_READY,
+            OPENMRS_READY,
+            SECURITY_ENFORCED,
+            BACKUP_READY,
+            COMPLIANT,
+            MONITORING_READY,
+        ] {
+            assert!(description.contains(type_), "status.conditions does not name {type_}: {description}");
+        }
+    }
+}

@@ -392,7 +392,8 @@ impl ControlPlane {
         self.token_kubeconfig(sa_namespace, name)
     }
 
-    fn token_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+    /// A kubeconfig that authenticates as an existing ServiceAccount (a TokenRequest token).
+    pub fn token_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
         let token = self.kubectl(&["-n", namespace, "create", "token", name, "--duration=24h"])?;
         let path = self.dir.join(format!("{name}.kubeconfig"));
         let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&self.pki.ca_cert)?);

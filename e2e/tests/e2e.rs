@@ -1238,6 +1238,88 @@ fn every_example_is_applied_and_converges(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// What a user's shell carries into the documented commands: where things are and are cached.
+const USER_SHELL_VARIABLES: &[&str] = &[
+    "HOME",
+    "USER",
+    "LANG",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_JOBS",
+    "GOPATH",
+    "GOCACHE",
+    "GOMODCACHE",
+    "GOTOOLCHAIN",
+    "GOFLAGS",
+    "E2E_CACHE_DIR",
+];
+
+/// The commands of `docs/getting-started.md`, exactly as written, in order, on a control plane
+/// of their own with nothing installed (a new user's cluster): every block marked
+/// `<!-- test: NAME -->` runs under `bash -euo pipefail`; every other block says why it cannot.
+fn getting_started_runs_as_written(_env: &Env) -> Result<()> {
+    let blocks = doc_blocks("docs/getting-started.md")?;
+    let plane = ControlPlane::start()?;
+    let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN (helm) is set by `make test`")?;
+    let path = format!("{}:{tools}:{}", plane.bin.display(), std::env::var("PATH").unwrap_or_default());
+    let demo_running = std::fs::read_to_string(workspace_root().join(".e2e/demo/pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<i32>().ok())
+        .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
+    let mut operator = None;
+    let mut ran = Vec::new();
+    for (name, script) in blocks {
+        let Some(name) = name else { continue };
+        if name == "demo" && demo_running {
+            // `make demo-down` would stop the developer's own demo.
+            eprintln!("    getting started: block `demo` not run: a `make demo` is running");
+            continue;
+        }
+        if name == "first-clinic" {
+            // The chart's Deployment is placed on a kwok node, where no container runs: the
+            // operator runs here instead, as the ServiceAccount and RBAC the chart installed.
+            let kubeconfig = plane.token_kubeconfig("clinic-system", "clinic-operator")?;
+            operator =
+                Some(OperatorProcess::start(&operator::binary()?, &kubeconfig, &plane.dir.join("logs"))?);
+        }
+        let started = Instant::now();
+        // A user's shell, not the test harness's environment: the variables `cargo test` sets
+        // for its tests would make the documented `cargo`/`make` commands rebuild everything.
+        let mut command = std::process::Command::new("bash");
+        command.args(["-euo", "pipefail", "-c", &script]).current_dir(workspace_root()).env_clear();
+        for (key, value) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if USER_SHELL_VARIABLES.contains(&key_text.as_ref()) {
+                command.env(&key, value);
+            }
+        }
+        let out = command
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let operator_log =
+            operator.as_ref().map(|o: &OperatorProcess| tail(&o.output(), 20)).unwrap_or_default();
+        ensure!(
+            out.status.success(),
+            "block `{name}` of docs/getting-started.md failed:\n{script}--- stdout\n{}\n--- stderr\n{}\n--- operator\n{operator_log}",
+            tail(&String::from_utf8_lossy(&out.stdout), 20),
+            tail(&String::from_utf8_lossy(&out.stderr), 20),
+        );
+        eprintln!("    getting started: block `{name}` ran in {:.1}s", started.elapsed().as_secs_f64());
+        ran.push(name);
+    }
+    for wanted in ["render", "install", "first-clinic"] {
+        ensure!(ran.iter().any(|n| n == wanted), "block `{wanted}` is no longer in docs/getting-started.md");
+    }
+    drop(operator);
+    Ok(())
+}
+
 fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
@@ -1355,6 +1437,7 @@ fn main() -> ExitCode {
         Any upgrade_waits_for_a_backup,
         Any restored_namespace_is_adopted,
         Local velero_installed_later_is_picked_up,
+        Local getting_started_runs_as_written,
         Any namespace_pod_security_is_enforced_and_opt_out_is_visible,
         Any tls_certificate_and_compliance_evidence,
         Any monitoring_is_accepted_by_the_real_schemas,

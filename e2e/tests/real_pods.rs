@@ -527,15 +527,6 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// The shell block of `file` that follows the marker `<!-- test: NAME -->`.
-fn doc_block(file: &str, name: &str) -> Result<String> {
-    let text = std::fs::read_to_string(workspace_root().join(file))?;
-    let marker = format!("<!-- test: {name} -->");
-    let after = text.split_once(&marker).with_context(|| format!("{file} has no {marker}"))?.1;
-    let block = after.split_once("```bash\n").context("no bash block after the marker")?.1;
-    Ok(block.split_once("```").context("unterminated block")?.0.to_string())
-}
-
 /// The operator SIGKILLed in the middle of converging a clinic with real pods converges it on
 /// restart, with no regenerated secret and no duplicate workload.
 fn operator_killed_mid_converge(env: &Env) -> Result<()> {

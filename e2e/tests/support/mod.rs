@@ -301,3 +301,43 @@ pub fn base64_decode(s: &str) -> String {
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default()
 }
+
+/// The shell block of `file` that follows the marker `<!-- test: NAME -->`.
+pub fn doc_block(file: &str, name: &str) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join(file))?;
+    let marker = format!("<!-- test: {name} -->");
+    let after = text.split_once(&marker).with_context(|| format!("{file} has no {marker}"))?.1;
+    let block = after.split_once("```bash\n").context("no bash block after the marker")?.1;
+    Ok(block.split_once("```").context("unterminated block")?.0.to_string())
+}
+
+/// Every `bash` block of a doc page with the marker before it: `<!-- test: NAME -->` (run by a
+/// test) or `<!-- not run by a test: why -->`. A block with neither is an error: a command a
+/// page shows either runs in the suite or says why it cannot.
+pub fn doc_blocks(file: &str) -> Result<Vec<(Option<String>, String)>> {
+    let text = std::fs::read_to_string(workspace_root().join(file))?;
+    let mut out = Vec::new();
+    let mut marker: Option<&str> = None;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("<!-- ") {
+            marker = Some(line);
+            continue;
+        }
+        if line.trim() == "```bash" {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            let name = match marker {
+                Some(m) if m.starts_with("<!-- test: ") => {
+                    Some(m.trim_start_matches("<!-- test: ").trim_end_matches(" -->").to_string())
+                }
+                Some(m) if m.starts_with("<!-- not run by a test: ") => None,
+                _ => bail!("{file}: a bash block without a test marker:\n{}", body.join("\n")),
+            };
+            out.push((name, body.join("\n") + "\n"));
+        }
+        if !line.trim().is_empty() {
+            marker = None;
+        }
+    }
+    Ok(out)
+}

@@ -1258,6 +1258,91 @@ const USER_SHELL_VARIABLES: &[&str] = &[
     "E2E_CACHE_DIR",
 ];
 
+/// Runs `script` under `bash -euo pipefail` from the workspace root as in a user's shell (not the
+/// test harness's environment: the variables `cargo test` sets for its tests would make the
+/// documented `cargo`/`make` commands rebuild everything), against `plane`, with kubectl and
+/// the check tools (helm) on the PATH.
+fn user_shell(
+    script: &str,
+    plane: &ControlPlane,
+    tools: &str,
+    extra_env: &[(String, String)],
+) -> Result<std::process::Output> {
+    let mut command = std::process::Command::new("bash");
+    command.args(["-euo", "pipefail", "-c", script]).current_dir(workspace_root()).env_clear();
+    for (key, value) in std::env::vars_os() {
+        if USER_SHELL_VARIABLES.contains(&key.to_string_lossy().as_ref()) {
+            command.env(&key, value);
+        }
+    }
+    let path = format!("{}:{tools}:{}", plane.bin.display(), std::env::var("PATH").unwrap_or_default());
+    command.env("KUBECONFIG", &plane.kubeconfig).env("PATH", path);
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    Ok(command.stdin(std::process::Stdio::null()).output()?)
+}
+
+/// The kind workflow's steps that need no Docker, run as written against a control plane of
+/// their own: the upstream CRDs, `helm install`, the examples, the minimal clinic Ready, and the
+/// e2e scenarios it selects, attached (E2E_KUBECONFIG) as on GitHub. The chart's Deployment is
+/// placed on a kwok node where no container runs, so the operator runs here as the chart's
+/// ServiceAccount; the image build, kind itself and the busybox probe are left to GitHub.
+fn kind_workflow_steps_pass_locally(_env: &Env) -> Result<()> {
+    let workflow: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        workspace_root().join(".github/workflows/e2e-kind.yml"),
+    )?)?;
+    let steps = workflow["jobs"]["kind"]["steps"].as_sequence().context("the workflow has steps")?;
+    let step = |name: &str| {
+        steps.iter().find(|s| s["name"] == name).with_context(|| format!("the workflow has no step `{name}`"))
+    };
+    let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN (helm) is set by `make test`")?;
+    let plane = ControlPlane::start()?;
+    let mut operator = None;
+    for name in [
+        "Upstream CRDs (Velero, Prometheus Operator, cert-manager)",
+        "helm install",
+        "Apply the examples",
+        "The minimal clinic turns Ready with real containers",
+        "e2e scenarios against the kind cluster",
+    ] {
+        let step = step(name)?;
+        let script = step["run"].as_str().with_context(|| format!("step `{name}` has no run"))?;
+        let mut extra_env: Vec<(String, String)> = step["env"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let value = v.as_str().map(String::from).or_else(|| v.as_u64().map(|n| n.to_string()))?;
+                Some((k.as_str()?.to_string(), value))
+            })
+            .collect();
+        for (key, value) in &mut extra_env {
+            if key == "E2E_KUBECONFIG" {
+                *value = plane.kubeconfig.display().to_string();
+            }
+        }
+        if name == "Apply the examples" {
+            let kubeconfig = plane.token_kubeconfig("clinic-system", "clinic-operator")?;
+            operator =
+                Some(OperatorProcess::start(&operator::binary()?, &kubeconfig, &plane.dir.join("logs"))?);
+        }
+        let started = Instant::now();
+        let out = user_shell(script, &plane, &tools, &extra_env)?;
+        let operator_log =
+            operator.as_ref().map(|o: &OperatorProcess| tail(&o.output(), 20)).unwrap_or_default();
+        ensure!(
+            out.status.success(),
+            "kind workflow step `{name}` failed:\n{script}--- stdout\n{}\n--- stderr\n{}\n--- operator\n{operator_log}",
+            tail(&String::from_utf8_lossy(&out.stdout), 30),
+            tail(&String::from_utf8_lossy(&out.stderr), 30),
+        );
+        eprintln!("    kind workflow: step `{name}` ran in {:.1}s", started.elapsed().as_secs_f64());
+    }
+    drop(operator);
+    Ok(())
+}
+
 /// The commands of `docs/getting-started.md`, exactly as written, in order, on a control plane
 /// of their own with nothing installed (a new user's cluster): every block marked
 /// `<!-- test: NAME -->` runs under `bash -euo pipefail`; every other block says why it cannot.
@@ -1265,7 +1350,6 @@ fn getting_started_runs_as_written(_env: &Env) -> Result<()> {
     let blocks = doc_blocks("docs/getting-started.md")?;
     let plane = ControlPlane::start()?;
     let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN (helm) is set by `make test`")?;
-    let path = format!("{}:{tools}:{}", plane.bin.display(), std::env::var("PATH").unwrap_or_default());
     let demo_running = std::fs::read_to_string(workspace_root().join(".e2e/demo/pid"))
         .ok()
         .and_then(|pid| pid.trim().parse::<i32>().ok())
@@ -1287,21 +1371,7 @@ fn getting_started_runs_as_written(_env: &Env) -> Result<()> {
                 Some(OperatorProcess::start(&operator::binary()?, &kubeconfig, &plane.dir.join("logs"))?);
         }
         let started = Instant::now();
-        // A user's shell, not the test harness's environment: the variables `cargo test` sets
-        // for its tests would make the documented `cargo`/`make` commands rebuild everything.
-        let mut command = std::process::Command::new("bash");
-        command.args(["-euo", "pipefail", "-c", &script]).current_dir(workspace_root()).env_clear();
-        for (key, value) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if USER_SHELL_VARIABLES.contains(&key_text.as_ref()) {
-                command.env(&key, value);
-            }
-        }
-        let out = command
-            .env("KUBECONFIG", &plane.kubeconfig)
-            .env("PATH", &path)
-            .stdin(std::process::Stdio::null())
-            .output()?;
+        let out = user_shell(&script, &plane, &tools, &[])?;
         let operator_log =
             operator.as_ref().map(|o: &OperatorProcess| tail(&o.output(), 20)).unwrap_or_default();
         ensure!(
@@ -1403,16 +1473,6 @@ fn setup() -> Result<Env> {
 }
 
 fn main() -> ExitCode {
-    let args = Arguments::from_args();
-    let started = Instant::now();
-    let env = match setup() {
-        Ok(env) => Arc::new(env),
-        Err(e) => {
-            eprintln!("e2e setup failed: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    eprintln!("e2e setup done in {:.1}s", started.elapsed().as_secs_f64());
     type Scenario = fn(&Env) -> Result<()>;
     // The name is the function's: one spelling, no drift between the two.
     macro_rules! scenarios {
@@ -1438,6 +1498,7 @@ fn main() -> ExitCode {
         Any restored_namespace_is_adopted,
         Local velero_installed_later_is_picked_up,
         Local getting_started_runs_as_written,
+        Local kind_workflow_steps_pass_locally,
         Any namespace_pod_security_is_enforced_and_opt_out_is_visible,
         Any tls_certificate_and_compliance_evidence,
         Any monitoring_is_accepted_by_the_real_schemas,
@@ -1446,10 +1507,32 @@ fn main() -> ExitCode {
         Local leader_election_one_active_then_failover,
         Any missing_velero_namespace_does_not_break_the_platform,
     ];
+    // E2E_SCENARIOS=a,b,c runs those scenarios only (the kind workflow's selection); a name
+    // that is not a scenario is an error, so a renamed scenario cannot silently drop out.
+    let selected: Option<Vec<String>> = std::env::var("E2E_SCENARIOS")
+        .ok()
+        .map(|names| names.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect());
+    for name in selected.iter().flatten() {
+        if !scenarios.iter().any(|(scenario, _, _)| scenario == name) {
+            eprintln!("E2E_SCENARIOS names `{name}`, which is not a scenario of e2e/tests/e2e.rs");
+            return ExitCode::FAILURE;
+        }
+    }
+    let args = Arguments::from_args();
+    let started = Instant::now();
+    let env = match setup() {
+        Ok(env) => Arc::new(env),
+        Err(e) => {
+            eprintln!("e2e setup failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("e2e setup done in {:.1}s", started.elapsed().as_secs_f64());
     let attached = env.operator.is_none();
     let trials = scenarios
         .into_iter()
         .filter(|(_, runs, _)| !attached || *runs == Runs::Any)
+        .filter(|(name, _, _)| selected.as_ref().is_none_or(|names| names.iter().any(|n| n == name)))
         .map(|(name, _, scenario)| trial(&env, name, scenario))
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);

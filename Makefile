@@ -12,8 +12,9 @@ help: ## Show the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: control-plane
-control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, kubelet, kube-proxy.
+control-plane: ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, kubelet, kube-proxy, and the floor's (1.31) kube-apiserver.
 	@e2e/cluster/build.sh >/dev/null
+	@e2e/cluster/floor/build.sh >/dev/null
 
 .PHONY: node
 node: ## Build (or find cached) the real node's add-ons (CoreDNS, kube-router) and test images.

@@ -46,11 +46,20 @@ pub struct Options {
     /// Provision volumes as `local` PersistentVolumes in this folder on the real node (they are
     /// mounted for real, and honour `fsGroup`), instead of hostPath volumes nobody mounts.
     pub local_volumes: Option<crate::provisioner::LocalVolumes>,
+    /// Run only etcd and the kube-apiserver found in this folder (the floor test: an older API
+    /// server): no controllers, no scheduler, no nodes.
+    pub api_server_only: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { nodes: NODES, pods_per_node: 500, controller_qps: None, local_volumes: None }
+        Options {
+            nodes: NODES,
+            pods_per_node: 500,
+            controller_qps: None,
+            local_volumes: None,
+            api_server_only: None,
+        }
     }
 }
 
@@ -76,6 +85,12 @@ pub(crate) fn wait_until(
 /// Builds (or finds in the cache) the control-plane binaries and returns their directory.
 pub fn binaries() -> Result<PathBuf> {
     cached_build("e2e/cluster/build.sh")
+}
+
+/// Builds (or finds in the cache) the floor's kube-apiserver (the oldest Kubernetes the docs and
+/// the chart promise) and returns its directory.
+pub fn floor_api_server() -> Result<PathBuf> {
+    cached_build("e2e/cluster/floor/build.sh")
 }
 
 /// Runs one of the project's cached build scripts (`rel` from the repository root) and returns
@@ -170,7 +185,9 @@ impl ControlPlane {
         })?;
 
         let p = |path: &Path| path.display().to_string();
-        plane.spawn(
+        let api_server_dir = options.api_server_only.clone().unwrap_or_else(|| bin.to_path_buf());
+        plane.spawn_from(
+            &api_server_dir,
             "kube-apiserver",
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
@@ -202,6 +219,9 @@ impl ControlPlane {
             plane.check_running()?;
             Ok(plane.kubectl(&["get", "--raw", "/readyz"]).is_ok())
         })?;
+        if options.api_server_only.is_some() {
+            return Ok(plane);
+        }
 
         plane.spawn(
             "kube-controller-manager",
@@ -437,7 +457,12 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
-        let child = spawn_logged(name, &self.bin.join(name), args, &self.dir.join("logs"))?;
+        let bin = self.bin.clone();
+        self.spawn_from(&bin, name, args)
+    }
+
+    fn spawn_from(&mut self, bin: &Path, name: &str, args: &[String]) -> Result<()> {
+        let child = spawn_logged(name, &bin.join(name), args, &self.dir.join("logs"))?;
         self.processes.push((name.to_string(), child));
         Ok(())
     }

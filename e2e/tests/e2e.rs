@@ -1258,6 +1258,77 @@ const USER_SHELL_VARIABLES: &[&str] = &[
     "E2E_CACHE_DIR",
 ];
 
+/// The oldest API server the docs and the chart's `kubeVersion` promise, built from its module:
+/// the CRD installs and its CEL rules compile there, every example is admitted, and every object
+/// `render` prints for every example is accepted (`--dry-run=server`, strict field validation).
+/// Only etcd and that API server run: its controller-manager cannot be built here (see
+/// e2e/cluster/floor/go.mod), so nothing converges — admission is what the floor is about.
+fn oldest_supported_api_server_accepts_the_crd_and_children(_env: &Env) -> Result<()> {
+    let chart: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        workspace_root().join("charts/clinic-operator/Chart.yaml"),
+    )?)?;
+    let promised = chart["kubeVersion"].as_str().context("Chart.yaml has a kubeVersion")?;
+    let promised_minor = promised
+        .trim_start_matches(">=")
+        .split('.')
+        .nth(1)
+        .context("kubeVersion is >=1.MINOR.PATCH")?
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("clinic-e2e-floor-{}", std::process::id()));
+    let options =
+        cluster::Options { api_server_only: Some(cluster::floor_api_server()?), ..Default::default() };
+    let plane = ControlPlane::start_with(&cluster::binaries()?, &dir, options)?;
+    let version: Value = serde_json::from_str(&plane.kubectl(&["version", "-o", "json"])?)?;
+    let minor =
+        version["serverVersion"]["minor"].as_str().unwrap_or_default().trim_end_matches('+').to_string();
+    ensure!(
+        minor == promised_minor,
+        "the floor API server is 1.{minor}, the chart promises {promised}: build the one it promises"
+    );
+    plane.install_crds(&cluster::upstream_crds()?)?;
+    plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
+    let mut examples = vec!["examples/minimal.yaml".to_string(), "examples/production.yaml".to_string()];
+    for entry in std::fs::read_dir(workspace_root().join("examples/fleet/clinics"))? {
+        examples.push(format!("examples/fleet/clinics/{}/clinic.yaml", entry?.file_name().to_string_lossy()));
+    }
+    let mut problems = Vec::new();
+    for example in &examples {
+        // Admitted as written (its namespace and its ClinicPlatform, CEL rules and all).
+        if let Err(e) = plane.kubectl(&["apply", "-f", &workspace_root().join(example).display().to_string()])
+        {
+            problems.push(format!("{example}: refused: {e}"));
+            continue;
+        }
+        let objects = rendered_objects(example, "default")?;
+        // Namespaces the children live in outside the clinic's (Velero's, Grafana's).
+        for namespace in
+            objects.iter().filter_map(|o| o["metadata"]["namespace"].as_str()).collect::<BTreeSet<_>>()
+        {
+            plane
+                .apply_yaml(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"))?;
+        }
+        let rendered = clinic_operator::render::render(
+            &std::fs::read_to_string(workspace_root().join(example))?,
+            "default",
+        )?;
+        let path = plane.dir.join("rendered.yaml");
+        std::fs::write(&path, rendered)?;
+        if let Err(e) = plane.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=clinic-operator",
+            "--dry-run=server",
+            "-f",
+            &path.display().to_string(),
+        ]) {
+            problems.push(format!("{example}: a child is refused: {e}"));
+        }
+        eprintln!("    floor 1.{minor}: {example} and its {} objects accepted", objects.len());
+    }
+    ensure!(problems.is_empty(), "on Kubernetes 1.{minor}:\n{}", problems.join("\n"));
+    Ok(())
+}
+
 /// Runs `script` under `bash -euo pipefail` from the workspace root as in a user's shell (not the
 /// test harness's environment: the variables `cargo test` sets for its tests would make the
 /// documented `cargo`/`make` commands rebuild everything), against `plane`, with kubectl and
@@ -1499,6 +1570,7 @@ fn main() -> ExitCode {
         Local velero_installed_later_is_picked_up,
         Local getting_started_runs_as_written,
         Local kind_workflow_steps_pass_locally,
+        Local oldest_supported_api_server_accepts_the_crd_and_children,
         Any namespace_pod_security_is_enforced_and_opt_out_is_visible,
         Any tls_certificate_and_compliance_evidence,
         Any monitoring_is_accepted_by_the_real_schemas,

@@ -234,3 +234,55 @@ fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A heading's anchor as GitHub and MkDocs write it (`## Operator down` -> `operator-down`).
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn runbook_links_resolve_to_the_docs_of_the_release() {
+    // The release workflow tags vX.Y.Z and publishes the image X.Y.Z: the chart's appVersion
+    // and the operator's version are that release, so links at the tag exist once it is cut.
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(chart_yaml["appVersion"].as_str(), Some(env!("CARGO_PKG_VERSION")), "Chart appVersion");
+    let release = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    assert!(release.contains(r#"tags: ["v*.*.*"]"#) && release.contains("type=semver,pattern={{version}}"));
+    let tag_prefix = format!("{}/blob/v{}/", env!("CARGO_PKG_REPOSITORY"), env!("CARGO_PKG_VERSION"));
+
+    let mut urls: Vec<String> = Vec::new();
+    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    for rule in find(&docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        urls.push(rule["annotations"]["runbook_url"].as_str().unwrap().to_string());
+    }
+    let cp: clinic_operator::api::ClinicPlatform = serde_yaml::from_str(
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata: {name: lyon, namespace: clinic-lyon}\nspec: {}\n",
+    )
+    .unwrap();
+    let clinic = clinic_operator::model::validate(&cp).unwrap();
+    for group in monitoring::rule_groups(&clinic).as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            urls.push(rule["annotations"]["runbook_url"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(urls.len() > 5, "{urls:?}");
+    for url in urls {
+        let rest = url.strip_prefix(&tag_prefix).unwrap_or_else(|| panic!("{url} is not at {tag_prefix}"));
+        let (file, fragment) = rest.split_once('#').unwrap_or_else(|| panic!("{url} has no anchor"));
+        let text = std::fs::read_to_string(root().join(file)).unwrap_or_else(|_| panic!("{url}: no {file}"));
+        assert!(
+            text.lines().filter_map(|l| l.strip_prefix("## ")).any(|h| anchor(h) == fragment),
+            "{url}: {file} has no heading for #{fragment}"
+        );
+    }
+}

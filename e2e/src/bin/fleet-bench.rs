@@ -274,7 +274,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("clinic-bench-{}-{n}", std::process::id()));
     // ~6 pods per clinic (MariaDB, backend, 2 frontend, 2 gateway), 500 pods per fake node.
     let nodes = (n * 7).div_ceil(500).max(2);
-    let options = Options { nodes, pods_per_node: 500, controller_qps: Some(300), local_volumes: None };
+    let options = Options { nodes, pods_per_node: 500, controller_qps: Some(300), ..Options::default() };
     let plane = ControlPlane::start_with(&cluster::binaries()?, &dir, options)?;
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;

@@ -377,8 +377,10 @@ pub fn rule_groups(clinic: &Clinic) -> Value {
     json!([{ "name": format!("clinic-{}", clinic.name), "rules": rules }])
 }
 
-/// Where each alert's runbook step is (the docs site's alerts page, one anchor per alert).
-pub const RUNBOOK_BASE: &str = "https://clinic-operator.audioprothese.fr/operations/alerts/";
+/// Where each alert's runbook step is: the alerts page of the docs at this operator's release
+/// tag (one anchor per alert), which the release ships; no separate site has to be published.
+pub const RUNBOOK_BASE: &str =
+    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/v", env!("CARGO_PKG_VERSION"), "/docs/operations/alerts.md");
 
 pub fn prometheus_rule(clinic: &Clinic) -> Option<DynamicObject> {
     if !enabled(clinic) {

@@ -47,20 +47,12 @@ fn crd_installs(env: &Env) -> Result<()> {
     Ok(())
 }
 
-fn minimal_example_converges(env: &Env) -> Result<()> {
-    // examples/minimal.yaml brings its own namespace: applied alone, as the docs show.
-    env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
-    env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
-    let expected = rendered_children("examples/minimal.yaml", "clinic-minimal")?;
-    let actual = env.children("clinic-minimal", "clinic-minimal")?;
-    let missing: Vec<_> = expected.difference(&actual).collect();
-    ensure!(missing.is_empty(), "children missing after Ready: {missing:?}");
-    let unexpected: Vec<_> = actual.difference(&expected).collect();
-    ensure!(unexpected.is_empty(), "children that render does not show: {unexpected:?}");
-    // Object for object, wherever it lives: every field render prints is what the cluster holds
-    // (Secret values are placeholders in render, generated on the cluster).
+/// Object for object, wherever it lives (the Schedule in Velero's namespace, a dashboard in
+/// Grafana's): every field `render` prints for `file` is what the cluster holds. Secret values
+/// are placeholders in `render`, generated on the cluster.
+fn render_matches_the_cluster(env: &Env, file: &str, namespace: &str) -> Result<()> {
     let mut problems = Vec::new();
-    for object in rendered_objects("examples/minimal.yaml", "clinic-minimal")? {
+    for object in rendered_objects(file, namespace)? {
         let (kind, api_version) =
             (object["kind"].as_str().unwrap_or(""), object["apiVersion"].as_str().unwrap_or(""));
         let (namespace, name) = (
@@ -84,7 +76,21 @@ fn minimal_example_converges(env: &Env) -> Result<()> {
         differences(&expected, &live, &format!("{kind} {namespace}/{name}"), &mut found);
         problems.extend(found);
     }
-    ensure!(problems.is_empty(), "render and the cluster differ:\n{}", problems.join("\n"));
+    ensure!(problems.is_empty(), "{file}: render and the cluster differ:\n{}", problems.join("\n"));
+    Ok(())
+}
+
+fn minimal_example_converges(env: &Env) -> Result<()> {
+    // examples/minimal.yaml brings its own namespace: applied alone, as the docs show.
+    env.kubectl(&["apply", "-f", &workspace_root().join("examples/minimal.yaml").display().to_string()])?;
+    env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
+    let expected = rendered_children("examples/minimal.yaml", "clinic-minimal")?;
+    let actual = env.children("clinic-minimal", "clinic-minimal")?;
+    let missing: Vec<_> = expected.difference(&actual).collect();
+    ensure!(missing.is_empty(), "children missing after Ready: {missing:?}");
+    let unexpected: Vec<_> = actual.difference(&expected).collect();
+    ensure!(unexpected.is_empty(), "children that render does not show: {unexpected:?}");
+    render_matches_the_cluster(env, "examples/minimal.yaml", "clinic-minimal")?;
     for c in ["DatabaseReady", "OpenMRSReady", "SecurityEnforced", "MonitoringReady"] {
         let cond = env.condition("clinic-minimal", "clinic-minimal", c)?.context("condition missing")?;
         ensure!(cond["status"] == "True", "{c} is not True: {cond}");
@@ -1211,6 +1217,7 @@ fn every_example_is_applied_and_converges(env: &Env) -> Result<()> {
         let actual = env.children(ns, name)?;
         let missing: Vec<_> = expected.difference(&actual).collect();
         ensure!(missing.is_empty(), "{file}: children missing after Ready: {missing:?}");
+        render_matches_the_cluster(env, file, ns)?;
     }
     // The production dashboard went to Grafana's namespace; its pods are pinned to fr-par.
     env.kubectl(&["-n", "monitoring", "get", "configmap", "clinic-lyon-lyon-dashboard"])?;

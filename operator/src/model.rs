@@ -216,6 +216,15 @@ pub const MANAGED_BY: &str = "clinic-operator";
 /// First the CRD's own CEL rules run offline (so an object that bypassed admission, or a file
 /// given to `render`, meets the same rules as `kubectl apply`), then the checks CEL cannot do.
 pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
+    if let Some(first) = cel_errors(cp).into_iter().next() {
+        return Err(first);
+    }
+    validate_beyond_cel(cp)
+}
+
+/// The checks CEL cannot do, for a ClinicPlatform whose CEL rules were already evaluated
+/// ([`cel_errors`]; `render` reports all of them, so it does not run them twice).
+pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     let name = cp.name_any();
     if name.is_empty() {
         return Err(InvalidSpec::new("metadata.name", "is required"));
@@ -224,9 +233,6 @@ pub fn validate(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         .namespace()
         .ok_or_else(|| InvalidSpec::new("metadata.namespace", "is required: ClinicPlatform is namespaced"))?;
     check_dns_label("metadata.name", &name, 40)?;
-    if let Some(first) = cel_errors(cp).into_iter().next() {
-        return Err(first);
-    }
     let spec = &cp.spec;
 
     for (field, resources) in [

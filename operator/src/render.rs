@@ -79,7 +79,8 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         if !broken_rules.is_empty() {
             return Err(RenderError::Schema { index, name, errors: broken_rules });
         }
-        let clinic = model::validate(&cp).map_err(|source| RenderError::Invalid { index, name, source })?;
+        let clinic =
+            model::validate_beyond_cel(&cp).map_err(|source| RenderError::Invalid { index, name, source })?;
         clinics.push(clinic);
     }
     let mut out = String::new();

@@ -106,6 +106,7 @@ impl OperatorProcess {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .args(&self.extra_args)
+            .args(policy_args(&self.extra_args, self.log.parent().unwrap_or(Path::new(".")))?)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,clinic_operator=debug,kube=warn")
             .env("POD_NAME", format!("e2e-operator-{}", self.starts))
@@ -160,4 +161,41 @@ impl Drop for OperatorProcess {
             terminate(&mut child);
         }
     }
+}
+
+/// The platform policy of the examples (`examples/platform-values.yaml`).
+pub fn platform_values() -> PathBuf {
+    workspace_root().join("examples/platform-values.yaml")
+}
+
+/// The policy the suite's operators run under unless a scenario names its own `--policy`: the
+/// examples' policy, plus the names scenarios point at on purpose (a Velero namespace that does
+/// not exist, a second ClusterIssuer, Grafana and Prometheus in namespaces of their own).
+/// As YAML (the operator's parser reads it; this crate does not link the operator).
+pub fn suite_policy() -> Result<String> {
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(platform_values())?)?;
+    let mut policy = values.get("policy").cloned().context("examples/platform-values.yaml has no policy")?;
+    for (key, name) in [
+        ("veleroNamespaces", "velero-does-not-exist"),
+        ("clusterIssuers", "letsencrypt"),
+        ("dashboardNamespaces", "grafana"),
+        ("prometheusNamespaces", "observability"),
+    ] {
+        let list = policy
+            .get_mut(key)
+            .and_then(|l| l.as_sequence_mut())
+            .with_context(|| format!("examples/platform-values.yaml: policy.{key} is not a list"))?;
+        list.push(name.into());
+    }
+    Ok(serde_yaml::to_string(&policy)?)
+}
+
+/// `--policy <file>` with [`suite_policy`] written next to the log, unless the scenario gave one.
+fn policy_args(extra_args: &[String], log_dir: &Path) -> Result<Vec<String>> {
+    if extra_args.iter().any(|a| a == "--policy" || a.starts_with("--policy=")) {
+        return Ok(Vec::new());
+    }
+    let path = log_dir.join("policy.yaml");
+    std::fs::write(&path, suite_policy()?)?;
+    Ok(vec!["--policy".into(), path.display().to_string()])
 }

@@ -343,8 +343,10 @@ fn render_and_the_api_server_agree_on_every_mutation(env: &Env) -> Result<()> {
         .buffered(8)
         .collect(),
     );
+    let unrestricted = clinic_operator::policy::Policy::unrestricted();
     let render = |name: &str, spec: &Value| -> Result<(), String> {
-        clinic_operator::render::render(&document(name, spec).to_string(), ns)
+        // The schema and CEL half of `render`: the API server knows no platform policy.
+        clinic_operator::render::render_with(&document(name, spec).to_string(), ns, &unrestricted)
             .map(drop)
             .map_err(|e| e.to_string())
     };
@@ -443,14 +445,27 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
     env.wait_ready(ns, "gone", wait())?;
     env.wait_ready(ns, "kept", wait())?;
     for clinic in ["gone", "kept"] {
-        env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &format!("{ns}-{clinic}")])?;
+        env.kubectl(&[
+            "-n",
+            "velero",
+            "get",
+            "schedules.velero.io",
+            &clinic_operator::build::backup::outside_name(ns, clinic),
+        ])?;
         env.velero_backup(ns, clinic, &format!("{ns}-{clinic}-20261121020000"), "Completed", 2)?;
     }
     env.kubectl(&["-n", ns, "delete", "clinicplatform", "gone", "kept", "--wait=true", "--timeout=60s"])?;
     // The finalizer removed both Schedules (they live in Velero's namespace: no owner reference).
     for clinic in ["gone", "kept"] {
         ensure!(
-            env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &format!("{ns}-{clinic}")]).is_err(),
+            env.kubectl(&[
+                "-n",
+                "velero",
+                "get",
+                "schedules.velero.io",
+                &clinic_operator::build::backup::outside_name(ns, clinic)
+            ])
+            .is_err(),
             "Schedule of {clinic} left behind"
         );
     }
@@ -650,7 +665,13 @@ fn backup_schedule_and_health(env: &Env) -> Result<()> {
     env.clinic(ns, "bk", "  backup:\n    schedule: \"15 3 * * *\"\n    rpo: 26h\n")?;
     env.wait_ready(ns, "bk", wait())?;
     // Accepted by Velero's real schema.
-    let schedule = env.json(&["-n", "velero", "get", "schedules.velero.io", "e2e-backup-bk"])?;
+    let schedule = env.json(&[
+        "-n",
+        "velero",
+        "get",
+        "schedules.velero.io",
+        &clinic_operator::build::backup::outside_name(ns, "bk"),
+    ])?;
     ensure!(schedule["spec"]["schedule"] == "15 3 * * *", "schedule: {}", schedule["spec"]);
     ensure!(schedule["spec"]["template"]["includedNamespaces"][0] == ns);
     ensure!(
@@ -816,24 +837,30 @@ fn namespace_pod_security_is_enforced_and_opt_out_is_visible(env: &Env) -> Resul
         Ok(env.condition("e2e-psa", "psa", "SecurityEnforced")?.is_some_and(|c| c["status"] == "True"))
     })?;
 
+    // A tenant cannot turn its own Pod Security off: the opt-out is the platform's (the policy's
+    // allowPodSecurityOptOut, false here). Refused with the field named, nothing built.
     env.clinic("e2e-psa-optout", "open", "  security:\n    enforcePodSecurity: false\n")?;
-    env.wait_ready("e2e-psa-optout", "open", wait())?;
-    let cond = env.condition("e2e-psa-optout", "open", "SecurityEnforced")?.context("no SecurityEnforced")?;
-    ensure!(cond["status"] == "False" && cond["reason"] == "PodSecurityOptOut", "{cond}");
-    let n = env.json(&["get", "namespace", "e2e-psa-optout"])?;
+    eventually("Degraded=True with NotAllowed", Duration::from_secs(60), || {
+        Ok(env
+            .condition("e2e-psa-optout", "open", "Degraded")?
+            .is_some_and(|c| c["reason"] == "NotAllowed" && c["status"] == "True"))
+    })?;
+    let degraded = env.condition("e2e-psa-optout", "open", "Degraded")?.context("no Degraded")?;
     ensure!(
-        n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].is_null(),
-        "opted-out namespace labelled: {}",
-        n["metadata"]["labels"]
+        degraded["message"].as_str().is_some_and(|m| m.contains("spec.security.enforcePodSecurity")),
+        "{degraded}"
     );
-    eventually("Warning event PodSecurityNotEnforced", Duration::from_secs(20), || {
+    let workloads =
+        env.kubectl(&["-n", "e2e-psa-optout", "get", "statefulsets,deployments", "-o", "name"])?;
+    ensure!(workloads.trim().is_empty(), "a refused clinic got workloads: {workloads}");
+    eventually("Warning event NotAllowed", Duration::from_secs(20), || {
         let events = env.json(&[
             "-n",
             "e2e-psa-optout",
             "get",
             "events",
             "--field-selector",
-            "reason=PodSecurityNotEnforced,type=Warning",
+            "reason=NotAllowed,type=Warning",
         ])?;
         Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
     })?;
@@ -864,10 +891,12 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "no HSTS behind TLS"
     );
 
-    // Every control holding: TLS, backups within the RPO, residency, encryption attested.
+    // Every control holding: TLS, backups within the RPO, residency in a region the platform's
+    // policy approves, data on a StorageClass that encrypts (its parameters; the policy
+    // attests it too).
     let full = "e2e-compliant";
     env.namespace(full)?;
-    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  security:\n    storageEncrypted: true\n")?;
+    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  database:\n    storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  openmrs:\n    backend:\n      storage: {size: 1Gi, storageClassName: encrypted-ssd}\n")?;
     env.wait_ready(full, "ok", wait())?;
     env.velero_backup(full, "ok", "e2e-compliant-ok-20261121020000", "Completed", 1)?;
     env.poke(full, "ok")?;
@@ -886,6 +915,25 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     ] {
         ensure!(c[control] == true, "{control} does not hold: {c}");
     }
+    // A tenant's own word is no evidence: `storageEncrypted: true` on an unencrypted class, and a
+    // residency region the policy does not approve, which is refused outright.
+    let claims = "e2e-claims";
+    env.namespace(claims)?;
+    env.clinic(claims, "says", "  ingress:\n    host: emr.clinic-says.example.fr\n    tls:\n      secretName: says-cert\n  residency:\n    regions: [fr-par]\n  security:\n    storageEncrypted: true\n")?;
+    env.wait_ready(claims, "says", wait())?;
+    let says = env.json(&["-n", claims, "get", "clinicplatform", "says"])?;
+    ensure!(
+        says["status"]["compliance"]["encryptionAtRest"] == false,
+        "storageEncrypted: true counted as encryption: {}",
+        says["status"]["compliance"]
+    );
+    env.clinic(claims, "abroad", "  residency:\n    regions: [us-east-1]\n")?;
+    eventually("residency outside the policy refused", Duration::from_secs(60), || {
+        Ok(env.condition(claims, "abroad", "Degraded")?.is_some_and(|c| {
+            c["reason"] == "NotAllowed"
+                && c["message"].as_str().is_some_and(|m| m.contains("spec.residency.regions[0]"))
+        }))
+    })?;
     // The minimal clinic lacks TLS, residency, encryption and backups: not compliant, and says why.
     let minimal = env.condition("e2e-tls", "tls", "Compliant")?.context("no Compliant")?;
     ensure!(
@@ -1137,7 +1185,8 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     ensure!(from_monitoring, "{}", policy["spec"]);
 
     // The dashboard went to Grafana's namespace, with the sidecar label.
-    let dashboard = env.json(&["-n", "grafana", "get", "configmap", "e2e-monitoring-mon-dashboard"])?;
+    let outside_dashboard = format!("{}-dashboard", clinic_operator::build::backup::outside_name(ns, "mon"));
+    let dashboard = env.json(&["-n", "grafana", "get", "configmap", &outside_dashboard])?;
     ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1", "{}", dashboard["metadata"]);
 
     // A deleted PrometheusRule is put back: it is not watched, so at the next check (a change to
@@ -1182,10 +1231,37 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
         Ok(env.kubectl(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"]).is_ok())
     })?;
 
+    // Moving the dashboard home removes the one in Grafana's namespace (it is on record in
+    // status.outsideObjects); moving it back makes it again.
+    let move_dashboard = |to: &str| {
+        env.kubectl(&[
+            "-n",
+            ns,
+            "patch",
+            "clinicplatform",
+            "mon",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"monitoring":{{"dashboard":{{"namespace":{to}}}}}}}}}"#),
+        ])
+    };
+    move_dashboard("null")?;
+    eventually("dashboard moved into the clinic's namespace", Duration::from_secs(30), || {
+        let outside =
+            env.json(&["-n", ns, "get", "clinicplatform", "mon"])?["status"]["outsideObjects"].clone();
+        Ok(env.kubectl(&["-n", "grafana", "get", "configmap", &outside_dashboard]).is_err()
+            && env.kubectl(&["-n", ns, "get", "configmap", "mon-dashboard"]).is_ok()
+            && outside.as_array().is_some_and(|o| o.iter().all(|x| x["kind"] != "ConfigMap")))
+    })?;
+    move_dashboard("\"grafana\"")?;
+    eventually("dashboard back in Grafana's namespace", Duration::from_secs(30), || {
+        Ok(env.kubectl(&["-n", "grafana", "get", "configmap", &outside_dashboard]).is_ok())
+    })?;
+
     // Deleting the clinic removes the dashboard from Grafana's namespace (finalizer).
     env.kubectl(&["-n", ns, "delete", "clinicplatform", "mon", "--timeout=60s"])?;
     eventually("dashboard removed", Duration::from_secs(30), || {
-        Ok(env.kubectl(&["-n", "grafana", "get", "configmap", "e2e-monitoring-mon-dashboard"]).is_err())
+        Ok(env.kubectl(&["-n", "grafana", "get", "configmap", &outside_dashboard]).is_err())
     })?;
     Ok(())
 }
@@ -1221,7 +1297,9 @@ fn every_example_is_applied_and_converges(env: &Env) -> Result<()> {
         render_matches_the_cluster(env, file, ns)?;
     }
     // The production dashboard went to Grafana's namespace; its pods are pinned to fr-par.
-    env.kubectl(&["-n", "monitoring", "get", "configmap", "clinic-lyon-lyon-dashboard"])?;
+    let dashboard =
+        format!("{}-dashboard", clinic_operator::build::backup::outside_name("clinic-lyon", "lyon"));
+    env.kubectl(&["-n", "monitoring", "get", "configmap", &dashboard])?;
     let pod = env.json(&["-n", "clinic-lyon", "get", "pod", "lyon-mariadb-0"])?;
     ensure!(
         pod["spec"]["affinity"]["nodeAffinity"].to_string().contains("fr-par"),
@@ -1315,9 +1393,10 @@ fn oldest_supported_api_server_accepts_the_crd_and_children(_env: &Env) -> Resul
             plane
                 .apply_yaml(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"))?;
         }
-        let rendered = clinic_operator::render::render(
+        let rendered = clinic_operator::render::render_with(
             &std::fs::read_to_string(workspace_root().join(example))?,
             "default",
+            &platform_policy()?,
         )?;
         let path = plane.dir.join("rendered.yaml");
         std::fs::write(&path, rendered)?;
@@ -1515,7 +1594,15 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         let stamp = format!("e2e/poke={}", started.elapsed().as_millis());
         let _ = plane.kubectl(&["-n", "late", "annotate", "clinicplatform", "late", &stamp, "--overwrite"]);
         std::thread::sleep(Duration::from_secs(2));
-        Ok(plane.kubectl(&["-n", "velero", "get", "schedules.velero.io", "late-late"]).is_ok()
+        Ok(plane
+            .kubectl(&[
+                "-n",
+                "velero",
+                "get",
+                "schedules.velero.io",
+                &clinic_operator::build::backup::outside_name("late", "late"),
+            ])
+            .is_ok()
             && plane
                 .kubectl(&["-n", "late", "get", "servicemonitors.monitoring.coreos.com", "late-metrics"])
                 .is_ok())

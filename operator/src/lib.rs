@@ -7,6 +7,7 @@ pub mod api;
 pub mod build;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod server;

@@ -33,6 +33,10 @@ enum Command {
         /// Namespace for documents that name none.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// The platform's policy file (the chart's `policy` values), so that `render` refuses
+        /// what the operator would; without it, the default policy.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -64,6 +68,11 @@ struct RunArgs {
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// The platform's policy file (YAML): what clinics may point at, what counts as compliant.
+    /// Without it, the default policy (docs/security.md#platform-policy). Read at start: a change
+    /// needs a restart (the chart rolls the pod when its values change).
+    #[arg(long, env = "POLICY_FILE")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -96,7 +105,11 @@ fn main() -> ExitCode {
             Ok(yaml) => emit(&yaml),
             Err(e) => fail(&e.to_string()),
         },
-        Command::Render { file, namespace } => {
+        Command::Render { file, namespace, policy } => {
+            let policy = match load_policy(policy.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return fail(&e.to_string()),
+            };
             let input = if file.as_os_str() == "-" {
                 let mut s = String::new();
                 match std::io::stdin().read_to_string(&mut s) {
@@ -109,11 +122,20 @@ fn main() -> ExitCode {
                     Err(e) => return fail(&format!("cannot read {}: {e}", file.display())),
                 }
             };
-            match clinic_operator::render::render(&input, &namespace) {
+            match clinic_operator::render::render_with(&input, &namespace, &policy) {
                 Ok(yaml) => emit(&yaml),
                 Err(e) => fail(&e.to_string()),
             }
         }
+    }
+}
+
+fn load_policy(
+    path: Option<&std::path::Path>,
+) -> Result<clinic_operator::policy::Policy, clinic_operator::policy::PolicyError> {
+    match path {
+        Some(path) => clinic_operator::policy::Policy::from_file(path),
+        None => Ok(clinic_operator::policy::Policy::default()),
     }
 }
 
@@ -140,6 +162,8 @@ fn run(args: RunArgs) -> ExitCode {
 
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     use clinic_operator::{metrics::Metrics, reconcile, server};
+    let policy = Arc::new(load_policy(args.policy.as_deref())?);
+    tracing::info!(policy = ?args.policy, "platform policy loaded");
     let client = kube::Client::try_default().await.context("no usable Kubernetes configuration")?;
     let metrics = Arc::new(Metrics::new());
     // One controller per watched namespace (namespaced mode), or one for the whole cluster.
@@ -202,6 +226,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
             instance: args.pod_name.clone(),
             namespace,
+            policy: policy.clone(),
         };
         reconcile::run(client.clone(), config, metrics.clone(), caches, writers, stopped(stop_rx.clone()))
     });

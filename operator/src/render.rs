@@ -7,6 +7,7 @@ use crate::api::ClinicPlatform;
 use crate::api::schema::{self, FieldError};
 use crate::build::{self, SecretValues};
 use crate::model::{self, InvalidSpec};
+use crate::policy::Policy;
 
 /// Why a file could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum RenderError {
     Field { index: usize, field: String, message: String },
     #[error("document {index} ({name}): {source}")]
     Invalid { index: usize, name: String, source: InvalidSpec },
+    /// What the operator would refuse under the platform's policy.
+    #[error("document {index} ({name}): the platform's policy does not allow {source}")]
+    NotAllowed { index: usize, name: String, source: InvalidSpec },
     /// What the API server's structural schema check would refuse: every field at once, as
     /// `kubectl apply` lists them.
     #[error("document {index} ({name}) is refused by the ClinicPlatform schema:{}", bullets(.errors))]
@@ -39,9 +43,14 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 /// Renders every object the operator would apply for the ClinicPlatforms in `input`
-/// (multi-document YAML). Objects without a namespace are rendered into `default_namespace`.
-/// Nothing is returned unless every document is valid.
+/// (multi-document YAML) under the default policy. Objects without a namespace are rendered into
+/// `default_namespace`. Nothing is returned unless every document is valid.
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
+    render_with(input, default_namespace, &Policy::default())
+}
+
+/// [`render`] under the platform's policy: what the operator would refuse is refused here too.
+pub fn render_with(input: &str, default_namespace: &str, policy: &Policy) -> Result<String, RenderError> {
     let mut clinics = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let index = index + 1;
@@ -79,8 +88,12 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         if !broken_rules.is_empty() {
             return Err(RenderError::Schema { index, name, errors: broken_rules });
         }
-        let clinic =
-            model::validate_beyond_cel(&cp).map_err(|source| RenderError::Invalid { index, name, source })?;
+        let clinic = model::validate_beyond_cel(&cp).map_err(|source| RenderError::Invalid {
+            index,
+            name: name.clone(),
+            source,
+        })?;
+        policy.check(&clinic).map_err(|source| RenderError::NotAllowed { index, name, source })?;
         clinics.push(clinic);
     }
     let mut out = String::new();

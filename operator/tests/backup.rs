@@ -16,7 +16,7 @@ fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
     );
     let s = backup::schedule(&c).expect("backups are on by default");
     assert_eq!(s.metadata.namespace.as_deref(), Some("velero"));
-    assert_eq!(s.metadata.name.as_deref(), Some("clinic-lyon-lyon"));
+    assert_eq!(s.metadata.name.as_deref(), Some("clinic-lyon-lyon-4d703153"));
     assert!(s.metadata.owner_references.is_none(), "no cross-namespace owner reference");
     let labels = s.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/instance"], "lyon");
@@ -228,4 +228,18 @@ fn backup_health_does_not_change_with_the_clock_alone() {
     let records = vec![record("b1", "Completed", Some(done))];
     let at = |t: &str| health(&c, Some(done - 48.hours()), true, &Ok(records.clone()), t.parse().unwrap());
     assert_eq!(at("2026-11-21T03:00:00Z"), at("2026-11-21T09:30:00Z"));
+}
+
+/// Names outside the clinic's namespace never collide: `clinic-lyon`/`main` and
+/// `clinic`/`lyon-main` read alike, and once shared one Schedule (issue 15).
+#[test]
+fn outside_names_of_look_alike_clinics_differ() {
+    let one = backup::outside_name("clinic-lyon", "main");
+    let other = backup::outside_name("clinic", "lyon-main");
+    assert_ne!(one, other);
+    assert!(one.starts_with("clinic-lyon-main-") && other.starts_with("clinic-lyon-main-"), "{one} {other}");
+    // Long names stay within the 44 characters Velero's backup names leave.
+    let long = backup::outside_name(&"n".repeat(63), &"c".repeat(40));
+    assert!(long.len() <= 44, "{long}");
+    assert_ne!(long, backup::outside_name(&"n".repeat(62), &format!("n-{}", "c".repeat(38))));
 }

@@ -36,6 +36,8 @@ fn helm_template(args: &[&str]) -> Result<String, String> {
         .arg(chart())
         .args(["--namespace", "clinic-system", "--kube-version", "1.34.0"])
         .args(args)
+        // Values files are named from the workspace root, as the docs show them.
+        .current_dir(root())
         .output()
         .unwrap();
     if out.status.success() { Ok(String::from_utf8(out.stdout).unwrap()) } else { Err(text(&out)) }
@@ -83,6 +85,7 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
     ),
     ("namespaced", &["--set", "watchNamespaces={clinic-a,clinic-b}"]),
     ("single replica", &["--set", "replicaCount=1,leaderElection.enabled=false,networkPolicy.enabled=false"]),
+    ("platform policy", &["-f", "examples/platform-values.yaml"]),
 ];
 
 #[test]
@@ -101,9 +104,12 @@ fn every_rendered_object_passes_kubeconform_strict() {
 
 #[test]
 fn what_the_operator_renders_passes_kubeconform_strict() {
+    // Under the policy the examples are written for (the production one names its backup location).
+    let policy =
+        clinic_operator::policy::Policy::from_file(&root().join("examples/platform-values.yaml")).unwrap();
     for example in ["examples/minimal.yaml", "examples/production.yaml"] {
         let input = std::fs::read_to_string(root().join(example)).unwrap();
-        let rendered = clinic_operator::render::render(&input, "default").unwrap();
+        let rendered = clinic_operator::render::render_with(&input, "default", &policy).unwrap();
         let (ok, out) = kubeconform(&rendered);
         assert!(ok, "{example}: {out}");
         assert!(out.contains("Invalid: 0, Errors: 0, Skipped: 0"), "{example}: {out}");
@@ -112,7 +118,15 @@ fn what_the_operator_renders_passes_kubeconform_strict() {
 
 #[test]
 fn values_outside_the_schema_are_refused() {
-    for bad in ["replicaCount=0", "logFormat=xml", "unknownKey=1", "image.digest=latest"] {
+    for bad in [
+        "replicaCount=0",
+        "logFormat=xml",
+        "unknownKey=1",
+        "image.digest=latest",
+        // A misspelt policy key must not silently leave the default in place.
+        "policy.veleroNamespace={kube-system}",
+        "policy.veleroNamespaces={Kube_System}",
+    ] {
         let err = helm_template(&["--set", bad]).expect_err(bad);
         assert!(err.contains("schema"), "{bad}: {err}");
     }
@@ -285,4 +299,31 @@ fn runbook_links_resolve_to_the_docs_of_the_release() {
             "{url}: {file} has no heading for #{fragment}"
         );
     }
+}
+
+/// The policy the chart hands the operator is the values' `policy`, read by the same parser, and
+/// the operator is started with it.
+#[test]
+fn the_policy_values_reach_the_operator() {
+    let values = root().join("examples/platform-values.yaml");
+    let docs = documents(&helm_template(&["-f", values.to_str().unwrap()]).unwrap());
+    let config = find(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "clinic-operator-policy")
+        .expect("the policy ConfigMap");
+    let shipped = config["data"]["policy.yaml"].as_str().unwrap();
+    let shipped = clinic_operator::policy::Policy::from_yaml(shipped, "ConfigMap").unwrap();
+    assert_eq!(shipped, clinic_operator::policy::Policy::from_file(&values).unwrap());
+    let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let args: Vec<&str> =
+        pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--policy=/etc/clinic-operator/policy.yaml"), "{args:?}");
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "clinic-operator-policy");
+    assert_eq!(pod["containers"][0]["volumeMounts"][0]["mountPath"], "/etc/clinic-operator");
+    // A policy change rolls the pods (the policy is read at start).
+    let default = documents(&helm_template(&[]).unwrap());
+    let checksum = |docs: &[Value]| {
+        find(docs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]["checksum/policy"].clone()
+    };
+    assert_ne!(checksum(&docs), checksum(&default));
 }

@@ -54,10 +54,40 @@ fn render_minimal_example_prints_every_child() {
 
 #[test]
 fn render_production_example_includes_the_ingress() {
-    let out = run(&["render", "-f", "examples/production.yaml"], None);
+    let policy = ["--policy", "examples/platform-values.yaml"];
+    let out = run(&[&["render", "-f", "examples/production.yaml"][..], &policy].concat(), None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&String::from_utf8(out.stdout).unwrap());
     assert!(docs.iter().any(|d| d["kind"] == "Ingress"));
+}
+
+/// `render` refuses what the operator would under the platform's policy: the production
+/// example names a backup storage location, which the default policy does not allow.
+#[test]
+fn render_applies_the_platform_policy() {
+    let out = run(&["render", "-f", "examples/production.yaml"], None);
+    assert!(!out.status.success(), "the default policy allowed storageLocation ovh-gra-hds");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.backup.storageLocation") && stderr.contains("backupStorageLocations"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "something was printed for a refused file");
+    // A policy file that does not parse is an error, not the default policy.
+    let dir = std::env::temp_dir().join(format!("clinic-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("policy.yaml");
+    std::fs::write(
+        &bad,
+        "policy:
+  veleroNamespace: [velero]
+",
+    )
+    .unwrap();
+    let out = run(&["render", "-f", "examples/minimal.yaml", "--policy", bad.to_str().unwrap()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("veleroNamespace"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

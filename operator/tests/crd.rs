@@ -114,7 +114,10 @@ fn minimal_and_full_specs_pass_the_rules() {
         "  openmrs:\n    version: 3.7.1\n    locale: fr_FR\n",
         "  openmrs:\n    backend:\n      replicas: 2\n      clustering:\n        elasticsearchUris: http://es.search:9200\n        attachmentsClaimName: shared-attachments\n",
         "  ingress:\n    host: emr.clinique-lyon.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n",
-        "  security:\n    extraEgress:\n      - cidr: 10.20.0.0/16\n        port: 443\n",
+        "  security:\n    extraEgress:\n      - cidr: 10.20.0.0/16\n        port: 443\n      - cidr: 2001:db8:40::/48\n        port: 443\n      - cidr: 10.0.0.0/8\n        port: 443\n",
+        "  openmrs:\n    spaConfigUrls: [\"https://config.clinique-lyon.example.fr:8443/o3/config.json?v=2#x\", /openmrs/spa/site-config.json]\n    backend:\n      javaMemoryOpts: -Xms1g -Xmx3g -XX:MaxMetaspaceSize=512m -XX:+ExitOnOutOfMemoryError\n",
+        "  openmrs:\n    backend:\n      javaMemoryOpts: -XX:MaxRAMPercentage=75.0 -XX:+ExitOnOutOfMemoryError\n",
+        "  monitoring:\n    labels: {release: kube-prometheus-stack}\n    dashboard: {label: grafana_dashboard}\n",
         "  images:\n    registry: registry.example.fr/mirror\n    pullSecrets: [mirror-pull]\n",
         "  autoscaling:\n    frontend:\n      minReplicas: 3\n      maxReplicas: 3\n",
     ] {

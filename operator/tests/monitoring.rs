@@ -344,7 +344,7 @@ fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
     );
     let dashboard = monitoring::dashboard(&c).unwrap();
     assert_eq!(dashboard.metadata.namespace.as_deref(), Some("grafana"));
-    assert_eq!(dashboard.metadata.name.as_deref(), Some("clinic-lyon-lyon-dashboard"));
+    assert_eq!(dashboard.metadata.name.as_deref(), Some("clinic-lyon-lyon-4d703153-dashboard"));
     assert!(dashboard.metadata.owner_references.is_none());
     let labels = dashboard.metadata.labels.unwrap();
     assert_eq!(labels["dashboards"], "clinics");
@@ -353,7 +353,7 @@ fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
     assert!(
         build::desired(&c, &SecretValues::Placeholder)
             .iter()
-            .all(|o| o.metadata.name.as_deref() != Some("clinic-lyon-lyon-dashboard"))
+            .all(|o| o.metadata.name.as_deref() != Some("clinic-lyon-lyon-4d703153-dashboard"))
     );
 }
 

@@ -493,3 +493,105 @@ fn owner_reference_points_at_the_clinic() {
     assert_eq!(owner.uid, UID);
     assert_eq!(owner.kind, ClinicPlatform::kind(&()));
 }
+
+/// A dashboard in Grafana's namespace as another clinic (or anyone) holds it.
+fn dashboard_held_by(cp: &ClinicPlatform, namespace_label: &str, instance: &str) -> DynamicObject {
+    let clinic = model::validate(cp).unwrap();
+    let mut theirs = build::to_dynamic(&build::monitoring::dashboard(&clinic).unwrap());
+    let labels = theirs.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert("app.kubernetes.io/instance".into(), instance.into());
+    labels.insert(build::backup::CLINIC_NAMESPACE_LABEL.into(), namespace_label.into());
+    theirs.metadata.uid = Some("0a1b2c3d-0000-4000-8000-000000000001".into());
+    theirs
+}
+
+#[tokio::test]
+async fn an_outside_name_held_by_another_clinic_is_never_taken_over() {
+    let cp = clinic_platform("  monitoring:\n    dashboard:\n      namespace: monitoring\n");
+    let theirs = dashboard_held_by(&cp, "clinic", "lyon-other");
+    let path = object_path(&theirs).unwrap();
+    let seeded = Seeded { caches: seeded(vec![], vec![]).await.caches, live: vec![theirs] };
+    let (result, calls) = run(&cp, seeded).await;
+    result.unwrap();
+    let touched: Vec<&Call> = calls.iter().filter(|c| c.mutating() && c.path.contains(&path)).collect();
+    assert!(touched.is_empty(), "the other clinic's dashboard was written: {touched:?}");
+    let status = written_status(&calls);
+    let monitoring =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "MonitoringReady").unwrap();
+    assert_eq!(monitoring["reason"], "NameClash", "{monitoring}");
+    assert!(monitoring["message"].as_str().unwrap().contains("clinic clinic/lyon-other"), "{monitoring}");
+    assert_eq!(status["outsideObjects"], json!([]), "a clashing object is not recorded as the clinic's");
+    let clash = calls.iter().find(|c| c.path.contains("/events") && c.body["reason"] == "NameClash");
+    assert!(clash.is_some_and(|e| e.body["type"] == "Warning"), "no NameClash Warning event: {calls:?}");
+}
+
+#[tokio::test]
+async fn a_moved_outside_object_is_removed_only_when_it_is_the_clinics() {
+    // The dashboard went to `monitoring` before; the spec now keeps it in the clinic's namespace.
+    let before = clinic_platform("  monitoring:\n    dashboard:\n      namespace: monitoring\n");
+    let ours = dashboard_held_by(&before, "clinic-lyon", "lyon");
+    let mut cp = clinic_platform("  {}\n");
+    let recorded = json!({"outsideObjects": [
+        {"kind": "ConfigMap", "namespace": "monitoring", "name": ours.metadata.name.clone().unwrap()},
+        {"kind": "ConfigMap", "namespace": "grafana", "name": "clinic-lyon-lyon-4d703153-dashboard"},
+    ]});
+    cp.status = Some(serde_json::from_value(recorded).unwrap());
+    let mut theirs = dashboard_held_by(&before, "clinic", "lyon-other");
+    theirs.metadata.namespace = Some("grafana".into());
+    let (ours_path, theirs_path) = (object_path(&ours).unwrap(), object_path(&theirs).unwrap());
+    let seeded = Seeded { caches: seeded(vec![], vec![]).await.caches, live: vec![ours, theirs] };
+    let (result, calls) = run(&cp, seeded).await;
+    result.unwrap();
+    let deleted: Vec<&str> = calls.iter().filter(|c| c.method == "DELETE").map(|c| c.path.as_str()).collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].contains(&ours_path), "{deleted:?}");
+    // Deleted by uid: an object made under that name since is not removed.
+    let delete = calls.iter().find(|c| c.method == "DELETE").unwrap();
+    assert_eq!(delete.body["preconditions"]["uid"], "0a1b2c3d-0000-4000-8000-000000000001");
+    assert!(calls.iter().all(|c| !(c.mutating() && c.path.contains(&theirs_path))), "theirs was touched");
+    assert_eq!(written_status(&calls)["outsideObjects"], json!([]));
+}
+
+/// Two clinics of one namespace with opposite `enforcePodSecurity` once flapped the labels
+/// forever: an opted-out clinic (where the policy allows it) now never removes them.
+#[tokio::test]
+async fn an_opted_out_clinic_never_removes_the_pod_security_labels() {
+    let cp = clinic_platform("  security:\n    enforcePodSecurity: false\n");
+    let children = live_children(&cp);
+    let seeded = seeded(children, secret_metadata(&cp)).await;
+    let (client, log) = mock_api(seeded.live);
+    let policy = clinic_operator::policy::Policy { allow_pod_security_opt_out: true, ..Default::default() };
+    let ctx = Arc::new(
+        Context::new(client, seeded.caches, Arc::new(Metrics::new()), None).with_policy(Arc::new(policy)),
+    );
+    let (result, calls) = run_with(&cp, &ctx, &log).await;
+    result.unwrap();
+    let namespace_writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.mutating() && c.path.split('?').next() == Some("/api/v1/namespaces/clinic-lyon"))
+        .collect();
+    assert!(namespace_writes.is_empty(), "the namespace's labels were changed: {namespace_writes:?}");
+    // The labels are still there, so Pod Security is enforced, and status says so.
+    let status = written_status(&calls);
+    let security =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "SecurityEnforced").unwrap();
+    assert_ne!(security["reason"], "PodSecurityOptOut", "{security}");
+    // Under the default policy the same spec is refused, naming the field, and nothing is written.
+    let (client, log) = mock_api(vec![]);
+    let ctx = Arc::new(Context::new(client, seeded_empty().await, Arc::new(Metrics::new()), None));
+    let (result, calls) = run_with(&cp, &ctx, &log).await;
+    assert!(result.unwrap_err().contains("spec.security.enforcePodSecurity"));
+    assert!(child_writes(&calls).is_empty(), "{calls:?}");
+    let degraded = written_status(&calls)["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .cloned()
+        .unwrap();
+    assert_eq!(degraded["reason"], "NotAllowed");
+}
+
+async fn seeded_empty() -> Caches {
+    seeded(vec![], vec![]).await.caches
+}

@@ -315,16 +315,27 @@ impl Generator {
                 "Xmx",
                 "a.",
                 "1",
+                "0.0.0.0/0",
+                "169.254.169.254/32",
+                "app.kubernetes.io/instance",
+                "https://x.example/\"><script>alert(1)</script>",
+                "-XX:OnOutOfMemoryError=sh",
             ]
             .into_iter()
             .map(Value::from)
             .chain([json!("a".repeat(300))])
             .collect(),
             "integer" => [-1, 0, 2, 6, 11, 21, 51, 101, 65536].into_iter().map(Value::from).collect(),
+            // A rule on a list of strings judges its items: each string candidate as the one item.
+            "array" if type_of(&schema["items"]) == "string" => std::iter::once(json!([]))
+                .chain(self.cel_candidates(&schema["items"], path).into_iter().map(|item| json!([item])))
+                .collect(),
             "array" => vec![json!([])],
-            "object" if schema.get("additionalProperties").is_some() => {
-                vec![json!({"k": "v".repeat(64)}), json!({"k".repeat(254): "v"})]
-            }
+            "object" if schema.get("additionalProperties").is_some() => vec![
+                json!({"k": "v".repeat(64)}),
+                json!({"k".repeat(254): "v"}),
+                json!({"app.kubernetes.io/instance": "other"}),
+            ],
             "object" => {
                 let mut candidates = vec![json!({})];
                 let sample = self.sample(schema, path);

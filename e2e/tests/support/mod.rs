@@ -214,7 +214,7 @@ pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Resu
 /// Every object `clinic-operator render` prints for a file, wherever it lives.
 pub fn rendered_objects(file: &str, namespace: &str) -> Result<Vec<Value>> {
     let input = std::fs::read_to_string(workspace_root().join(file))?;
-    let yaml = clinic_operator::render::render(&input, namespace)?;
+    let yaml = clinic_operator::render::render_with(&input, namespace, &platform_policy()?)?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&yaml) {
         let v: Value = serde::Deserialize::deserialize(doc)?;
@@ -340,4 +340,11 @@ pub fn doc_blocks(file: &str) -> Result<Vec<(Option<String>, String)>> {
         }
     }
     Ok(out)
+}
+
+/// The policy the suite's operators run under: `render` is compared with what they wrote under
+/// the same one.
+pub fn platform_policy() -> Result<clinic_operator::policy::Policy> {
+    let yaml = clinic_operator_e2e::operator::suite_policy()?;
+    Ok(clinic_operator::policy::Policy::from_yaml(&yaml, "the suite's policy")?)
 }

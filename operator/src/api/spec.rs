@@ -104,8 +104,12 @@ pub struct OpenmrsSpec {
     #[schemars(length(max = 35))]
     pub locale: String,
 
-    /// URLs of extra frontend configuration files (`SPA_CONFIG_URLS`), served by the clinic.
+    /// URLs of extra frontend configuration files (`SPA_CONFIG_URLS`): `https://` URLs, or
+    /// paths on the clinic's own site (starting with `/`). They are written into the page's
+    /// inline script, so quotes, angle brackets, spaces, backslashes, parentheses, braces and
+    /// `$` are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?)?/[A-Za-z0-9._~/%+=&?#@!*,;:-]*$'))").message("spec.openmrs.spaConfigUrls: each must be an https:// URL or a path starting with /, without quotes, angle brackets, spaces, backslashes, parentheses, braces or '$' (the URLs land in the page's script)"))]
     #[schemars(length(max = 16), inner(length(max = 2048)))]
     pub spa_config_urls: Vec<String>,
 
@@ -162,8 +166,14 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// JVM memory options (`OMRS_JAVA_MEMORY_OPTS`).
+    /// JVM memory options (`OMRS_JAVA_MEMORY_OPTS`), separated by spaces. Only memory flags:
+    /// `-Xms`, `-Xmx`, `-Xmn`, `-Xss`, `-XX:{Max,Initial,Min}RAMPercentage=`,
+    /// `-XX:{MaxMetaspaceSize,MetaspaceSize,ReservedCodeCacheSize,MaxDirectMemorySize}=` and
+    /// `-XX:±{ExitOnOutOfMemoryError,CrashOnOutOfMemoryError,UseContainerSupport}`; any other
+    /// JVM flag (some run commands, e.g. `-XX:OnOutOfMemoryError`) is refused. Default
+    /// `-XX:MaxRAMPercentage=75.0 -XX:+ExitOnOutOfMemoryError`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^(-Xm[snx][0-9]+[kKmMgG]?|-Xss[0-9]+[kKmM]?|-XX:(Max|Initial|Min)RAMPercentage=[0-9]{1,3}(\\\\.[0-9]+)?|-XX:(MaxMetaspaceSize|MetaspaceSize|ReservedCodeCacheSize|MaxDirectMemorySize)=[0-9]+[kKmMgG]?|-XX:[+-](ExitOnOutOfMemoryError|CrashOnOutOfMemoryError|UseContainerSupport))( +(-Xm[snx][0-9]+[kKmMgG]?|-Xss[0-9]+[kKmM]?|-XX:(Max|Initial|Min)RAMPercentage=[0-9]{1,3}(\\\\.[0-9]+)?|-XX:(MaxMetaspaceSize|MetaspaceSize|ReservedCodeCacheSize|MaxDirectMemorySize)=[0-9]+[kKmMgG]?|-XX:[+-](ExitOnOutOfMemoryError|CrashOnOutOfMemoryError|UseContainerSupport)))*$')").message("spec.openmrs.backend.javaMemoryOpts: only memory flags separated by spaces (-Xms, -Xmx, -Xmn, -Xss, -XX:MaxRAMPercentage=, -XX:InitialRAMPercentage=, -XX:MinRAMPercentage=, -XX:MaxMetaspaceSize=, -XX:MetaspaceSize=, -XX:ReservedCodeCacheSize=, -XX:MaxDirectMemorySize=, -XX:+ExitOnOutOfMemoryError, -XX:+CrashOnOutOfMemoryError, -XX:+UseContainerSupport), e.g. -Xms1g -Xmx3g"))]
     #[schemars(length(max = 512))]
     pub java_memory_opts: Option<String>,
 
@@ -532,12 +542,15 @@ pub enum UpgradeGate {
 #[serde(rename_all = "camelCase")]
 pub struct SecuritySpec {
     /// Label the clinic's namespace to enforce, audit and warn Pod Security `restricted`
-    /// (default true). Turning it off is reported by a Warning event and `SecurityEnforced=False`.
+    /// (default true). `false` only where the platform's policy allows it
+    /// (`allowPodSecurityOptOut`, else the spec is refused): the operator then stops adding the
+    /// labels but never removes them, and `SecurityEnforced` says whether they are there.
     #[serde(default = "yes")]
     pub enforce_pod_security: bool,
 
-    /// The platform team attests that the StorageClasses of the data volumes encrypt at rest.
-    /// Without it, encryption is recognised from well-known StorageClass parameters.
+    /// No effect (kept so that manifests that set it still apply): whether the data volumes
+    /// encrypt at rest is the platform team's word, not the clinic's — the policy's
+    /// `encryptingStorageClasses`, or well-known StorageClass parameters.
     #[serde(default)]
     pub storage_encrypted: bool,
 
@@ -578,6 +591,7 @@ pub struct MonitoringSpec {
     /// label a kube-prometheus-stack Prometheus selects on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && self[k].size() <= 63)").message("spec.monitoring.labels: keys are at most 253 characters, values at most 63"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('app.kubernetes.io/') && !k.startsWith('clinic.audioprothese.fr/'))").message("spec.monitoring.labels: keys under app.kubernetes.io/ and clinic.audioprothese.fr/ are the operator's own (they say which clinic an object belongs to)"))]
     #[schemars(length(max = 16))]
     pub labels: BTreeMap<String, String>,
 
@@ -626,8 +640,10 @@ pub struct DashboardSpec {
     #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
 
-    /// Label key the Grafana sidecar selects dashboards by.
+    /// Label key the Grafana sidecar selects dashboards by (not under `app.kubernetes.io/` or
+    /// `clinic.audioprothese.fr/`, which say which clinic an object belongs to).
     #[serde(default = "default_dashboard_label")]
+    #[x_kube(validation = Rule::new("!self.startsWith('app.kubernetes.io/') && !self.startsWith('clinic.audioprothese.fr/')").message("spec.monitoring.dashboard.label: keys under app.kubernetes.io/ and clinic.audioprothese.fr/ are the operator's own (they say which clinic an object belongs to)"))]
     #[schemars(length(min = 1, max = 253))]
     pub label: String,
 
@@ -680,8 +696,12 @@ pub struct SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
-    /// Destination network in CIDR notation, e.g. `10.20.0.0/16`.
+    /// Destination network in CIDR notation, e.g. `10.20.0.0/16`: at most a /8 (IPv4) or a /32
+    /// (IPv6), and never loopback, link-local (cloud metadata at `169.254.169.254`) or
+    /// `0.0.0.0/8`. The platform team's policy may refuse more (the cluster's own ranges).
     #[x_kube(validation = Rule::new("isCIDR(self)").message("spec.security.extraEgress[].cidr: must be a CIDR such as 10.20.0.0/16"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || cidr(self).prefixLength() >= (cidr(self).ip().family() == 4 ? 8 : 32)").message("spec.security.extraEgress[].cidr: must be a network of at most /8 (IPv4) or /32 (IPv6): extra egress opens one system's network, never the whole Internet"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '::1/128', 'fe80::/10'].all(r, !cidr(r).containsIP(cidr(self).masked().ip()) && !cidr(self).containsIP(cidr(r).ip()))").message("spec.security.extraEgress[].cidr: must not overlap loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16 with the cloud metadata service, fe80::/10) or 0.0.0.0/8"))]
     #[schemars(length(max = 64))]
     pub cidr: String,
 

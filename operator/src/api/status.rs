@@ -32,6 +32,25 @@ pub struct ClinicPlatformStatus {
     /// Compliance evidence: whether each security control holds now (see docs/compliance.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compliance: Option<Compliance>,
+
+    /// Objects the operator wrote outside the clinic's namespace (Velero's Schedule, a dashboard
+    /// in Grafana's namespace). No owner reference can reach them, so this record is how one no
+    /// longer wanted (backups disabled, a namespace changed) is found and removed, and how the
+    /// finalizer removes them all. Absent until the first pass of an operator that keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_objects: Option<Vec<OutsideObject>>,
+}
+
+/// An object outside the clinic's namespace, by kind, namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutsideObject {
+    /// `Schedule` (velero.io/v1) or `ConfigMap`.
+    pub kind: String,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
 }
 
 /// Whether each control holds. `Compliant` is True when all do.
@@ -46,9 +65,10 @@ pub struct Compliance {
     pub tls_at_edge: bool,
     /// The newest successful backup is within the RPO.
     pub backups_within_rpo: bool,
-    /// Pods are pinned to approved regions or zones (`spec.residency`).
+    /// Pods are pinned (`spec.residency`) to regions or zones the platform's policy approves.
     pub data_residency: bool,
-    /// Data volumes are encrypted at rest (attested or recognised from the StorageClass).
+    /// Data volumes are on StorageClasses that encrypt at rest: attested by the platform's policy
+    /// or recognised from their parameters (never on the clinic's own word).
     pub encryption_at_rest: bool,
 }
 

@@ -47,9 +47,28 @@ pub fn delete_request_resource() -> ApiResource {
     )
 }
 
-/// Base name of the clinic's Velero objects: unique across namespaces, and short enough that
-/// Velero's backup names (`<schedule>-<timestamp>`) fit in a 63-character label value.
+/// Base name of the clinic's objects outside its namespace (Velero's Schedule and Backups, a
+/// dashboard in Grafana's namespace): `<namespace>-<name>` cut to 35 characters, then 8 hex
+/// digits of a hash of `<namespace>/<name>`. The hash keeps two clinics apart even when their
+/// names read alike (`clinic-lyon`/`main` and `clinic`/`lyon-main`: `/` is in neither name);
+/// the length (at most 44) leaves room for Velero's backup names (`<schedule>-<timestamp>`) in
+/// a 63-character label value.
 pub fn base_name(clinic: &Clinic) -> String {
+    outside_name(&clinic.namespace, &clinic.name)
+}
+
+/// [`base_name`] from the clinic's namespace and name alone.
+pub fn outside_name(namespace: &str, name: &str) -> String {
+    let joined = format!("{namespace}-{name}");
+    let prefix = joined.get(..35).unwrap_or(&joined).trim_end_matches('-');
+    let hash = crate::build::hash_of(&format!("{namespace}/{name}"));
+    format!("{prefix}-{}", &hash[..8])
+}
+
+/// The base name that builds before 0.2 gave the same objects: `<namespace>-<name>`,
+/// which two clinics can share. Objects of that name that carry this clinic's labels are
+/// removed once the new ones are in place.
+pub fn legacy_base_name(clinic: &Clinic) -> String {
     let full = format!("{}-{}", clinic.namespace, clinic.name);
     if full.len() <= 44 {
         return full;

@@ -409,7 +409,7 @@ pub fn dashboard(clinic: &Clinic) -> Option<ConfigMap> {
     let name = if namespace == clinic.namespace {
         clinic.child_name("dashboard")
     } else {
-        format!("{}-{}-dashboard", clinic.namespace, clinic.name)
+        format!("{}-dashboard", super::backup::base_name(clinic))
     };
     let mut meta = monitoring_metadata(clinic, name);
     meta.labels.get_or_insert_with(BTreeMap::new).insert(spec.label.clone(), spec.label_value.clone());
@@ -423,7 +423,9 @@ pub fn dashboard(clinic: &Clinic) -> Option<ConfigMap> {
     let json = serde_json::to_string_pretty(&dashboard_json(clinic)).unwrap_or_default();
     Some(ConfigMap {
         metadata: meta,
-        data: Some(BTreeMap::from([(format!("clinic-{}-{}.json", clinic.namespace, clinic.name), json)])),
+        // Grafana's sidecar writes every dashboard of its namespace into one folder by this
+        // key: it must be unique across clinics, like the name.
+        data: Some(BTreeMap::from([(format!("clinic-{}.json", super::backup::base_name(clinic)), json)])),
         ..Default::default()
     })
 }

@@ -9,15 +9,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::compare::converged;
-use super::error::{Error, Result};
+use super::error::{Error, Problem, Result};
 use super::{Context, Notice};
 use crate::api::{ClinicPlatform, DeletionPolicy, FIELD_MANAGER, FINALIZER, UpgradeGate};
-use crate::build::backup::{self, backup_resource, delete_request_resource, schedule_resource};
+use crate::build::backup::{self, backup_resource, delete_request_resource};
 use crate::model::{Clinic, HeldImages, parse_duration};
 
 /// How long a discovery answer about an optional API (Velero, cert-manager) is trusted.
@@ -130,14 +129,19 @@ pub async fn list_backups(
 }
 
 /// Backup health when the clinic's Schedule could not be written (`error` says why).
-pub fn schedule_failed(clinic: &Clinic, error: &str, last_success: Option<Timestamp>) -> BackupHealth {
-    BackupHealth {
-        status: "False",
-        reason: "ScheduleFailed",
-        message: format!(
-            "no backups are scheduled: {error} Backups need Velero in namespace {} (spec.backup.veleroNamespace).",
+pub fn schedule_failed(clinic: &Clinic, problem: &Problem, last_success: Option<Timestamp>) -> BackupHealth {
+    let message = match problem.reason {
+        // The Schedule's name is held by something else: Velero itself is fine.
+        "NameClash" => format!("no backups are scheduled: {problem}"),
+        _ => format!(
+            "no backups are scheduled: {problem} Backups need Velero in namespace {} (spec.backup.veleroNamespace).",
             clinic.spec.backup.velero_namespace
         ),
+    };
+    BackupHealth {
+        status: "False",
+        reason: if problem.reason == "NameClash" { "NameClash" } else { "ScheduleFailed" },
+        message,
         last_success,
     }
 }
@@ -357,8 +361,8 @@ pub async fn upgrade_gate(
 }
 
 /// Adds the clean-up finalizer before anything is created outside the clinic's namespace.
-pub async fn ensure_finalizer(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
-    if cp.finalizers().iter().any(|f| f == FINALIZER) {
+pub async fn ensure_finalizer_if(ctx: &Context, cp: &ClinicPlatform, needed: bool) -> Result<()> {
+    if !needed || cp.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
     let mut finalizers = cp.finalizers().to_vec();
@@ -381,63 +385,14 @@ async fn patch_finalizers(ctx: &Context, cp: &ClinicPlatform, finalizers: Vec<St
     Ok(())
 }
 
-/// Creates or corrects the clinic's Schedule (or removes it when backups are off). The caller
-/// has put the clean-up finalizer in place first.
-pub async fn ensure_schedule(ctx: &Context, clinic: &Clinic) -> Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &schedule_resource());
-    let name = backup::base_name(clinic);
-    let Some(desired) = backup::schedule(clinic) else {
-        return delete_schedule(ctx, clinic).await;
-    };
-    let mut value = serde_json::to_value(&desired)
-        .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
-    value["apiVersion"] = json!(backup::VELERO_API_VERSION);
-    value["kind"] = json!("Schedule");
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Read { what: format!("Schedule {name}"), source })?;
-    if let Some(live) = live {
-        let mut live = serde_json::to_value(&live)
-            .map_err(|source| Error::Serialize { what: format!("Schedule {name}"), source })?;
-        live["apiVersion"] = json!(backup::VELERO_API_VERSION);
-        live["kind"] = json!("Schedule");
-        if converged(&value, &live) {
-            return Ok(());
-        }
-    }
-    ctx.metrics.record_write("apply");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .map_err(|source| Error::Apply { kind: "Schedule".into(), name, source })?;
-    Ok(())
-}
-
-async fn delete_schedule(ctx: &Context, clinic: &Clinic) -> Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &schedule_resource());
-    let name = backup::base_name(clinic);
-    match api.get_metadata_opt(&name).await {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => {
-            ctx.metrics.record_write("delete");
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(source) => Err(Error::Prune { kind: "Schedule".into(), name, source }),
-            }
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Read { what: format!("Schedule {name}"), source }),
-    }
-}
-
-/// On deletion: remove the Schedule; under `Delete`, ask Velero to delete every backup of the
-/// clinic; then release the finalizer. Same-namespace children go with the garbage collector.
+/// On deletion: remove what the clinic has outside its namespace (the Schedule, a dashboard
+/// elsewhere); under `Delete`, ask Velero to delete every backup of the clinic; then release the
+/// finalizer. Same-namespace children go with the garbage collector.
 pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Result<()> {
-    if ctx.velero_installed().await {
-        delete_schedule(ctx, clinic).await?;
+    let velero = ctx.velero_installed().await;
+    let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
+    super::outside::remove_all(ctx, clinic, recorded, velero).await?;
+    if velero {
         if clinic.spec.deletion_policy == DeletionPolicy::Delete {
             let backups = list_backups(ctx, clinic)
                 .await

@@ -11,6 +11,13 @@ pub enum Error {
     #[error("the spec is invalid: {0}. Nothing was applied; fix the field and apply again.")]
     InvalidSpec(#[from] InvalidSpec),
 
+    /// The spec asks for something the platform team's policy does not allow: the tenant
+    /// changes the field or the platform team the policy; nothing was applied.
+    #[error(
+        "the platform's policy does not allow {0}. Nothing was applied; fix the field and apply again, or ask the platform team."
+    )]
+    NotAllowed(InvalidSpec),
+
     /// A server-side apply of a child was refused.
     #[error("could not apply {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
     Apply { kind: String, name: String, source: kube::Error },
@@ -35,6 +42,14 @@ pub enum Error {
         "Secret {secret} is missing but volume claim {claim} holds data initialised with it. Restore the Secret (e.g. from a Velero backup): a new password would not open the existing database."
     )]
     CredentialsLost { secret: String, claim: String },
+
+    /// An object outside the clinic's namespace has the name the clinic needs but is not the
+    /// clinic's: it is left as it is.
+    #[error(
+        "{object} already exists and belongs to {}, not to this clinic: the operator neither changes nor deletes it. Remove or rename it, or ask the platform team who made it.",
+        holder.as_deref().map(|h| format!("clinic {h}")).unwrap_or_else(|| "something the operator did not make".into())
+    )]
+    NameClash { object: String, holder: Option<String> },
 
     /// Reading the cluster failed.
     #[error("could not read {what}: {}. The operator retries with backoff.", Cause(source))]
@@ -85,10 +100,12 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::NotAllowed(_) => "NotAllowed",
             Error::Apply { .. } => "ApplyFailed",
             Error::Prune { .. } => "PruneFailed",
             Error::CreateSecret { .. } => "SecretCreateFailed",
             Error::CredentialsLost { .. } => "CredentialsLost",
+            Error::NameClash { .. } => "NameClash",
             Error::Read { .. } => "ReadFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize { .. } => "SerializationFailed",
@@ -97,8 +114,35 @@ impl Error {
 
     /// Whether the user must act (no point retrying fast).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::CredentialsLost { .. })
+        matches!(self, Error::InvalidSpec(_) | Error::NotAllowed(_) | Error::CredentialsLost { .. })
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error kept for a condition (its reason and message), where the error itself cannot be
+/// kept (it is not `Clone`) or should not stop the pass (optional children, objects outside the
+/// namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl From<&Error> for Problem {
+    fn from(error: &Error) -> Self {
+        Self { reason: error.reason(), message: error.to_string() }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod error;
 pub mod observe;
 pub mod optional;
+pub mod outside;
 pub mod security;
 pub mod status;
 
@@ -75,20 +76,19 @@ impl<T> Remembered<T> {
 /// What one check of the objects outside the caches found.
 #[derive(Debug, Clone, Default)]
 pub struct External {
-    pub schedule_error: Option<String>,
+    /// The Schedule and a dashboard elsewhere; `None` when they were not looked at this pass.
+    pub outside: Option<outside::Outcome>,
     pub certificates: optional::OptionalState,
     pub monitors: optional::OptionalState,
-    pub dashboard_error: Option<String>,
 }
 
 impl External {
     /// Nothing failed: worth reusing. (A missing API is not a failure; discovery is re-asked
     /// with the next check anyway.)
     fn is_clean(&self) -> bool {
-        self.schedule_error.is_none()
+        self.outside.as_ref().is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
             && self.certificates.error.is_none()
             && self.monitors.error.is_none()
-            && self.dashboard_error.is_none()
     }
 }
 
@@ -141,6 +141,8 @@ pub struct Context {
     backups: Mutex<HashMap<ClinicKey, Remembered<Vec<backup::BackupRecord>>>>,
     /// When each clinic's status was last written, for [`STATUS_COALESCE`].
     status_written: Mutex<HashMap<(String, String), Instant>>,
+    /// The platform team's policy: what clinics may point at, what counts as compliant.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 impl Context {
@@ -159,7 +161,14 @@ impl Context {
             external: Mutex::new(HashMap::new()),
             backups: Mutex::new(HashMap::new()),
             status_written: Mutex::new(HashMap::new()),
+            policy: Arc::new(crate::policy::Policy::default()),
         }
+    }
+
+    /// The same context under another policy.
+    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The last check of a clinic's external objects, if it is recent, for this very version of the
@@ -313,7 +322,6 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // Velero's namespace is ours to remove before the finalizer lets the object go.
         if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
             let clinic = model::unchecked(cp);
-            sync_external_dashboard(ctx, &clinic, false).await?;
             backup::cleanup(ctx, cp, &clinic).await?;
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
@@ -337,12 +345,19 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let reference = cp.object_ref(&());
     let mut notices = Vec::new();
 
-    let clinic = match model::validate(cp) {
+    let checked = model::validate(cp).map_err(Error::InvalidSpec).and_then(|clinic| {
+        ctx.policy.check(&clinic).map_err(Error::NotAllowed)?;
+        Ok(clinic)
+    });
+    let clinic = match checked {
         Ok(clinic) => clinic,
-        Err(invalid) => {
-            let error = Error::InvalidSpec(invalid);
-            let conditions =
-                status::unreadable(&error.to_string(), cp.metadata.generation, previous_conditions(cp));
+        Err(error) => {
+            let conditions = status::unreadable(
+                error.reason(),
+                &error.to_string(),
+                cp.metadata.generation,
+                previous_conditions(cp),
+            );
             let mut new_status = cp.status.clone().unwrap_or_default();
             new_status.observed_generation = cp.metadata.generation;
             merge_conditions(&mut new_status, conditions);
@@ -397,38 +412,43 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let external = match ctx.recent_external(&external_key, cp.metadata.resource_version.as_ref()) {
         Some(recent) if converged_ok => recent,
         _ if converged_ok => {
-            let schedule_wanted = velero && build::backup::schedule(&clinic).is_some();
-            let dashboard_outside = build::monitoring::dashboard_outside(&clinic);
+            let outside_wanted = !outside::wanted(&clinic, velero).is_empty();
+            let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
             // One finalizer patch per pass, before anything is written outside the namespace: a
             // second patch from the same (now stale) object would be refused as a conflict.
-            let finalizer_error = if schedule_wanted || dashboard_outside {
-                backup::ensure_finalizer(ctx, cp).await.err().map(|e| e.to_string())
-            } else {
-                None
-            };
-            let schedule_error = match &finalizer_error {
-                Some(e) if schedule_wanted => Some(e.clone()),
-                _ if velero => backup::ensure_schedule(ctx, &clinic).await.err().map(|e| e.to_string()),
-                _ => None,
+            let outside = match backup::ensure_finalizer_if(ctx, cp, outside_wanted).await {
+                Ok(()) => outside::sync(ctx, &clinic, recorded, velero).await,
+                Err(e) => {
+                    let problem = error::Problem::from(&e);
+                    outside::Outcome {
+                        schedule_error: Some(problem.clone()),
+                        dashboard_error: Some(problem),
+                        record: recorded.map(<[_]>::to_vec).unwrap_or_default(),
+                        notices: Vec::new(),
+                    }
+                }
             };
             // Optional APIs and the dashboard never block the platform: their state is reported.
             let certificates =
                 optional::ensure(ctx, &clinic, build::OptionalApi::CertManager, &desired).await;
             let monitors =
                 optional::ensure(ctx, &clinic, build::OptionalApi::PrometheusOperator, &desired).await;
-            let dashboard_error = match finalizer_error {
-                Some(e) if dashboard_outside => Some(e),
-                _ => sync_external_dashboard(ctx, &clinic, true).await.err().map(|e| e.to_string()),
-            };
-            let external = External { schedule_error, certificates, monitors, dashboard_error };
+            let external = External { outside: Some(outside), certificates, monitors };
             ctx.remember_external(external_key, cp.metadata.resource_version.as_ref(), &external);
             external
         }
         _ => External::default(),
     };
-    let External { schedule_error, certificates, monitors, dashboard_error } = external;
+    let External { outside, certificates, monitors } = external;
+    let (schedule_error, dashboard_error) = match &outside {
+        Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
+        None => (None, None),
+    };
     for e in certificates.error.iter().chain(&monitors.error).chain(&dashboard_error) {
         warn!(error = %e, "optional child not applied");
+    }
+    if let Some(o) = &outside {
+        notices.extend(o.notices.iter().cloned());
     }
     let certificate_in_place = certificates.in_place.contains(&clinic.child_name("tls"));
     let monitoring = status::MonitoringState {
@@ -448,7 +468,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         &backups,
         jiff::Timestamp::now(),
     );
-    if let Some(e) = schedule_error {
+    if let Some(e) = schedule_error.filter(|_| clinic.spec.backup.enabled) {
         warn!(error = %e, "Velero Schedule not applied");
         health = backup::schedule_failed(&clinic, &e, health.last_success);
     }
@@ -466,8 +486,12 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         default_deny_network: observed.network_policies_enforced,
         tls_at_edge,
         backups_within_rpo: observed.backup.status == "True",
-        data_residency: clinic.spec.residency.is_some(),
+        data_residency: ctx.policy.residency_approved(&clinic.spec),
         encryption_at_rest: encrypted,
+    };
+    observed.outside = match &outside {
+        Some(o) => Some(o.record.clone()),
+        None => cp.status.as_ref().and_then(|s| s.outside_objects.clone()),
     };
     let new_status = status::compute(&clinic, &observed, cp.status.as_ref());
     let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
@@ -595,21 +619,8 @@ fn observe_state(
         controls: crate::api::Compliance::default(),
         namespace_visible: true,
         monitoring: status::MonitoringState::default(),
+        outside: None,
     }
-}
-
-/// The dashboard ConfigMap when it lives outside the clinic's namespace: put in place (`keep`)
-/// or, on deletion, removed. No owner reference is possible there; the finalizer, put in place
-/// by the caller, guards it. In the clinic's namespace the dashboard is a normal child.
-async fn sync_external_dashboard(ctx: &Context, clinic: &Clinic, keep: bool) -> Result<()> {
-    let Some(dashboard) = build::monitoring::external_dashboard(clinic) else {
-        return Ok(());
-    };
-    let namespace = dashboard.metadata.namespace.clone().unwrap_or_default();
-    let object = build::to_dynamic(&dashboard);
-    let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
-    optional::ensure_one(ctx, &resource, &namespace, &object.name_any(), keep.then_some(&object)).await?;
-    Ok(())
 }
 
 fn previous_conditions(cp: &ClinicPlatform) -> &[crate::api::Condition] {
@@ -665,8 +676,14 @@ async fn report_unreadable(
                 "velero",
                 &crate::build::backup::schedule_resource(),
             );
-            let _ =
-                schedules.delete(&format!("{namespace}-{name}"), &kube::api::DeleteParams::default()).await;
+            let schedule = crate::build::backup::outside_name(&namespace, &name);
+            let ours = schedules.get_metadata_opt(&schedule).await.ok().flatten().is_some_and(|s| {
+                s.labels().get("app.kubernetes.io/instance") == Some(&name)
+                    && s.labels().get(crate::build::backup::CLINIC_NAMESPACE_LABEL) == Some(&namespace)
+            });
+            if ours {
+                let _ = schedules.delete(&schedule, &kube::api::DeleteParams::default()).await;
+            }
             let remaining: Vec<&String> =
                 meta.finalizers.iter().flatten().filter(|f| *f != crate::api::FINALIZER).collect();
             let api: Api<DynamicObject> = Api::namespaced_with(
@@ -684,7 +701,7 @@ async fn report_unreadable(
         return Ok(Action::await_change());
     }
     let message = format!("spec cannot be read: {}", invalid.error);
-    let conditions = status::unreadable(&message, meta.generation, &[]);
+    let conditions = status::unreadable("InvalidSpec", &message, meta.generation, &[]);
     let patch = json!({
         "apiVersion": ClinicPlatform::api_version(&()),
         "kind": ClinicPlatform::kind(&()),
@@ -729,6 +746,8 @@ pub struct RunConfig {
     pub instance: Option<String>,
     /// Watch only this namespace (namespaced mode, RBAC through a Role); `None` watches all.
     pub namespace: Option<String>,
+    /// The platform team's policy.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Watches and reconciles until `shutdown` resolves.
@@ -842,7 +861,7 @@ pub async fn run(
             info!("watches synced");
         });
     }
-    let mut context = Context::new(client, caches, metrics, config.instance);
+    let mut context = Context::new(client, caches, metrics, config.instance).with_policy(config.policy);
     context.cluster_scope = scope.is_none();
     let ctx = Arc::new(context);
     controller

@@ -9,7 +9,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 
 use super::Context;
 use super::compare::converged;
-use super::error::{Error, Result};
+use super::error::{Error, Problem, Result};
 use crate::api::FIELD_MANAGER;
 use crate::build::{self, OptionalApi};
 use crate::model::{Clinic, MANAGED_BY};
@@ -21,8 +21,8 @@ pub struct OptionalState {
     pub installed: bool,
     /// Names of the wanted children that are in place as declared.
     pub in_place: Vec<String>,
-    /// The first error, as (kind/name, message).
-    pub error: Option<String>,
+    /// The first error.
+    pub error: Option<Problem>,
 }
 
 impl Context {
@@ -55,7 +55,7 @@ pub async fn ensure(
             Ok(true) => state.in_place.push(name),
             Ok(false) => {}
             Err(e) => {
-                state.error.get_or_insert(e.to_string());
+                state.error.get_or_insert(Problem::from(e));
             }
         }
     }

@@ -30,22 +30,20 @@ pub fn enforces_restricted(labels: &BTreeMap<String, String>) -> bool {
     labels.get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some(POD_SECURITY_LEVEL)
 }
 
-/// Labels the clinic's namespace for Pod Security `restricted` (or, when the spec opts out,
-/// withdraws the operator's labels; labels someone else set stay).
+/// Labels the clinic's namespace for Pod Security `restricted`. Labels are only ever added: a
+/// clinic that opts out (when the platform's policy lets it) stops adding them but never
+/// removes them, so two clinics of one namespace cannot undo each other, and lifting Pod
+/// Security stays the platform team's act.
 pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
     let Some(labels) = ctx.caches.namespace_labels(&clinic.namespace) else {
         return Ok(());
     };
     let wanted = pod_security_labels();
-    let enforce = clinic.spec.security.enforce_pod_security;
     let present = wanted.iter().all(|(k, v)| labels.get(k) == Some(v));
-    let body_labels = match (enforce, present) {
-        (true, true) => return Ok(()),
-        (true, false) => wanted,
-        (false, false) => return Ok(()),
-        // Applying no labels releases the ones this field manager owns.
-        (false, true) => BTreeMap::new(),
-    };
+    if present || !clinic.spec.security.enforce_pod_security {
+        return Ok(());
+    }
+    let body_labels = wanted;
     let patch = json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -108,16 +106,14 @@ async fn storage_classes(ctx: &Context) -> Vec<(String, bool, bool)> {
     list
 }
 
-/// Whether the data volumes (MariaDB and backend) are encrypted at rest: attested in the spec, or
-/// recognised from their StorageClasses' parameters.
+/// Whether the data volumes (MariaDB and backend) are encrypted at rest: their StorageClasses
+/// are attested by the platform's policy (`encryptingStorageClasses`) or recognised from their
+/// parameters. The tenant's own `spec.security.storageEncrypted` is not evidence.
 pub async fn storage_encrypted(ctx: &Context, clinic: &Clinic) -> bool {
-    if clinic.spec.security.storage_encrypted {
-        return true;
-    }
     let classes = storage_classes(ctx).await;
     let encrypts = |name: Option<&String>| match name {
-        Some(name) => classes.iter().any(|(n, _, e)| n == name && *e),
-        None => classes.iter().any(|(_, default, e)| *default && *e),
+        Some(name) => ctx.policy.attests_encryption(name) || classes.iter().any(|(n, _, e)| n == name && *e),
+        None => classes.iter().any(|(n, default, e)| *default && (*e || ctx.policy.attests_encryption(n))),
     };
     encrypts(clinic.spec.database.storage.storage_class_name.as_ref())
         && encrypts(clinic.spec.openmrs.backend.storage.storage_class_name.as_ref())
@@ -143,12 +139,12 @@ impl crate::api::Compliance {
             (
                 "dataResidency",
                 self.data_residency,
-                "no spec.residency pins the pods to approved regions or zones",
+                "no spec.residency pins the pods to regions or zones the platform's policy approves",
             ),
             (
                 "encryptionAtRest",
                 self.encryption_at_rest,
-                "the data StorageClasses are not known to encrypt (spec.security.storageEncrypted)",
+                "the data StorageClasses are not known to encrypt (the platform's policy lists encrypting StorageClasses)",
             ),
         ]
     }

@@ -111,6 +111,8 @@ pub struct Observed {
     pub namespace_visible: bool,
     /// ServiceMonitor, PrometheusRule and dashboard.
     pub monitoring: MonitoringState,
+    /// What is outside the namespace on the clinic's behalf (`status.outsideObjects`).
+    pub outside: Option<Vec<crate::api::OutsideObject>>,
 }
 
 /// What the monitoring of a clinic looks like this pass.
@@ -121,7 +123,7 @@ pub struct MonitoringState {
     pub operator_installed: bool,
     /// How many of the ServiceMonitor and PrometheusRule are in place.
     pub in_place: usize,
-    pub error: Option<String>,
+    pub error: Option<super::error::Problem>,
 }
 
 fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
@@ -129,7 +131,7 @@ fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Conditi
         MonitoringState { enabled: false, .. } => {
             (false, "Disabled", "spec.monitoring.enabled is false: no exporters, monitors or alerts".to_string())
         }
-        MonitoringState { error: Some(e), .. } => (false, "ApplyFailed", e.clone()),
+        MonitoringState { error: Some(e), .. } => (false, e.reason, e.message.clone()),
         MonitoringState { operator_installed: false, .. } => (
             false,
             "PrometheusOperatorNotInstalled",
@@ -224,12 +226,13 @@ pub fn compute(
     };
 
     let controls = &observed.controls;
-    let security = if !clinic.spec.security.enforce_pod_security {
+    let labelled = observed.namespace_visible && controls.pod_security_restricted;
+    let security = if !clinic.spec.security.enforce_pod_security && !labelled {
         condition(
             SECURITY_ENFORCED,
             false,
             "PodSecurityOptOut",
-            "spec.security.enforcePodSecurity is false: the namespace is not held to Pod Security restricted"
+            "spec.security.enforcePodSecurity is false (the platform's policy allows it): the operator does not label the namespace, and it is not held to Pod Security restricted"
                 .into(),
             generation,
         )
@@ -312,6 +315,7 @@ pub fn compute(
             .last_success
             .map(Time)
             .or_else(|| previous.and_then(|s| s.last_backup_time.clone())),
+        outside_objects: observed.outside.clone(),
     }
 }
 
@@ -360,10 +364,15 @@ pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStat
 }
 
 /// Status of an object whose spec cannot even be read (wrong types in the YAML).
-pub fn unreadable(message: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
+pub fn unreadable(
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Vec<Condition> {
     let mut conditions = vec![
-        condition(READY, false, "InvalidSpec", "see the Degraded condition".into(), generation),
-        condition(DEGRADED, true, "InvalidSpec", message.into(), generation),
+        condition(READY, false, reason, "see the Degraded condition".into(), generation),
+        condition(DEGRADED, true, reason, message.into(), generation),
     ];
     carry_transition_times(&mut conditions, previous);
     conditions
@@ -414,6 +423,11 @@ mod tests {
             Error::InvalidSpec(crate::model::InvalidSpec {
                 field: "spec.backup.rpo".into(),
                 message: "must be a duration such as 26h or 90m".into(),
+            }),
+            Error::NotAllowed(crate::model::InvalidSpec {
+                field: "spec.backup.veleroNamespace".into(),
+                message: "\"kube-system\" is not allowed by the platform's policy (veleroNamespaces: velero)"
+                    .into(),
             }),
             Error::CredentialsLost {
                 secret: "lyon-mariadb-credentials".into(),
@@ -473,12 +487,21 @@ mod tests {
             backup::health(&enabled, created, true, &Ok(vec![]), now),
             backup::schedule_failed(
                 &enabled,
-                &Error::Apply {
+                &(&Error::Apply {
                     kind: "Schedule".into(),
-                    name: "clinic-lyon-lyon".into(),
+                    name: "velero/clinic-lyon-lyon-3f2a9c1e".into(),
                     source: api(404, "NotFound", "namespaces \"velero\" not found"),
-                }
-                .to_string(),
+                })
+                    .into(),
+                None,
+            ),
+            backup::schedule_failed(
+                &enabled,
+                &(&Error::NameClash {
+                    object: "Schedule velero/clinic-lyon-lyon-3f2a9c1e".into(),
+                    holder: Some("clinic-lyon/other".into()),
+                })
+                    .into(),
                 None,
             ),
         ];
@@ -542,6 +565,7 @@ mod tests {
             controls,
             namespace_visible: true,
             monitoring,
+            outside: None,
         }
     }
 
@@ -577,6 +601,7 @@ mod tests {
             "set spec.",
             "Check",
             "See",
+            "Remove or rename",
             "disabled",
             "false",
         ];
@@ -597,7 +622,28 @@ mod tests {
                 enabled: true,
                 operator_installed: true,
                 in_place: 0,
-                error: Some(errors()[3].to_string()),
+                error: errors()
+                    .iter()
+                    .find(|e| matches!(e, Error::Apply { .. }))
+                    .map(super::super::error::Problem::from),
+            },
+            MonitoringState {
+                enabled: true,
+                operator_installed: true,
+                in_place: 0,
+                error: errors()
+                    .iter()
+                    .find(|e| matches!(e, Error::Read { .. }))
+                    .map(super::super::error::Problem::from),
+            },
+            MonitoringState {
+                enabled: true,
+                operator_installed: true,
+                in_place: 1,
+                error: Some(super::super::error::Problem::from(&Error::NameClash {
+                    object: "ConfigMap monitoring/clinic-lyon-lyon-4d703153-dashboard".into(),
+                    holder: None,
+                })),
             },
             MonitoringState { enabled: true, operator_installed: false, in_place: 0, error: None },
             MonitoringState { enabled: true, operator_installed: true, in_place: 1, error: None },
@@ -631,7 +677,7 @@ mod tests {
             None,
             backup::Gate::Open,
             backup_healths()[0].clone(),
-            monitoring_states[4].clone(),
+            monitoring_states[6].clone(),
             true,
         );
         paused.paused = true;
@@ -641,23 +687,23 @@ mod tests {
             None,
             backup::Gate::Open,
             backup_healths()[0].clone(),
-            monitoring_states[4].clone(),
+            monitoring_states[6].clone(),
             true,
         );
         missing.database = WorkloadState::missing("lyon-mariadb".into());
         missing.controls.pod_security_restricted = false;
         passes.push((spec.clone(), missing));
-        passes.push((
-            opted_out,
-            observed(
-                workloads(true),
-                None,
-                backup::Gate::Open,
-                backup_healths()[0].clone(),
-                monitoring_states[4].clone(),
-                true,
-            ),
-        ));
+        // Opted out (the policy allows it) and the namespace unlabelled.
+        let mut unlabelled = observed(
+            workloads(true),
+            None,
+            backup::Gate::Open,
+            backup_healths()[0].clone(),
+            monitoring_states[6].clone(),
+            true,
+        );
+        unlabelled.controls.pod_security_restricted = false;
+        passes.push((opted_out, unlabelled));
 
         let mut seen = BTreeSet::new();
         let mut problems = BTreeSet::new();
@@ -671,6 +717,7 @@ mod tests {
             }
         }
         for conditions in [unreadable(
+            "InvalidSpec",
             "the spec cannot be read: spec.backup: invalid type: string \"x\", expected struct. Fix the field and apply again.",
             Some(3),
             &[],
@@ -691,6 +738,7 @@ mod tests {
             "Ready/Ready",
             "Ready/Progressing",
             "Ready/InvalidSpec",
+            "Ready/NotAllowed",
             "Ready/ApplyFailed",
             "Ready/PruneFailed",
             "Ready/SecretCreateFailed",
@@ -705,6 +753,7 @@ mod tests {
             "Progressing/Stable",
             "Degraded/AsExpected",
             "Degraded/InvalidSpec",
+            "Degraded/NotAllowed",
             "Degraded/ApplyFailed",
             "Degraded/PruneFailed",
             "Degraded/SecretCreateFailed",
@@ -726,6 +775,7 @@ mod tests {
             "BackupReady/AwaitingFirstBackup",
             "BackupReady/NoSuccessfulBackup",
             "BackupReady/ScheduleFailed",
+            "BackupReady/NameClash",
             "BackupReady/WithinRPO",
             "BackupReady/RPOExceeded",
             "BackupReady/BackupFailed",
@@ -734,6 +784,8 @@ mod tests {
             "Compliant/ControlsFailing",
             "MonitoringReady/Disabled",
             "MonitoringReady/ApplyFailed",
+            "MonitoringReady/ReadFailed",
+            "MonitoringReady/NameClash",
             "MonitoringReady/PrometheusOperatorNotInstalled",
             "MonitoringReady/Pending",
             "MonitoringReady/Monitored",

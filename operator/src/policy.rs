@@ -1,0 +1,336 @@
+//! The platform team's policy: what a clinic's spec may point at beyond its own namespace, and
+//! what counts as compliant. Tenants write ClinicPlatforms; the platform team writes the policy
+//! (the chart's `policy` values, a ConfigMap the operator reads at start, `--policy`), so that a
+//! tenant's wish never widens what the operator does on its behalf.
+//!
+//! Every list has a default a fresh install works with; `*` in a list allows any value.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ClinicPlatformSpec, IssuerKind};
+use crate::model::{Clinic, DEFAULT_REGISTRY, InvalidSpec};
+
+/// What clinics may ask for. Read from YAML (camelCase keys); unknown keys are refused, so a
+/// misspelt rule never silently allows everything.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Policy {
+    /// Namespaces a clinic may name in `spec.backup.veleroNamespace`.
+    pub velero_namespaces: Vec<String>,
+    /// Velero BackupStorageLocations a clinic may name in `spec.backup.storageLocation`. Leaving
+    /// the field unset (Velero's default location) is always allowed.
+    pub backup_storage_locations: Vec<String>,
+    /// Namespaces a clinic's dashboard may go to besides its own
+    /// (`spec.monitoring.dashboard.namespace`).
+    pub dashboard_namespaces: Vec<String>,
+    /// Namespaces a clinic may open its metrics ports to (`spec.monitoring.prometheusNamespace`).
+    pub prometheus_namespaces: Vec<String>,
+    /// Namespaces a clinic may open its gateway to (`spec.ingress.controllerNamespace`).
+    pub ingress_controller_namespaces: Vec<String>,
+    /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`. An `Issuer` lives in
+    /// the clinic's own namespace and is always allowed.
+    pub cluster_issuers: Vec<String>,
+    /// Host names a clinic may serve (`spec.ingress.host`): exact names, or `*.example.fr` for
+    /// every name under that domain.
+    pub ingress_hosts: Vec<String>,
+    /// Registries images may come from (`spec.images.registry` and every component `image`):
+    /// a host with an optional path (`registry.example.fr/mirror`), matched on whole segments.
+    /// The default images come from `docker.io`.
+    pub registries: Vec<String>,
+    /// Regions approved for patient data (node label `topology.kubernetes.io/region`). When the
+    /// list is not empty, `spec.residency.regions` must be among them. Residency counts towards
+    /// `Compliant` only when every region and zone a clinic names is approved here.
+    pub residency_regions: Vec<String>,
+    /// Zones approved for patient data (node label `topology.kubernetes.io/zone`), as above.
+    pub residency_zones: Vec<String>,
+    /// StorageClasses the platform team attests encrypt at rest, besides those recognised from
+    /// their parameters. A clinic's own `spec.security.storageEncrypted` is not evidence.
+    pub encrypting_storage_classes: Vec<String>,
+    /// Networks `spec.security.extraEgress` must not overlap, e.g. the cluster's pod, Service
+    /// and node ranges, so that extra egress never reaches other tenants.
+    pub denied_egress_cidrs: Vec<String>,
+    /// Let a clinic turn the Pod Security labels off (`spec.security.enforcePodSecurity:
+    /// false`). Even then the operator never removes labels: it only stops adding them.
+    pub allow_pod_security_opt_out: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let one = |s: &str| vec![s.to_string()];
+        Self {
+            velero_namespaces: one("velero"),
+            backup_storage_locations: Vec::new(),
+            dashboard_namespaces: one("monitoring"),
+            prometheus_namespaces: one("monitoring"),
+            ingress_controller_namespaces: one("ingress-nginx"),
+            cluster_issuers: one("*"),
+            ingress_hosts: one("*"),
+            registries: one("*"),
+            residency_regions: Vec::new(),
+            residency_zones: Vec::new(),
+            encrypting_storage_classes: Vec::new(),
+            denied_egress_cidrs: Vec::new(),
+            allow_pod_security_opt_out: false,
+        }
+    }
+}
+
+impl Policy {
+    /// Allows everything the CRD's schema allows: the API server's own verdict, for comparing
+    /// `render` with `--dry-run=server`, which knows no platform policy.
+    pub fn unrestricted() -> Self {
+        let any = || vec!["*".to_string()];
+        Self {
+            velero_namespaces: any(),
+            backup_storage_locations: any(),
+            dashboard_namespaces: any(),
+            prometheus_namespaces: any(),
+            ingress_controller_namespaces: any(),
+            cluster_issuers: any(),
+            ingress_hosts: any(),
+            registries: any(),
+            residency_regions: Vec::new(),
+            residency_zones: Vec::new(),
+            encrypting_storage_classes: Vec::new(),
+            denied_egress_cidrs: Vec::new(),
+            allow_pod_security_opt_out: true,
+        }
+    }
+}
+
+/// Why a policy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read the policy file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the policy file {path} is not a valid policy: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("the policy file {path}: deniedEgressCidrs[{index}] is not a CIDR ({value:?})")]
+    Cidr { path: String, index: usize, value: String },
+}
+
+impl Policy {
+    /// Reads a policy file (YAML); an empty file is the default policy.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, PolicyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: shown.clone(), source })?;
+        Self::from_yaml(&text, &shown)
+    }
+
+    /// Parses a policy, or the chart's values file whose `policy` key holds it (so one file
+    /// serves `helm install -f` and `render --policy`); `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        let parse_error = |source| PolicyError::Parse { path: origin.into(), source };
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_error)?;
+        let value = match value {
+            serde_yaml::Value::Mapping(mut values) if values.contains_key("policy") => {
+                values.remove("policy").unwrap_or_default()
+            }
+            other => other,
+        };
+        let policy: Policy = if value.is_null() {
+            Policy::default()
+        } else {
+            serde_yaml::from_value(value).map_err(parse_error)?
+        };
+        for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
+            if value.parse::<IpNet>().is_err() {
+                return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Refuses the first field of the clinic's spec that points outside the policy.
+    pub fn check(&self, clinic: &Clinic) -> Result<(), InvalidSpec> {
+        let spec = &clinic.spec;
+        let refuse = |field: &str, value: &str, allowed: &[String], what: &str| {
+            Err(InvalidSpec {
+                field: field.into(),
+                message: format!(
+                    "{value:?} (its {what}: {}); pick one of those or ask the platform team",
+                    listed(allowed)
+                ),
+            })
+        };
+        if !allows(&self.velero_namespaces, &spec.backup.velero_namespace) {
+            return refuse(
+                "spec.backup.veleroNamespace",
+                &spec.backup.velero_namespace,
+                &self.velero_namespaces,
+                "veleroNamespaces",
+            );
+        }
+        if let Some(location) = &spec.backup.storage_location
+            && !allows(&self.backup_storage_locations, location)
+        {
+            return refuse(
+                "spec.backup.storageLocation",
+                location,
+                &self.backup_storage_locations,
+                "backupStorageLocations",
+            );
+        }
+        if let Some(namespace) = &spec.monitoring.dashboard.namespace
+            && *namespace != clinic.namespace
+            && !allows(&self.dashboard_namespaces, namespace)
+        {
+            return refuse(
+                "spec.monitoring.dashboard.namespace",
+                namespace,
+                &self.dashboard_namespaces,
+                "dashboardNamespaces",
+            );
+        }
+        let prometheus = &spec.monitoring.prometheus_namespace;
+        if !allows(&self.prometheus_namespaces, prometheus) {
+            return refuse(
+                "spec.monitoring.prometheusNamespace",
+                prometheus,
+                &self.prometheus_namespaces,
+                "prometheusNamespaces",
+            );
+        }
+        if let Some(ingress) = &spec.ingress {
+            if !allows(&self.ingress_controller_namespaces, &ingress.controller_namespace) {
+                return refuse(
+                    "spec.ingress.controllerNamespace",
+                    &ingress.controller_namespace,
+                    &self.ingress_controller_namespaces,
+                    "ingressControllerNamespaces",
+                );
+            }
+            if !self.ingress_hosts.iter().any(|pattern| host_matches(pattern, &ingress.host)) {
+                return refuse("spec.ingress.host", &ingress.host, &self.ingress_hosts, "ingressHosts");
+            }
+            if let Some(issuer) = &ingress.tls.issuer_ref
+                && issuer.kind == IssuerKind::ClusterIssuer
+                && !allows(&self.cluster_issuers, &issuer.name)
+            {
+                return refuse(
+                    "spec.ingress.tls.issuerRef.name",
+                    &issuer.name,
+                    &self.cluster_issuers,
+                    "clusterIssuers",
+                );
+            }
+        }
+        for (field, shown, image) in images(spec) {
+            if !self.registries.iter().any(|allowed| from_registry(allowed, &image)) {
+                return refuse(field, &shown, &self.registries, "registries");
+            }
+        }
+        if let Some(residency) = &spec.residency {
+            for (i, region) in residency.regions.iter().enumerate() {
+                if !self.residency_regions.is_empty() && !allows(&self.residency_regions, region) {
+                    return refuse(
+                        &format!("spec.residency.regions[{i}]"),
+                        region,
+                        &self.residency_regions,
+                        "residencyRegions",
+                    );
+                }
+            }
+            for (i, zone) in residency.zones.iter().enumerate() {
+                if !self.residency_zones.is_empty() && !allows(&self.residency_zones, zone) {
+                    return refuse(
+                        &format!("spec.residency.zones[{i}]"),
+                        zone,
+                        &self.residency_zones,
+                        "residencyZones",
+                    );
+                }
+            }
+        }
+        for (i, rule) in spec.security.extra_egress.iter().enumerate() {
+            let Ok(wanted) = rule.cidr.parse::<IpNet>() else { continue };
+            for denied in self.denied_egress_cidrs.iter().filter_map(|d| d.parse::<IpNet>().ok()) {
+                if overlaps(&wanted, &denied) {
+                    return Err(InvalidSpec {
+                        field: format!("spec.security.extraEgress[{i}].cidr"),
+                        message: format!(
+                            "{:?}, which overlaps {denied} of its deniedEgressCidrs (the cluster's own networks)",
+                            rule.cidr
+                        ),
+                    });
+                }
+            }
+        }
+        if !spec.security.enforce_pod_security && !self.allow_pod_security_opt_out {
+            return Err(InvalidSpec {
+                field: "spec.security.enforcePodSecurity".into(),
+                message: "false (its allowPodSecurityOptOut is false): the namespace stays on Pod Security restricted; remove the field".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the clinic's residency is one the platform approved: every region and zone it
+    /// names is on the policy's lists (and it names at least one).
+    pub fn residency_approved(&self, spec: &ClinicPlatformSpec) -> bool {
+        let Some(residency) = &spec.residency else { return false };
+        let approved = |wanted: &[String], approved: &[String]| {
+            wanted.iter().all(|w| approved.iter().any(|a| a == w || a == "*"))
+        };
+        (!residency.regions.is_empty() || !residency.zones.is_empty())
+            && approved(&residency.regions, &self.residency_regions)
+            && approved(&residency.zones, &self.residency_zones)
+    }
+
+    /// Whether the platform team attests that this StorageClass encrypts at rest.
+    pub fn attests_encryption(&self, storage_class: &str) -> bool {
+        self.encrypting_storage_classes.iter().any(|c| c == storage_class)
+    }
+}
+
+fn allows(allowed: &[String], value: &str) -> bool {
+    allowed.iter().any(|a| a == "*" || a == value)
+}
+
+fn listed(allowed: &[String]) -> String {
+    if allowed.is_empty() { "none".into() } else { allowed.join(", ") }
+}
+
+/// `*` any host; `*.example.fr` any name under `example.fr`; else the exact name.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        _ if pattern == "*" => true,
+        Some(domain) => host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+        None => pattern == host,
+    }
+}
+
+/// Whether the image reference comes from the registry (host and optional path), on whole
+/// segments: `registry.example.fr/mirror` allows `registry.example.fr/mirror/openmrs/x:1` but
+/// neither `registry.example.fr/mirror2/x` nor `registry.example.fr.evil.io/x`.
+fn from_registry(allowed: &str, image: &str) -> bool {
+    allowed == "*" || image.strip_prefix(allowed).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Every image the clinic would run, as (field that decides it, value shown, reference
+/// matched): the registry mirror once for all default images, and each override.
+fn images(spec: &ClinicPlatformSpec) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let overrides = [
+        ("spec.openmrs.backend.image", &spec.openmrs.backend.image),
+        ("spec.openmrs.frontend.image", &spec.openmrs.frontend.image),
+        ("spec.openmrs.gateway.image", &spec.openmrs.gateway.image),
+        ("spec.database.image", &spec.database.image),
+    ];
+    // The exporters always use the default images, so the registry always matters.
+    let registry = spec.images.registry.clone().unwrap_or_else(|| DEFAULT_REGISTRY.into());
+    out.push(("spec.images.registry", registry.clone(), format!("{registry}/")));
+    for (field, image) in overrides {
+        if let Some(image) = image {
+            out.push((field, image.clone(), image.clone()));
+        }
+    }
+    out
+}
+
+/// Whether two networks share any address.
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}

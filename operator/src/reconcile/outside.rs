@@ -1,0 +1,229 @@
+//! Objects outside the clinic's namespace: Velero's Schedule in Velero's namespace and a
+//! dashboard in Grafana's. No owner reference can point at them, so their owner is written in
+//! their labels (the clinic's namespace and name) and checked before every write and delete: a
+//! name held by anything else is a clash, reported and left alone, never taken over. Each
+//! object written is recorded in `status.outsideObjects`; one no longer wanted (backups
+//! disabled, a namespace changed) is removed on the next pass, and the finalizer removes them
+//! all.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+
+use super::compare::converged;
+use super::error::{Error, Problem, Result};
+use super::{Context, Notice};
+use crate::api::{FIELD_MANAGER, OutsideObject};
+use crate::build::{self, backup::CLINIC_NAMESPACE_LABEL};
+use crate::model::{Clinic, MANAGED_BY};
+
+/// What one pass over the clinic's outside objects did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The first error about the Schedule (Velero), for `BackupReady`.
+    pub schedule_error: Option<Problem>,
+    /// The first error about the dashboard, for `MonitoringReady`.
+    pub dashboard_error: Option<Problem>,
+    /// What is now outside the namespace on the clinic's behalf: for `status.outsideObjects`.
+    pub record: Vec<OutsideObject>,
+    /// Clashes, for Warning events.
+    pub notices: Vec<Notice>,
+}
+
+/// Who holds an object, by its labels.
+fn holder(labels: &BTreeMap<String, String>) -> Option<String> {
+    if labels.get("app.kubernetes.io/managed-by").map(String::as_str) != Some(MANAGED_BY) {
+        return None;
+    }
+    match (labels.get(CLINIC_NAMESPACE_LABEL), labels.get("app.kubernetes.io/instance")) {
+        (Some(namespace), Some(name)) => Some(format!("{namespace}/{name}")),
+        _ => None,
+    }
+}
+
+/// Whether the labels say the object is this clinic's.
+fn is_ours(labels: &BTreeMap<String, String>, clinic: &Clinic) -> bool {
+    holder(labels).as_deref() == Some(format!("{}/{}", clinic.namespace, clinic.name).as_str())
+}
+
+fn resource_of(kind: &str) -> ApiResource {
+    match kind {
+        "Schedule" => build::backup::schedule_resource(),
+        _ => ApiResource::erase::<ConfigMap>(&()),
+    }
+}
+
+fn describe(object: &OutsideObject) -> String {
+    format!("{} {}/{}", object.kind, object.namespace, object.name)
+}
+
+/// The objects the clinic wants outside its namespace now. The Schedule only when Velero's API
+/// is served (`velero`).
+pub fn wanted(clinic: &Clinic, velero: bool) -> Vec<(OutsideObject, DynamicObject)> {
+    let schedule = build::backup::schedule(clinic).filter(|_| velero);
+    let dashboard = build::monitoring::external_dashboard(clinic).map(|d| build::to_dynamic(&d));
+    schedule
+        .into_iter()
+        .chain(dashboard)
+        .map(|object| {
+            let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+            let key = OutsideObject {
+                kind,
+                namespace: object.namespace().unwrap_or_default(),
+                name: object.name_any(),
+            };
+            (key, object)
+        })
+        .collect()
+}
+
+/// Names earlier builds gave the same objects (before the names carried a hash): removed, when
+/// they carry this clinic's labels, the first time a clinic without a record is looked at.
+fn legacy(clinic: &Clinic) -> Vec<OutsideObject> {
+    let schedule = OutsideObject {
+        kind: "Schedule".into(),
+        namespace: clinic.spec.backup.velero_namespace.clone(),
+        name: build::backup::legacy_base_name(clinic),
+    };
+    let dashboard_namespace = build::monitoring::dashboard_namespace(clinic);
+    let dashboard = (dashboard_namespace != clinic.namespace).then(|| OutsideObject {
+        kind: "ConfigMap".into(),
+        namespace: dashboard_namespace,
+        name: format!("{}-{}-dashboard", clinic.namespace, clinic.name),
+    });
+    std::iter::once(schedule).chain(dashboard).collect()
+}
+
+/// Keeps the first error about each kind.
+fn note_error(outcome: &mut Outcome, kind: &str, error: &Error) {
+    let slot = if kind == "Schedule" { &mut outcome.schedule_error } else { &mut outcome.dashboard_error };
+    slot.get_or_insert_with(|| Problem::from(error));
+}
+
+/// Puts every wanted object in place and removes the recorded ones no longer wanted.
+pub async fn sync(
+    ctx: &Context,
+    clinic: &Clinic,
+    recorded: Option<&[OutsideObject]>,
+    velero: bool,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let wanted = wanted(clinic, velero);
+    for (key, desired) in &wanted {
+        match put(ctx, clinic, key, desired).await {
+            Ok(()) => outcome.record.push(key.clone()),
+            Err(error @ Error::NameClash { .. }) => {
+                outcome.notices.push(Notice::warning(error.reason(), error.to_string()));
+                note_error(&mut outcome, &key.kind, &error);
+            }
+            Err(error) => {
+                // It may exist already: keep it on record so that it is found again.
+                outcome.record.push(key.clone());
+                note_error(&mut outcome, &key.kind, &error);
+            }
+        }
+    }
+    let (previous, guessed) = match recorded {
+        Some(recorded) => (recorded.to_vec(), false),
+        None => (legacy(clinic), true),
+    };
+    for old in previous {
+        if wanted.iter().any(|(key, _)| *key == old) || outcome.record.contains(&old) {
+            continue;
+        }
+        if old.kind == "Schedule" && !velero {
+            // Velero's API is not served: nothing can be asked about it now (and without its
+            // CRD no Schedule of an earlier build can exist).
+            if !guessed {
+                outcome.record.push(old);
+            }
+            continue;
+        }
+        if let Err(error) = remove(ctx, clinic, &old).await {
+            note_error(&mut outcome, &old.kind, &error);
+            outcome.record.push(old);
+        }
+    }
+    outcome.record.sort();
+    outcome
+}
+
+/// Removes every outside object of the clinic (the finalizer's work): the wanted, the recorded
+/// and the legacy names, each only if it is the clinic's.
+pub async fn remove_all(
+    ctx: &Context,
+    clinic: &Clinic,
+    recorded: Option<&[OutsideObject]>,
+    velero: bool,
+) -> Result<()> {
+    let mut all: Vec<OutsideObject> = wanted(clinic, velero).into_iter().map(|(key, _)| key).collect();
+    all.extend(recorded.map(<[OutsideObject]>::to_vec).unwrap_or_default());
+    all.extend(legacy(clinic));
+    all.sort();
+    all.dedup();
+    for object in all.iter().filter(|o| velero || o.kind != "Schedule") {
+        remove(ctx, clinic, object).await?;
+    }
+    Ok(())
+}
+
+/// Creates the object, or brings it back to `desired`, if it is free or the clinic's.
+async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &DynamicObject) -> Result<()> {
+    let resource = resource_of(&key.kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource);
+    let live = api.get_opt(&key.name).await.map_err(|source| Error::Read { what: describe(key), source })?;
+    let (value, _) = super::apply::declared(desired)?;
+    if let Some(mut live) = live {
+        if !is_ours(live.labels(), clinic) {
+            return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
+        }
+        // A single GET carries no apiVersion/kind on some paths; the comparison needs them.
+        live.types = desired.types.clone();
+        let live =
+            serde_json::to_value(&live).map_err(|source| Error::Serialize { what: describe(key), source })?;
+        if converged(&value, &live) {
+            return Ok(());
+        }
+    }
+    ctx.metrics.record_write("apply");
+    api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await.map_err(
+        |source| Error::Apply {
+            kind: key.kind.clone(),
+            name: format!("{}/{}", key.namespace, key.name),
+            source,
+        },
+    )?;
+    Ok(())
+}
+
+/// Deletes the object if it is the clinic's; gone or someone else's, it is left as it is.
+async fn remove(ctx: &Context, clinic: &Clinic, object: &OutsideObject) -> Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &object.namespace, &resource_of(&object.kind));
+    let live = match api.get_metadata_opt(&object.name).await {
+        Ok(live) => live,
+        // The namespace itself is gone (or never existed): so is the object.
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(source) => return Err(Error::Read { what: describe(object), source }),
+    };
+    let Some(live) = live.filter(|live| is_ours(live.labels(), clinic)) else {
+        return Ok(());
+    };
+    ctx.metrics.record_write("delete");
+    // Only the version just read, so that an object someone else made since is not removed.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: live.uid(), resource_version: None }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&object.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Prune {
+            kind: object.kind.clone(),
+            name: format!("{}/{}", object.namespace, object.name),
+            source,
+        }),
+    }
+}

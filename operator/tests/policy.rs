@@ -1,0 +1,141 @@
+//! The platform team's policy: what a tenant's spec may point at is refused outside it, with the
+//! field named; compliance is judged against it, never on the tenant's word.
+
+mod common;
+
+use clinic_operator::policy::Policy;
+use common::clinic;
+
+fn refused_field(policy: &Policy, spec: &str) -> String {
+    match policy.check(&clinic(spec)) {
+        Ok(()) => panic!("the policy allowed:\n{spec}"),
+        Err(e) => e.field,
+    }
+}
+
+#[test]
+fn the_default_policy_allows_the_minimal_clinic() {
+    Policy::default().check(&clinic("  {}\n")).expect("a default clinic is allowed");
+}
+
+/// Every field a hostile tenant could point at another tenant or at the cluster.
+#[test]
+fn cross_namespace_targets_outside_the_default_policy_are_refused() {
+    let policy = Policy::default();
+    for (spec, field) in [
+        ("  backup:\n    veleroNamespace: kube-system\n", "spec.backup.veleroNamespace"),
+        ("  backup:\n    storageLocation: other-hospital-bucket\n", "spec.backup.storageLocation"),
+        (
+            "  monitoring:\n    dashboard:\n      namespace: kube-system\n",
+            "spec.monitoring.dashboard.namespace",
+        ),
+        ("  monitoring:\n    prometheusNamespace: clinic-other\n", "spec.monitoring.prometheusNamespace"),
+        (
+            "  ingress:\n    host: emr.lyon.example.fr\n    controllerNamespace: clinic-other\n    tls: {secretName: t}\n",
+            "spec.ingress.controllerNamespace",
+        ),
+        ("  security:\n    enforcePodSecurity: false\n", "spec.security.enforcePodSecurity"),
+    ] {
+        assert_eq!(refused_field(&policy, spec), field, "{spec}");
+    }
+    // The clinic's own namespace is always a place for its dashboard.
+    policy.check(&clinic("  monitoring:\n    dashboard:\n      namespace: clinic-lyon\n")).unwrap();
+}
+
+#[test]
+fn a_narrowed_policy_refuses_hosts_issuers_registries_regions_and_cluster_networks() {
+    let policy = Policy::from_yaml(
+        "policy:\n  ingressHosts: ['*.clinique-lyon.example.fr', emr.example.fr]\n  clusterIssuers: [letsencrypt-production]\n  registries: [registry.sante.example.fr/mirror]\n  residencyRegions: [fr-par]\n  deniedEgressCidrs: [10.244.0.0/16, 10.96.0.0/12]\n",
+        "test",
+    )
+    .unwrap();
+    let tls = "    tls:\n      issuerRef: {name: letsencrypt-production}\n";
+    let mirror = "  images:\n    registry: registry.sante.example.fr/mirror\n";
+    let ok = format!("  ingress:\n    host: dossiers.clinique-lyon.example.fr\n{tls}{mirror}");
+    policy.check(&clinic(&ok)).unwrap_or_else(|e| panic!("{e}"));
+    for (spec, field) in [
+        // Another clinic's host on the shared ingress controller, and a look-alike domain.
+        (
+            format!("  ingress:\n    host: dossiers.clinique-nice.example.fr\n{tls}{mirror}"),
+            "spec.ingress.host",
+        ),
+        (format!("  ingress:\n    host: evilclinique-lyon.example.fr\n{tls}{mirror}"), "spec.ingress.host"),
+        (
+            format!(
+                "  ingress:\n    host: emr.example.fr\n    tls:\n      issuerRef: {{name: internal-ca}}\n{mirror}"
+            ),
+            "spec.ingress.tls.issuerRef.name",
+        ),
+        ("  images:\n    registry: registry.sante.example.fr/mirror2\n".into(), "spec.images.registry"),
+        ("  {}\n".into(), "spec.images.registry"),
+        (format!("{mirror}  database:\n    image: docker.io/library/mariadb:10.11\n"), "spec.database.image"),
+        (
+            format!(
+                "{mirror}  openmrs:\n    backend:\n      image: registry.sante.example.fr.evil.io/mirror/backend:1\n"
+            ),
+            "spec.openmrs.backend.image",
+        ),
+        (format!("{mirror}  residency:\n    regions: [fr-par, us-east-1]\n"), "spec.residency.regions[1]"),
+        (
+            format!(
+                "{mirror}  security:\n    extraEgress:\n      - {{cidr: 10.40.0.0/24, port: 443}}\n      - {{cidr: 10.96.0.0/24, port: 443}}\n"
+            ),
+            "spec.security.extraEgress[1].cidr",
+        ),
+        (
+            format!("{mirror}  security:\n    extraEgress:\n      - {{cidr: 10.0.0.0/8, port: 443}}\n"),
+            "spec.security.extraEgress[0].cidr",
+        ),
+    ] {
+        assert_eq!(refused_field(&policy, &spec), field, "{spec}");
+    }
+    // An Issuer in the clinic's own namespace needs no allow-listing.
+    let own = format!(
+        "  ingress:\n    host: emr.example.fr\n    tls:\n      issuerRef: {{name: mine, kind: Issuer}}\n{mirror}"
+    );
+    policy.check(&clinic(&own)).unwrap();
+}
+
+#[test]
+fn residency_is_compliant_only_in_regions_the_platform_approves() {
+    let default = Policy::default();
+    let approving =
+        Policy::from_yaml("residencyRegions: [fr-par]\nresidencyZones: [fr-par-1]\n", "test").unwrap();
+    let fr = clinic("  residency:\n    regions: [fr-par]\n");
+    let zoned = clinic("  residency:\n    regions: [fr-par]\n    zones: [fr-par-2]\n");
+    let none = clinic("  {}\n");
+    // Any region the tenant names was counted before; now none is, until the platform approves.
+    assert!(!default.residency_approved(&fr.spec));
+    assert!(approving.residency_approved(&fr.spec));
+    assert!(!approving.residency_approved(&zoned.spec), "an unapproved zone");
+    assert!(!approving.residency_approved(&none.spec));
+}
+
+#[test]
+fn policy_files_are_checked_and_the_chart_values_read_alike() {
+    assert!(Policy::from_yaml("veleroNamespace: [velero]\n", "test").is_err(), "a misspelt key");
+    assert!(Policy::from_yaml("deniedEgressCidrs: [10.0.0.0/33]\n", "test").is_err(), "not a CIDR");
+    assert_eq!(Policy::from_yaml("", "test").unwrap(), Policy::default());
+    let bare = Policy::from_yaml("registries: [docker.io]\n", "bare").unwrap();
+    let values =
+        Policy::from_yaml("image: {tag: x}\npolicy:\n  registries: [docker.io]\n", "values").unwrap();
+    assert_eq!(bare, values);
+    // The example a platform team starts from is a valid policy and allows the examples.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let example =
+        Policy::from_file(std::path::Path::new(&format!("{root}/examples/platform-values.yaml"))).unwrap();
+    for file in ["examples/minimal.yaml", "examples/production.yaml"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        clinic_operator::render::render_with(&text, "default", &example)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// The chart's default `policy` values are the operator's default policy: installing the chart
+/// without a `policy` changes nothing.
+#[test]
+fn the_charts_default_policy_is_the_operators() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let values = std::fs::read_to_string(format!("{root}/charts/clinic-operator/values.yaml")).unwrap();
+    assert_eq!(Policy::from_yaml(&values, "values.yaml").unwrap(), Policy::default());
+}

@@ -213,6 +213,41 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
         Ok(n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted")
     })?;
 
+    // Fields of the pod template the operator never needed to set, which widen what a pod may
+    // reach: a host namespace, an extra container with a hostPath volume. Put back too.
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "statefulset",
+        "drift-mariadb",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"hostNetwork":true,"hostPID":true}}}}"#,
+    ])?;
+    eventually("host namespaces put back", Duration::from_secs(30), || {
+        let s = env.json(&["-n", ns, "get", "statefulset", "drift-mariadb"])?;
+        let pod = &s["spec"]["template"]["spec"];
+        Ok(pod["hostNetwork"] != true && pod["hostPID"] != true)
+    })?;
+    env.kubectl(&["-n", ns, "patch", "deployment", "drift-frontend", "--type=json", "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/volumes/-","value":{"name":"host","hostPath":{"path":"/"}}},
+            {"op":"add","path":"/spec/template/spec/containers/-","value":{"name":"shell","image":"busybox","volumeMounts":[{"name":"host","mountPath":"/host"}]}}]"#])?;
+    eventually("added container and hostPath volume removed", Duration::from_secs(30), || {
+        let d = env.json(&["-n", ns, "get", "deployment", "drift-frontend"])?;
+        let pod = &d["spec"]["template"]["spec"];
+        let names = |key: &str| -> Vec<String> {
+            pod[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        };
+        Ok(!names("containers").contains(&"shell".to_string())
+            && !names("volumes").contains(&"host".to_string()))
+    })?;
+
     // Events are published after the write that corrected the drift.
     eventually("a DriftCorrected event per corrected child", Duration::from_secs(30), || {
         let events = env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DriftCorrected"])?;
@@ -229,6 +264,7 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             "Service drift-gateway",
             "Deployment drift-frontend",
             "ConfigMap drift-gateway-nginx",
+            "StatefulSet drift-mariadb: spec.template.spec.host",
         ]
         .iter()
         .all(|child| messages.iter().any(|m| m.starts_with(child))))
@@ -250,6 +286,64 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             "the deleted and the edited Service are not both counted:\n{metrics}"
         );
     }
+    Ok(())
+}
+
+/// A pod template Pod Security refuses (here a host namespace patched in while the clinic is
+/// paused, so the operator leaves it) stops the database: the clinic says Degraded with the
+/// controller's own words, and recovers once the template is put back.
+fn refused_pods_degrade_the_clinic(env: &Env) -> Result<()> {
+    let ns = "e2e-refused";
+    env.namespace(ns)?;
+    env.clinic(ns, "refused", "  {}\n")?;
+    env.wait_ready(ns, "refused", wait())?;
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "refused",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ])?;
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "statefulset",
+        "refused-mariadb",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"hostNetwork":true}}}}"#,
+    ])?;
+    eventually("Degraded=True with PodsRefused", Duration::from_secs(90), || {
+        env.poke(ns, "refused")?;
+        Ok(env
+            .condition(ns, "refused", "Degraded")?
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "PodsRefused"))
+    })?;
+    let degraded = env.condition(ns, "refused", "Degraded")?.context("no Degraded")?;
+    let message = degraded["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("refused-mariadb") && message.contains("forbidden"), "{degraded}");
+    ensure!(
+        env.condition(ns, "refused", "Ready")?.is_some_and(|c| c["status"] == "False"),
+        "a clinic whose database cannot start reads Ready"
+    );
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "refused",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":false}}"#,
+    ])?;
+    eventually("template put back and the clinic Ready again", Duration::from_secs(120), || {
+        Ok(env.condition(ns, "refused", "Degraded")?.is_some_and(|c| c["status"] == "False")
+            && env.condition(ns, "refused", "Ready")?.is_some_and(|c| c["status"] == "True"))
+    })?;
     Ok(())
 }
 
@@ -607,6 +701,260 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
     ] {
         ensure!(!can(verb, resource)?, "the operator must not be able to {verb} {resource}");
     }
+    Ok(())
+}
+
+/// A hostile tenant tries, through its own ClinicPlatform, to reach another clinic or the
+/// cluster. Its victim lives in `e2e-hostile-lyon` as `main`; the tenant picks the look-alike
+/// `e2e-hostile`/`lyon-main` (both once gave one Velero Schedule name). Every try is refused
+/// or contained, and nothing of the victim changes: the resourceVersion of each of its objects
+/// (its namespace's children, its Schedule and its dashboard outside) is the same afterwards.
+fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
+    let (victim_ns, attacker_ns) = ("e2e-hostile-lyon", "e2e-hostile");
+    env.namespace(victim_ns)?;
+    env.namespace(attacker_ns)?;
+    env.namespace("grafana")?;
+    let dashboard_in_grafana = "  monitoring:\n    dashboard:\n      namespace: grafana\n";
+    env.clinic(victim_ns, "main", dashboard_in_grafana)?;
+    env.clinic(attacker_ns, "lyon-main", dashboard_in_grafana)?;
+    env.wait_ready(victim_ns, "main", wait())?;
+    env.wait_ready(attacker_ns, "lyon-main", wait())?;
+    let outside = |ns: &str, name: &str| clinic_operator::build::backup::outside_name(ns, name);
+    ensure!(
+        outside(victim_ns, "main") != outside(attacker_ns, "lyon-main"),
+        "look-alike clinics share a name"
+    );
+    eventually("both Schedules and dashboards", Duration::from_secs(30), || {
+        Ok([victim_ns, attacker_ns].iter().zip(["main", "lyon-main"]).all(|(ns, name)| {
+            env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &outside(ns, name)]).is_ok()
+                && env
+                    .kubectl(&[
+                        "-n",
+                        "grafana",
+                        "get",
+                        "configmap",
+                        &format!("{}-dashboard", outside(ns, name)),
+                    ])
+                    .is_ok()
+        }))
+    })?;
+    // Everything of the victim, with its resourceVersion.
+    let snapshot = || -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        let kinds = "statefulsets,deployments,services,configmaps,secrets,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets";
+        let mut lists = vec![env.json(&["-n", victim_ns, "get", kinds, "-o", "json"])?];
+        lists.push(env.json(&[
+            "-n",
+            "velero",
+            "get",
+            "schedules.velero.io",
+            &outside(victim_ns, "main"),
+            "-o",
+            "json",
+        ])?);
+        lists.push(env.json(&[
+            "-n",
+            "grafana",
+            "get",
+            "configmap",
+            &format!("{}-dashboard", outside(victim_ns, "main")),
+            "-o",
+            "json",
+        ])?);
+        lists.push(env.json(&["get", "namespace", victim_ns, "-o", "json"])?);
+        for list in lists {
+            let items = list["items"].as_array().cloned().unwrap_or_else(|| vec![list.clone()]);
+            for item in items {
+                out.insert(format!(
+                    "{} {}/{} {}",
+                    item["kind"].as_str().unwrap_or(""),
+                    item["metadata"]["namespace"].as_str().unwrap_or(""),
+                    item["metadata"]["name"].as_str().unwrap_or(""),
+                    item["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        Ok(out)
+    };
+    let before = snapshot()?;
+
+    let mut contained = 0;
+    // Pointing cross-namespace fields at the victim or the system: refused by the platform policy.
+    for (spec, field) in [
+        ("  backup:\n    veleroNamespace: e2e-hostile-lyon\n", "spec.backup.veleroNamespace"),
+        ("  backup:\n    storageLocation: lyon-bucket\n", "spec.backup.storageLocation"),
+        (
+            "  monitoring:\n    dashboard:\n      namespace: e2e-hostile-lyon\n",
+            "spec.monitoring.dashboard.namespace",
+        ),
+        (
+            "  monitoring:\n    dashboard:\n      namespace: kube-system\n",
+            "spec.monitoring.dashboard.namespace",
+        ),
+        ("  monitoring:\n    prometheusNamespace: e2e-hostile-lyon\n", "spec.monitoring.prometheusNamespace"),
+        (
+            "  ingress:\n    host: emr.lyon.example.fr\n    controllerNamespace: e2e-hostile-lyon\n    tls: {secretName: t}\n",
+            "spec.ingress.controllerNamespace",
+        ),
+        ("  ingress:\n    host: emr.lyon.example.com\n    tls: {secretName: t}\n", "spec.ingress.host"),
+        ("  images:\n    registry: registry.evil.example\n", "spec.images.registry"),
+        ("  security:\n    enforcePodSecurity: false\n", "spec.security.enforcePodSecurity"),
+        ("  residency:\n    regions: [us-east-1]\n", "spec.residency.regions[0]"),
+        (
+            "  security:\n    extraEgress: [{cidr: 10.96.0.0/16, port: 443}]\n",
+            "spec.security.extraEgress[0].cidr",
+        ),
+    ] {
+        env.clinic(attacker_ns, "lyon-main", spec)?;
+        eventually(&format!("{field} refused"), Duration::from_secs(30), || {
+            Ok(env.condition(attacker_ns, "lyon-main", "Degraded")?.is_some_and(|c| {
+                c["reason"] == "NotAllowed" && c["message"].as_str().is_some_and(|m| m.contains(field))
+            }))
+        })?;
+        contained += 1;
+    }
+    // Input that would become code or open the network: refused by the API server itself.
+    for (spec, field) in [
+        (
+            "  openmrs:\n    spaConfigUrls: ['https://x.example/c.json\"];alert(document.cookie);//']\n",
+            "spec.openmrs.spaConfigUrls",
+        ),
+        (
+            "  openmrs: {backend: {javaMemoryOpts: \"-XX:OnOutOfMemoryError=/bin/sh\"}}",
+            "spec.openmrs.backend.javaMemoryOpts",
+        ),
+        ("  security: {extraEgress: [{cidr: 0.0.0.0/0, port: 443}]}", "spec.security.extraEgress"),
+        ("  security: {extraEgress: [{cidr: 169.254.169.254/32, port: 80}]}", "spec.security.extraEgress"),
+        ("  monitoring: {labels: {app.kubernetes.io/instance: main}}", "spec.monitoring.labels"),
+    ] {
+        match env.clinic(attacker_ns, "lyon-main", spec) {
+            Ok(()) => anyhow::bail!("the API server accepted {spec}"),
+            Err(e) => ensure!(format!("{e:#}").contains(field), "refused without naming {field}: {e:#}"),
+        }
+        contained += 1;
+    }
+    // A fake compliance claim counts for nothing.
+    env.clinic(attacker_ns, "lyon-main", "  security:\n    storageEncrypted: true\n")?;
+    eventually("the claim ignored", Duration::from_secs(60), || {
+        let cp = env.json(&["-n", attacker_ns, "get", "clinicplatform", "lyon-main"])?;
+        Ok(cp["status"]["observedGeneration"] == cp["metadata"]["generation"]
+            && cp["status"]["compliance"]["encryptionAtRest"] == false
+            && env.condition(attacker_ns, "lyon-main", "Degraded")?.is_some_and(|c| c["status"] == "False"))
+    })?;
+    contained += 1;
+    // Delete everything of its own with deletionPolicy Delete: the victim keeps all of its.
+    env.clinic(attacker_ns, "lyon-main", "  deletionPolicy: Delete\n")?;
+    env.kubectl(&[
+        "-n",
+        attacker_ns,
+        "delete",
+        "clinicplatform",
+        "lyon-main",
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    ensure!(
+        env.kubectl(&["-n", "velero", "get", "schedules.velero.io", &outside(attacker_ns, "lyon-main")])
+            .is_err(),
+        "the tenant's own Schedule outlived it"
+    );
+    contained += 1;
+
+    let after = snapshot()?;
+    let changed: Vec<&String> = before.symmetric_difference(&after).collect();
+    ensure!(changed.is_empty(), "the victim's objects changed: {changed:?}");
+    eprintln!(
+        "    {contained} hostile tries contained; {} objects of the other clinic unchanged",
+        before.len()
+    );
+    Ok(())
+}
+
+/// RBAC lets the operator create Deployments and patch Secrets anywhere; the chart's
+/// ValidatingAdmissionPolicies hold its ServiceAccount to what it is for. Each attempt below is
+/// allowed by the ClusterRole and must be refused by admission (dry runs: nothing is kept).
+fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
+    let ns = "e2e-guard";
+    env.namespace(ns)?;
+    env.kubectl(&["-n", ns, "create", "secret", "generic", "guarded", "--from-literal=password=original"])?;
+    let as_operator = |yaml: &str| -> Result<(), String> {
+        let path = env.plane.dir.join("guard.yaml");
+        std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+        env.plane
+            .kubectl_as(
+                &env.operator_kubeconfig,
+                &["create", "--dry-run=server", "-f", &path.display().to_string()],
+            )
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    };
+    let deployment = |namespace: &str, pod: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: guard, namespace: {namespace}}}\nspec:\n  selector: {{matchLabels: {{app: guard}}}}\n  template:\n    metadata: {{labels: {{app: guard}}}}\n    spec:\n{pod}      containers:\n        - name: c\n          image: docker.io/library/busybox:1.37\n"
+        )
+    };
+    // The control: a plain Deployment in a clinic namespace passes (so refusals below are the
+    // policies', not RBAC's or the schema's).
+    as_operator(&deployment(ns, ""))
+        .map_err(|e| anyhow::anyhow!("a hardened Deployment was refused: {e}"))?;
+    let mut refused = 0;
+    for (what, yaml, words) in [
+        ("a Deployment in kube-system", deployment("kube-system", ""), "system namespaces"),
+        ("hostNetwork", deployment(ns, "      hostNetwork: true\n"), "host namespace"),
+        ("hostPID", deployment(ns, "      hostPID: true\n"), "host namespace"),
+        ("another ServiceAccount", deployment(ns, "      serviceAccountName: admin\n"), "ServiceAccount"),
+        (
+            "a hostPath volume",
+            deployment(ns, "      volumes: [{name: h, hostPath: {path: /}}]\n"),
+            "host path",
+        ),
+    ] {
+        match as_operator(&yaml) {
+            Ok(()) => anyhow::bail!("the operator's account could create {what}"),
+            Err(e) => ensure!(e.contains(words), "{what} refused, but not by the policy: {e}"),
+        }
+        refused += 1;
+    }
+    let privileged = deployment(ns, "").replace(
+        "image: docker.io/library/busybox:1.37\n",
+        "image: docker.io/library/busybox:1.37\n          securityContext: {privileged: true}\n",
+    );
+    ensure!(
+        as_operator(&privileged).is_err_and(|e| e.contains("privileged")),
+        "a privileged container passed"
+    );
+    refused += 1;
+    // Secrets: labels may change (adoption), data never.
+    let patch = |body: &str| {
+        env.plane.kubectl_as(
+            &env.operator_kubeconfig,
+            &["-n", ns, "patch", "secret", "guarded", "--type=merge", "--dry-run=server", "-p", body],
+        )
+    };
+    patch(r#"{"metadata":{"labels":{"app.kubernetes.io/managed-by":"clinic-operator"}}}"#)?;
+    let rewrite = patch(r#"{"data":{"password":"b3duZWQ="}}"#);
+    ensure!(
+        rewrite.as_ref().is_err_and(|e| format!("{e:#}").contains("never changes the data")),
+        "the operator's account could rewrite a Secret: {rewrite:?}"
+    );
+    refused += 1;
+    // Namespaces: only the Pod Security restricted labels, added.
+    let relabel = |label: &str| {
+        env.plane.kubectl_as(
+            &env.operator_kubeconfig,
+            &["label", "namespace", ns, label, "--overwrite", "--dry-run=server"],
+        )
+    };
+    for label in
+        ["pod-security.kubernetes.io/enforce=privileged", "pod-security.kubernetes.io/enforce-", "team=other"]
+    {
+        ensure!(
+            relabel(label).as_ref().is_err_and(|e| format!("{e:#}").contains("only adds the Pod Security")),
+            "the operator's account could set {label} on a namespace"
+        );
+        refused += 1;
+    }
+    eprintln!("    {refused} writes the ClusterRole allows refused by the admission policies");
     Ok(())
 }
 
@@ -1627,8 +1975,24 @@ fn setup() -> Result<Env> {
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
+    // The chart's admission policies, as `helm install` puts them: every scenario runs with them
+    // in force, so none of the operator's own writes may trip them.
+    plane.apply_yaml(&chart_admission_policies()?)?;
     let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
     let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    // The API server loads new policies asynchronously: wait until one of them refuses.
+    let probe = plane.dir.join("admission-probe.yaml");
+    std::fs::write(
+        &probe,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe, namespace: default}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: probe, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: probe}}\n  template:\n    metadata: {labels: {app: probe}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    )?;
+    eventually("the chart's admission policies in force", Duration::from_secs(30), || {
+        let out = plane.kubectl_as(
+            &operator_kubeconfig,
+            &["create", "--dry-run=server", "-f", &probe.display().to_string()],
+        );
+        Ok(out.is_err_and(|e| format!("{e:#}").contains("system namespaces")))
+    })?;
     let binary = operator::binary()?;
     let operator = OperatorProcess::start(&binary, &operator_kubeconfig, &plane.dir.join("logs"))?;
     let env = Env { plane, node: None, operator: Some(Mutex::new(operator)), operator_kubeconfig };
@@ -1636,6 +2000,20 @@ fn setup() -> Result<Env> {
         Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
     })?;
     Ok(env)
+}
+
+/// The chart's ValidatingAdmissionPolicies for the operator's ServiceAccount
+/// (`clinic-system/clinic-operator`), rendered by helm.
+fn chart_admission_policies() -> Result<String> {
+    let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN (helm) is set by `make test`")?;
+    let out = std::process::Command::new(format!("{tools}/helm"))
+        .args(["template", "clinic-operator"])
+        .arg(workspace_root().join("charts/clinic-operator"))
+        .args(["--namespace", "clinic-system", "--kube-version", "1.34.0"])
+        .args(["--show-only", "templates/admission-policy.yaml"])
+        .output()?;
+    ensure!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn main() -> ExitCode {
@@ -1658,8 +2036,11 @@ fn main() -> ExitCode {
         Local restart_mid_converge_keeps_secrets,
         Any converged_clinic_is_not_rewritten,
         Local rbac_is_least_privilege,
+        Local operator_account_is_held_by_admission_policies,
+        Any hostile_tenant_cannot_touch_another_clinic,
         Local operator_endpoints_and_no_secret_in_logs,
         Any backup_schedule_and_health,
+        Any refused_pods_degrade_the_clinic,
         Any upgrade_waits_for_a_backup,
         Any restored_namespace_is_adopted,
         Local velero_installed_later_is_picked_up,

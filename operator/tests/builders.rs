@@ -202,6 +202,15 @@ fn every_pod_passes_restricted_with_read_only_root() {
             let violations = restricted_violations(&pod);
             assert!(violations.is_empty(), "{name}: {violations:?}");
             assert_eq!(pod.automount_service_account_token, Some(false), "{name} mounts an API token");
+            // Declared, so that a `true` patched in by anyone is drift the operator owns and undoes.
+            for (field, value) in [
+                ("hostNetwork", pod.host_network),
+                ("hostPID", pod.host_pid),
+                ("hostIPC", pod.host_ipc),
+                ("shareProcessNamespace", pod.share_process_namespace),
+            ] {
+                assert_eq!(value, Some(false), "{name}: {field} is not declared false");
+            }
         }
     }
 }

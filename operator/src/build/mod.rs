@@ -385,6 +385,13 @@ pub(crate) fn pod_spec(
         )),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        // Declared although they are the defaults: a field the operator declares is one it owns,
+        // so drift detection sees a `true` patched in by anyone and puts it back (otherwise Pod
+        // Security refuses every new pod while the template looks converged).
+        host_network: Some(false),
+        host_pid: Some(false),
+        host_ipc: Some(false),
+        share_process_namespace: Some(false),
         image_pull_secrets: image_pull_secrets(clinic),
         node_selector: non_empty_map(&placement.node_selector),
         affinity: residency_affinity(clinic),

@@ -476,6 +476,12 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
     let encrypted = security::storage_encrypted(ctx, &clinic).await;
     let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
+    // A StatefulSet reports no condition when its pods are refused: its events say it.
+    for workload in [&mut observed.database, &mut observed.backend] {
+        if workload.exists && !workload.is_ready() {
+            workload.failure = security::pod_creation_failure(ctx, &clinic.namespace, &workload.name).await;
+        }
+    }
     observed.namespace_visible = ctx.cluster_scope;
     observed.monitoring = monitoring;
     observed.controls = crate::api::Compliance {

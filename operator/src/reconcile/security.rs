@@ -61,6 +61,28 @@ pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
     Ok(())
 }
 
+/// The message of the StatefulSet's newest `FailedCreate` event of the last two minutes: its
+/// controller is being refused pods now (e.g. by Pod Security, after a field of the pod
+/// template was changed outside the operator). Read only for a StatefulSet that is not ready.
+pub async fn pod_creation_failure(ctx: &Context, namespace: &str, statefulset: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::Event;
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector =
+        format!("involvedObject.kind=StatefulSet,involvedObject.name={statefulset},reason=FailedCreate");
+    let events = api.list(&ListParams::default().fields(&selector)).await.ok()?;
+    let recent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120);
+    events
+        .items
+        .into_iter()
+        .filter_map(|e| {
+            let at = e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0))?;
+            Some((at, e.message.unwrap_or_default()))
+        })
+        .filter(|(at, _)| *at >= recent)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, message)| message)
+}
+
 /// StorageClass parameters that well-known provisioners use to encrypt volumes.
 pub fn storage_class_encrypts(parameters: &BTreeMap<String, String>) -> bool {
     let truthy = |k: &str| parameters.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));

@@ -29,6 +29,9 @@ pub struct WorkloadState {
     pub updated: i32,
     /// The controller has seen the newest spec.
     pub current: bool,
+    /// Why its controller cannot create pods now (a Deployment's `ReplicaFailure` condition, a
+    /// StatefulSet's recent `FailedCreate` event), e.g. Pod Security refusing the template.
+    pub failure: Option<String>,
 }
 
 impl WorkloadState {
@@ -62,6 +65,7 @@ impl WorkloadState {
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             current: status.observed_generation.unwrap_or(0) >= generation,
+            failure: None,
         }
     }
 
@@ -78,11 +82,17 @@ impl WorkloadState {
             ready: status.available_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             current: status.observed_generation.unwrap_or(0) >= generation,
+            failure: status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+                .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default())),
         }
     }
 
     fn missing(name: String) -> Self {
-        Self { name, exists: false, desired: 0, ready: 0, updated: 0, current: false }
+        Self { name, exists: false, desired: 0, ready: 0, updated: 0, current: false, failure: None }
     }
 }
 
@@ -181,8 +191,22 @@ pub fn compute(
         condition(OPENMRS_READY, false, "NotReady", not_ready.join("; "), generation)
     };
 
+    let refused: Vec<String> = [&observed.database, &observed.backend, &observed.frontend, &observed.gateway]
+        .iter()
+        .filter_map(|w| w.failure.as_ref().map(|why| format!("{}: {why}", w.name)))
+        .collect();
     let degraded = match (&observed.error, &observed.gate) {
         (Some((reason, message)), _) => condition(DEGRADED, true, reason, message.clone(), generation),
+        (None, _) if !refused.is_empty() => condition(
+            DEGRADED,
+            true,
+            "PodsRefused",
+            format!(
+                "pods cannot be created ({}). Check the pod template for fields changed outside the operator and the namespace's Pod Security labels; the operator retries.",
+                refused.join("; ")
+            ),
+            generation,
+        ),
         (None, Gate::Blocked { reason, message }) => {
             condition(DEGRADED, true, reason, message.clone(), generation)
         }
@@ -530,6 +554,7 @@ mod tests {
             ready: if ready { 1 } else { 0 },
             updated: 1,
             current: true,
+            failure: None,
         };
         [state("lyon-mariadb"), state("lyon-backend"), state("lyon-frontend"), state("lyon-gateway")]
     }
@@ -691,6 +716,18 @@ mod tests {
             true,
         );
         missing.database = WorkloadState::missing("lyon-mariadb".into());
+        let mut refused = observed(
+            workloads(false),
+            None,
+            backup::Gate::Open,
+            backup_healths()[0].clone(),
+            monitoring_states[6].clone(),
+            true,
+        );
+        refused.database.failure = Some(
+            "create Pod lyon-mariadb-0 in StatefulSet lyon-mariadb failed error: pods \"lyon-mariadb-0\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true)".into(),
+        );
+        passes.push((spec.clone(), refused));
         missing.controls.pod_security_restricted = false;
         passes.push((spec.clone(), missing));
         // Opted out (the policy allows it) and the namespace unlabelled.
@@ -752,6 +789,7 @@ mod tests {
             "Progressing/Reconciling",
             "Progressing/Stable",
             "Degraded/AsExpected",
+            "Degraded/PodsRefused",
             "Degraded/InvalidSpec",
             "Degraded/NotAllowed",
             "Degraded/ApplyFailed",

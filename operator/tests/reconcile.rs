@@ -156,6 +156,14 @@ fn object_path(o: &DynamicObject) -> Option<String> {
 
 /// A fake API server: answers every request and records it; GETs of `live` objects return them.
 fn mock_api(live: Vec<DynamicObject>) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    mock_api_failing(live, &[])
+}
+
+/// [`mock_api`], answering GETs of the `failing` paths with a 500.
+fn mock_api_failing(
+    live: Vec<DynamicObject>,
+    failing: &'static [&'static str],
+) -> (Client, Arc<Mutex<Vec<Call>>>) {
     let live: Vec<(String, Value)> =
         live.iter().filter_map(|o| Some((object_path(o)?, serde_json::to_value(o).unwrap()))).collect();
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -174,6 +182,10 @@ fn mock_api(live: Vec<DynamicObject>) -> (Client, Arc<Mutex<Vec<Call>>>) {
             });
             let found = live.iter().find(|(p, _)| path.split('?').next().unwrap().ends_with(p.as_str()));
             let (status, reply) = match method.as_str() {
+                "GET" if failing.contains(&path.split('?').next().unwrap()) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcdserver: request timed out"}),
+                ),
                 "GET" if found.is_some() => (StatusCode::OK, found.unwrap().1.clone()),
                 "GET" => (
                     StatusCode::NOT_FOUND,
@@ -594,4 +606,35 @@ async fn an_opted_out_clinic_never_removes_the_pod_security_labels() {
 
 async fn seeded_empty() -> Caches {
     seeded(vec![], vec![]).await.caches
+}
+
+/// Discovery that fails at deletion once read as "Velero absent": the finalizer went and the
+/// Schedule stayed, backing up a deleted clinic's data. Now the finalizer stays and the
+/// reconcile is retried.
+#[tokio::test]
+async fn a_discovery_error_at_deletion_keeps_the_finalizer() {
+    let mut cp = clinic_platform("  {}\n");
+    cp.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    cp.metadata.finalizers = Some(vec![clinic_operator::api::FINALIZER.to_string()]);
+    let (client, log) = mock_api_failing(vec![], &["/apis/velero.io/v1"]);
+    let ctx = Arc::new(Context::new(client, seeded_empty().await, Arc::new(Metrics::new()), None));
+    let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp.clone()))), ctx.clone()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = log.lock().unwrap().clone();
+    let error = result.expect_err("a deletion that cannot see Velero must not finish");
+    assert!(error.to_string().contains("velero.io/v1"), "{error}");
+    let released =
+        calls.iter().filter(|c| c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon")).count();
+    assert_eq!(released, 0, "the finalizer was released: {calls:?}");
+    // Once discovery answers (Velero absent), the finalizer goes.
+    let (client, log) = mock_api(vec![]);
+    let ctx = Arc::new(Context::new(client, seeded_empty().await, Arc::new(Metrics::new()), None));
+    reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = log.lock().unwrap().clone();
+    assert!(
+        calls.iter().any(|c| c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon")),
+        "{calls:?}"
+    );
 }

@@ -92,25 +92,42 @@ impl Context {
     /// Whether `group_version` serves all of `resources`, asked through discovery at most once
     /// per [`DISCOVERY_TTL`]: optional CRDs installed later are picked up without a restart.
     pub async fn served(&self, group_version: &'static str, resources: &[&str]) -> bool {
+        match self.served_or_error(group_version, resources).await {
+            Ok(served) => served,
+            Err(e) => {
+                debug!(error = %e, group_version, "discovery failed; treating the API as absent for now");
+                false
+            }
+        }
+    }
+
+    /// Whether Velero's API is served, or why discovery could not tell: at deletion "could
+    /// not tell" must not read as "absent", or the finalizer would go and leave a Schedule
+    /// backing up the clinic's data.
+    pub async fn velero_installed_or_error(&self) -> Result<bool> {
+        self.served_or_error("velero.io/v1", &["schedules", "backups"]).await
+    }
+
+    /// Discovery of a group version (cached for [`DISCOVERY_TTL`]): an error is not cached.
+    async fn served_or_error(&self, group_version: &'static str, resources: &[&str]) -> Result<bool> {
         let mut cache = self.discovery.lock().await;
         if let Some((served, at)) = cache.get(group_version)
             && at.elapsed() < DISCOVERY_TTL
         {
-            return *served;
+            return Ok(*served);
         }
         let served = match self.client.list_api_group_resources(group_version).await {
             Ok(list) => resources.iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
             Err(kube::Error::Api(status)) if status.code == 404 => false,
-            Err(e) => {
-                debug!(error = %e, group_version, "discovery failed; treating the API as absent");
-                false
+            Err(source) => {
+                return Err(Error::Read { what: format!("the {group_version} API (discovery)"), source });
             }
         };
         if cache.get(group_version).map(|(was, _)| *was) != Some(served) {
             info!(group_version, served, "discovery");
         }
         cache.insert(group_version, (served, std::time::Instant::now()));
-        served
+        Ok(served)
     }
 }
 
@@ -389,7 +406,8 @@ async fn patch_finalizers(ctx: &Context, cp: &ClinicPlatform, finalizers: Vec<St
 /// elsewhere); under `Delete`, ask Velero to delete every backup of the clinic; then release the
 /// finalizer. Same-namespace children go with the garbage collector.
 pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Result<()> {
-    let velero = ctx.velero_installed().await;
+    // An unanswered discovery keeps the finalizer: the reconcile fails and is retried.
+    let velero = ctx.velero_installed_or_error().await?;
     let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
     super::outside::remove_all(ctx, clinic, recorded, velero).await?;
     if velero {

@@ -266,14 +266,16 @@ async fn create_from_nothing() {
     // The namespace gets its Pod Security labels first.
     assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");
     assert_eq!(calls[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
-    // Generated Secrets: looked for, the database volume checked, then created once each.
+    // Generated Secrets: looked for, the database volume checked for the two whose password the
+    // data keeps (the database's and OpenMRS admin's), then created once each.
     assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
     assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
     assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
     assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-mariadb-exporter");
     assert_eq!(summary[5], "POST /api/v1/namespaces/clinic-lyon/secrets");
     assert_eq!(summary[6], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
-    assert_eq!(summary[7], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[7], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
+    assert_eq!(summary[8], "POST /api/v1/namespaces/clinic-lyon/secrets");
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 32 && password != build::secrets::PLACEHOLDER);
@@ -440,9 +442,8 @@ async fn a_paused_clinic_changes_no_child() {
     assert_eq!(progressing["reason"], "Paused");
 }
 
-#[tokio::test]
-async fn lost_credentials_are_never_regenerated_over_existing_data() {
-    // The database volume exists but its Secret is gone: the mock answers the PVC GET with 200.
+/// An API server where the database volume exists and every other GET is a 404.
+fn volume_without_secrets() -> (Client, Arc<Mutex<Vec<String>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::<String>::new()));
     let recorded = calls.clone();
@@ -474,13 +475,16 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
             );
         }
     });
+    (Client::new(service, "default"), calls)
+}
+
+#[tokio::test]
+async fn lost_credentials_are_never_regenerated_over_existing_data() {
+    // The database volume exists but its Secret is gone: the mock answers the PVC GET with 200.
+    let (client, calls) = volume_without_secrets();
     let cp = clinic_platform("  {}\n");
-    let ctx = Arc::new(Context::new(
-        Client::new(service, "default"),
-        seeded(vec![], vec![]).await.caches,
-        Arc::new(Metrics::new()),
-        None,
-    ));
+    let ctx =
+        Arc::new(Context::new(client, seeded(vec![], vec![]).await.caches, Arc::new(Metrics::new()), None));
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await;
     let error = result.expect_err("must not go on without credentials").to_string();
     assert!(error.contains("lyon-db-credentials") && error.contains("data-lyon-mariadb-0"), "{error}");
@@ -636,5 +640,33 @@ async fn a_discovery_error_at_deletion_keeps_the_finalizer() {
     assert!(
         calls.iter().any(|c| c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon")),
         "{calls:?}"
+    );
+}
+
+/// The OpenMRS admin password is written into the database at its first start: a deleted admin
+/// Secret regenerated over existing data was a password OpenMRS would not accept. It is guarded
+/// like the database credentials.
+#[tokio::test]
+async fn a_lost_admin_password_is_never_regenerated_over_existing_data() {
+    let cp = clinic_platform("  {}\n");
+    let db_only: Vec<_> = secret_metadata(&cp)
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref() == Some("lyon-db-credentials"))
+        .collect();
+    let (client, calls) = volume_without_secrets();
+    let ctx =
+        Arc::new(Context::new(client, seeded(vec![], db_only).await.caches, Arc::new(Metrics::new()), None));
+    let error =
+        reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await.expect_err("no admin password");
+    let error = error.to_string();
+    assert!(error.contains("lyon-openmrs-admin") && error.contains("data-lyon-mariadb-0"), "{error}");
+    // The exporter's Secret may be made (its account is reset from it at every start); no
+    // Secret is created after the admin password was found missing.
+    let calls = calls.lock().unwrap().clone();
+    let looked =
+        calls.iter().position(|c| c.ends_with("/secrets/lyon-openmrs-admin")).expect("looked for it");
+    assert!(
+        !calls[looked..].iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
+        "an admin password was generated: {calls:?}"
     );
 }

@@ -88,9 +88,12 @@ async fn create_secret(ctx: &Context, clinic: &Clinic, generated: &GeneratedSecr
             return Err(Error::Read { what: format!("Secret {}", generated.name), source });
         }
     }
-    // Credentials for a database that already holds data cannot be invented again.
+    // Credentials for a database that already holds data cannot be invented again: neither the
+    // database's nor the OpenMRS admin password, which the first start wrote into it.
     let claim = format!("data-{}-0", crate::build::database::name(clinic));
-    if generated.name == clinic.db_credentials_secret() {
+    let guarded = generated.name == clinic.db_credentials_secret()
+        || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret);
+    if guarded {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
         match pvcs.get_metadata_opt(&claim).await {
             Ok(Some(_)) => {

@@ -39,7 +39,7 @@ pub enum Error {
     /// A generated credentials Secret is gone while the data it protects still exists:
     /// generating a new one would lock OpenMRS out of its database.
     #[error(
-        "Secret {secret} is missing but volume claim {claim} holds data initialised with it. Restore the Secret (e.g. from a Velero backup): a new password would not open the existing database."
+        "Secret {secret} is missing but volume claim {claim} holds data initialised with it. Restore the Secret (e.g. from a Velero backup): a new password would not match the one the existing data was initialised with."
     )]
     CredentialsLost { secret: String, claim: String },
 

@@ -215,16 +215,12 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
 
     // Fields of the pod template the operator never needed to set, which widen what a pod may
     // reach: a host namespace, an extra container with a hostPath volume. Put back too.
-    env.kubectl(&[
-        "-n",
+    env.merge_patch(
         ns,
-        "patch",
         "statefulset",
         "drift-mariadb",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"template":{"spec":{"hostNetwork":true,"hostPID":true}}}}"#,
-    ])?;
+    )?;
     eventually("host namespaces put back", Duration::from_secs(30), || {
         let s = env.json(&["-n", ns, "get", "statefulset", "drift-mariadb"])?;
         let pod = &s["spec"]["template"]["spec"];
@@ -297,26 +293,13 @@ fn refused_pods_degrade_the_clinic(env: &Env) -> Result<()> {
     env.namespace(ns)?;
     env.clinic(ns, "refused", "  {}\n")?;
     env.wait_ready(ns, "refused", wait())?;
-    env.kubectl(&[
-        "-n",
+    env.merge_patch(ns, "clinicplatform", "refused", r#"{"spec":{"paused":true}}"#)?;
+    env.merge_patch(
         ns,
-        "patch",
-        "clinicplatform",
-        "refused",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":true}}"#,
-    ])?;
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
         "statefulset",
         "refused-mariadb",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"template":{"spec":{"hostNetwork":true}}}}"#,
-    ])?;
+    )?;
     eventually("Degraded=True with PodsRefused", Duration::from_secs(90), || {
         env.poke(ns, "refused")?;
         Ok(env
@@ -330,16 +313,7 @@ fn refused_pods_degrade_the_clinic(env: &Env) -> Result<()> {
         env.condition(ns, "refused", "Ready")?.is_some_and(|c| c["status"] == "False"),
         "a clinic whose database cannot start reads Ready"
     );
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "refused",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":false}}"#,
-    ])?;
+    env.merge_patch(ns, "clinicplatform", "refused", r#"{"spec":{"paused":false}}"#)?;
     eventually("template put back and the clinic Ready again", Duration::from_secs(120), || {
         Ok(env.condition(ns, "refused", "Degraded")?.is_some_and(|c| c["status"] == "False")
             && env.condition(ns, "refused", "Ready")?.is_some_and(|c| c["status"] == "True"))
@@ -1093,7 +1067,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
 
     let set_version = |version: &str| -> Result<()> {
         let patch = format!(r#"{{"spec":{{"openmrs":{{"version":"{version}"}}}}}}"#);
-        env.kubectl(&["-n", ns, "patch", "clinicplatform", "up", "--type=merge", "-p", &patch]).map(|_| ())
+        env.merge_patch(ns, "clinicplatform", "up", &patch)
     };
     // A new version: a backup first, nothing rolls meanwhile.
     set_version("3.8.0")?;
@@ -1132,16 +1106,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
         Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
     })?;
     // Skipping the gate is explicit.
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "up",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"backup":{"upgradeGate":"Skip"}}}"#,
-    ])?;
+    env.merge_patch(ns, "clinicplatform", "up", r#"{"spec":{"backup":{"upgradeGate":"Skip"}}}"#)?;
     eventually("backend upgraded to 3.9.0 with the gate skipped", Duration::from_secs(40), || {
         Ok(env.backend_image(ns, "up")?.ends_with(":3.9.0-no-demo"))
     })?;
@@ -1549,32 +1514,14 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     eprintln!("    PrometheusRule put back {:.0}s after its deletion", deleted.elapsed().as_secs_f64());
 
     // Turning monitoring off removes the monitors and the sidecars and says so.
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "mon",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"monitoring":{"enabled":false}}}"#,
-    ])?;
+    env.merge_patch(ns, "clinicplatform", "mon", r#"{"spec":{"monitoring":{"enabled":false}}}"#)?;
     eventually("monitors removed", Duration::from_secs(30), || {
         Ok(env.kubectl(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"]).is_err()
             && env.kubectl(&["-n", ns, "get", "service", "mon-mariadb-metrics"]).is_err())
     })?;
     let condition = env.condition(ns, "mon", "MonitoringReady")?.context("no MonitoringReady")?;
     ensure!(condition["reason"] == "Disabled", "{condition}");
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "clinicplatform",
-        "mon",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"monitoring":{"enabled":true}}}"#,
-    ])?;
+    env.merge_patch(ns, "clinicplatform", "mon", r#"{"spec":{"monitoring":{"enabled":true}}}"#)?;
     eventually("monitors back", Duration::from_secs(30), || {
         Ok(env.kubectl(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"]).is_ok())
     })?;
@@ -1582,16 +1529,12 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     // Moving the dashboard home removes the one in Grafana's namespace (it is on record in
     // status.outsideObjects); moving it back makes it again.
     let move_dashboard = |to: &str| {
-        env.kubectl(&[
-            "-n",
+        env.merge_patch(
             ns,
-            "patch",
             "clinicplatform",
             "mon",
-            "--type=merge",
-            "-p",
             &format!(r#"{{"spec":{{"monitoring":{{"dashboard":{{"namespace":{to}}}}}}}}}"#),
-        ])
+        )
     };
     move_dashboard("null")?;
     eventually("dashboard moved into the clinic's namespace", Duration::from_secs(30), || {

@@ -90,11 +90,10 @@ impl Policy {
             cluster_issuers: any(),
             ingress_hosts: any(),
             registries: any(),
-            residency_regions: Vec::new(),
-            residency_zones: Vec::new(),
-            encrypting_storage_classes: Vec::new(),
-            denied_egress_cidrs: Vec::new(),
+            residency_regions: any(),
+            residency_zones: any(),
             allow_pod_security_opt_out: true,
+            ..Self::default()
         }
     }
 }

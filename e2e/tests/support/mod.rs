@@ -142,6 +142,12 @@ impl Env {
 
 impl Env {
     /// Forces a reconcile (an annotation is no spec change).
+    /// `kubectl -n <namespace> patch <resource> <name> --type=merge -p <body>`.
+    pub fn merge_patch(&self, namespace: &str, resource: &str, name: &str, body: &str) -> Result<()> {
+        self.kubectl(&["-n", namespace, "patch", resource, name, "--type=merge", "-p", body])?;
+        Ok(())
+    }
+
     pub fn poke(&self, namespace: &str, name: &str) -> Result<()> {
         let stamp = format!(
             "e2e/poke={}",

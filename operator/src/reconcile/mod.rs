@@ -412,12 +412,12 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let external = match ctx.recent_external(&external_key, cp.metadata.resource_version.as_ref()) {
         Some(recent) if converged_ok => recent,
         _ if converged_ok => {
-            let outside_wanted = !outside::wanted(&clinic, velero).is_empty();
+            let wanted = outside::wanted(&clinic, velero);
             let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
             // One finalizer patch per pass, before anything is written outside the namespace: a
             // second patch from the same (now stale) object would be refused as a conflict.
-            let outside = match backup::ensure_finalizer_if(ctx, cp, outside_wanted).await {
-                Ok(()) => outside::sync(ctx, &clinic, recorded, velero).await,
+            let outside = match backup::ensure_finalizer_if(ctx, cp, !wanted.is_empty()).await {
+                Ok(()) => outside::sync(ctx, &clinic, &wanted, recorded, velero).await,
                 Err(e) => {
                     let problem = error::Problem::from(&e);
                     outside::Outcome {
@@ -476,9 +476,10 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
     let encrypted = security::storage_encrypted(ctx, &clinic).await;
     let mut observed = observe_state(ctx, &clinic, cp, &desired, &outcome, health);
-    // A StatefulSet reports no condition when its pods are refused: its events say it.
+    // A StatefulSet reports no condition when its pods are refused: its events say it. Read only
+    // while it has fewer pods than it should (not during a normal start, when they exist).
     for workload in [&mut observed.database, &mut observed.backend] {
-        if workload.exists && !workload.is_ready() {
+        if workload.exists && workload.created < workload.desired.max(1) {
             workload.failure = security::pod_creation_failure(ctx, &clinic.namespace, &workload.name).await;
         }
     }
@@ -677,18 +678,13 @@ async fn report_unreadable(
         // Nothing of its spec can be read, so only the default names are known: remove the
         // Schedule it would have in `velero`, then let the object go rather than block deletion.
         if meta.finalizers.iter().flatten().any(|f| f == crate::api::FINALIZER) {
-            let schedules: Api<DynamicObject> = Api::namespaced_with(
-                ctx.client.clone(),
-                "velero",
-                &crate::build::backup::schedule_resource(),
-            );
-            let schedule = crate::build::backup::outside_name(&namespace, &name);
-            let ours = schedules.get_metadata_opt(&schedule).await.ok().flatten().is_some_and(|s| {
-                s.labels().get("app.kubernetes.io/instance") == Some(&name)
-                    && s.labels().get(crate::build::backup::CLINIC_NAMESPACE_LABEL) == Some(&namespace)
-            });
-            if ours {
-                let _ = schedules.delete(&schedule, &kube::api::DeleteParams::default()).await;
+            let schedule = crate::api::OutsideObject {
+                kind: "Schedule".into(),
+                namespace: "velero".into(),
+                name: crate::build::backup::outside_name(&namespace, &name),
+            };
+            if let Err(e) = outside::remove(ctx, &namespace, &name, &schedule).await {
+                warn!(error = %e, "Schedule of an unreadable ClinicPlatform not removed");
             }
             let remaining: Vec<&String> =
                 meta.finalizers.iter().flatten().filter(|f| *f != crate::api::FINALIZER).collect();

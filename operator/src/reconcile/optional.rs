@@ -90,19 +90,34 @@ pub async fn ensure_one(
         }
         return Ok(false);
     };
+    apply_if_changed(ctx, &api, &resource.kind, desired, live).await?;
+    Ok(true)
+}
+
+/// Server-side applies `desired` unless `live` (as just read) already carries it. Shared by the
+/// optional children and the objects outside the namespace, which read `live` themselves (the
+/// latter to check whose it is first).
+pub(super) async fn apply_if_changed(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    kind: &str,
+    desired: &DynamicObject,
+    live: Option<DynamicObject>,
+) -> Result<()> {
+    let name = desired.name_any();
     let (value, _) = super::apply::declared(desired)?;
     if let Some(mut live) = live {
         // A single GET carries no apiVersion/kind on some paths; the comparison needs them.
         live.types = desired.types.clone();
         let live = serde_json::to_value(&live)
-            .map_err(|source| Error::Serialize { what: format!("{} {name}", resource.kind), source })?;
+            .map_err(|source| Error::Serialize { what: format!("{kind} {name}"), source })?;
         if converged(&value, &live) {
-            return Ok(true);
+            return Ok(());
         }
     }
     ctx.metrics.record_write("apply");
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
         .await
-        .map_err(|source| Error::Apply { kind: resource.kind.clone(), name: name.to_string(), source })?;
-    Ok(true)
+        .map_err(|source| Error::Apply { kind: kind.to_string(), name, source })?;
+    Ok(())
 }

@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 
-use super::compare::converged;
 use super::error::{Error, Problem, Result};
 use super::{Context, Notice};
-use crate::api::{FIELD_MANAGER, OutsideObject};
+use crate::api::OutsideObject;
 use crate::build::{self, backup::CLINIC_NAMESPACE_LABEL};
 use crate::model::{Clinic, MANAGED_BY};
 
@@ -43,9 +42,9 @@ fn holder(labels: &BTreeMap<String, String>) -> Option<String> {
     }
 }
 
-/// Whether the labels say the object is this clinic's.
-fn is_ours(labels: &BTreeMap<String, String>, clinic: &Clinic) -> bool {
-    holder(labels).as_deref() == Some(format!("{}/{}", clinic.namespace, clinic.name).as_str())
+/// Whether the labels say the object is the clinic's (by its namespace and name).
+fn is_ours(labels: &BTreeMap<String, String>, namespace: &str, name: &str) -> bool {
+    holder(labels).as_deref() == Some(format!("{namespace}/{name}").as_str())
 }
 
 fn resource_of(kind: &str) -> ApiResource {
@@ -102,16 +101,17 @@ fn note_error(outcome: &mut Outcome, kind: &str, error: &Error) {
     slot.get_or_insert_with(|| Problem::from(error));
 }
 
-/// Puts every wanted object in place and removes the recorded ones no longer wanted.
+/// Puts every `wanted` object (from [`wanted`]) in place and removes the recorded ones no longer
+/// wanted.
 pub async fn sync(
     ctx: &Context,
     clinic: &Clinic,
+    wanted: &[(OutsideObject, DynamicObject)],
     recorded: Option<&[OutsideObject]>,
     velero: bool,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let wanted = wanted(clinic, velero);
-    for (key, desired) in &wanted {
+    for (key, desired) in wanted {
         match put(ctx, clinic, key, desired).await {
             Ok(()) => outcome.record.push(key.clone()),
             Err(error @ Error::NameClash { .. }) => {
@@ -141,7 +141,7 @@ pub async fn sync(
             }
             continue;
         }
-        if let Err(error) = remove(ctx, clinic, &old).await {
+        if let Err(error) = remove(ctx, &clinic.namespace, &clinic.name, &old).await {
             note_error(&mut outcome, &old.kind, &error);
             outcome.record.push(old);
         }
@@ -164,42 +164,27 @@ pub async fn remove_all(
     all.sort();
     all.dedup();
     for object in all.iter().filter(|o| velero || o.kind != "Schedule") {
-        remove(ctx, clinic, object).await?;
+        remove(ctx, &clinic.namespace, &clinic.name, object).await?;
     }
     Ok(())
 }
 
 /// Creates the object, or brings it back to `desired`, if it is free or the clinic's.
 async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &DynamicObject) -> Result<()> {
-    let resource = resource_of(&key.kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource_of(&key.kind));
     let live = api.get_opt(&key.name).await.map_err(|source| Error::Read { what: describe(key), source })?;
-    let (value, _) = super::apply::declared(desired)?;
-    if let Some(mut live) = live {
-        if !is_ours(live.labels(), clinic) {
-            return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
-        }
-        // A single GET carries no apiVersion/kind on some paths; the comparison needs them.
-        live.types = desired.types.clone();
-        let live =
-            serde_json::to_value(&live).map_err(|source| Error::Serialize { what: describe(key), source })?;
-        if converged(&value, &live) {
-            return Ok(());
-        }
+    if let Some(live) = &live
+        && !is_ours(live.labels(), &clinic.namespace, &clinic.name)
+    {
+        return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
     }
-    ctx.metrics.record_write("apply");
-    api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await.map_err(
-        |source| Error::Apply {
-            kind: key.kind.clone(),
-            name: format!("{}/{}", key.namespace, key.name),
-            source,
-        },
-    )?;
-    Ok(())
+    super::optional::apply_if_changed(ctx, &api, &key.kind, desired, live).await
 }
 
-/// Deletes the object if it is the clinic's; gone or someone else's, it is left as it is.
-async fn remove(ctx: &Context, clinic: &Clinic, object: &OutsideObject) -> Result<()> {
+/// Deletes the object if it is the clinic `<namespace>/<name>`'s; gone or someone else's, it is
+/// left as it is.
+pub async fn remove(ctx: &Context, namespace: &str, name: &str, object: &OutsideObject) -> Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &object.namespace, &resource_of(&object.kind));
     let live = match api.get_metadata_opt(&object.name).await {
@@ -208,7 +193,7 @@ async fn remove(ctx: &Context, clinic: &Clinic, object: &OutsideObject) -> Resul
         Err(kube::Error::Api(status)) if status.code == 404 => None,
         Err(source) => return Err(Error::Read { what: describe(object), source }),
     };
-    let Some(live) = live.filter(|live| is_ours(live.labels(), clinic)) else {
+    let Some(live) = live.filter(|live| is_ours(live.labels(), namespace, name)) else {
         return Ok(());
     };
     ctx.metrics.record_write("delete");

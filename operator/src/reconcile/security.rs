@@ -63,7 +63,7 @@ pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
 
 /// The message of the StatefulSet's newest `FailedCreate` event of the last two minutes: its
 /// controller is being refused pods now (e.g. by Pod Security, after a field of the pod
-/// template was changed outside the operator). Read only for a StatefulSet that is not ready.
+/// template was changed outside the operator). Read only for a StatefulSet short of pods.
 pub async fn pod_creation_failure(ctx: &Context, namespace: &str, statefulset: &str) -> Option<String> {
     use k8s_openapi::api::core::v1::Event;
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);

@@ -25,6 +25,8 @@ pub struct WorkloadState {
     pub name: String,
     pub exists: bool,
     pub desired: i32,
+    /// Pods its controller has created (`status.replicas`), ready or not.
+    pub created: i32,
     pub ready: i32,
     pub updated: i32,
     /// The controller has seen the newest spec.
@@ -62,6 +64,7 @@ impl WorkloadState {
             name,
             exists: true,
             desired: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            created: status.replicas,
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             current: status.observed_generation.unwrap_or(0) >= generation,
@@ -79,6 +82,7 @@ impl WorkloadState {
             name,
             exists: true,
             desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            created: status.replicas.unwrap_or(0),
             ready: status.available_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             current: status.observed_generation.unwrap_or(0) >= generation,
@@ -92,7 +96,16 @@ impl WorkloadState {
     }
 
     fn missing(name: String) -> Self {
-        Self { name, exists: false, desired: 0, ready: 0, updated: 0, current: false, failure: None }
+        Self {
+            name,
+            exists: false,
+            desired: 0,
+            created: 0,
+            ready: 0,
+            updated: 0,
+            current: false,
+            failure: None,
+        }
     }
 }
 
@@ -551,6 +564,7 @@ mod tests {
             name: name.into(),
             exists: true,
             desired: 1,
+            created: 1,
             ready: if ready { 1 } else { 0 },
             updated: 1,
             current: true,
@@ -641,39 +655,30 @@ mod tests {
         let spec = ClinicPlatformSpec::default();
         let mut opted_out = ClinicPlatformSpec::default();
         opted_out.security.enforce_pod_security = false;
-        let monitoring_states = [
-            MonitoringState { enabled: false, ..Default::default() },
-            MonitoringState {
-                enabled: true,
-                operator_installed: true,
-                in_place: 0,
-                error: errors()
-                    .iter()
-                    .find(|e| matches!(e, Error::Apply { .. }))
-                    .map(super::super::error::Problem::from),
-            },
-            MonitoringState {
-                enabled: true,
-                operator_installed: true,
-                in_place: 0,
-                error: errors()
-                    .iter()
-                    .find(|e| matches!(e, Error::Read { .. }))
-                    .map(super::super::error::Problem::from),
-            },
-            MonitoringState {
-                enabled: true,
-                operator_installed: true,
-                in_place: 1,
-                error: Some(super::super::error::Problem::from(&Error::NameClash {
-                    object: "ConfigMap monitoring/clinic-lyon-lyon-4d703153-dashboard".into(),
-                    holder: None,
-                })),
-            },
-            MonitoringState { enabled: true, operator_installed: false, in_place: 0, error: None },
-            MonitoringState { enabled: true, operator_installed: true, in_place: 1, error: None },
-            MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None },
-        ];
+        let failing = |error: &Error| MonitoringState {
+            enabled: true,
+            operator_installed: true,
+            in_place: 0,
+            error: Some(super::super::error::Problem::from(error)),
+        };
+        let all_errors = errors();
+        let first = |kind: fn(&Error) -> bool| all_errors.iter().find(|e| kind(e)).map(failing);
+        let monitored = MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None };
+        let monitoring_states: Vec<MonitoringState> = [
+            Some(MonitoringState { enabled: false, ..Default::default() }),
+            first(|e| matches!(e, Error::Apply { .. })),
+            first(|e| matches!(e, Error::Read { .. })),
+            Some(failing(&Error::NameClash {
+                object: "ConfigMap monitoring/clinic-lyon-lyon-4d703153-dashboard".into(),
+                holder: None,
+            })),
+            Some(MonitoringState { enabled: true, operator_installed: false, in_place: 0, error: None }),
+            Some(MonitoringState { enabled: true, operator_installed: true, in_place: 1, error: None }),
+            Some(monitored.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let gates = [backup::Gate::Open, backup::Gate::Waiting { backup: "lyon-pre-upgrade-1a2b".into() }];
         let mut passes = Vec::new();
         for error in errors().iter().map(Some).chain([None]) {
@@ -697,48 +702,31 @@ mod tests {
                 }
             }
         }
-        let mut paused = observed(
-            workloads(true),
-            None,
-            backup::Gate::Open,
-            backup_healths()[0].clone(),
-            monitoring_states[6].clone(),
-            true,
-        );
+        // Converged but for the one field each case sets.
+        let settled = |ready: bool| {
+            observed(
+                workloads(ready),
+                None,
+                backup::Gate::Open,
+                backup_healths()[0].clone(),
+                monitored.clone(),
+                true,
+            )
+        };
+        let mut paused = settled(true);
         paused.paused = true;
         passes.push((spec.clone(), paused));
-        let mut missing = observed(
-            workloads(false),
-            None,
-            backup::Gate::Open,
-            backup_healths()[0].clone(),
-            monitoring_states[6].clone(),
-            true,
-        );
+        let mut missing = settled(false);
         missing.database = WorkloadState::missing("lyon-mariadb".into());
-        let mut refused = observed(
-            workloads(false),
-            None,
-            backup::Gate::Open,
-            backup_healths()[0].clone(),
-            monitoring_states[6].clone(),
-            true,
-        );
+        missing.controls.pod_security_restricted = false;
+        passes.push((spec.clone(), missing));
+        let mut refused = settled(false);
         refused.database.failure = Some(
             "create Pod lyon-mariadb-0 in StatefulSet lyon-mariadb failed error: pods \"lyon-mariadb-0\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true)".into(),
         );
         passes.push((spec.clone(), refused));
-        missing.controls.pod_security_restricted = false;
-        passes.push((spec.clone(), missing));
         // Opted out (the policy allows it) and the namespace unlabelled.
-        let mut unlabelled = observed(
-            workloads(true),
-            None,
-            backup::Gate::Open,
-            backup_healths()[0].clone(),
-            monitoring_states[6].clone(),
-            true,
-        );
+        let mut unlabelled = settled(true);
         unlabelled.controls.pod_security_restricted = false;
         passes.push((opted_out, unlabelled));
 

@@ -398,18 +398,46 @@ impl ControlPlane {
         sa_namespace: &str,
         name: &str,
     ) -> Result<PathBuf> {
-        let role: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(role_file)?)?;
-        let role_name = role["metadata"]["name"].as_str().context("Role without a name")?.to_string();
         self.apply_yaml(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {sa_namespace}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {sa_namespace}\n"
         ))?;
+        self.bind_role(role_file, namespaces, sa_namespace, name)?;
+        self.token_kubeconfig(sa_namespace, name)
+    }
+
+    /// Creates the Role of `role_file` in each of `namespaces` and binds it to the ServiceAccount
+    /// `sa_namespace/name`, as the chart does.
+    pub fn bind_role(
+        &self,
+        role_file: &Path,
+        namespaces: &[&str],
+        sa_namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        let role: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(role_file)?)?;
+        let role_name = role["metadata"]["name"].as_str().context("Role without a name")?.to_string();
         for ns in namespaces {
             self.kubectl(&["-n", ns, "apply", "--server-side", "-f", &role_file.display().to_string()])?;
             self.apply_yaml(&format!(
-                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {name}\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {role_name}\nsubjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {sa_namespace}\n"
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {role_name}\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {role_name}\nsubjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {sa_namespace}\n"
             ))?;
         }
-        self.token_kubeconfig(sa_namespace, name)
+        Ok(())
+    }
+
+    /// The operator's identity as the chart installs it in cluster mode with its default policy:
+    /// `clinic-system/clinic-operator` bound to the ClusterRole of `files/clusterrole.yaml`, and
+    /// to the Velero Role of `files/role-velero.yaml` in `velero` (created if missing).
+    pub fn operator_kubeconfig(&self) -> Result<PathBuf> {
+        let files = crate::workspace_root().join("charts/clinic-operator/files");
+        self.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
+        let kubeconfig = self.service_account_kubeconfig(
+            &files.join("clusterrole.yaml"),
+            "clinic-system",
+            "clinic-operator",
+        )?;
+        self.bind_role(&files.join("role-velero.yaml"), &["velero"], "clinic-system", "clinic-operator")?;
+        Ok(kubeconfig)
     }
 
     /// A kubeconfig that authenticates as an existing ServiceAccount (a TokenRequest token).

@@ -20,7 +20,7 @@ use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
 use libtest_mimic::Arguments;
 use mutations::Mutation;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 /// Where a scenario can run: `Local` needs the operator process or the local control plane's
@@ -505,14 +505,75 @@ fn spec_invalid_beyond_schema_degrades_without_writes(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// Three clinics deleted at once: `gone` under a confirmed `Delete` with `deleteWithClinic`,
+/// `unconfirmed` under `Delete` without the confirmation (an accidental delete, an Argo CD
+/// prune), `kept` under `Retain`. Only the confirmed one loses its data; only its backups are set
+/// to expire, after the platform's delay, and none is deleted on the spot.
 fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
     let ns = "e2e-delete";
     env.namespace(ns)?;
-    env.clinic(ns, "gone", "  deletionPolicy: Delete\n")?;
+    env.clinic(ns, "gone", "  deletionPolicy: Delete\n  backup:\n    deleteWithClinic: true\n")?;
+    env.clinic(ns, "unconfirmed", "  deletionPolicy: Delete\n  backup:\n    deleteWithClinic: true\n")?;
     env.clinic(ns, "kept", "  deletionPolicy: Retain\n")?;
-    env.wait_ready(ns, "gone", wait())?;
-    env.wait_ready(ns, "kept", wait())?;
-    for clinic in ["gone", "kept"] {
+    let clinics = ["gone", "unconfirmed", "kept"];
+    for clinic in clinics {
+        env.wait_ready(ns, clinic, wait())?;
+    }
+    let on_deletion = |clinic: &str| -> Result<Value> {
+        Ok(env.json(&["-n", ns, "get", "clinicplatform", clinic])?["status"]["onDeletion"].clone())
+    };
+    // Delete is not in force until confirmed: the status says so, and an event says how.
+    ensure!(
+        on_deletion("unconfirmed")? == json!({"data": "Retain", "backupsExpire": false}),
+        "{}",
+        on_deletion("unconfirmed")?
+    );
+    eventually("a DeletionNotConfirmed event", Duration::from_secs(30), || {
+        let events =
+            env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DeletionNotConfirmed"])?;
+        Ok(events["items"].as_array().into_iter().flatten().any(|e| {
+            e["involvedObject"]["name"] == "unconfirmed"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(clinic_operator::api::CONFIRM_DELETION_ANNOTATION))
+        }))
+    })
+    .with_context(|| format!("events: {}", env.kubectl(&["-n", ns, "get", "events"]).unwrap_or_default()))?;
+    // A confirmation that names another object's uid is no confirmation.
+    let uid = |clinic: &str| -> Result<String> {
+        Ok(env.json(&["-n", ns, "get", "clinicplatform", clinic])?["metadata"]["uid"]
+            .as_str()
+            .context("no uid")?
+            .to_string())
+    };
+    let confirm = |clinic: &str, value: &str| {
+        env.kubectl(&[
+            "-n",
+            ns,
+            "annotate",
+            "clinicplatform",
+            clinic,
+            &format!("{}={value}", clinic_operator::api::CONFIRM_DELETION_ANNOTATION),
+            "--overwrite",
+        ])
+    };
+    confirm("unconfirmed", &uid("kept")?)?;
+    // The confirmation as docs/backup.md writes it.
+    let vars = |clinic: &str, backup: &str| {
+        [("CLINIC_NS", ns), ("CLINIC", clinic), ("BACKUP", backup)]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    };
+    run_doc_block(env, "docs/backup.md", "confirm-deletion", &vars("gone", ""))?;
+    eventually("the confirmed Delete in force", Duration::from_secs(30), || {
+        Ok(on_deletion("gone")? == json!({"data": "Delete", "backupsExpire": true}))
+    })?;
+    ensure!(on_deletion("unconfirmed")?["data"] == "Retain", "{}", on_deletion("unconfirmed")?);
+    let retention = env.json(&["-n", ns, "get", "statefulset", "gone-mariadb"])?["spec"]
+        ["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]
+        .clone();
+    ensure!(retention == "Delete", "gone-mariadb whenDeleted: {retention}");
+
+    for clinic in clinics {
         env.kubectl(&[
             "-n",
             "velero",
@@ -522,9 +583,30 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
         ])?;
         env.velero_backup(ns, clinic, &format!("{ns}-{clinic}-20261121020000"), "Completed", 2)?;
     }
-    env.kubectl(&["-n", ns, "delete", "clinicplatform", "gone", "kept", "--wait=true", "--timeout=60s"])?;
-    // The finalizer removed both Schedules (they live in Velero's namespace: no owner reference).
-    for clinic in ["gone", "kept"] {
+    let expiration = |clinic: &str| -> Result<Option<jiff::Timestamp>> {
+        let backup = env.json(&[
+            "-n",
+            "velero",
+            "get",
+            "backups.velero.io",
+            &format!("{ns}-{clinic}-20261121020000"),
+        ])?;
+        Ok(backup["status"]["expiration"].as_str().and_then(|t| t.parse().ok()))
+    };
+    let deleted_at = jiff::Timestamp::now();
+    env.kubectl(&[
+        "-n",
+        ns,
+        "delete",
+        "clinicplatform",
+        "gone",
+        "unconfirmed",
+        "kept",
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    // The finalizer removed every Schedule (they live in Velero's namespace: no owner reference).
+    for clinic in clinics {
         ensure!(
             env.kubectl(&[
                 "-n",
@@ -537,48 +619,58 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
             "Schedule of {clinic} left behind"
         );
     }
-    // Delete asks Velero to delete the backups; Retain keeps them.
-    env.kubectl(&[
-        "-n",
-        "velero",
-        "get",
-        "deletebackuprequests.velero.io",
-        &format!("{ns}-gone-20261121020000-delete"),
-    ])
-    .context("no DeleteBackupRequest for the Delete clinic's backup")?;
+    // Backups are never deleted on the spot: the confirmed clinic's expire after the policy's
+    // delay (168h in the suite's policy), the others keep their own retention.
+    let due = expiration("gone")?.context("the confirmed clinic's backup has no expiration")?;
+    let delay = due.duration_since(deleted_at).as_secs();
+    ensure!((167 * 3600..=169 * 3600).contains(&delay), "expiration {due} is {delay} s after the deletion");
+    for clinic in ["unconfirmed", "kept"] {
+        ensure!(expiration(clinic)?.is_none(), "the backup of {clinic} was set to expire");
+    }
+    // Undone as docs/backup.md writes it: the backup is kept until the date put back.
+    let gone_backup = format!("{ns}-gone-20261121020000");
+    run_doc_block(env, "docs/backup.md", "keep-backups", &vars("gone", &gone_backup))?;
     ensure!(
-        env.kubectl(&[
-            "-n",
-            "velero",
-            "get",
-            "deletebackuprequests.velero.io",
-            &format!("{ns}-kept-20261121020000-delete")
-        ])
-        .is_err(),
-        "a Retain clinic's backup was scheduled for deletion"
+        expiration("gone")? == "2027-12-31T00:00:00Z".parse().ok(),
+        "the expiration was not put back: {:?}",
+        expiration("gone")?
     );
-    // Delete: nothing with the instance label is left, volumes included.
+    let requests = env.json(&["-n", "velero", "get", "deletebackuprequests.velero.io"])?;
+    ensure!(
+        requests["items"].as_array().is_some_and(Vec::is_empty),
+        "backups deleted on the spot: {requests}"
+    );
+    eventually("a BackupsExpiring event", Duration::from_secs(30), || {
+        let events = env.json(&["-n", ns, "get", "events", "--field-selector", "reason=BackupsExpiring"])?;
+        Ok(events["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|e| e["involvedObject"]["name"] == "gone")))
+    })?;
+    // Confirmed Delete: nothing with the instance label is left, volumes included.
     eventually("every child of a Delete clinic removed", Duration::from_secs(120), || {
         let left = env.children(ns, "gone")?;
         let pvcs = env.json(&["-n", ns, "get", "pvc", "-l", &format!("{INSTANCE}=gone")])?;
         Ok(left.is_empty() && pvcs["items"].as_array().is_some_and(Vec::is_empty))
     })?;
-    // Retain: workloads are gone, the data and the credentials that open it are kept.
-    eventually("workloads of a Retain clinic removed", Duration::from_secs(120), || {
-        let left = env.children(ns, "kept")?;
-        Ok(left.iter().all(|c| c.starts_with("Secret/")))
-    })?;
-    let left = env.children(ns, "kept")?;
-    ensure!(
-        left.contains("Secret/kept-db-credentials"),
-        "Retain must keep the database credentials: {left:?}"
-    );
-    let pvcs = env.json(&["-n", ns, "get", "pvc", "-l", &format!("{INSTANCE}=kept")])?;
-    ensure!(
-        pvcs["items"].as_array().map(Vec::len) == Some(2),
-        "Retain must keep both volume claims: {}",
-        pvcs["items"]
-    );
+    // Retain, and Delete unconfirmed: workloads are gone, the data and the credentials that open
+    // it are kept.
+    for clinic in ["unconfirmed", "kept"] {
+        eventually("workloads of a retained clinic removed", Duration::from_secs(120), || {
+            let left = env.children(ns, clinic)?;
+            Ok(left.iter().all(|c| c.starts_with("Secret/")))
+        })?;
+        let left = env.children(ns, clinic)?;
+        ensure!(
+            left.contains(&format!("Secret/{clinic}-db-credentials")),
+            "{clinic} must keep the database credentials: {left:?}"
+        );
+        let pvcs = env.json(&["-n", ns, "get", "pvc", "-l", &format!("{INSTANCE}={clinic}")])?;
+        ensure!(
+            pvcs["items"].as_array().map(Vec::len) == Some(2),
+            "{clinic} must keep both volume claims: {}",
+            pvcs["items"]
+        );
+    }
     Ok(())
 }
 
@@ -672,8 +764,23 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
         ("create", "namespaces"),
         ("update", "namespaces"),
         ("delete", "backups.velero.io"),
+        ("create", "deletebackuprequests.velero.io"),
     ] {
         ensure!(!can(verb, resource)?, "the operator must not be able to {verb} {resource}");
+    }
+    // Velero's rights hold in Velero's namespace only (the chart's Role there), not cluster-wide.
+    let can_in = |verb: &str, resource: &str, ns: &str| -> bool {
+        let out =
+            env.plane.kubectl_as(&env.operator_kubeconfig, &["auth", "can-i", verb, resource, "-n", ns]);
+        matches!(out, Ok(ref s) if s.trim() == "yes")
+    };
+    for (verb, resource) in
+        [("create", "schedules.velero.io"), ("patch", "schedules.velero.io"), ("list", "backups.velero.io")]
+    {
+        ensure!(can_in(verb, resource, "velero"), "the operator needs {verb} {resource} in velero");
+        for ns in ["kube-system", "e2e-delete", "default"] {
+            ensure!(!can_in(verb, resource, ns), "the operator can {verb} {resource} in {ns}");
+        }
     }
     Ok(())
 }
@@ -1355,8 +1462,7 @@ fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
 fn leader_election_one_active_then_failover(_env: &Env) -> Result<()> {
     let plane = ControlPlane::start()?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
-    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
-    let kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let kubeconfig = plane.operator_kubeconfig()?;
     let lease_role = workspace_root().join("charts/clinic-operator/files/role-leader-election.yaml");
     plane.kubectl(&[
         "-n",
@@ -1437,8 +1543,11 @@ fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()>
     // For a person: the object, the cause in the API server's words, the field to look at.
     let backup = env.condition(ns, "nw", "BackupReady")?.context("no BackupReady")?;
     let message = backup["message"].as_str().unwrap_or_default();
+    // The operator has rights only in the Velero namespaces the chart binds it in (the policy's
+    // veleroNamespaces): elsewhere the API server answers 403 before it looks for the namespace.
     ensure!(
-        message.contains("namespaces \"velero-does-not-exist\" not found (HTTP 404 NotFound)")
+        message.contains("velero-does-not-exist")
+            && message.contains("(HTTP 403 Forbidden)")
             && message.contains("spec.backup.veleroNamespace")
             && !message.contains("Status {"),
         "BackupReady does not say what is wrong and what to do: {message}"
@@ -1732,6 +1841,21 @@ fn user_shell(
     Ok(command.stdin(std::process::Stdio::null()).output()?)
 }
 
+/// Runs the block `name` of a doc page as written, in a user's shell against the suite's
+/// cluster, with `vars` set (the page names them: `$CLINIC_NS`...).
+fn run_doc_block(env: &Env, file: &str, name: &str, vars: &[(String, String)]) -> Result<()> {
+    let script = doc_block(file, name)?;
+    let tools = std::env::var("CLINIC_TOOLS_BIN").unwrap_or_default();
+    let out = user_shell(&script, &env.plane, &tools, vars)?;
+    ensure!(
+        out.status.success(),
+        "block `{name}` of {file} failed:\n{script}--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The kind workflow's steps that need no Docker, run as written against a control plane of
 /// their own: the upstream CRDs, `helm install`, the examples, the minimal clinic Ready, and the
 /// e2e scenarios it selects, attached (E2E_KUBECONFIG) as on GitHub. The chart's Deployment is
@@ -1843,8 +1967,7 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // A control plane of its own, without Velero, and an operator of its own.
     let plane = ControlPlane::start()?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
-    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
-    let kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let kubeconfig = plane.operator_kubeconfig()?;
     let operator = OperatorProcess::start(&operator::binary()?, &kubeconfig, &plane.dir.join("logs"))?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: late\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: late\n  namespace: late\nspec: {}\n")?;
     plane
@@ -1921,8 +2044,7 @@ fn setup() -> Result<Env> {
     // The chart's admission policies, as `helm install` puts them: every scenario runs with them
     // in force, so none of the operator's own writes may trip them.
     plane.apply_yaml(&chart_admission_policies()?)?;
-    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
-    let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let operator_kubeconfig = plane.operator_kubeconfig()?;
     // The API server loads new policies asynchronously: wait until one of them refuses.
     let probe = plane.dir.join("admission-probe.yaml");
     std::fs::write(

@@ -614,8 +614,7 @@ fn setup() -> Result<Env> {
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
     let node = RealNode::start(&plane)?;
-    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
-    let operator_kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let operator_kubeconfig = plane.operator_kubeconfig()?;
     let operator =
         OperatorProcess::start(&operator::binary()?, &operator_kubeconfig, &plane.dir.join("logs"))?;
     let env = Env { plane, node: Some(node), operator: Some(Mutex::new(operator)), operator_kubeconfig };

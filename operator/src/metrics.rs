@@ -1,5 +1,7 @@
 //! Operator metrics (prometheus-client). Every label is bounded: reasons and verbs are fixed
-//! sets, kinds are the operator's child kinds. No clinic name ever becomes a label.
+//! sets, kinds are the operator's child kinds. The two per-clinic families (last backup, blocked
+//! clean-up) carry the clinic's namespace and name: their series are bounded by the number of
+//! ClinicPlatforms and removed when one is deleted.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -47,6 +49,7 @@ pub struct Metrics {
     writes: Family<VerbLabel, Counter>,
     clinics: Family<ReadyLabel, Gauge>,
     last_backup: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    cleanup_blocked: Family<ClinicLabel, Gauge>,
     /// Ready state per clinic, to count clinics by state.
     ready: Mutex<HashMap<(String, String), bool>>,
 }
@@ -69,6 +72,7 @@ impl Metrics {
         let writes = Family::<VerbLabel, Counter>::default();
         let clinics = Family::<ReadyLabel, Gauge>::default();
         let last_backup = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
+        let cleanup_blocked = Family::<ClinicLabel, Gauge>::default();
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile of a ClinicPlatform",
@@ -88,6 +92,11 @@ impl Metrics {
             "Completion time of the newest successful Velero backup of each clinic (age = time() - this)",
             last_backup.clone(),
         );
+        registry.register(
+            "clinic_cleanup_blocked",
+            "1 while a deleted clinic's clean-up fails and its finalizer holds it",
+            cleanup_blocked.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
@@ -97,6 +106,7 @@ impl Metrics {
             writes,
             clinics,
             last_backup,
+            cleanup_blocked,
             ready: Mutex::new(HashMap::new()),
         }
     }
@@ -134,12 +144,24 @@ impl Metrics {
         }
     }
 
+    /// Whether a deleted clinic's clean-up is failing (the series exists only while it does).
+    pub fn cleanup_blocked(&self, namespace: &str, name: &str, blocked: bool) {
+        let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
+        if blocked {
+            self.cleanup_blocked.get_or_create(&label).set(1);
+        } else {
+            self.cleanup_blocked.remove(&label);
+        }
+    }
+
     /// Forgets a deleted clinic.
     pub fn forget_clinic(&self, namespace: &str, name: &str) {
         let mut states = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         states.remove(&(namespace.to_string(), name.to_string()));
         self.publish_ready_counts(&states);
-        self.last_backup.remove(&ClinicLabel { namespace: namespace.into(), name: name.into() });
+        let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
+        self.last_backup.remove(&label);
+        self.cleanup_blocked.remove(&label);
     }
 
     fn publish_ready_counts(&self, states: &HashMap<(String, String), bool>) {

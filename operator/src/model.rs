@@ -85,6 +85,9 @@ pub struct Clinic {
     pub generates_admin_password: bool,
     /// Images kept at what runs now while an upgrade waits for its backup (the upgrade gate).
     pub held_images: Option<HeldImages>,
+    /// Whether the confirmation annotation holds the ClinicPlatform's uid (see
+    /// [`crate::api::CONFIRM_DELETION_ANNOTATION`]).
+    pub deletion_confirmed: bool,
 }
 
 /// The images of the running OpenMRS components, kept while an upgrade is gated.
@@ -116,6 +119,21 @@ impl Clinic {
             ("app.kubernetes.io/instance".to_string(), self.name.clone()),
             ("app.kubernetes.io/component".to_string(), component.label().to_string()),
         ])
+    }
+
+    /// What deleting the clinic does to its data now: `Delete` only when asked for and confirmed.
+    pub fn deletion_policy(&self) -> crate::api::DeletionPolicy {
+        match self.spec.deletion_policy {
+            crate::api::DeletionPolicy::Delete if self.deletion_confirmed => {
+                crate::api::DeletionPolicy::Delete
+            }
+            _ => crate::api::DeletionPolicy::Retain,
+        }
+    }
+
+    /// Whether a deletion sets the clinic's backups to expire.
+    pub fn backups_expire_on_deletion(&self) -> bool {
+        self.deletion_policy() == crate::api::DeletionPolicy::Delete && self.spec.backup.delete_with_clinic
     }
 
     /// Owner references of same-namespace children.
@@ -283,9 +301,17 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         generates_db_credentials: spec.database.credentials_secret_ref.is_none(),
         generates_admin_password: spec.security.admin_password_secret_ref.is_none(),
         held_images: None,
+        deletion_confirmed: deletion_confirmed(cp),
         spec: spec.clone(),
         owner,
     })
+}
+
+/// Whether the confirmation annotation names this very object: a value copied from another
+/// clinic, or from an earlier object of the same name, confirms nothing.
+fn deletion_confirmed(cp: &ClinicPlatform) -> bool {
+    let confirmation = cp.annotations().get(crate::api::CONFIRM_DELETION_ANNOTATION);
+    confirmation.is_some_and(|value| cp.metadata.uid.as_ref() == Some(value))
 }
 
 thread_local! {
@@ -366,6 +392,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         generates_db_credentials: cp.spec.database.credentials_secret_ref.is_none(),
         generates_admin_password: cp.spec.security.admin_password_secret_ref.is_none(),
         held_images: None,
+        deletion_confirmed: deletion_confirmed(cp),
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Policy {
     /// Let a clinic turn the Pod Security labels off (`spec.security.enforcePodSecurity:
     /// false`). Even then the operator never removes labels: it only stops adding them.
     pub allow_pod_security_opt_out: bool,
+    /// How long the Velero backups of a clinic deleted under a confirmed `deletionPolicy: Delete`
+    /// with `spec.backup.deleteWithClinic` live on before they expire (a Go-style duration,
+    /// default `168h`): the window in which a deletion by mistake can still be undone.
+    pub backup_deletion_delay: String,
 }
 
 impl Default for Policy {
@@ -72,11 +76,18 @@ impl Default for Policy {
             encrypting_storage_classes: Vec::new(),
             denied_egress_cidrs: Vec::new(),
             allow_pod_security_opt_out: false,
+            backup_deletion_delay: "168h".into(),
         }
     }
 }
 
 impl Policy {
+    /// [`Policy::backup_deletion_delay`] as a duration (checked when the policy is read).
+    pub fn backup_deletion_delay(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.backup_deletion_delay)
+            .unwrap_or(std::time::Duration::from_secs(7 * 24 * 3600))
+    }
+
     /// Allows everything the CRD's schema allows: the API server's own verdict, for comparing
     /// `render` with `--dry-run=server`, which knows no platform policy.
     pub fn unrestricted() -> Self {
@@ -107,6 +118,8 @@ pub enum PolicyError {
     Parse { path: String, source: serde_yaml::Error },
     #[error("the policy file {path}: deniedEgressCidrs[{index}] is not a CIDR ({value:?})")]
     Cidr { path: String, index: usize, value: String },
+    #[error("the policy file {path}: backupDeletionDelay must be a duration such as 168h ({value:?})")]
+    Duration { path: String, value: String },
 }
 
 impl Policy {
@@ -134,6 +147,9 @@ impl Policy {
         } else {
             serde_yaml::from_value(value).map_err(parse_error)?
         };
+        if humantime::parse_duration(&policy.backup_deletion_delay).is_err() {
+            return Err(PolicyError::Duration { path: origin.into(), value: policy.backup_deletion_delay });
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });

@@ -5,9 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use clinic_operator::api::CONFIRM_DELETION_ANNOTATION;
 use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway, monitoring};
 use clinic_operator::model::Clinic;
-use common::{clinic, typed};
+use common::{CLINIC_UID, annotated_clinic, clinic, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -351,13 +352,29 @@ fn database_is_utf8mb4_with_probes_and_secrets() {
 }
 
 #[test]
-fn deletion_policy_drives_claim_retention() {
-    for (policy, expected) in [("Retain", "Retain"), ("Delete", "Delete")] {
-        let objects = objects(&clinic(&format!("  deletionPolicy: {policy}\n")));
+fn deletion_policy_drives_claim_retention_only_once_confirmed() {
+    let confirmed = format!("{{\"{CONFIRM_DELETION_ANNOTATION}\": \"{CLINIC_UID}\"}}");
+    let other_uid =
+        format!("{{\"{CONFIRM_DELETION_ANNOTATION}\": \"0b5c2f1e-0000-4000-8000-000000000000\"}}");
+    for (annotations, policy, expected) in [
+        ("{}", "Retain", "Retain"),
+        (confirmed.as_str(), "Retain", "Retain"),
+        // Delete without intent: the claims stay.
+        ("{}", "Delete", "Retain"),
+        // A confirmation copied from another clinic (another uid) is no confirmation.
+        (other_uid.as_str(), "Delete", "Retain"),
+        (confirmed.as_str(), "Delete", "Delete"),
+    ] {
+        let clinic = annotated_clinic(annotations, &format!("  deletionPolicy: {policy}\n"));
+        let objects = objects(&clinic);
         for name in ["lyon-mariadb", "lyon-backend"] {
             let sts: StatefulSet = typed(&objects, "StatefulSet", name);
             let retention = sts.spec.unwrap().persistent_volume_claim_retention_policy.unwrap();
-            assert_eq!(retention.when_deleted.as_deref(), Some(expected));
+            assert_eq!(
+                retention.when_deleted.as_deref(),
+                Some(expected),
+                "{policy} with annotations {annotations}"
+            );
             assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
         }
     }

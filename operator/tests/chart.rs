@@ -176,6 +176,44 @@ fn chart_rbac_is_the_shared_files() {
     assert!(find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty());
     let role = find(&docs, "Role").into_iter().find(|r| r["metadata"]["namespace"] == "clinic-a").unwrap();
     assert_eq!(rules(role), rules(&file("role-namespaced.yaml")));
+
+    // Velero's rights, in both modes: a Role bound in each namespace the policy allows, and
+    // cluster-wide only when the policy allows any namespace.
+    let clusterrole = file("clusterrole.yaml");
+    assert!(
+        !clusterrole["rules"].as_array().unwrap().iter().any(|r| r["apiGroups"][0] == "velero.io"),
+        "the ClusterRole grants Velero rights"
+    );
+    for mode in [&[][..], &["--set", "watchNamespaces={clinic-a}"][..]] {
+        let args = [mode, &["--set", "policy.veleroNamespaces={velero,backups}"][..]].concat();
+        let docs = documents(&helm_template(&args).unwrap());
+        for ns in ["velero", "backups"] {
+            let in_ns = |kind: &str| {
+                find(&docs, kind)
+                    .into_iter()
+                    .find(|r| {
+                        r["metadata"]["namespace"] == ns && r["metadata"]["name"] == "clinic-operator-velero"
+                    })
+                    .unwrap_or_else(|| panic!("no Velero {kind} in {ns} ({mode:?})"))
+                    .clone()
+            };
+            assert_eq!(rules(&in_ns("Role")), rules(&file("role-velero.yaml")));
+            let binding = in_ns("RoleBinding");
+            assert_eq!(binding["roleRef"]["kind"], "Role");
+            assert_eq!(binding["subjects"][0]["name"], "clinic-operator");
+        }
+        assert!(
+            !find(&docs, "ClusterRole").iter().any(|r| r["metadata"]["name"] == "clinic-operator-velero")
+        );
+    }
+    let docs = documents(&helm_template(&["--set", "policy.veleroNamespaces={*}"]).unwrap());
+    let velero =
+        find(&docs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "clinic-operator-velero");
+    assert_eq!(
+        rules(velero.expect("a Velero ClusterRole for veleroNamespaces: [*]")),
+        rules(&file("role-velero.yaml"))
+    );
+    assert!(!find(&docs, "Role").iter().any(|r| r["metadata"]["name"] == "clinic-operator-velero"));
 }
 
 #[test]

@@ -115,6 +115,9 @@ fn residency_is_compliant_only_in_regions_the_platform_approves() {
 fn policy_files_are_checked_and_the_chart_values_read_alike() {
     assert!(Policy::from_yaml("veleroNamespace: [velero]\n", "test").is_err(), "a misspelt key");
     assert!(Policy::from_yaml("deniedEgressCidrs: [10.0.0.0/33]\n", "test").is_err(), "not a CIDR");
+    assert!(Policy::from_yaml("backupDeletionDelay: a week\n", "test").is_err(), "not a duration");
+    let delay = Policy::from_yaml("backupDeletionDelay: 36h\n", "test").unwrap().backup_deletion_delay();
+    assert_eq!(delay, std::time::Duration::from_secs(36 * 3600));
     assert_eq!(Policy::from_yaml("", "test").unwrap(), Policy::default());
     let bare = Policy::from_yaml("registries: [docker.io]\n", "bare").unwrap();
     let values =

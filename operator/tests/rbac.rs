@@ -1,5 +1,5 @@
-//! The RBAC files stay consistent: every namespaced rule is granted in cluster mode too, and no
-//! file grants what the operator must never do.
+//! The RBAC files stay consistent: every namespaced rule is granted in cluster mode too, Velero's
+//! rights are never cluster-wide by default, and no file grants what the operator must never do.
 
 use std::collections::BTreeSet;
 
@@ -26,10 +26,22 @@ fn rules(file: &str) -> BTreeSet<(String, String, String)> {
 #[test]
 fn namespaced_roles_are_a_subset_of_the_cluster_role() {
     let cluster = rules("clusterrole.yaml");
-    for file in ["role-namespaced.yaml", "role-velero.yaml"] {
-        let extra: Vec<_> = rules(file).difference(&cluster).cloned().collect();
-        assert!(extra.is_empty(), "{file} grants what the ClusterRole does not: {extra:?}");
+    let extra: Vec<_> = rules("role-namespaced.yaml").difference(&cluster).cloned().collect();
+    assert!(extra.is_empty(), "role-namespaced.yaml grants what the ClusterRole does not: {extra:?}");
+}
+
+#[test]
+fn velero_rights_are_only_in_the_velero_role() {
+    let velero =
+        |file: &str| -> Vec<_> { rules(file).into_iter().filter(|(g, _, _)| g == "velero.io").collect() };
+    for file in ["clusterrole.yaml", "role-namespaced.yaml", "role-leader-election.yaml"] {
+        assert!(velero(file).is_empty(), "{file} grants Velero rights: {:?}", velero(file));
     }
+    let granted = rules("role-velero.yaml");
+    assert!(granted.iter().all(|(g, _, _)| g == "velero.io"), "role-velero.yaml grants more than Velero");
+    // Backups are never deleted by the operator: a deleted clinic's backups expire (patch).
+    assert!(!granted.iter().any(|(_, r, v)| v == "delete" && r == "backups"));
+    assert!(!granted.iter().any(|(_, r, _)| r == "deletebackuprequests"));
 }
 
 #[test]

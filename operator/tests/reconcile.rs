@@ -613,34 +613,73 @@ async fn seeded_empty() -> Caches {
 }
 
 /// Discovery that fails at deletion once read as "Velero absent": the finalizer went and the
-/// Schedule stayed, backing up a deleted clinic's data. Now the finalizer stays and the
-/// reconcile is retried.
+/// Schedule stayed, backing up a deleted clinic's data. Now the finalizer stays, the reconcile is
+/// retried, and `CleanupBlocked` (with the metric behind the alert) says why and how to let go.
 #[tokio::test]
 async fn a_discovery_error_at_deletion_keeps_the_finalizer() {
     let mut cp = clinic_platform("  {}\n");
     cp.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
     cp.metadata.finalizers = Some(vec![clinic_operator::api::FINALIZER.to_string()]);
+    let finalizer_patches = |calls: &[Call]| {
+        calls
+            .iter()
+            .filter(|c| {
+                c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon") && !c.path.contains("/status")
+            })
+            .count()
+    };
     let (client, log) = mock_api_failing(vec![], &["/apis/velero.io/v1"]);
-    let ctx = Arc::new(Context::new(client, seeded_empty().await, Arc::new(Metrics::new()), None));
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(client, seeded_empty().await, metrics.clone(), None));
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp.clone()))), ctx.clone()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let calls = log.lock().unwrap().clone();
     let error = result.expect_err("a deletion that cannot see Velero must not finish");
     assert!(error.to_string().contains("velero.io/v1"), "{error}");
-    let released =
-        calls.iter().filter(|c| c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon")).count();
-    assert_eq!(released, 0, "the finalizer was released: {calls:?}");
+    assert_eq!(finalizer_patches(&calls), 0, "the finalizer was released: {calls:?}");
+    let blocked = written_status(&calls)["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "CleanupBlocked")
+        .cloned()
+        .expect("CleanupBlocked written");
+    assert_eq!((blocked["status"].as_str(), blocked["reason"].as_str()), (Some("True"), Some("ReadFailed")));
+    assert!(blocked["message"].as_str().unwrap().contains(clinic_operator::api::ABANDON_CLEANUP_ANNOTATION));
+    assert!(
+        metrics
+            .encode()
+            .contains("clinic_operator_clinic_cleanup_blocked{namespace=\"clinic-lyon\",name=\"lyon\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+    assert!(calls.iter().any(|c| c.is("POST", "/events") && c.body["reason"] == "CleanupBlocked"));
+
+    // Still failing, but the platform team let the clinic go: the finalizer is released, with a
+    // Warning listing what is left to remove by hand.
+    let mut abandoned = cp.clone();
+    abandoned
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(clinic_operator::api::ABANDON_CLEANUP_ANNOTATION.into(), "true".into());
+    let (client, log) = mock_api_failing(vec![], &["/apis/velero.io/v1"]);
+    let ctx = Arc::new(Context::new(client, seeded_empty().await, metrics.clone(), None));
+    reconcile::reconcile(Arc::new(DeserializeGuard(Ok(abandoned))), ctx).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = log.lock().unwrap().clone();
+    assert_eq!(finalizer_patches(&calls), 1, "{calls:?}");
+    assert!(calls.iter().any(|c| c.is("POST", "/events") && c.body["reason"] == "CleanupAbandoned"));
+    assert!(!metrics.encode().contains("clinic_operator_clinic_cleanup_blocked{"));
+
     // Once discovery answers (Velero absent), the finalizer goes.
     let (client, log) = mock_api(vec![]);
     let ctx = Arc::new(Context::new(client, seeded_empty().await, Arc::new(Metrics::new()), None));
     reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let calls = log.lock().unwrap().clone();
-    assert!(
-        calls.iter().any(|c| c.method == "PATCH" && c.path.contains("/clinicplatforms/lyon")),
-        "{calls:?}"
-    );
+    assert_eq!(finalizer_patches(&calls), 1, "{calls:?}");
 }
 
 /// The OpenMRS admin password is written into the database at its first start: a deleted admin
@@ -669,4 +708,32 @@ async fn a_lost_admin_password_is_never_regenerated_over_existing_data() {
         !calls[looked..].iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
         "an admin password was generated: {calls:?}"
     );
+}
+
+/// `deletionPolicy: Delete` is not in force until the confirmation annotation names the
+/// object's uid: the status says what a deletion would do, and an event says how to confirm.
+#[tokio::test]
+async fn an_unconfirmed_delete_policy_is_reported_and_keeps_the_data() {
+    let cp = clinic_platform("  deletionPolicy: Delete\n  backup:\n    deleteWithClinic: true\n");
+    let (result, calls) = run(&cp, seeded(vec![], vec![]).await).await;
+    result.unwrap();
+    assert_eq!(written_status(&calls)["onDeletion"], json!({"data": "Retain", "backupsExpire": false}));
+    let note = calls
+        .iter()
+        .find(|c| c.is("POST", "/events") && c.body["reason"] == "DeletionNotConfirmed")
+        .map(|c| c.body["note"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no DeletionNotConfirmed event: {calls:?}"));
+    assert!(note.contains(clinic_operator::api::CONFIRM_DELETION_ANNOTATION), "{note}");
+    assert!(note.contains(cp.metadata.uid.as_deref().unwrap()), "{note}");
+
+    let mut confirmed = cp.clone();
+    confirmed
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(clinic_operator::api::CONFIRM_DELETION_ANNOTATION.into(), cp.metadata.uid.clone().unwrap());
+    let (result, calls) = run(&confirmed, seeded(vec![], vec![]).await).await;
+    result.unwrap();
+    assert_eq!(written_status(&calls)["onDeletion"], json!({"data": "Delete", "backupsExpire": true}));
+    assert!(!calls.iter().any(|c| c.is("POST", "/events") && c.body["reason"] == "DeletionNotConfirmed"));
 }

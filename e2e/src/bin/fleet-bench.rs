@@ -279,8 +279,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
-    let role = workspace_root().join("charts/clinic-operator/files/clusterrole.yaml");
-    let kubeconfig = plane.service_account_kubeconfig(&role, "clinic-system", "clinic-operator")?;
+    let kubeconfig = plane.operator_kubeconfig()?;
     let concurrency = format!("--concurrency={}", args.concurrency);
     let extra = [concurrency.as_str(), "--log-filter=info,kube=warn"];
     let mut op = OperatorProcess::start_with(bin, &kubeconfig, &dir.join("logs"), &extra)?;

@@ -17,3 +17,12 @@ pub const GROUP: &str = "clinic.audioprothese.fr";
 pub const FIELD_MANAGER: &str = "clinic-operator";
 /// Finalizer that guards clean-up of children outside the clinic namespace.
 pub const FINALIZER: &str = "clinic.audioprothese.fr/cleanup";
+/// Annotation that arms `deletionPolicy: Delete`: its value must be the ClinicPlatform's own
+/// `metadata.uid`. A uid exists only once the object does, so no manifest in a Git repository
+/// (and no copy of one for another clinic) can carry the confirmation: destroying data always
+/// takes a deliberate step on the live object.
+pub const CONFIRM_DELETION_ANNOTATION: &str = "clinic.audioprothese.fr/confirm-deletion";
+/// Annotation (value `true`) on a ClinicPlatform being deleted whose clean-up keeps failing: the
+/// finalizer is released without it, and what was left outside the namespace is named in a
+/// Warning event (the platform team removes it by hand).
+pub const ABANDON_CLEANUP_ANNOTATION: &str = "clinic.audioprothese.fr/abandon-cleanup";

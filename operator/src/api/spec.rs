@@ -75,7 +75,11 @@ pub struct ClinicPlatformSpec {
 
     /// What happens to the data when the ClinicPlatform is deleted. `Retain` (default) keeps the
     /// PersistentVolumeClaims of MariaDB and the backend and the generated credentials that open
-    /// them (a ClinicPlatform of the same name adopts them again); `Delete` removes them all.
+    /// them (a ClinicPlatform of the same name adopts them again); `Delete` removes them all, but
+    /// only once confirmed: the annotation `clinic.audioprothese.fr/confirm-deletion` must hold
+    /// this object's `metadata.uid`. Until then the clinic is kept as under `Retain`
+    /// (`status.onDeletion` says which applies now). Velero backups are never deleted with the
+    /// clinic unless `spec.backup.deleteWithClinic` asks for it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
@@ -499,6 +503,13 @@ pub struct BackupSpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.backup.upgradeGateTimeout: must be a duration such as 1h or 45m"))]
     #[schemars(length(max = 32))]
     pub upgrade_gate_timeout: String,
+
+    /// When the clinic is deleted under a confirmed `deletionPolicy: Delete`, its Velero backups
+    /// expire after the platform's delay (operator policy `backupDeletionDelay`, default 7 days)
+    /// instead of at the end of their own retention, and Velero deletes them then. Default
+    /// false: backups outlive the clinic until their retention ends. No effect under `Retain`.
+    #[serde(default)]
+    pub delete_with_clinic: bool,
 }
 
 impl Default for BackupSpec {
@@ -513,6 +524,7 @@ impl Default for BackupSpec {
             volumes: VolumeBackupMethod::default(),
             upgrade_gate: UpgradeGate::default(),
             upgrade_gate_timeout: default_gate_timeout(),
+            delete_with_clinic: false,
         }
     }
 }

@@ -11,8 +11,9 @@ pub struct ClinicPlatformStatus {
     pub observed_generation: Option<i64>,
 
     /// Conditions: Ready, Progressing, Degraded, DatabaseReady, OpenMRSReady, SecurityEnforced,
-    /// BackupReady, Compliant, MonitoringReady; each with a bounded reason and a message that says
-    /// what is wrong and what to do.
+    /// BackupReady, Compliant, MonitoringReady, and on a deleted clinic whose clean-up fails,
+    /// CleanupBlocked; each with a bounded reason and a message that says what is wrong and what
+    /// to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -33,12 +34,30 @@ pub struct ClinicPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compliance: Option<Compliance>,
 
+    /// What deleting the ClinicPlatform would do now, from its spec and the confirmation
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_deletion: Option<DeletionOutcome>,
+
     /// Objects the operator wrote outside the clinic's namespace (Velero's Schedule, a dashboard
     /// in Grafana's namespace). No owner reference can reach them, so this record is how one no
     /// longer wanted (backups disabled, a namespace changed) is found and removed, and how the
     /// finalizer removes them all. Absent until the first pass of an operator that keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outside_objects: Option<Vec<OutsideObject>>,
+}
+
+/// What a deletion of the ClinicPlatform does, as things stand.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionOutcome {
+    /// `Retain` or `Delete`: whether the volume claims and generated credentials go with the
+    /// clinic. `Delete` only when `spec.deletionPolicy` is `Delete` and the annotation
+    /// `clinic.audioprothese.fr/confirm-deletion` holds this object's `metadata.uid`.
+    pub data: super::DeletionPolicy,
+    /// Whether the clinic's Velero backups are set to expire (after the platform's delay) when it
+    /// is deleted; otherwise they live out their own retention.
+    pub backups_expire: bool,
 }
 
 /// An object outside the clinic's namespace, by kind, namespace and name.

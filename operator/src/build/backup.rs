@@ -40,13 +40,6 @@ pub fn backup_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("velero.io", "v1", "Backup"), "backups")
 }
 
-pub fn delete_request_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("velero.io", "v1", "DeleteBackupRequest"),
-        "deletebackuprequests",
-    )
-}
-
 /// Base name of the clinic's objects outside its namespace (Velero's Schedule and Backups, a
 /// dashboard in Grafana's namespace): `<namespace>-<name>` cut to 35 characters, then 8 hex
 /// digits of a hash of `<namespace>/<name>`. The hash keeps two clinics apart even when their
@@ -227,14 +220,4 @@ pub fn pre_upgrade_backup(clinic: &Clinic, target_image: &str) -> DynamicObject 
         )]));
     }
     backup
-}
-
-/// A request that Velero delete one backup (data included), for `deletionPolicy: Delete`.
-pub fn delete_request(clinic: &Clinic, backup_name: &str) -> DynamicObject {
-    object(
-        &delete_request_resource(),
-        format!("{backup_name}-delete"),
-        clinic,
-        json!({ "backupName": backup_name }),
-    )
 }

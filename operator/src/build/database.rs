@@ -215,7 +215,7 @@ fn exporter_init_volume(clinic: &Clinic) -> k8s_openapi::api::core::v1::Volume {
 
 /// What deleting the StatefulSet does to its claims: the clinic's deletion policy.
 pub(crate) fn retention(clinic: &Clinic) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
-    let when_deleted = match clinic.spec.deletion_policy {
+    let when_deleted = match clinic.deletion_policy() {
         DeletionPolicy::Retain => "Retain",
         DeletionPolicy::Delete => "Delete",
     };

@@ -65,11 +65,11 @@ pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic) -> Result<usize> {
 }
 
 /// Generated Secrets outlive a `Retain` clinic: they are the only key to the retained data. So
-/// they carry an owner reference only under `Delete`.
+/// they carry an owner reference only under a confirmed `Delete`.
 fn secret_owner_references(
     clinic: &Clinic,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    match clinic.spec.deletion_policy {
+    match clinic.deletion_policy() {
         DeletionPolicy::Delete => clinic.owner_references().unwrap_or_default(),
         DeletionPolicy::Retain => vec![],
     }
@@ -136,7 +136,7 @@ async fn adopt_secret(
     let live_owner_uids: BTreeSet<&str> =
         live.owner_references.iter().flatten().map(|o| o.uid.as_str()).collect();
     let owners_ok = owners.iter().all(|o| live_owner_uids.contains(o.uid.as_str()))
-        && (clinic.spec.deletion_policy == DeletionPolicy::Delete
+        && (clinic.deletion_policy() == DeletionPolicy::Delete
             || clinic.owner.as_ref().is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));
     if labels_ok && owners_ok {
         return Ok(());

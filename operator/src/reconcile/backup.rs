@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 
 use super::error::{Error, Problem, Result};
 use super::{Context, Notice};
-use crate::api::{ClinicPlatform, DeletionPolicy, FIELD_MANAGER, FINALIZER, UpgradeGate};
-use crate::build::backup::{self, backup_resource, delete_request_resource};
+use crate::api::{ClinicPlatform, FIELD_MANAGER, FINALIZER, UpgradeGate};
+use crate::build::backup::{self, backup_resource};
 use crate::model::{Clinic, HeldImages, parse_duration};
 
 /// How long a discovery answer about an optional API (Velero, cert-manager) is trusted.
@@ -151,7 +151,7 @@ pub fn schedule_failed(clinic: &Clinic, problem: &Problem, last_success: Option<
         // The Schedule's name is held by something else: Velero itself is fine.
         "NameClash" => format!("no backups are scheduled: {problem}"),
         _ => format!(
-            "no backups are scheduled: {problem} Backups need Velero in namespace {} (spec.backup.veleroNamespace).",
+            "no backups are scheduled: {problem} Backups need Velero in namespace {} (spec.backup.veleroNamespace), one of the platform policy's veleroNamespaces, where the chart gives the operator its Role.",
             clinic.spec.backup.velero_namespace
         ),
     };
@@ -403,45 +403,72 @@ async fn patch_finalizers(ctx: &Context, cp: &ClinicPlatform, finalizers: Vec<St
 }
 
 /// On deletion: remove what the clinic has outside its namespace (the Schedule, a dashboard
-/// elsewhere); under `Delete`, ask Velero to delete every backup of the clinic; then release the
-/// finalizer. Same-namespace children go with the garbage collector.
-pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Result<()> {
+/// elsewhere); when a confirmed `Delete` asks for it (`spec.backup.deleteWithClinic`), set the
+/// clinic's backups to expire after the platform's delay, so that Velero's own garbage
+/// collection deletes them then (and a mistake can be undone until then); release the
+/// finalizer. Same-namespace children go with the garbage collector. Returns what is worth an
+/// event.
+pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Result<Vec<Notice>> {
     // An unanswered discovery keeps the finalizer: the reconcile fails and is retried.
     let velero = ctx.velero_installed_or_error().await?;
     let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
     super::outside::remove_all(ctx, clinic, recorded, velero).await?;
-    if velero {
-        if clinic.spec.deletion_policy == DeletionPolicy::Delete {
-            let backups = list_backups(ctx, clinic)
-                .await
-                .map_err(|source| Error::Read { what: "Velero backups".into(), source })?;
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                ctx.client.clone(),
-                &clinic.spec.backup.velero_namespace,
-                &delete_request_resource(),
-            );
-            for b in &backups {
-                let request = backup::delete_request(clinic, &b.name);
-                ctx.metrics.record_write("create");
-                match api.create(&PostParams::default(), &request).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(source) => {
-                        return Err(Error::Apply {
-                            kind: "DeleteBackupRequest".into(),
-                            name: b.name.clone(),
-                            source,
-                        });
-                    }
-                }
-            }
-            if !backups.is_empty() {
-                info!(count = backups.len(), "asked Velero to delete the clinic's backups");
-            }
+    let mut notices = Vec::new();
+    if velero && clinic.backups_expire_on_deletion() {
+        let delay = ctx.policy.backup_deletion_delay();
+        let due = Timestamp::from_second(Timestamp::now().as_second().saturating_add(delay.as_secs() as i64))
+            .unwrap_or(Timestamp::MAX);
+        let expiring = expire_backups(ctx, clinic, due).await?;
+        if expiring > 0 {
+            info!(count = expiring, %due, "the clinic's backups expire");
+            notices.push(Notice::warning(
+                "BackupsExpiring",
+                format!(
+                    "deleted under a confirmed deletionPolicy Delete with spec.backup.deleteWithClinic: {expiring} Velero backups of the clinic expire at {due} and Velero deletes them then; to keep one, set a later status.expiration on it before that time (docs/backup.md#deletion)"
+                ),
+            ));
         }
-    } else {
+    } else if !velero {
         warn!("Velero not installed at deletion: no Schedule to remove");
     }
+    release_finalizer(ctx, cp).await?;
+    Ok(notices)
+}
+
+/// Lets the ClinicPlatform go: the clean-up finalizer is removed, any other kept.
+pub async fn release_finalizer(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
     let remaining: Vec<String> = cp.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     patch_finalizers(ctx, cp, remaining).await
+}
+
+/// Brings the expiration of each of the clinic's backups forward to `due` (never later than it
+/// was). Velero's Backups have no status subresource (since Velero 1.9), so a patch of the
+/// object sets it; should a later Velero add one, the status subresource is patched instead.
+async fn expire_backups(ctx: &Context, clinic: &Clinic, due: Timestamp) -> Result<usize> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &clinic.spec.backup.velero_namespace, &backup_resource());
+    let list = api
+        .list(&ListParams::default().labels(&backup::backups_selector(clinic)))
+        .await
+        .map_err(|source| Error::Read { what: "Velero backups".into(), source })?;
+    let expiration =
+        |o: &DynamicObject| o.data["status"]["expiration"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
+    let patch = json!({ "status": { "expiration": due.to_string() } });
+    let mut expiring = 0;
+    for b in &list.items {
+        expiring += 1;
+        if expiration(b).is_some_and(|t| t <= due) {
+            continue;
+        }
+        let name = b.name_any();
+        let failed = |source| Error::Apply { kind: "Backup".into(), name: name.clone(), source };
+        ctx.metrics.record_write("merge");
+        let patched =
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(failed)?;
+        if expiration(&patched) != Some(due) {
+            ctx.metrics.record_write("merge");
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(failed)?;
+        }
+    }
+    Ok(expiring)
 }

@@ -80,7 +80,7 @@ impl std::fmt::Display for Cause<'_> {
                 f.write_str(")")?;
                 match status.code {
                     403 => f.write_str(
-                        " - the operator's RBAC does not allow it; compare its ClusterRole with the chart's",
+                        " - the operator's RBAC does not allow it; compare its ClusterRole and Roles with the chart's",
                     ),
                     404 if message.starts_with("namespaces ") => {
                         f.write_str(" - the namespace does not exist")

@@ -321,8 +321,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // Same-namespace children are owned: the garbage collector removes them. What lives in
         // Velero's namespace is ours to remove before the finalizer lets the object go.
         if cp.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
-            let clinic = model::unchecked(cp);
-            backup::cleanup(ctx, cp, &clinic).await?;
+            release_deleted(ctx, cp).await?;
         }
         ctx.metrics.forget_clinic(&cp.namespace().unwrap_or_default(), &cp.name_any());
         ctx.forget_namespace(&cp.namespace().unwrap_or_default());
@@ -531,6 +530,7 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
                 .iter()
                 .any(|c| c.type_ == status::SECURITY_ENFORCED && c.reason == "PodSecurityOptOut")
         };
+        notices.extend(deletion_not_confirmed(cp, &clinic, &new_status));
         if opted_out(&new_status) && !cp.status.as_ref().is_some_and(opted_out) {
             notices.push(Notice::warning(
                 "PodSecurityNotEnforced",
@@ -551,6 +551,84 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         _ if clinic.spec.backup.enabled => Action::requeue(Duration::from_secs(300)),
         _ => Action::requeue(RESYNC),
     })
+}
+
+/// The note that a `deletionPolicy: Delete` is not in force yet, when the spec or the outcome of
+/// a deletion just changed (once, not at every pass).
+fn deletion_not_confirmed(
+    cp: &ClinicPlatform,
+    clinic: &Clinic,
+    new: &ClinicPlatformStatus,
+) -> Option<Notice> {
+    let old = cp.status.as_ref();
+    let spec_changed = old.and_then(|s| s.observed_generation) != cp.metadata.generation;
+    let outcome_changed = old.and_then(|s| s.on_deletion.as_ref()) != new.on_deletion.as_ref();
+    let unconfirmed =
+        clinic.spec.deletion_policy == crate::api::DeletionPolicy::Delete && !clinic.deletion_confirmed;
+    (unconfirmed && (spec_changed || outcome_changed)).then(|| {
+        let annotation = crate::api::CONFIRM_DELETION_ANNOTATION;
+        Notice::normal(
+            "DeletionNotConfirmed",
+            format!(
+                "spec.deletionPolicy is Delete, but deleting this ClinicPlatform keeps its volume claims and credentials (as under Retain) until annotation {annotation} holds its uid: kubectl -n {} annotate clinicplatform {} {annotation}={}",
+                clinic.namespace,
+                clinic.name,
+                cp.metadata.uid.as_deref().unwrap_or_default()
+            ),
+        )
+    })
+}
+
+/// Clean-up of a deleted clinic, then the finalizer released. A clean-up that fails keeps the
+/// finalizer and is retried with backoff; meanwhile `CleanupBlocked` says why and how to let
+/// the clinic go without it (the abandon annotation), and a metric feeds the alert.
+async fn release_deleted(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
+    let reference = cp.object_ref(&());
+    let (namespace, name) = (cp.namespace().unwrap_or_default(), cp.name_any());
+    if cp.annotations().get(crate::api::ABANDON_CLEANUP_ANNOTATION).is_some_and(|v| v == "true") {
+        let left: Vec<String> = cp
+            .status
+            .as_ref()
+            .and_then(|s| s.outside_objects.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+            .collect();
+        let left = if left.is_empty() { "nothing recorded".to_string() } else { left.join(", ") };
+        warn!(%left, "clean-up abandoned on request");
+        backup::release_finalizer(ctx, cp).await?;
+        let message = format!(
+            "clean-up abandoned ({} is true): the finalizer was released without removing what the clinic has outside its namespace; remove it by hand: {left}",
+            crate::api::ABANDON_CLEANUP_ANNOTATION
+        );
+        apply::publish(ctx, &reference, &[Notice::warning("CleanupAbandoned", message)]).await;
+        ctx.metrics.cleanup_blocked(&namespace, &name, false);
+        return Ok(());
+    }
+    let clinic = model::unchecked(cp);
+    match backup::cleanup(ctx, cp, &clinic).await {
+        Ok(notices) => {
+            ctx.metrics.cleanup_blocked(&namespace, &name, false);
+            apply::publish(ctx, &reference, &notices).await;
+            Ok(())
+        }
+        Err(error) => {
+            ctx.metrics.cleanup_blocked(&namespace, &name, true);
+            let blocked = status::cleanup_blocked(&error, cp.metadata.generation, previous_conditions(cp));
+            let mut new_status = cp.status.clone().unwrap_or_default();
+            merge_conditions(&mut new_status, vec![blocked]);
+            if status::differs(cp.status.as_ref(), &new_status) {
+                // The object may be gone already (another replica released it): the error that
+                // matters is the clean-up's.
+                if let Err(e) = write_status(ctx, cp, &new_status).await {
+                    debug!(error = %e, "CleanupBlocked not written");
+                }
+                apply::publish(ctx, &reference, &[Notice::warning("CleanupBlocked", error.to_string())])
+                    .await;
+            }
+            Err(error)
+        }
+    }
 }
 
 /// Secrets first (the workloads reference them), then every other child, then prune.

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::backup::Gate;
-use crate::api::{ClinicPlatformStatus, ComponentVersions, Condition};
+use crate::api::{ClinicPlatformStatus, ComponentVersions, Condition, DeletionOutcome};
 use crate::model::Clinic;
 
 pub const READY: &str = "Ready";
@@ -18,6 +18,8 @@ pub const SECURITY_ENFORCED: &str = "SecurityEnforced";
 pub const BACKUP_READY: &str = "BackupReady";
 pub const COMPLIANT: &str = "Compliant";
 pub const MONITORING_READY: &str = "MonitoringReady";
+/// Set only on a deleted clinic whose clean-up fails: the finalizer stays until it succeeds.
+pub const CLEANUP_BLOCKED: &str = "CleanupBlocked";
 
 /// What a workload reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +354,10 @@ pub fn compute(
             .last_success
             .map(Time)
             .or_else(|| previous.and_then(|s| s.last_backup_time.clone())),
+        on_deletion: Some(DeletionOutcome {
+            data: clinic.deletion_policy(),
+            backups_expire: clinic.backups_expire_on_deletion(),
+        }),
         outside_objects: observed.outside.clone(),
     }
 }
@@ -398,6 +404,30 @@ pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStat
         s
     };
     settled(old) == settled(new)
+}
+
+/// `CleanupBlocked` of a deleted clinic whose clean-up failed: why, and the way out that does
+/// not need the operator to succeed.
+pub fn cleanup_blocked(
+    error: &super::error::Error,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
+    let message = format!(
+        "clean-up before deletion failed: {}. The finalizer stays and clean-up is retried; to let the clinic go without it, annotate {}=true and remove what status.outsideObjects lists by hand",
+        error.to_string().trim_end_matches('.'),
+        crate::api::ABANDON_CLEANUP_ANNOTATION
+    );
+    let mut blocked = vec![Condition {
+        type_: CLEANUP_BLOCKED.into(),
+        status: "True".into(),
+        reason: error.reason().into(),
+        message,
+        last_transition_time: None,
+        observed_generation: generation,
+    }];
+    carry_transition_times(&mut blocked, previous);
+    blocked.remove(0)
 }
 
 /// Status of an object whose spec cannot even be read (wrong types in the YAML).
@@ -630,7 +660,8 @@ mod tests {
             return Err("reason is not CamelCase".into());
         }
         // A failure says what to do or what the operator does next.
-        let failing = (type_ == DEGRADED && status == "True") || (type_ == BACKUP_READY && status == "False");
+        let failing = ([DEGRADED, CLEANUP_BLOCKED].contains(&type_) && status == "True")
+            || (type_ == BACKUP_READY && status == "False");
         let next_steps = [
             "retries",
             "fix",
@@ -643,6 +674,7 @@ mod tests {
             "Remove or rename",
             "disabled",
             "false",
+            "annotate",
         ];
         if failing && !next_steps.iter().any(|n| message.contains(n)) {
             return Err("a failure without a next step".into());
@@ -751,6 +783,13 @@ mod tests {
                 seen.insert(format!("{}/{}", c.type_, c.reason));
             }
         }
+        for error in errors() {
+            let c = cleanup_blocked(&error, Some(3), &[]);
+            seen.insert(format!("{}/{}", c.type_, c.reason));
+            if let Err(why) = readable(&c.type_, &c.reason, &c.status, &c.message) {
+                problems.insert(format!("{} {} ({}): {why}: {}", c.type_, c.reason, c.status, c.message));
+            }
+        }
         assert!(
             problems.is_empty(),
             "messages not fit for a person:\n{}",
@@ -815,6 +854,8 @@ mod tests {
             "MonitoringReady/PrometheusOperatorNotInstalled",
             "MonitoringReady/Pending",
             "MonitoringReady/Monitored",
+            "CleanupBlocked/ReadFailed",
+            "CleanupBlocked/ApplyFailed",
         ];
         let missing: Vec<&&str> = expected.iter().filter(|r| !seen.contains(**r)).collect();
         assert!(missing.is_empty(), "reasons not walked: {missing:?}");
@@ -839,6 +880,7 @@ mod tests {
             BACKUP_READY,
             COMPLIANT,
             MONITORING_READY,
+            CLEANUP_BLOCKED,
         ] {
             assert!(description.contains(type_), "status.conditions does not name {type_}: {description}");
         }

@@ -12,8 +12,16 @@ use serde::de::DeserializeOwned;
 
 /// The checked model of clinic `lyon` in `clinic-lyon` with `spec` (YAML, indented by two).
 pub fn clinic(spec: &str) -> Clinic {
+    annotated_clinic("{}", spec)
+}
+
+/// The uid of the clinic [`clinic`] builds.
+pub const CLINIC_UID: &str = "6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11";
+
+/// [`clinic`] with `annotations` (a YAML flow map) on its metadata.
+pub fn annotated_clinic(annotations: &str, spec: &str) -> Clinic {
     let yaml = format!(
-        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: 6c8e6f2a-1d0b-4a8e-9a53-3f0e3b9c1a11\nspec:\n{spec}"
+        "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: lyon\n  namespace: clinic-lyon\n  uid: {CLINIC_UID}\n  annotations: {annotations}\nspec:\n{spec}"
     );
     let cp: ClinicPlatform = serde_yaml::from_str(&yaml).expect("spec parses");
     model::validate(&cp).expect("spec is valid")
@@ -64,5 +72,6 @@ pub fn exercised_metrics() -> Metrics {
     m.record_drift("Service");
     m.record_write("apply");
     m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    m.cleanup_blocked("clinic-lyon", "lyon", true);
     m
 }

@@ -1217,6 +1217,48 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
     eventually("backend upgraded to 3.9.0 with the gate skipped", Duration::from_secs(40), || {
         Ok(env.backend_image(ns, "up")?.ends_with(":3.9.0-no-demo"))
     })?;
+
+    // MariaDB passes the same gate: mariadb-upgrade rewrites the data's system tables.
+    let database_image = || -> Result<String> {
+        let sts = env.json(&["-n", ns, "get", "statefulset", "up-mariadb"])?;
+        Ok(sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+    };
+    let versions = || -> Result<Value> {
+        Ok(env.json(&["-n", ns, "get", "clinicplatform", "up"])?["status"]["versions"].clone())
+    };
+    eventually("status.versions of what runs", Duration::from_secs(40), || {
+        Ok(versions()? == json!({"openmrs": "3.9.0", "database": "10.11"}))
+    })
+    .with_context(|| format!("versions: {:?}", versions()))?;
+    env.merge_patch(
+        ns,
+        "clinicplatform",
+        "up",
+        r#"{"spec":{"backup":{"upgradeGate":"Required"},"database":{"version":"11.4"}}}"#,
+    )?;
+    let backup = gate_backup("library/mariadb:11.4")?;
+    ensure!(database_image()?.ends_with(":10.11"), "MariaDB moved before its backup: {}", database_image()?);
+    env.set_backup_phase(&backup, "Completed")?;
+    env.poke(ns, "up")?;
+    eventually("MariaDB upgraded to 11.4", Duration::from_secs(40), || {
+        Ok(database_image()?.ends_with(":11.4"))
+    })?;
+    eventually("status.versions.database 11.4", Duration::from_secs(60), || {
+        Ok(versions()?["database"] == "11.4")
+    })?;
+    // And back is refused, gate or no gate: an older MariaDB cannot read the data files.
+    env.merge_patch(
+        ns,
+        "clinicplatform",
+        "up",
+        r#"{"spec":{"backup":{"upgradeGate":"Skip"},"database":{"version":"10.11"}}}"#,
+    )?;
+    eventually("Degraded=DatabaseDowngrade", Duration::from_secs(40), || {
+        Ok(env
+            .condition(ns, "up", "Degraded")?
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "DatabaseDowngrade"))
+    })?;
+    ensure!(database_image()?.ends_with(":11.4"), "MariaDB was downgraded: {}", database_image()?);
     Ok(())
 }
 

@@ -90,12 +90,29 @@ pub struct Clinic {
     pub deletion_confirmed: bool,
 }
 
-/// The images of the running OpenMRS components, kept while an upgrade is gated.
+/// The images the workloads run now, kept while an upgrade is gated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeldImages {
     pub backend: Option<String>,
     pub frontend: Option<String>,
     pub gateway: Option<String>,
+    pub database: Option<String>,
+}
+
+/// Image path of the upstream MariaDB image (under the registry).
+pub const MARIADB_IMAGE_PATH: &str = "library/mariadb";
+/// Image path of the upstream OpenMRS backend image (under the registry).
+pub const BACKEND_IMAGE_PATH: &str = "openmrs/openmrs-reference-application-3-backend";
+
+/// The `(major, minor)` release of a MariaDB version or image (`10.11`, `10.11.9`,
+/// `mirror/mariadb:11.4-noble`); `None` when it does not say (a digest, a custom tag). MariaDB
+/// upgrades its data files across releases and cannot read them back with an older one.
+pub fn mariadb_release(version_or_image: &str) -> Option<(u32, u32)> {
+    let tag = version_or_image.rsplit_once(':').map_or(version_or_image, |(_, tag)| tag);
+    let mut parts = tag.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 impl Clinic {
@@ -179,11 +196,7 @@ impl Clinic {
         } else {
             format!("{}-no-demo", self.spec.openmrs.version)
         };
-        self.image(
-            self.spec.openmrs.backend.image.as_ref(),
-            "openmrs/openmrs-reference-application-3-backend",
-            &tag,
-        )
+        self.image(self.spec.openmrs.backend.image.as_ref(), BACKEND_IMAGE_PATH, &tag)
     }
 
     pub fn frontend_image(&self) -> String {
@@ -209,7 +222,26 @@ impl Clinic {
     }
 
     pub fn database_image(&self) -> String {
-        self.image(self.spec.database.image.as_ref(), "library/mariadb", &self.spec.database.version)
+        if let Some(held) = self.held_images.as_ref().and_then(|h| h.database.clone()) {
+            return held;
+        }
+        self.declared_database_image()
+    }
+
+    /// The MariaDB image the spec asks for (whether or not an upgrade gate holds it back).
+    pub fn declared_database_image(&self) -> String {
+        self.image(self.spec.database.image.as_ref(), MARIADB_IMAGE_PATH, &self.spec.database.version)
+    }
+
+    /// The version an image of the upstream `path` is (its tag; the backend's without
+    /// `-no-demo`), or the image itself when it is not the upstream one (an override).
+    pub fn version_in_image(&self, image: &str, path: &str) -> String {
+        let registry = self.spec.images.registry.as_deref().unwrap_or(DEFAULT_REGISTRY);
+        match image.strip_prefix(&format!("{registry}/{path}:")) {
+            Some(tag) if path == BACKEND_IMAGE_PATH => tag.trim_end_matches("-no-demo").to_string(),
+            Some(tag) => tag.to_string(),
+            None => image.to_string(),
+        }
     }
 
     /// The URL users reach: the Ingress host over HTTPS, else the in-cluster gateway.

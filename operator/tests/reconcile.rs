@@ -737,3 +737,107 @@ async fn an_unconfirmed_delete_policy_is_reported_and_keeps_the_data() {
     assert_eq!(written_status(&calls)["onDeletion"], json!({"data": "Delete", "backupsExpire": true}));
     assert!(!calls.iter().any(|c| c.is("POST", "/events") && c.body["reason"] == "DeletionNotConfirmed"));
 }
+
+fn written_condition(calls: &[Call], type_: &str) -> Value {
+    written_status(calls)["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} written"))
+}
+
+/// The MariaDB image of the StatefulSet the pass applied, if it applied one.
+fn applied_database_image(calls: &[Call]) -> Option<String> {
+    calls.iter().rev().find(|c| c.is("PATCH", "/statefulsets/lyon-mariadb")).map(|c| {
+        c.body["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string()
+    })
+}
+
+/// A new MariaDB runs `mariadb-upgrade` over the data: it passes the upgrade gate like an
+/// OpenMRS image (here without Velero, so it waits), and an older one is refused outright, even
+/// with the gate skipped, since MariaDB cannot read newer data files back.
+#[tokio::test]
+async fn a_mariadb_change_is_gated_and_a_downgrade_refused() {
+    let running = clinic_platform("  database:\n    version: '10.11'\n");
+    let live = || live_children(&running);
+    for (spec, reason) in [
+        ("  database:\n    version: '11.4'\n", "UpgradeNeedsBackup"),
+        ("  database:\n    version: '10.6'\n", "DatabaseDowngrade"),
+        ("  database:\n    version: '10.6'\n  backup:\n    upgradeGate: Skip\n", "DatabaseDowngrade"),
+    ] {
+        let cp = clinic_platform(spec);
+        let (result, calls) = run(&cp, seeded(live(), secret_metadata(&cp)).await).await;
+        let degraded = written_condition(&calls, "Degraded");
+        assert_eq!(degraded["reason"], reason, "{spec}: {degraded}");
+        assert!(result.is_ok() || reason != "UpgradeNeedsBackup", "{result:?}");
+        if let Some(image) = applied_database_image(&calls) {
+            assert_eq!(image, "docker.io/library/mariadb:10.11", "{spec}: the database image moved");
+        }
+    }
+    // The recorded version is a witness too: a status that says 11.4 ran refuses 10.11.
+    let mut cp = clinic_platform("  database:\n    version: '10.11'\n");
+    cp.status = Some(clinic_operator::api::ClinicPlatformStatus {
+        versions: Some(clinic_operator::api::ComponentVersions {
+            openmrs: None,
+            database: Some("11.4".into()),
+        }),
+        ..Default::default()
+    });
+    let (_, calls) = run(&cp, seeded(live(), secret_metadata(&cp)).await).await;
+    assert_eq!(written_condition(&calls, "Degraded")["reason"], "DatabaseDowngrade");
+    // Skipped gate, newer version: it moves.
+    let cp = clinic_platform("  database:\n    version: '11.4'\n  backup:\n    upgradeGate: Skip\n");
+    let (result, calls) = run(&cp, seeded(live(), secret_metadata(&cp)).await).await;
+    result.unwrap();
+    assert_eq!(applied_database_image(&calls).as_deref(), Some("docker.io/library/mariadb:11.4"));
+}
+
+/// `status.versions` reports what runs, not what the spec asks for.
+#[tokio::test]
+async fn versions_report_what_runs() {
+    let running = clinic_platform("  database:\n    version: '10.11'\n");
+    let cp = clinic_platform("  database:\n    version: '11.4'\n");
+    let (_, calls) = run(&cp, seeded(live_children(&running), secret_metadata(&cp)).await).await;
+    assert_eq!(written_status(&calls)["versions"], json!({"openmrs": "3.7.x", "database": "10.11"}));
+}
+
+/// An initialised database keeps the passwords it was set up with: pointing
+/// `credentialsSecretRef` at another Secret is refused, until a person says the passwords moved.
+#[tokio::test]
+async fn a_credentials_switch_over_initialised_data_is_refused() {
+    let initial = clinic_platform("  {}\n");
+    let with_record = |spec: &str, annotations: &[(&str, &str)]| {
+        let mut cp = clinic_platform(spec);
+        cp.status = Some(clinic_operator::api::ClinicPlatformStatus {
+            database_credentials_secret: Some("lyon-db-credentials".into()),
+            ..Default::default()
+        });
+        for (k, v) in annotations {
+            cp.metadata.annotations.get_or_insert_default().insert(k.to_string(), v.to_string());
+        }
+        cp
+    };
+    // The record is made while the database exists.
+    let (_, calls) = run(&initial, seeded(live_children(&initial), secret_metadata(&initial)).await).await;
+    assert_eq!(written_status(&calls)["databaseCredentialsSecret"], "lyon-db-credentials");
+
+    let switched = with_record("  database:\n    credentialsSecretRef: vault-synced\n", &[]);
+    let (result, calls) =
+        run(&switched, seeded(live_children(&initial), secret_metadata(&initial)).await).await;
+    let error = result.unwrap_err();
+    assert!(error.contains("spec.database.credentialsSecretRef"), "{error}");
+    assert!(child_writes(&calls).is_empty(), "{calls:?}");
+    let degraded = written_condition(&calls, "Degraded");
+    assert_eq!(degraded["reason"], "CredentialsSwitch");
+    assert_eq!(written_status(&calls)["databaseCredentialsSecret"], "lyon-db-credentials");
+
+    let moved = with_record(
+        "  database:\n    credentialsSecretRef: vault-synced\n",
+        &[(clinic_operator::api::CREDENTIALS_MOVED_ANNOTATION, "vault-synced")],
+    );
+    let (result, calls) = run(&moved, seeded(live_children(&initial), secret_metadata(&initial)).await).await;
+    result.unwrap();
+    assert_eq!(written_status(&calls)["databaseCredentialsSecret"], "vault-synced");
+}

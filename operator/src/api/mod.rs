@@ -26,3 +26,7 @@ pub const CONFIRM_DELETION_ANNOTATION: &str = "clinic.audioprothese.fr/confirm-d
 /// finalizer is released without it, and what was left outside the namespace is named in a
 /// Warning event (the platform team removes it by hand).
 pub const ABANDON_CLEANUP_ANNOTATION: &str = "clinic.audioprothese.fr/abandon-cleanup";
+/// Annotation naming the Secret the database credentials moved to, once a person has made it
+/// hold the passwords the database knows: without it, a `credentialsSecretRef` pointing away from
+/// the Secret an initialised database was set up with is refused (`CredentialsSwitch`).
+pub const CREDENTIALS_MOVED_ANNOTATION: &str = "clinic.audioprothese.fr/database-credentials-moved-to";

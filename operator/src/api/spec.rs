@@ -258,7 +258,9 @@ impl Default for WebComponentSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// MariaDB version (tag of the `mariadb` image). OpenMRS supports the 10.11 LTS line.
+    /// MariaDB version (tag of the `mariadb` image). OpenMRS supports the 10.11 LTS line. A
+    /// change passes the upgrade gate (`spec.backup.upgradeGate`); a release older than the one
+    /// the data last ran with (`status.versions.database`) is refused (`DatabaseDowngrade`).
     #[serde(default = "default_mariadb_version")]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("spec.database.version: must be an image tag, e.g. 10.11"))]
     #[schemars(length(max = 128))]
@@ -493,8 +495,9 @@ pub struct BackupSpec {
     #[serde(default)]
     pub volumes: VolumeBackupMethod,
 
-    /// `Required` (default): before an OpenMRS upgrade (a new version or image) the operator
-    /// takes a Velero backup and rolls nothing until it completed. `Skip` upgrades without it.
+    /// `Required` (default): before an upgrade of the OpenMRS backend or of MariaDB (a new
+    /// version or image) the operator takes a Velero backup and rolls nothing until it completed.
+    /// `Skip` upgrades without it (a MariaDB downgrade is refused either way).
     #[serde(default)]
     pub upgrade_gate: UpgradeGate,
 

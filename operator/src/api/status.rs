@@ -22,9 +22,18 @@ pub struct ClinicPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 
-    /// Versions running now.
+    /// Versions running now: each once every pod of its workload runs it (during a rollout or
+    /// while an upgrade waits, the previous one). The database's is the floor below which
+    /// `spec.database.version` is refused (MariaDB cannot be downgraded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<ComponentVersions>,
+
+    /// The Secret whose passwords the database was initialised with, recorded while the MariaDB
+    /// StatefulSet exists: a `spec.database.credentialsSecretRef` that points elsewhere is
+    /// refused (`CredentialsSwitch`) until annotation
+    /// `clinic.audioprothese.fr/database-credentials-moved-to` names the new Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_credentials_secret: Option<String>,
 
     /// Completion time of the newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]

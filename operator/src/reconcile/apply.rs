@@ -48,6 +48,31 @@ fn api_resource(object: &DynamicObject) -> Option<ApiResource> {
         .find(|ar| ar.kind == types.kind && ar.api_version == types.api_version)
 }
 
+/// Refuses a credentials source other than the one the running database was initialised with
+/// (`status.databaseCredentialsSecret`), unless annotation
+/// [`crate::api::CREDENTIALS_MOVED_ANNOTATION`] names the new one: MariaDB keeps its own copy of
+/// the passwords, and the new Secret's would not open it.
+pub fn credentials_source_unchanged(
+    ctx: &Context,
+    cp: &crate::api::ClinicPlatform,
+    clinic: &Clinic,
+) -> Result<()> {
+    let Some(from) = cp.status.as_ref().and_then(|s| s.database_credentials_secret.clone()) else {
+        return Ok(());
+    };
+    let to = clinic.db_credentials_secret();
+    let database = crate::build::database::name(clinic);
+    let initialised = ctx
+        .caches
+        .get_typed::<k8s_openapi::api::apps::v1::StatefulSet>(&clinic.namespace, &database)
+        .is_some();
+    let moved = cp.annotations().get(crate::api::CREDENTIALS_MOVED_ANNOTATION) == Some(&to);
+    if from == to || !initialised || moved {
+        return Ok(());
+    }
+    Err(Error::CredentialsSwitch { from, to })
+}
+
 /// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
 pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic) -> Result<usize> {
     let mut created = 0;

@@ -17,7 +17,7 @@ use super::error::{Error, Problem, Result};
 use super::{Context, Notice};
 use crate::api::{ClinicPlatform, FIELD_MANAGER, FINALIZER, UpgradeGate};
 use crate::build::backup::{self, backup_resource};
-use crate::model::{Clinic, HeldImages, parse_duration};
+use crate::model::{Clinic, HeldImages, mariadb_release, parse_duration};
 
 /// How long a discovery answer about an optional API (Velero, cert-manager) is trusted.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(30);
@@ -260,14 +260,18 @@ pub fn health(
     }
 }
 
-/// The images the OpenMRS workloads run now, if they exist.
-fn running_images(ctx: &Context, clinic: &Clinic) -> Option<HeldImages> {
+/// The images the workloads run now (their pod templates), if the backend exists.
+pub fn running_images(ctx: &Context, clinic: &Clinic) -> Option<HeldImages> {
     let ns = &clinic.namespace;
     let first_image = |spec: Option<k8s_openapi::api::core::v1::PodSpec>, name: &str| {
         spec.and_then(|p| p.containers.into_iter().find(|c| c.name == name)).and_then(|c| c.image)
     };
-    let backend = ctx.caches.get_typed::<StatefulSet>(ns, &crate::build::backend::name(clinic))?;
-    let backend = first_image(backend.spec.and_then(|s| s.template.spec), "openmrs")?;
+    let stateful_set = |name: String, container: &str| {
+        ctx.caches
+            .get_typed::<StatefulSet>(ns, &name)
+            .and_then(|s| first_image(s.spec.and_then(|s| s.template.spec), container))
+    };
+    let backend = stateful_set(crate::build::backend::name(clinic), "openmrs")?;
     let deployment = |name: String, container: &str| {
         ctx.caches
             .get_typed::<Deployment>(ns, &name)
@@ -277,26 +281,62 @@ fn running_images(ctx: &Context, clinic: &Clinic) -> Option<HeldImages> {
         backend: Some(backend),
         frontend: deployment(crate::build::frontend::name(clinic), "frontend"),
         gateway: deployment(crate::build::gateway::name(clinic), "gateway"),
+        database: stateful_set(crate::build::database::name(clinic), "mariadb"),
     })
 }
 
-/// Decides whether the OpenMRS images may move to what the spec asks for. While they may not,
-/// `clinic.held_images` keeps them at what runs now.
+/// A MariaDB older than the one the data was last run with: `recorded` is `status.versions`'
+/// database, the running image the other witness (for a status lost with a re-created object).
+fn database_downgrade(clinic: &Clinic, running: &HeldImages, recorded: Option<&str>) -> Option<Gate> {
+    let declared = clinic.declared_database_image();
+    let declared_release = mariadb_release(&declared)?;
+    let witnesses = [recorded.map(str::to_string), running.database.clone()];
+    let (newest, release) = witnesses
+        .into_iter()
+        .flatten()
+        .filter_map(|w| mariadb_release(&w).map(|r| (w, r)))
+        .max_by_key(|(_, r)| *r)?;
+    (declared_release < release).then(|| Gate::Blocked {
+        reason: "DatabaseDowngrade",
+        message: format!(
+            "{declared} is older than {newest}, which the data was last run with: MariaDB upgrades its data files and an older server cannot read them back, so the database stays at what runs now. Set spec.database.version back to {}.{} or later; to go back to an older MariaDB, restore a backup taken before the upgrade into a new clinic",
+            release.0, release.1
+        ),
+    })
+}
+
+/// Decides whether the images may move to what the spec asks for: a new OpenMRS backend (its
+/// first start migrates the schema) or a new MariaDB (`mariadb-upgrade` rewrites the system
+/// tables) waits for a completed pre-upgrade backup; a MariaDB downgrade is refused. While they
+/// may not move, `clinic.held_images` keeps them at what runs now.
 pub async fn upgrade_gate(
     ctx: &Context,
     clinic: &mut Clinic,
     installed: bool,
     backups: &std::result::Result<Vec<BackupRecord>, String>,
+    recorded_database: Option<&str>,
     notices: &mut Vec<Notice>,
 ) -> Result<Gate> {
     let Some(running) = running_images(ctx, clinic) else { return Ok(Gate::Open) };
-    let target = clinic.declared_backend_image();
-    if running.backend.as_deref() == Some(target.as_str())
-        || clinic.spec.backup.upgrade_gate == UpgradeGate::Skip
-    {
+    // Skipping the backup never allows a downgrade: no backup makes newer data files readable.
+    if let Some(refused) = database_downgrade(clinic, &running, recorded_database) {
+        clinic.held_images = Some(running);
+        return Ok(refused);
+    }
+    let changes: Vec<(String, String)> = [
+        (running.backend.clone(), clinic.declared_backend_image()),
+        (running.database.clone(), clinic.declared_database_image()),
+    ]
+    .into_iter()
+    .filter_map(|(from, to)| from.filter(|f| *f != to).map(|f| (f, to)))
+    .collect();
+    if changes.is_empty() || clinic.spec.backup.upgrade_gate == UpgradeGate::Skip {
         return Ok(Gate::Open);
     }
-    let from = running.backend.clone().unwrap_or_default();
+    // One backup covers every image that moves in this pass; a backend-only upgrade keeps the
+    // backup name it always had.
+    let from = changes.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(", ");
+    let target = changes.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(", ");
     clinic.held_images = Some(running);
     if !clinic.spec.backup.enabled || !installed {
         return Ok(Gate::Blocked {

@@ -43,6 +43,15 @@ pub enum Error {
     )]
     CredentialsLost { secret: String, claim: String },
 
+    /// The database credentials now come from another Secret than the one the running database
+    /// was initialised with: MariaDB keeps its own copy of the passwords, so the new Secret
+    /// would lock OpenMRS out of its data.
+    #[error(
+        "the database was initialised with the passwords of Secret {from}, but the spec now takes them from {to} (spec.database.credentialsSecretRef): MariaDB keeps its own copy, so nothing was changed. Set it back to {from}; or, once {to} holds the passwords the database knows (or they were changed in MariaDB to match), annotate {annotation}={to}",
+        annotation = crate::api::CREDENTIALS_MOVED_ANNOTATION
+    )]
+    CredentialsSwitch { from: String, to: String },
+
     /// An object outside the clinic's namespace has the name the clinic needs but is not the
     /// clinic's: it is left as it is.
     #[error(
@@ -105,6 +114,7 @@ impl Error {
             Error::Prune { .. } => "PruneFailed",
             Error::CreateSecret { .. } => "SecretCreateFailed",
             Error::CredentialsLost { .. } => "CredentialsLost",
+            Error::CredentialsSwitch { .. } => "CredentialsSwitch",
             Error::NameClash { .. } => "NameClash",
             Error::Read { .. } => "ReadFailed",
             Error::Status(_) => "StatusUpdateFailed",
@@ -114,7 +124,13 @@ impl Error {
 
     /// Whether the user must act (no point retrying fast).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::NotAllowed(_) | Error::CredentialsLost { .. })
+        matches!(
+            self,
+            Error::InvalidSpec(_)
+                | Error::NotAllowed(_)
+                | Error::CredentialsLost { .. }
+                | Error::CredentialsSwitch { .. }
+        )
     }
 }
 

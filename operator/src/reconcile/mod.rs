@@ -383,7 +383,8 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let gate = if clinic.spec.paused {
         Ok(backup::Gate::Open)
     } else {
-        backup::upgrade_gate(ctx, &mut clinic, velero, &backups, &mut notices).await
+        let recorded_database = cp.status.as_ref().and_then(|s| s.versions.as_ref()?.database.as_deref());
+        backup::upgrade_gate(ctx, &mut clinic, velero, &backups, recorded_database, &mut notices).await
     };
     // Backups change slowly: passes triggered by children's events reuse the list for up to a
     // minute, unless an upgrade waits on one.
@@ -398,6 +399,8 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     // images: everything else is still converged and drift still corrected.
     let outcome = if clinic.spec.paused {
         Ok(apply::Applied::default())
+    } else if let Err(switched) = apply::credentials_source_unchanged(ctx, cp, &clinic) {
+        Err(switched)
     } else {
         converge(ctx, &clinic, &desired, &mut notices).await
     };
@@ -689,10 +692,33 @@ fn observe_state(
             live.annotations().get(apply::DESIRED_HASH_ANNOTATION) == Some(&hash)
                 && ctx.is_verified(&key, &observe::marker(&policy_kind.kind, &live.metadata))
         });
+    let database = sts(build::database::name(clinic));
+    let backend = sts(build::backend::name(clinic));
+    // A version is reported once every pod of its workload runs it; until then, what was.
+    let previous = cp.status.as_ref().and_then(|s| s.versions.clone()).unwrap_or_default();
+    let running = backup::running_images(ctx, clinic).unwrap_or_default();
+    let rolled = |workload: &status::WorkloadState, image: Option<String>, path: &str| {
+        image.filter(|_| workload.is_ready()).map(|i| clinic.version_in_image(&i, path))
+    };
+    let versions = crate::api::ComponentVersions {
+        openmrs: rolled(&backend, running.backend, crate::model::BACKEND_IMAGE_PATH).or(previous.openmrs),
+        database: rolled(&database, running.database, crate::model::MARIADB_IMAGE_PATH).or(previous.database),
+    };
+    // Recorded while the database exists, so that a later switch is seen; a refused switch keeps
+    // the record.
+    let switch_refused = matches!(outcome, Err(crate::reconcile::error::Error::CredentialsSwitch { .. }));
+    let previous_credentials = cp.status.as_ref().and_then(|s| s.database_credentials_secret.clone());
+    let database_credentials = if database.exists && !switch_refused {
+        Some(clinic.db_credentials_secret())
+    } else {
+        previous_credentials
+    };
     status::Observed {
         generation: cp.metadata.generation,
-        database: sts(build::database::name(clinic)),
-        backend: sts(build::backend::name(clinic)),
+        database_credentials,
+        database,
+        backend,
+        versions,
         frontend: deploy(build::frontend::name(clinic)),
         gateway: deploy(build::gateway::name(clinic)),
         network_policies_enforced,

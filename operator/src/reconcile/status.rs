@@ -115,8 +115,12 @@ impl WorkloadState {
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub generation: Option<i64>,
+    /// The Secret the database was initialised with (`status.databaseCredentialsSecret`).
+    pub database_credentials: Option<String>,
     pub database: WorkloadState,
     pub backend: WorkloadState,
+    /// Versions every pod of the backend and the database runs (else the last reported).
+    pub versions: ComponentVersions,
     pub frontend: WorkloadState,
     pub gateway: WorkloadState,
     /// Network policies present and as declared.
@@ -334,21 +338,9 @@ pub fn compute(
         observed_generation: generation,
         conditions,
         url: Some(clinic.url()),
-        versions: Some(ComponentVersions {
-            openmrs: Some(
-                clinic
-                    .spec
-                    .openmrs
-                    .backend
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| clinic.spec.openmrs.version.clone()),
-            ),
-            database: Some(
-                clinic.spec.database.image.clone().unwrap_or_else(|| clinic.spec.database.version.clone()),
-            ),
-        }),
+        versions: Some(observed.versions.clone()).filter(|v| v.openmrs.is_some() || v.database.is_some()),
         compliance: Some(controls.clone()),
+        database_credentials_secret: observed.database_credentials.clone(),
         last_backup_time: observed
             .backup
             .last_success
@@ -500,6 +492,7 @@ mod tests {
                 secret: "lyon-mariadb-credentials".into(),
                 claim: "data-lyon-mariadb-0".into(),
             },
+            Error::CredentialsSwitch { from: "lyon-db-credentials".into(), to: "vault-synced".into() },
             Error::Serialize {
                 what: "Schedule clinic-lyon-lyon".into(),
                 source: serde_json::from_str::<serde_json::Value>("{").unwrap_err(),
@@ -621,8 +614,10 @@ mod tests {
         };
         Observed {
             generation: Some(3),
+            database_credentials: None,
             database,
             backend,
+            versions: ComponentVersions::default(),
             frontend,
             gateway,
             network_policies_enforced: all_controls,
@@ -807,6 +802,7 @@ mod tests {
             "Ready/PruneFailed",
             "Ready/SecretCreateFailed",
             "Ready/CredentialsLost",
+            "Ready/CredentialsSwitch",
             "Ready/ReadFailed",
             "Ready/StatusUpdateFailed",
             "Ready/SerializationFailed",
@@ -823,6 +819,7 @@ mod tests {
             "Degraded/PruneFailed",
             "Degraded/SecretCreateFailed",
             "Degraded/CredentialsLost",
+            "Degraded/CredentialsSwitch",
             "Degraded/ReadFailed",
             "Degraded/StatusUpdateFailed",
             "Degraded/SerializationFailed",

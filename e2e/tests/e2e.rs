@@ -788,8 +788,11 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
 /// A hostile tenant tries, through its own ClinicPlatform, to reach another clinic or the
 /// cluster. Its victim lives in `e2e-hostile-lyon` as `main`; the tenant picks the look-alike
 /// `e2e-hostile`/`lyon-main` (both once gave one Velero Schedule name). Every try is refused
-/// or contained, and nothing of the victim changes: the resourceVersion of each of its objects
-/// (its namespace's children, its Schedule and its dashboard outside) is the same afterwards.
+/// or contained, and nothing of the victim changes: each of its objects (its namespace's
+/// children, its Schedule and its dashboard outside) keeps what the operator wrote of it (its
+/// field manager's managedFields entry, with the time of the last write), its labels and its
+/// annotations. (Its resourceVersion moves with every status the cluster's own controllers
+/// write, so it cannot be the measure over a scenario that lasts.)
 fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
     let (victim_ns, attacker_ns) = ("e2e-hostile-lyon", "e2e-hostile");
     env.namespace(victim_ns)?;
@@ -819,11 +822,12 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
                     .is_ok()
         }))
     })?;
-    // Everything of the victim, with its resourceVersion.
+    // Everything of the victim, with what says whether it was changed.
     let snapshot = || -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
         let kinds = "statefulsets,deployments,services,configmaps,secrets,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets";
-        let mut lists = vec![env.json(&["-n", victim_ns, "get", kinds, "-o", "json"])?];
+        let mut lists =
+            vec![env.json(&["-n", victim_ns, "get", kinds, "-o", "json", "--show-managed-fields"])?];
         lists.push(env.json(&[
             "-n",
             "velero",
@@ -832,6 +836,7 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
             &outside(victim_ns, "main"),
             "-o",
             "json",
+            "--show-managed-fields",
         ])?);
         lists.push(env.json(&[
             "-n",
@@ -841,17 +846,34 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
             &format!("{}-dashboard", outside(victim_ns, "main")),
             "-o",
             "json",
+            "--show-managed-fields",
         ])?);
-        lists.push(env.json(&["get", "namespace", victim_ns, "-o", "json"])?);
+        lists.push(env.json(&["get", "namespace", victim_ns, "-o", "json", "--show-managed-fields"])?);
         for list in lists {
             let items = list["items"].as_array().cloned().unwrap_or_else(|| vec![list.clone()]);
             for item in items {
+                // Controllers keep writing the victim's objects on their own (workload and
+                // autoscaler status, the autoscaler's replicas), each time with a new
+                // resourceVersion. What the operator wrote is its managedFields entry (fields and
+                // time), with the labels and annotations: those must not move.
+                let meta = &item["metadata"];
+                let operator_fields: Vec<&Value> = meta["managedFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m["manager"] == clinic_operator::api::FIELD_MANAGER)
+                    .collect();
+                // Objects the operator never wrote (kube-root-ca.crt) have no status either.
+                let version = if operator_fields.is_empty() {
+                    format!("resourceVersion {}", meta["resourceVersion"])
+                } else {
+                    format!("{operator_fields:?} {} {}", meta["labels"], meta["annotations"])
+                };
                 out.insert(format!(
-                    "{} {}/{} {}",
+                    "{} {}/{} {version}",
                     item["kind"].as_str().unwrap_or(""),
-                    item["metadata"]["namespace"].as_str().unwrap_or(""),
-                    item["metadata"]["name"].as_str().unwrap_or(""),
-                    item["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                    meta["namespace"].as_str().unwrap_or(""),
+                    meta["name"].as_str().unwrap_or(""),
                 ));
             }
         }
@@ -923,8 +945,27 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
             && env.condition(attacker_ns, "lyon-main", "Degraded")?.is_some_and(|c| c["status"] == "False"))
     })?;
     contained += 1;
-    // Delete everything of its own with deletionPolicy Delete: the victim keeps all of its.
+    // An accidental (or copied) Delete: deletionPolicy Delete confirmed with the victim's uid is
+    // no confirmation, so the tenant's own data outlives the deletion; the victim keeps all of its.
     env.clinic(attacker_ns, "lyon-main", "  deletionPolicy: Delete\n")?;
+    let victim_uid = env.json(&["-n", victim_ns, "get", "clinicplatform", "main"])?["metadata"]["uid"]
+        .as_str()
+        .context("no uid")?
+        .to_string();
+    env.kubectl(&[
+        "-n",
+        attacker_ns,
+        "annotate",
+        "clinicplatform",
+        "lyon-main",
+        &format!("{}={victim_uid}", clinic_operator::api::CONFIRM_DELETION_ANNOTATION),
+        "--overwrite",
+    ])?;
+    let claims = || -> Result<usize> {
+        let pvcs = env.json(&["-n", attacker_ns, "get", "pvc", "-l", &format!("{INSTANCE}=lyon-main")])?;
+        Ok(pvcs["items"].as_array().map_or(0, Vec::len))
+    };
+    eventually("the tenant's volume claims", Duration::from_secs(60), || Ok(claims()? == 2))?;
     env.kubectl(&[
         "-n",
         attacker_ns,
@@ -939,6 +980,16 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
             .is_err(),
         "the tenant's own Schedule outlived it"
     );
+    // The claims would go with their StatefulSets (whenDeleted: Delete): wait until those are.
+    eventually("the tenant's workloads collected", Duration::from_secs(120), || {
+        let left =
+            env.json(&["-n", attacker_ns, "get", "statefulsets", "-l", &format!("{INSTANCE}=lyon-main")])?;
+        Ok(left["items"].as_array().is_some_and(Vec::is_empty))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(claims()? == 2, "an unconfirmed Delete removed the tenant's volume claims");
+    env.kubectl(&["-n", attacker_ns, "get", "secret", "lyon-main-db-credentials"])
+        .context("an unconfirmed Delete removed the tenant's database credentials")?;
     contained += 1;
 
     let after = snapshot()?;

@@ -1056,6 +1056,18 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         "a privileged container passed"
     );
     refused += 1;
+    // Everything else it writes: never in the system namespaces or its own.
+    for yaml in [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns-guard, namespace: kube-system}\ndata: {Corefile: '.:53 { forward . 203.0.113.1 }'}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: guard, namespace: kube-system}\nspec: {ports: [{port: 53}]}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: guard, namespace: clinic-system}\nstringData: {token: x}\n",
+    ] {
+        ensure!(
+            as_operator(yaml).is_err_and(|e| e.contains("never writes in system namespaces")),
+            "the operator's account could write {yaml}"
+        );
+        refused += 1;
+    }
     // Secrets: labels may change (adoption), data never.
     let patch = |body: &str| {
         env.plane.kubectl_as(

@@ -481,11 +481,7 @@ fn spec_invalid_beyond_schema_degrades_without_writes(env: &Env) -> Result<()> {
         "bad",
         "  openmrs:\n    backend:\n      resources:\n        requests: {cpu: \"8\", memory: 2Gi}\n        limits: {cpu: \"4\", memory: 4Gi}\n",
     )?;
-    eventually("Degraded=True with InvalidSpec", Duration::from_secs(60), || {
-        Ok(env
-            .condition(ns, "bad", "Degraded")?
-            .is_some_and(|c| c["status"] == "True" && c["reason"] == "InvalidSpec"))
-    })?;
+    env.wait_condition(ns, "bad", ("Degraded", "True", "InvalidSpec"), Duration::from_secs(60))?;
     let degraded = env.condition(ns, "bad", "Degraded")?.context("no Degraded")?;
     ensure!(
         degraded["message"]
@@ -1258,11 +1254,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
     let backup = gate_backup("3.9.0-no-demo")?;
     env.set_backup_phase(&backup, "Failed")?;
     env.poke(ns, "up")?;
-    eventually("Degraded=UpgradeBackupFailed", Duration::from_secs(40), || {
-        Ok(env
-            .condition(ns, "up", "Degraded")?
-            .is_some_and(|c| c["status"] == "True" && c["reason"] == "UpgradeBackupFailed"))
-    })?;
+    env.wait_condition(ns, "up", ("Degraded", "True", "UpgradeBackupFailed"), Duration::from_secs(40))?;
     ensure!(env.backend_image(ns, "up")?.ends_with(":3.8.0-no-demo"), "upgraded despite a failed backup");
     eventually("Warning event UpgradeBackupFailed", Duration::from_secs(20), || {
         let events = env.json(&[
@@ -1316,11 +1308,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
         "up",
         r#"{"spec":{"backup":{"upgradeGate":"Skip"},"database":{"version":"10.11"}}}"#,
     )?;
-    eventually("Degraded=DatabaseDowngrade", Duration::from_secs(40), || {
-        Ok(env
-            .condition(ns, "up", "Degraded")?
-            .is_some_and(|c| c["status"] == "True" && c["reason"] == "DatabaseDowngrade"))
-    })?;
+    env.wait_condition(ns, "up", ("Degraded", "True", "DatabaseDowngrade"), Duration::from_secs(40))?;
     ensure!(database_image()?.ends_with(":11.4"), "MariaDB was downgraded: {}", database_image()?);
     Ok(())
 }
@@ -1640,11 +1628,7 @@ fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()>
     env.namespace(ns)?;
     env.clinic(ns, "nw", "  backup:\n    veleroNamespace: velero-does-not-exist\n")?;
     env.wait_ready(ns, "nw", wait())?;
-    eventually("BackupReady=ScheduleFailed", Duration::from_secs(30), || {
-        Ok(env
-            .condition(ns, "nw", "BackupReady")?
-            .is_some_and(|c| c["status"] == "False" && c["reason"] == "ScheduleFailed"))
-    })?;
+    env.wait_condition(ns, "nw", ("BackupReady", "False", "ScheduleFailed"), Duration::from_secs(30))?;
     // For a person: the object, the cause in the API server's words, the field to look at.
     let backup = env.condition(ns, "nw", "BackupReady")?.context("no BackupReady")?;
     let message = backup["message"].as_str().unwrap_or_default();

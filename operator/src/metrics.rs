@@ -144,14 +144,11 @@ impl Metrics {
         }
     }
 
-    /// Whether a deleted clinic's clean-up is failing (the series exists only while it does).
-    pub fn cleanup_blocked(&self, namespace: &str, name: &str, blocked: bool) {
+    /// Marks a deleted clinic whose clean-up fails; the series goes with [`Self::forget_clinic`]
+    /// once the clinic is released.
+    pub fn cleanup_blocked(&self, namespace: &str, name: &str) {
         let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
-        if blocked {
-            self.cleanup_blocked.get_or_create(&label).set(1);
-        } else {
-            self.cleanup_blocked.remove(&label);
-        }
+        self.cleanup_blocked.get_or_create(&label).set(1);
     }
 
     /// Forgets a deleted clinic.

@@ -255,6 +255,16 @@ fn written_status(calls: &[Call]) -> Value {
     calls.iter().find(|c| c.is("PATCH", "/status")).expect("a status write").body["status"].clone()
 }
 
+fn written_condition(calls: &[Call], type_: &str) -> Value {
+    written_status(calls)["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} written"))
+}
+
 #[tokio::test]
 async fn create_from_nothing() {
     let cp = clinic_platform("  {}\n");
@@ -598,14 +608,7 @@ async fn an_opted_out_clinic_never_removes_the_pod_security_labels() {
     let (result, calls) = run_with(&cp, &ctx, &log).await;
     assert!(result.unwrap_err().contains("spec.security.enforcePodSecurity"));
     assert!(child_writes(&calls).is_empty(), "{calls:?}");
-    let degraded = written_status(&calls)["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .cloned()
-        .unwrap();
-    assert_eq!(degraded["reason"], "NotAllowed");
+    assert_eq!(written_condition(&calls, "Degraded")["reason"], "NotAllowed");
 }
 
 async fn seeded_empty() -> Caches {
@@ -638,13 +641,7 @@ async fn a_discovery_error_at_deletion_keeps_the_finalizer() {
     let error = result.expect_err("a deletion that cannot see Velero must not finish");
     assert!(error.to_string().contains("velero.io/v1"), "{error}");
     assert_eq!(finalizer_patches(&calls), 0, "the finalizer was released: {calls:?}");
-    let blocked = written_status(&calls)["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "CleanupBlocked")
-        .cloned()
-        .expect("CleanupBlocked written");
+    let blocked = written_condition(&calls, "CleanupBlocked");
     assert_eq!((blocked["status"].as_str(), blocked["reason"].as_str()), (Some("True"), Some("ReadFailed")));
     assert!(blocked["message"].as_str().unwrap().contains(clinic_operator::api::ABANDON_CLEANUP_ANNOTATION));
     assert!(
@@ -736,16 +733,6 @@ async fn an_unconfirmed_delete_policy_is_reported_and_keeps_the_data() {
     result.unwrap();
     assert_eq!(written_status(&calls)["onDeletion"], json!({"data": "Delete", "backupsExpire": true}));
     assert!(!calls.iter().any(|c| c.is("POST", "/events") && c.body["reason"] == "DeletionNotConfirmed"));
-}
-
-fn written_condition(calls: &[Call], type_: &str) -> Value {
-    written_status(calls)["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {type_} written"))
 }
 
 /// The MariaDB image of the StatefulSet the pass applied, if it applied one.

@@ -112,6 +112,21 @@ impl Env {
             .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned()))
     }
 
+    /// Waits until condition `type_` of the clinic has `status` and `reason`.
+    pub fn wait_condition(
+        &self,
+        namespace: &str,
+        name: &str,
+        (type_, status, reason): (&str, &str, &str),
+        timeout: Duration,
+    ) -> Result<()> {
+        eventually(&format!("{type_}={status} with {reason}"), timeout, || {
+            Ok(self
+                .condition(namespace, name, type_)?
+                .is_some_and(|c| c["status"] == status && c["reason"] == reason))
+        })
+    }
+
     /// Names of the children of `name` of the kinds the operator makes, as `Kind/name`.
     pub fn children(&self, namespace: &str, name: &str) -> Result<BTreeSet<String>> {
         let list = self.json(&[

@@ -464,7 +464,7 @@ pub async fn cleanup(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Res
             notices.push(Notice::warning(
                 "BackupsExpiring",
                 format!(
-                    "deleted under a confirmed deletionPolicy Delete with spec.backup.deleteWithClinic: {expiring} Velero backups of the clinic expire at {due} and Velero deletes them then; to keep one, set a later status.expiration on it before that time (docs/backup.md#deletion)"
+                    "deleted under a confirmed deletionPolicy Delete with spec.backup.deleteWithClinic: {expiring} Velero backups of the clinic expire by {due} and Velero deletes them then; to keep one, set a later status.expiration on it before that time (docs/backup.md#deletion)"
                 ),
             ));
         }

@@ -584,10 +584,10 @@ fn deletion_not_confirmed(
 
 /// Clean-up of a deleted clinic, then the finalizer released. A clean-up that fails keeps the
 /// finalizer and is retried with backoff; meanwhile `CleanupBlocked` says why and how to let
-/// the clinic go without it (the abandon annotation), and a metric feeds the alert.
+/// the clinic go without it (the abandon annotation), and a metric feeds the alert (its series
+/// goes with `forget_clinic` once the clinic is released).
 async fn release_deleted(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
     let reference = cp.object_ref(&());
-    let (namespace, name) = (cp.namespace().unwrap_or_default(), cp.name_any());
     if cp.annotations().get(crate::api::ABANDON_CLEANUP_ANNOTATION).is_some_and(|v| v == "true") {
         let left: Vec<String> = cp
             .status
@@ -595,7 +595,7 @@ async fn release_deleted(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
             .and_then(|s| s.outside_objects.as_ref())
             .into_iter()
             .flatten()
-            .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+            .map(outside::describe)
             .collect();
         let left = if left.is_empty() { "nothing recorded".to_string() } else { left.join(", ") };
         warn!(%left, "clean-up abandoned on request");
@@ -605,18 +605,16 @@ async fn release_deleted(ctx: &Context, cp: &ClinicPlatform) -> Result<()> {
             crate::api::ABANDON_CLEANUP_ANNOTATION
         );
         apply::publish(ctx, &reference, &[Notice::warning("CleanupAbandoned", message)]).await;
-        ctx.metrics.cleanup_blocked(&namespace, &name, false);
         return Ok(());
     }
     let clinic = model::unchecked(cp);
     match backup::cleanup(ctx, cp, &clinic).await {
         Ok(notices) => {
-            ctx.metrics.cleanup_blocked(&namespace, &name, false);
             apply::publish(ctx, &reference, &notices).await;
             Ok(())
         }
         Err(error) => {
-            ctx.metrics.cleanup_blocked(&namespace, &name, true);
+            ctx.metrics.cleanup_blocked(&cp.namespace().unwrap_or_default(), &cp.name_any());
             let blocked = status::cleanup_blocked(&error, cp.metadata.generation, previous_conditions(cp));
             let mut new_status = cp.status.clone().unwrap_or_default();
             merge_conditions(&mut new_status, vec![blocked]);

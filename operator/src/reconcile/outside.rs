@@ -54,7 +54,7 @@ fn resource_of(kind: &str) -> ApiResource {
     }
 }
 
-fn describe(object: &OutsideObject) -> String {
+pub(crate) fn describe(object: &OutsideObject) -> String {
     format!("{} {}/{}", object.kind, object.namespace, object.name)
 }
 

@@ -72,6 +72,6 @@ pub fn exercised_metrics() -> Metrics {
     m.record_drift("Service");
     m.record_write("apply");
     m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
-    m.cleanup_blocked("clinic-lyon", "lyon", true);
+    m.cleanup_blocked("clinic-lyon", "lyon");
     m
 }

@@ -575,7 +575,7 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
             "velero",
             "get",
             "schedules.velero.io",
-            &clinic_operator::build::backup::outside_name(ns, clinic),
+            &clinic_operator::desired::backup::outside_name(ns, clinic),
         ])?;
         env.velero_backup(ns, clinic, &format!("{ns}-{clinic}-20261121020000"), "Completed", 2)?;
     }
@@ -609,7 +609,7 @@ fn deletion_leaves_no_orphans(env: &Env) -> Result<()> {
                 "velero",
                 "get",
                 "schedules.velero.io",
-                &clinic_operator::build::backup::outside_name(ns, clinic)
+                &clinic_operator::desired::backup::outside_name(ns, clinic)
             ])
             .is_err(),
             "Schedule of {clinic} left behind"
@@ -799,7 +799,7 @@ fn hostile_tenant_cannot_touch_another_clinic(env: &Env) -> Result<()> {
     env.clinic(attacker_ns, "lyon-main", dashboard_in_grafana)?;
     env.wait_ready(victim_ns, "main", wait())?;
     env.wait_ready(attacker_ns, "lyon-main", wait())?;
-    let outside = |ns: &str, name: &str| clinic_operator::build::backup::outside_name(ns, name);
+    let outside = |ns: &str, name: &str| clinic_operator::desired::backup::outside_name(ns, name);
     ensure!(
         outside(victim_ns, "main") != outside(attacker_ns, "lyon-main"),
         "look-alike clinics share a name"
@@ -1158,7 +1158,7 @@ fn backup_schedule_and_health(env: &Env) -> Result<()> {
         "velero",
         "get",
         "schedules.velero.io",
-        &clinic_operator::build::backup::outside_name(ns, "bk"),
+        &clinic_operator::desired::backup::outside_name(ns, "bk"),
     ])?;
     ensure!(schedule["spec"]["schedule"] == "15 3 * * *", "schedule: {}", schedule["spec"]);
     ensure!(schedule["spec"]["template"]["includedNamespaces"][0] == ns);
@@ -1696,12 +1696,13 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     ensure!(from_monitoring, "{}", policy["spec"]);
 
     // The dashboard went to Grafana's namespace, with the sidecar label.
-    let outside_dashboard = format!("{}-dashboard", clinic_operator::build::backup::outside_name(ns, "mon"));
+    let outside_dashboard =
+        format!("{}-dashboard", clinic_operator::desired::backup::outside_name(ns, "mon"));
     let dashboard = env.json(&["-n", "grafana", "get", "configmap", &outside_dashboard])?;
     ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1", "{}", dashboard["metadata"]);
 
     // A deleted PrometheusRule is put back: it is not watched, so at the next check (a change to
-    // the ClinicPlatform, as here, or within EXTERNAL_RECHECK).
+    // the ClinicPlatform, as here, or within UNCACHED_RECHECK).
     env.kubectl(&["-n", ns, "delete", "prometheusrules.monitoring.coreos.com", "mon-alerts"])?;
     let deleted = Instant::now();
     eventually("PrometheusRule put back", Duration::from_secs(30), || {
@@ -1787,7 +1788,7 @@ fn every_example_is_applied_and_converges(env: &Env) -> Result<()> {
     }
     // The production dashboard went to Grafana's namespace; its pods are pinned to fr-par.
     let dashboard =
-        format!("{}-dashboard", clinic_operator::build::backup::outside_name("clinic-lyon", "lyon"));
+        format!("{}-dashboard", clinic_operator::desired::backup::outside_name("clinic-lyon", "lyon"));
     env.kubectl(&["-n", "monitoring", "get", "configmap", &dashboard])?;
     let pod = env.json(&["-n", "clinic-lyon", "get", "pod", "lyon-mariadb-0"])?;
     ensure!(
@@ -2103,7 +2104,7 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
                 "velero",
                 "get",
                 "schedules.velero.io",
-                &clinic_operator::build::backup::outside_name("late", "late"),
+                &clinic_operator::desired::backup::outside_name("late", "late"),
             ])
             .is_ok()
             && plane

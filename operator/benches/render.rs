@@ -19,7 +19,7 @@ fn fleet(n: usize) -> String {
 /// (CEL and the checks beyond it), build, serialise.
 fn breakdown() {
     use clinic_operator::api::{ClinicPlatform, schema};
-    use clinic_operator::build::{self, SecretValues};
+    use clinic_operator::desired::{self, SecretValues};
     use clinic_operator::model;
     let input = fleet(1000);
     let t = Instant::now();
@@ -37,7 +37,8 @@ fn breakdown() {
     let models: Vec<_> = clinics.iter().map(|c| model::validate(c).expect("valid")).collect();
     let validate = t.elapsed();
     let t = Instant::now();
-    let objects: Vec<_> = models.iter().flat_map(|m| build::desired(m, &SecretValues::Placeholder)).collect();
+    let objects: Vec<_> =
+        models.iter().flat_map(|m| desired::objects(m, &SecretValues::Placeholder)).collect();
     let build_time = t.elapsed();
     let t = Instant::now();
     let mut bytes = 0;

@@ -173,7 +173,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().map(Some).collect()
     };
     let controllers: Vec<_> =
-        scopes.into_iter().map(|scope| (scope, reconcile::observe::Caches::new())).collect();
+        scopes.into_iter().map(|scope| (scope, reconcile::caches::Caches::new())).collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -194,32 +194,15 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     ));
 
     // Leader election: wait for the Lease before watching anything.
-    let mut leadership = None;
-    if args.leader_election {
-        let identity =
-            args.pod_name.clone().unwrap_or_else(|| format!("clinic-operator-{}", std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "clinic-operator")
-            .with_namespace(&args.leader_election_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .with_field_manager("clinic-operator-leader-election")
-            .build()
-            .await
-            .context("leader election")?;
-        let (mut channel, task) = manager.watch().await;
-        tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead");
-        let mut stop = stop_rx.clone();
-        while !*channel.borrow_and_update() {
-            tokio::select! {
-                changed = channel.changed() => changed.context("leader election stopped")?,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-            }
+    let leadership = if args.leader_election {
+        match wait_to_lead(&client, &args, stop_rx.clone()).await? {
+            Some(leadership) => Some(leadership),
+            None => return Ok(()),
         }
-        tracing::info!(%identity, "leading");
-        leading.store(true, std::sync::atomic::Ordering::Release);
-        leadership = Some((channel, task));
-    }
+    } else {
+        None
+    };
+    leading.store(true, std::sync::atomic::Ordering::Release);
 
     let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
         let config = reconcile::RunConfig {
@@ -235,28 +218,69 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         None => {
             controllers.await;
         }
-        Some((mut channel, task)) => {
-            let lost = async {
-                loop {
-                    if channel.changed().await.is_err() || !*channel.borrow_and_update() {
-                        break;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = controllers => {
-                    // Shutting down: closing the channel releases the Lease for the next replica.
-                    drop(channel);
-                    let _ = task.await;
-                }
-                _ = lost => anyhow::bail!("lost the leader-election Lease: exiting so that this replica restarts as a standby"),
-            }
-        }
+        Some(leadership) => run_while_leading(controllers, leadership).await?,
     }
     match server.await {
         Ok(result) => result.context("metrics server")?,
         Err(e) => anyhow::bail!("metrics server task: {e}"),
     }
+    Ok(())
+}
+
+/// The Lease this replica holds, and the task that renews it.
+type Leadership = (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+);
+
+/// Waits until this replica holds the leader-election Lease; `None` if asked to stop first.
+async fn wait_to_lead(
+    client: &kube::Client,
+    args: &RunArgs,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Leadership>> {
+    let identity = args.pod_name.clone().unwrap_or_else(|| format!("clinic-operator-{}", std::process::id()));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "clinic-operator")
+        .with_namespace(&args.leader_election_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager("clinic-operator-leader-election")
+        .build()
+        .await
+        .context("leader election")?;
+    let (mut channel, task) = manager.watch().await;
+    tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead");
+    while !*channel.borrow_and_update() {
+        tokio::select! {
+            changed = channel.changed() => changed.context("leader election stopped")?,
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+    }
+    tracing::info!(%identity, "leading");
+    Ok(Some((channel, task)))
+}
+
+/// Runs the controllers as long as the Lease is held; losing it is an error (the replica
+/// restarts as a standby rather than reconcile beside a new leader).
+async fn run_while_leading(
+    controllers: impl Future<Output = Vec<()>>,
+    (mut channel, task): Leadership,
+) -> anyhow::Result<()> {
+    let lost = async {
+        loop {
+            if channel.changed().await.is_err() || !*channel.borrow_and_update() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = lost => anyhow::bail!("lost the leader-election Lease: exiting so that this replica restarts as a standby"),
+    }
+    // Shutting down: closing the channel releases the Lease for the next replica.
+    drop(channel);
+    let _ = task.await;
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
+use crate::reconcile::memory::ClinicKey;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
@@ -51,7 +53,7 @@ pub struct Metrics {
     last_backup: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     cleanup_blocked: Family<ClinicLabel, Gauge>,
     /// Ready state per clinic, to count clinics by state.
-    ready: Mutex<HashMap<(String, String), bool>>,
+    ready: Mutex<HashMap<ClinicKey, bool>>,
 }
 
 impl Default for Metrics {
@@ -161,7 +163,7 @@ impl Metrics {
         self.cleanup_blocked.remove(&label);
     }
 
-    fn publish_ready_counts(&self, states: &HashMap<(String, String), bool>) {
+    fn publish_ready_counts(&self, states: &HashMap<ClinicKey, bool>) {
         let ready = states.values().filter(|r| **r).count() as i64;
         self.clinics.get_or_create(&ReadyLabel { ready: "true".into() }).set(ready);
         self.clinics.get_or_create(&ReadyLabel { ready: "false".into() }).set(states.len() as i64 - ready);

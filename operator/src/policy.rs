@@ -160,124 +160,128 @@ impl Policy {
 
     /// Refuses the first field of the clinic's spec that points outside the policy.
     pub fn check(&self, clinic: &Clinic) -> Result<(), InvalidSpec> {
-        let spec = &clinic.spec;
-        let refuse = |field: &str, value: &str, allowed: &[String], what: &str| {
-            Err(InvalidSpec {
-                field: field.into(),
+        if let Some(refused) = self.requests(clinic).into_iter().find(|r| !r.allowed()) {
+            return Err(InvalidSpec {
+                field: refused.field,
                 message: format!(
-                    "{value:?} (its {what}: {}); pick one of those or ask the platform team",
-                    listed(allowed)
+                    "{:?} (its {}: {}); pick one of those or ask the platform team",
+                    refused.shown,
+                    refused.list,
+                    listed(refused.allowed)
                 ),
-            })
-        };
-        if !allows(&self.velero_namespaces, &spec.backup.velero_namespace) {
-            return refuse(
-                "spec.backup.veleroNamespace",
-                &spec.backup.velero_namespace,
-                &self.velero_namespaces,
-                "veleroNamespaces",
-            );
+            });
         }
-        if let Some(location) = &spec.backup.storage_location
-            && !allows(&self.backup_storage_locations, location)
-        {
-            return refuse(
-                "spec.backup.storageLocation",
-                location,
-                &self.backup_storage_locations,
-                "backupStorageLocations",
-            );
-        }
-        if let Some(namespace) = &spec.monitoring.dashboard.namespace
-            && *namespace != clinic.namespace
-            && !allows(&self.dashboard_namespaces, namespace)
-        {
-            return refuse(
-                "spec.monitoring.dashboard.namespace",
-                namespace,
-                &self.dashboard_namespaces,
-                "dashboardNamespaces",
-            );
-        }
-        let prometheus = &spec.monitoring.prometheus_namespace;
-        if !allows(&self.prometheus_namespaces, prometheus) {
-            return refuse(
-                "spec.monitoring.prometheusNamespace",
-                prometheus,
-                &self.prometheus_namespaces,
-                "prometheusNamespaces",
-            );
-        }
-        if let Some(ingress) = &spec.ingress {
-            if !allows(&self.ingress_controller_namespaces, &ingress.controller_namespace) {
-                return refuse(
-                    "spec.ingress.controllerNamespace",
-                    &ingress.controller_namespace,
-                    &self.ingress_controller_namespaces,
-                    "ingressControllerNamespaces",
-                );
-            }
-            if !self.ingress_hosts.iter().any(|pattern| host_matches(pattern, &ingress.host)) {
-                return refuse("spec.ingress.host", &ingress.host, &self.ingress_hosts, "ingressHosts");
-            }
-            if let Some(issuer) = &ingress.tls.issuer_ref
-                && issuer.kind == IssuerKind::ClusterIssuer
-                && !allows(&self.cluster_issuers, &issuer.name)
-            {
-                return refuse(
-                    "spec.ingress.tls.issuerRef.name",
-                    &issuer.name,
-                    &self.cluster_issuers,
-                    "clusterIssuers",
-                );
-            }
-        }
-        for (field, shown, image) in images(spec) {
-            if !self.registries.iter().any(|allowed| from_registry(allowed, &image)) {
-                return refuse(field, &shown, &self.registries, "registries");
-            }
-        }
-        if let Some(residency) = &spec.residency {
-            for (i, region) in residency.regions.iter().enumerate() {
-                if !self.residency_regions.is_empty() && !allows(&self.residency_regions, region) {
-                    return refuse(
-                        &format!("spec.residency.regions[{i}]"),
-                        region,
-                        &self.residency_regions,
-                        "residencyRegions",
-                    );
-                }
-            }
-            for (i, zone) in residency.zones.iter().enumerate() {
-                if !self.residency_zones.is_empty() && !allows(&self.residency_zones, zone) {
-                    return refuse(
-                        &format!("spec.residency.zones[{i}]"),
-                        zone,
-                        &self.residency_zones,
-                        "residencyZones",
-                    );
-                }
-            }
-        }
-        for (i, rule) in spec.security.extra_egress.iter().enumerate() {
-            let Ok(wanted) = rule.cidr.parse::<IpNet>() else { continue };
-            for denied in self.denied_egress_cidrs.iter().filter_map(|d| d.parse::<IpNet>().ok()) {
-                if overlaps(&wanted, &denied) {
-                    return Err(InvalidSpec {
-                        field: format!("spec.security.extraEgress[{i}].cidr"),
-                        message: format!(
-                            "{:?}, which overlaps {denied} of its deniedEgressCidrs (the cluster's own networks)",
-                            rule.cidr
-                        ),
-                    });
-                }
-            }
-        }
-        if !spec.security.enforce_pod_security && !self.allow_pod_security_opt_out {
+        self.check_extra_egress(&clinic.spec)?;
+        if !clinic.spec.security.enforce_pod_security && !self.allow_pod_security_opt_out {
             return Err(InvalidSpec {
                 field: "spec.security.enforcePodSecurity".into(),
                 message: "false (its allowPodSecurityOptOut is false): the namespace stays on Pod Security restricted; remove the field".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Every value of the spec that must be on one of the policy's lists, in the order they are
+    /// judged (the first refused is reported).
+    fn requests<'a>(&'a self, clinic: &'a Clinic) -> Vec<Request<'a>> {
+        let spec = &clinic.spec;
+        let mut requests = vec![Request::named(
+            "spec.backup.veleroNamespace",
+            &spec.backup.velero_namespace,
+            &self.velero_namespaces,
+            "veleroNamespaces",
+        )];
+        if let Some(location) = &spec.backup.storage_location {
+            requests.push(Request::named(
+                "spec.backup.storageLocation",
+                location,
+                &self.backup_storage_locations,
+                "backupStorageLocations",
+            ));
+        }
+        // The clinic's own namespace needs no permission.
+        if let Some(namespace) =
+            spec.monitoring.dashboard.namespace.as_ref().filter(|ns| **ns != clinic.namespace)
+        {
+            requests.push(Request::named(
+                "spec.monitoring.dashboard.namespace",
+                namespace,
+                &self.dashboard_namespaces,
+                "dashboardNamespaces",
+            ));
+        }
+        requests.push(Request::named(
+            "spec.monitoring.prometheusNamespace",
+            &spec.monitoring.prometheus_namespace,
+            &self.prometheus_namespaces,
+            "prometheusNamespaces",
+        ));
+        if let Some(ingress) = &spec.ingress {
+            requests.push(Request::named(
+                "spec.ingress.controllerNamespace",
+                &ingress.controller_namespace,
+                &self.ingress_controller_namespaces,
+                "ingressControllerNamespaces",
+            ));
+            requests.push(Request {
+                matches: host_matches,
+                ..Request::named("spec.ingress.host", &ingress.host, &self.ingress_hosts, "ingressHosts")
+            });
+            // An Issuer lives in the clinic's own namespace: only ClusterIssuers are listed.
+            if let Some(issuer) =
+                ingress.tls.issuer_ref.as_ref().filter(|i| i.kind == IssuerKind::ClusterIssuer)
+            {
+                requests.push(Request::named(
+                    "spec.ingress.tls.issuerRef.name",
+                    &issuer.name,
+                    &self.cluster_issuers,
+                    "clusterIssuers",
+                ));
+            }
+        }
+        for (field, shown, image) in images(spec) {
+            requests.push(Request {
+                field: field.into(),
+                shown,
+                matched: image,
+                allowed: &self.registries,
+                list: "registries",
+                matches: from_registry,
+            });
+        }
+        // An empty residency list means the platform team approves no region in particular:
+        // nothing is refused (and residency does not count towards `Compliant`).
+        if let Some(residency) = &spec.residency {
+            let lists = [
+                ("regions", &residency.regions, &self.residency_regions, "residencyRegions"),
+                ("zones", &residency.zones, &self.residency_zones, "residencyZones"),
+            ];
+            for (key, wanted, allowed, list) in
+                lists.into_iter().filter(|(_, _, allowed, _)| !allowed.is_empty())
+            {
+                for (i, value) in wanted.iter().enumerate() {
+                    let field = format!("spec.residency.{key}[{i}]");
+                    requests.push(Request { field, ..Request::named("", value, allowed, list) });
+                }
+            }
+        }
+        requests
+    }
+
+    /// Refuses extra egress into the networks the platform team denies (the cluster's own).
+    fn check_extra_egress(&self, spec: &ClinicPlatformSpec) -> Result<(), InvalidSpec> {
+        let denied: Vec<IpNet> = self.denied_egress_cidrs.iter().filter_map(|d| d.parse().ok()).collect();
+        for (i, rule) in spec.security.extra_egress.iter().enumerate() {
+            let Ok(wanted) = rule.cidr.parse::<IpNet>() else { continue };
+            if let Some(denied) = denied.iter().find(|denied| overlaps(&wanted, denied)) {
+                return Err(InvalidSpec {
+                    field: format!("spec.security.extraEgress[{i}].cidr"),
+                    message: format!(
+                        "{:?}, which overlaps {denied} of its deniedEgressCidrs (the cluster's own networks)",
+                        rule.cidr
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -300,8 +304,37 @@ impl Policy {
     }
 }
 
-fn allows(allowed: &[String], value: &str) -> bool {
-    allowed.iter().any(|a| a == "*" || a == value)
+/// One value a clinic asks for, and the policy list it must match.
+struct Request<'a> {
+    /// The spec field that holds it, as `kubectl explain` spells it.
+    field: String,
+    /// The value as the user wrote it.
+    shown: String,
+    /// The value as it is matched (an image's reference, say).
+    matched: String,
+    allowed: &'a [String],
+    /// The list's key in the policy file.
+    list: &'static str,
+    /// Whether one entry of the list (first argument) allows the value.
+    matches: fn(&str, &str) -> bool,
+}
+
+impl<'a> Request<'a> {
+    /// A value matched by name (`*` allows any).
+    fn named(field: &str, value: &str, allowed: &'a [String], list: &'static str) -> Self {
+        Request {
+            field: field.into(),
+            shown: value.into(),
+            matched: value.into(),
+            allowed,
+            list,
+            matches: |allowed, value| allowed == "*" || allowed == value,
+        }
+    }
+
+    fn allowed(&self) -> bool {
+        self.allowed.iter().any(|entry| (self.matches)(entry, &self.matched))
+    }
 }
 
 fn listed(allowed: &[String]) -> String {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::api::ClinicPlatform;
 use crate::api::schema::{self, FieldError};
-use crate::build::{self, SecretValues};
+use crate::desired::{self, SecretValues};
 use crate::model::{self, InvalidSpec};
 use crate::policy::Policy;
 
@@ -98,14 +98,14 @@ pub fn render_with(input: &str, default_namespace: &str, policy: &Policy) -> Res
     }
     let mut out = String::new();
     for clinic in &clinics {
-        for object in build::desired(clinic, &SecretValues::Placeholder) {
+        for object in desired::objects(clinic, &SecretValues::Placeholder) {
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&object)?);
         }
         // Objects outside the clinic's namespace (the Velero Schedule, a dashboard in
         // Grafana's namespace) are written by their own path, not among the owned children; a
         // reviewer still wants to see them.
-        for object in build::outside(clinic) {
+        for object in desired::outside(clinic) {
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&object)?);
         }

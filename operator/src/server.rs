@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
-use crate::reconcile::observe::Caches;
+use crate::reconcile::caches::Caches;
 
 #[derive(Clone)]
 struct ServerState {

@@ -3,9 +3,10 @@
 mod common;
 
 use clinic_operator::api::ClinicPlatform;
-use clinic_operator::build::backup;
+use clinic_operator::desired::backup;
 use clinic_operator::model;
-use clinic_operator::reconcile::backup::{BackupRecord, health};
+use clinic_operator::reconcile::backups::{BackupRecord, health};
+use clinic_operator::reconcile::error::Problem;
 use common::clinic;
 use jiff::{Timestamp, ToSpan};
 
@@ -63,26 +64,28 @@ fn velero_backs_up_the_dump_volume_and_no_scratch_or_generated_config() {
     let annotations = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
         template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default()
     };
-    let db: StatefulSet =
-        clinic_operator::build::database::stateful_set(&c, &clinic_operator::build::database::config_map(&c));
+    let db: StatefulSet = clinic_operator::desired::database::stateful_set(
+        &c,
+        &clinic_operator::desired::database::config_map(&c),
+    );
     let db_annotations = annotations(&db.spec.as_ref().unwrap().template);
     assert_eq!(db_annotations[backup::VOLUMES_EXCLUDES_ANNOTATION], "run,tmp");
-    let backend: StatefulSet = clinic_operator::build::backend::stateful_set(&c);
+    let backend: StatefulSet = clinic_operator::desired::backend::stateful_set(&c);
     assert_eq!(
         annotations(&backend.spec.as_ref().unwrap().template)[backup::VOLUMES_EXCLUDES_ANNOTATION],
         "openmrs-home,tomcat,tmp",
         "the backend's server properties hold passwords in clear"
     );
-    let frontend: Deployment = clinic_operator::build::frontend::deployment(&c);
+    let frontend: Deployment = clinic_operator::desired::frontend::deployment(&c);
     assert_eq!(
         annotations(&frontend.spec.as_ref().unwrap().template)[backup::VOLUMES_EXCLUDES_ANNOTATION],
         "site,cache,run,tmp"
     );
     // Snapshotted data volumes: the dump is still copied by file-system backup.
     let snap = clinic("  backup:\n    volumes: Snapshot\n");
-    let db: StatefulSet = clinic_operator::build::database::stateful_set(
+    let db: StatefulSet = clinic_operator::desired::database::stateful_set(
         &snap,
-        &clinic_operator::build::database::config_map(&snap),
+        &clinic_operator::desired::database::config_map(&snap),
     );
     let a = annotations(&db.spec.as_ref().unwrap().template);
     assert_eq!(a[backup::VOLUMES_INCLUDES_ANNOTATION], backup::DUMP_VOLUME);
@@ -186,14 +189,15 @@ fn backup_ready_follows_the_newest_backups_and_the_rpo() {
     assert_eq!((absent.status, absent.reason), ("False", "VeleroNotInstalled"));
     let off = health(&clinic("  backup:\n    enabled: false\n"), created, true, &Ok(vec![]), now);
     assert_eq!((off.status, off.reason), ("False", "BackupDisabled"));
-    let unreadable = health(&c, created, true, &Err("forbidden".into()), now);
+    let unreadable =
+        health(&c, created, true, &Err(Problem { reason: "ReadFailed", message: "forbidden".into() }), now);
     assert_eq!(unreadable.status, "Unknown");
 }
 
 #[test]
 fn compliance_controls_and_storage_encryption() {
     use clinic_operator::api::Compliance as Controls;
-    use clinic_operator::reconcile::security::storage_class_encrypts;
+    use clinic_operator::reconcile::storage::storage_class_encrypts;
     use std::collections::BTreeMap;
     let params = |pairs: &[(&str, &str)]| {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use clinic_operator::api::CONFIRM_DELETION_ANNOTATION;
-use clinic_operator::build::{self, SecretValues, backend, database, frontend, gateway, monitoring};
+use clinic_operator::desired::{self, SecretValues, backend, database, frontend, gateway, monitoring};
 use clinic_operator::model::Clinic;
 use common::{CLINIC_UID, annotated_clinic, clinic, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::DynamicObject;
 
 fn objects(c: &Clinic) -> Vec<DynamicObject> {
-    build::desired(c, &SecretValues::Placeholder)
+    desired::objects(c, &SecretValues::Placeholder)
 }
 
 fn kind_names(objects: &[DynamicObject]) -> BTreeSet<String> {
@@ -135,7 +135,7 @@ fn restricted_violations(pod: &PodSpec) -> Vec<String> {
         }
     }
     let pod_seccomp = psc.seccomp_profile.as_ref().map(|s| s.type_.clone());
-    for c in build::all_containers(pod) {
+    for c in desired::all_containers(pod) {
         let sc = c.security_context.clone().unwrap_or_default();
         if sc.privileged == Some(true) {
             v.push(format!("{}: privileged", c.name));
@@ -420,7 +420,7 @@ fn gateway_config_reproduces_upstream_routing() {
     let d: Deployment = typed(&objects, "Deployment", "lyon-gateway");
     let template = d.spec.unwrap().template;
     assert!(
-        template.metadata.unwrap().annotations.unwrap().contains_key(build::CONFIG_HASH_ANNOTATION),
+        template.metadata.unwrap().annotations.unwrap().contains_key(desired::CONFIG_HASH_ANNOTATION),
         "config changes roll the pods"
     );
     let svc: Service = typed(&objects, "Service", "lyon-gateway");
@@ -433,7 +433,8 @@ fn config_change_changes_the_pod_template() {
     let hash = |spec: &str| {
         let objects = objects(&clinic(spec));
         let d: Deployment = typed(&objects, "Deployment", "lyon-gateway");
-        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[build::CONFIG_HASH_ANNOTATION].clone()
+        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[desired::CONFIG_HASH_ANNOTATION]
+            .clone()
     };
     assert_ne!(hash("  {}\n"), hash("  ingress:\n    host: a.example.fr\n    tls:\n      secretName: c\n"));
 }
@@ -558,17 +559,17 @@ fn render_never_shows_a_password() {
     let objects = objects(&clinic("  {}\n"));
     let secret: Secret = typed(&objects, "Secret", "lyon-db-credentials");
     let data = secret.string_data.unwrap();
-    assert_eq!(data["root-password"], build::secrets::PLACEHOLDER);
-    assert_eq!(data["password"], build::secrets::PLACEHOLDER);
+    assert_eq!(data["root-password"], desired::secrets::PLACEHOLDER);
+    assert_eq!(data["password"], desired::secrets::PLACEHOLDER);
     assert_eq!(data["username"], "openmrs");
 }
 
 #[test]
 fn generated_passwords_are_long_random_and_distinct() {
     let c = clinic("  {}\n");
-    let generated = build::secrets::generated(&c);
-    let a = build::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
-    let b = build::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
+    let generated = desired::secrets::generated(&c);
+    let a = desired::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
+    let b = desired::secrets::secret(&c, &generated[0], SecretValues::Generate).string_data.unwrap();
     assert!(a["password"].len() >= 32 && a["password"].chars().all(|ch| ch.is_ascii_alphanumeric()));
     assert_ne!(a["password"], a["root-password"]);
     assert_ne!(a["password"], b["password"]);
@@ -700,7 +701,7 @@ fn allowed(policies: &[NetworkPolicy], from: Peer, to: Peer, port: i32) -> bool 
 #[test]
 fn network_matrix_allows_exactly_the_platform_flows() {
     let c = clinic("  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      secretName: cert\n");
-    let policies = build::network::build(&c);
+    let policies = desired::network::build(&c);
     let peers = [
         Peer::Pod("gateway"),
         Peer::Pod("frontend"),
@@ -742,7 +743,7 @@ fn network_matrix_allows_exactly_the_platform_flows() {
 #[test]
 fn extra_egress_opens_only_the_declared_destination() {
     let c = clinic("  security:\n    extraEgress:\n      - cidr: 10.20.0.0/16\n        port: 443\n");
-    let policies = build::network::build(&c);
+    let policies = desired::network::build(&c);
     let backend = policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-backend")).unwrap();
     let egress = backend.spec.as_ref().unwrap().egress.clone().unwrap();
     let to_lab =
@@ -761,7 +762,7 @@ fn extra_egress_opens_only_the_declared_destination() {
 
 #[test]
 fn every_platform_pod_is_under_default_deny_and_gets_dns() {
-    let policies = build::network::build(&clinic("  {}\n"));
+    let policies = desired::network::build(&clinic("  {}\n"));
     let deny = policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-default-deny")).unwrap();
     let spec = deny.spec.as_ref().unwrap();
     assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use clinic_operator::build::monitoring;
+use clinic_operator::desired::monitoring;
 use common::{exercised_metrics, tempdir, text, tool};
 use serde_json::{Value, json};
 

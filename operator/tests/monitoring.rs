@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use clinic_operator::build::{self, SecretValues, monitoring};
+use clinic_operator::desired::{self, SecretValues, monitoring};
 use clinic_operator::model::Clinic;
 use common::{clinic, exercised_metrics, tempdir, tool, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -52,7 +52,7 @@ fn rules_file(groups: &Value) -> String {
 #[test]
 fn exporters_run_next_to_mariadb_and_nginx() {
     let c = clinic("  {}\n");
-    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let objects = desired::objects(&c, &SecretValues::Placeholder);
     let db: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
     let pod = db.spec.unwrap().template.spec.unwrap();
     let exporter = pod.containers.iter().find(|c| c.name == "mysqld-exporter").expect("sidecar");
@@ -78,7 +78,7 @@ fn exporters_run_next_to_mariadb_and_nginx() {
             .unwrap()
             .contains(&"--nginx.scrape-uri=http://127.0.0.1:8081/stub_status".to_string())
     );
-    let conf = build::gateway::nginx_conf(&c);
+    let conf = desired::gateway::nginx_conf(&c);
     assert!(
         conf.contains(
             "location = /stub_status {\n      stub_status;\n      allow 127.0.0.1;\n      deny all;"
@@ -98,12 +98,12 @@ fn exporters_run_next_to_mariadb_and_nginx() {
 #[test]
 fn exporter_account_sql_uses_the_generated_password_and_least_privilege() {
     let c = clinic("  {}\n");
-    let generated = build::secrets::generated(&c);
+    let generated = desired::secrets::generated(&c);
     let exporter = generated.iter().find(|g| g.name == "lyon-mariadb-exporter").unwrap();
-    let secret: Secret = build::secrets::secret(&c, exporter, SecretValues::Generate);
+    let secret: Secret = desired::secrets::secret(&c, exporter, SecretValues::Generate);
     let data = secret.string_data.unwrap();
     let password = &data["password"];
-    assert_eq!(password.len(), build::secrets::PASSWORD_LENGTH);
+    assert_eq!(password.len(), desired::secrets::PASSWORD_LENGTH);
     let sql = &data["init.sql"];
     assert_eq!(sql.matches(&format!("IDENTIFIED BY '{password}'")).count(), 2, "{sql}");
     assert!(sql.contains("GRANT PROCESS, REPLICATION CLIENT ON *.* TO 'exporter'@'127.0.0.1'"));
@@ -113,7 +113,7 @@ fn exporter_account_sql_uses_the_generated_password_and_least_privilege() {
 #[test]
 fn monitoring_off_removes_sidecars_services_and_monitors() {
     let c = clinic("  monitoring:\n    enabled: false\n");
-    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let objects = desired::objects(&c, &SecretValues::Placeholder);
     let kinds: BTreeSet<String> = objects
         .iter()
         .map(|o| format!("{}/{}", o.types.as_ref().unwrap().kind, o.metadata.name.as_deref().unwrap()))
@@ -136,7 +136,7 @@ fn monitoring_off_removes_sidecars_services_and_monitors() {
 #[test]
 fn service_monitor_selects_exactly_the_metrics_services() {
     let c = clinic(PRODUCTION);
-    let objects = build::desired(&c, &SecretValues::Placeholder);
+    let objects = desired::objects(&c, &SecretValues::Placeholder);
     let monitor = objects.iter().find(|o| o.types.as_ref().unwrap().kind == "ServiceMonitor").unwrap();
     assert_eq!(monitor.metadata.labels.as_ref().unwrap()["release"], "kube-prometheus-stack");
     let selector = monitor.data["spec"]["selector"]["matchLabels"].as_object().unwrap();
@@ -254,7 +254,7 @@ fn backup_and_database_alerts_fire_when_they_should() {
     let c = clinic(PRODUCTION);
     let dir = tempdir("monitoring-test");
     std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
-    let schedule = build::backup::base_name(&c);
+    let schedule = desired::backup::base_name(&c);
     // Backup: last success at t=0; RPO 12h; at 12h30 the alert fires, at 11h it does not.
     let tests = json!({
         "rule_files": ["rules.yaml"],
@@ -351,7 +351,7 @@ fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
     assert_eq!(labels[monitoring::CLINIC_NAMESPACE_LABEL], "clinic-lyon");
     // And it is not among the same-namespace children.
     assert!(
-        build::desired(&c, &SecretValues::Placeholder)
+        desired::objects(&c, &SecretValues::Placeholder)
             .iter()
             .all(|o| o.metadata.name.as_deref() != Some("clinic-lyon-lyon-4d703153-dashboard"))
     );

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clinic_operator::api::ClinicPlatform;
-use clinic_operator::build::{self, SecretValues};
+use clinic_operator::desired::{self, SecretValues};
 use clinic_operator::metrics::Metrics;
 use clinic_operator::model;
-use clinic_operator::reconcile::observe::{CacheWriters, Caches};
-use clinic_operator::reconcile::{self, Context, apply};
+use clinic_operator::reconcile::caches::{CacheWriters, Caches};
+use clinic_operator::reconcile::{self, Context, converge};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DynamicObject, ObjectMeta, PartialObjectMeta};
@@ -33,11 +33,11 @@ fn clinic_platform(spec: &str) -> ClinicPlatform {
 /// What the API server would hold after a successful apply: the declared body with status.
 fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
     let clinic = model::validate(cp).unwrap();
-    build::desired(&clinic, &SecretValues::Placeholder)
+    desired::objects(&clinic, &SecretValues::Placeholder)
         .iter()
         .filter(|o| o.types.as_ref().unwrap().kind != "Secret")
         .map(|o| {
-            let (mut value, _) = apply::declared(o).unwrap();
+            let (mut value, _) = converge::declared(o).unwrap();
             value["metadata"]["generation"] = json!(1);
             value["metadata"]["resourceVersion"] = json!("1");
             match value["kind"].as_str().unwrap() {
@@ -63,7 +63,7 @@ fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
 
 fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
     let clinic = model::validate(cp).unwrap();
-    build::secrets::generated(&clinic)
+    desired::secrets::generated(&clinic)
         .into_iter()
         .map(|g| PartialObjectMeta {
             types: Some(TypeMeta { api_version: "v1".into(), kind: "Secret".into() }),
@@ -97,7 +97,7 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
         types: Some(TypeMeta { api_version: "v1".into(), kind: "Namespace".into() }),
         metadata: ObjectMeta {
             name: Some("clinic-lyon".into()),
-            labels: labelled.then(clinic_operator::reconcile::security::pod_security_labels),
+            labels: labelled.then(clinic_operator::reconcile::converge::pod_security_labels),
             ..Default::default()
         },
         _phantom: Default::default(),
@@ -109,7 +109,7 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
         for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
             // What the watch stream keeps of it (metadata, workload status).
             let mut cached = child.clone();
-            clinic_operator::reconcile::observe::slim(&mut cached);
+            clinic_operator::reconcile::caches::slim(&mut cached);
             writer.apply_watcher_event(&Event::InitApply(cached));
         }
         writer.apply_watcher_event(&Event::InitDone);
@@ -145,7 +145,7 @@ impl Call {
 /// Path of a namespaced child, as the client requests it (`.../namespaces/<ns>/<plural>/<name>`).
 fn object_path(o: &DynamicObject) -> Option<String> {
     let kind = &o.types.as_ref()?.kind;
-    let ar = clinic_operator::reconcile::observe::child_kinds().into_iter().find(|ar| &ar.kind == kind)?;
+    let ar = clinic_operator::reconcile::caches::child_kinds().into_iter().find(|ar| &ar.kind == kind)?;
     Some(format!(
         "/namespaces/{}/{}/{}",
         o.metadata.namespace.as_deref()?,
@@ -288,7 +288,7 @@ async fn create_from_nothing() {
     assert_eq!(summary[8], "POST /api/v1/namespaces/clinic-lyon/secrets");
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
-    assert!(password.len() >= 32 && password != build::secrets::PLACEHOLDER);
+    assert!(password.len() >= 32 && password != desired::secrets::PLACEHOLDER);
     assert!(
         created[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty),
         "Retain: credentials outlive the clinic"
@@ -312,7 +312,7 @@ async fn create_from_nothing() {
             "{}",
             a.path
         );
-        assert!(a.body["metadata"]["annotations"][apply::DESIRED_HASH_ANNOTATION].is_string());
+        assert!(a.body["metadata"]["annotations"][converge::DESIRED_HASH_ANNOTATION].is_string());
     }
     // One status write; events after it.
     let status = calls.iter().filter(|c| c.is("PATCH", "/clinicplatforms/lyon/status")).count();
@@ -523,10 +523,10 @@ fn owner_reference_points_at_the_clinic() {
 /// A dashboard in Grafana's namespace as another clinic (or anyone) holds it.
 fn dashboard_held_by(cp: &ClinicPlatform, namespace_label: &str, instance: &str) -> DynamicObject {
     let clinic = model::validate(cp).unwrap();
-    let mut theirs = build::to_dynamic(&build::monitoring::dashboard(&clinic).unwrap());
+    let mut theirs = desired::to_dynamic(&desired::monitoring::dashboard(&clinic).unwrap());
     let labels = theirs.metadata.labels.get_or_insert_with(Default::default);
     labels.insert("app.kubernetes.io/instance".into(), instance.into());
-    labels.insert(build::backup::CLINIC_NAMESPACE_LABEL.into(), namespace_label.into());
+    labels.insert(desired::backup::CLINIC_NAMESPACE_LABEL.into(), namespace_label.into());
     theirs.metadata.uid = Some("0a1b2c3d-0000-4000-8000-000000000001".into());
     theirs
 }

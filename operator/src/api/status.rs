@@ -100,6 +100,41 @@ pub struct Compliance {
     pub encryption_at_rest: bool,
 }
 
+/// The controls behind `Compliant` are the fields of the status' `Compliance`.
+impl Compliance {
+    /// (name in status, holds, what to do when it does not).
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 6] {
+        [
+            (
+                "podSecurityRestricted",
+                self.pod_security_restricted,
+                "the namespace does not enforce Pod Security restricted",
+            ),
+            ("defaultDenyNetwork", self.default_deny_network, "the NetworkPolicies are not all in place"),
+            ("tlsAtEdge", self.tls_at_edge, "no Ingress with TLS (spec.ingress)"),
+            (
+                "backupsWithinRpo",
+                self.backups_within_rpo,
+                "no successful backup within the RPO (see BackupReady)",
+            ),
+            (
+                "dataResidency",
+                self.data_residency,
+                "no spec.residency pins the pods to regions or zones the platform's policy approves",
+            ),
+            (
+                "encryptionAtRest",
+                self.encryption_at_rest,
+                "the data StorageClasses are not known to encrypt (the platform's policy lists encrypting StorageClasses)",
+            ),
+        ]
+    }
+
+    pub fn all_hold(&self) -> bool {
+        self.list().iter().all(|(_, holds, _)| *holds)
+    }
+}
+
 /// Versions of the platform's components.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -18,9 +18,26 @@ pub enum Error {
     )]
     NotAllowed(InvalidSpec),
 
-    /// A server-side apply of a child was refused.
+    /// A server-side apply was refused (a child, an object outside the caches, the namespace's
+    /// Pod Security labels).
     #[error("could not apply {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
     Apply { kind: String, name: String, source: kube::Error },
+
+    /// A JSON merge patch was refused: a child's lists replaced after server-side apply left
+    /// another manager's entries, a generated Secret's labels and owners, a Backup's expiration.
+    #[error("could not patch {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
+    Patch { kind: String, name: String, source: kube::Error },
+
+    /// An object made once (the pre-upgrade Backup) could not be created.
+    #[error("could not create {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
+    Create { kind: String, name: String, source: kube::Error },
+
+    /// The clean-up finalizer could not be added to or removed from the ClinicPlatform.
+    #[error(
+        "could not update the finalizer of ClinicPlatform {name}: {}. The operator retries with backoff.",
+        Cause(source)
+    )]
+    Finalizer { name: String, source: kube::Error },
 
     /// A child that is no longer wanted could not be deleted.
     #[error(
@@ -111,6 +128,9 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::NotAllowed(_) => "NotAllowed",
             Error::Apply { .. } => "ApplyFailed",
+            Error::Patch { .. } => "PatchFailed",
+            Error::Create { .. } => "CreateFailed",
+            Error::Finalizer { .. } => "FinalizerUpdateFailed",
             Error::Prune { .. } => "PruneFailed",
             Error::CreateSecret { .. } => "SecretCreateFailed",
             Error::CredentialsLost { .. } => "CredentialsLost",

@@ -1,211 +1,187 @@
-//! What the reconciler reads: caches (reflector stores) of every child kind, filled by watches
-//! that also trigger reconciles when a child changes or disappears.
-//!
-//! Only objects labelled `app.kubernetes.io/managed-by=clinic-operator` are watched, managed
-//! fields are dropped before caching, and Secrets are cached as metadata only: the operator never
-//! holds a password in memory after creating it.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! Observe: what the cluster reports after this pass's writes — the workloads' replicas and
+//! images from the caches, the NetworkPolicies as verified, backup health, the security
+//! controls — gathered into [`status::Observed`], from which the status is computed.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::{Resource, ResourceExt};
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use tracing::warn;
 
-use crate::model::MANAGED_BY;
+use super::backups::{self, BackupHealth};
+use super::caches::marker;
+use super::context::Context;
+use super::converge::{self, DESIRED_HASH_ANNOTATION, Outcome};
+use super::error::Error;
+use super::gate::Gate;
+use super::gather::{Gathered, running_images};
+use super::status::{MonitoringState, Observed, WorkloadState};
+use super::storage::storage_encrypted;
+use super::uncached::Uncached;
+use crate::api::{ClinicPlatform, Compliance, ComponentVersions};
+use crate::desired;
+use crate::model::{BACKEND_IMAGE_PATH, Clinic, MARIADB_IMAGE_PATH};
 
-/// Label selector of everything the operator manages.
-pub fn managed_selector() -> String {
-    format!("app.kubernetes.io/managed-by={MANAGED_BY}")
-}
-
-/// The kinds the operator creates (besides Secrets), in the order status reads them.
-pub fn child_kinds() -> Vec<ApiResource> {
-    vec![
-        ApiResource::erase::<ConfigMap>(&()),
-        ApiResource::erase::<Service>(&()),
-        ApiResource::erase::<StatefulSet>(&()),
-        ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<NetworkPolicy>(&()),
-        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<Ingress>(&()),
-    ]
-}
-
-/// What the caches keep of a child: its metadata, and for workloads what status and the upgrade
-/// gate read (replicas, container images, status). Everything else is dropped when it arrives:
-/// at a thousand clinics full objects would cost hundreds of MiB, and drift is detected from
-/// metadata (see [`marker`]) and confirmed by reading the object.
-pub fn slim(object: &mut DynamicObject) {
-    object.managed_fields_mut().clear();
-    let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
-    let data = std::mem::take(&mut object.data);
-    if matches!(kind, "StatefulSet" | "Deployment") {
-        let spec = &data["spec"];
-        let containers: Vec<serde_json::Value> = spec["template"]["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| serde_json::json!({ "name": c["name"], "image": c["image"] }))
-            .collect();
-        // `selector` and `template` are required by the typed structs that status reads.
-        let mut slim_spec = serde_json::json!({
-            "selector": {},
-            "template": { "spec": { "containers": containers } },
-        });
-        if let Some(replicas) = spec.get("replicas") {
-            slim_spec["replicas"] = replicas.clone();
-        }
-        object.data = serde_json::json!({ "spec": slim_spec, "status": data.get("status").cloned().unwrap_or_default() });
-    } else {
-        object.data = serde_json::json!({});
-    }
-}
-
-/// A metadata-only watch event as the object the caches hold (metadata, no body).
-pub fn metadata_event(
-    event: kube::runtime::watcher::Event<PartialObjectMeta<DynamicObject>>,
-    types: &kube::core::TypeMeta,
-) -> kube::runtime::watcher::Event<DynamicObject> {
-    use kube::runtime::watcher::Event;
-    let convert = |mut meta: PartialObjectMeta<DynamicObject>| {
-        meta.metadata.managed_fields = None;
-        DynamicObject { types: Some(types.clone()), metadata: meta.metadata, data: serde_json::json!({}) }
+/// Everything the status of this pass is computed from.
+pub async fn observe(
+    ctx: &Context,
+    cp: &ClinicPlatform,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    gathered: &Gathered,
+    outcome: &Outcome,
+    uncached: Uncached,
+) -> Observed {
+    let Uncached { outside, certificates, monitors } = uncached;
+    let (schedule_error, dashboard_error) = match &outside {
+        Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
+        None => (None, None),
     };
-    match event {
-        Event::Apply(o) => Event::Apply(convert(o)),
-        Event::Delete(o) => Event::Delete(convert(o)),
-        Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(convert(o)),
-        Event::InitDone => Event::InitDone,
+    for e in certificates.error.iter().chain(&monitors.error).chain(&dashboard_error) {
+        warn!(error = %e, "optional child not applied");
     }
-}
-
-/// A fingerprint of a child's state as the cache sees it. Where controllers write status
-/// (workloads, autoscalers, budgets) the resourceVersion moves on every status update, so the
-/// spec is followed by `metadata.generation`, and labels, annotations and owners by their hash;
-/// elsewhere any change moves the resourceVersion.
-pub fn marker(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    let generation = meta.generation.filter(|g| *g > 0);
-    match (kind, generation) {
-        ("StatefulSet" | "Deployment" | "HorizontalPodAutoscaler" | "PodDisruptionBudget", Some(g)) => {
-            format!(
-                "g{g}:{}",
-                crate::build::hash_of(&(&meta.labels, &meta.annotations, &meta.owner_references))
-            )
-        }
-        _ => format!("r{}", meta.resource_version.as_deref().unwrap_or_default()),
+    let monitoring = MonitoringState {
+        enabled: clinic.spec.monitoring.enabled,
+        operator_installed: monitors.installed,
+        in_place: monitors.in_place.len(),
+        error: monitors.error.clone().or(dashboard_error),
+    };
+    let created = cp.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let mut backup =
+        backups::health(clinic, created, gathered.velero, &gathered.backups, jiff::Timestamp::now());
+    if let Some(e) = schedule_error.filter(|_| clinic.spec.backup.enabled) {
+        warn!(error = %e, "Velero Schedule not applied");
+        backup = backups::schedule_failed(clinic, &e, backup.last_success);
     }
-}
-
-/// Read side of the caches.
-#[derive(Clone)]
-pub struct Caches {
-    children: Vec<(ApiResource, Store<DynamicObject>)>,
-    secrets: Store<PartialObjectMeta<Secret>>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    ready: Arc<AtomicBool>,
-}
-
-/// Write side, handed to the watch streams.
-pub struct CacheWriters {
-    pub children: Vec<(ApiResource, Writer<DynamicObject>)>,
-    pub secrets: Writer<PartialObjectMeta<Secret>>,
-    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
-}
-
-impl Caches {
-    /// Empty caches and their writers.
-    pub fn new() -> (Caches, CacheWriters) {
-        let mut children = Vec::new();
-        let mut writers = Vec::new();
-        for ar in child_kinds() {
-            let writer = Writer::new(ar.clone());
-            children.push((ar.clone(), writer.as_reader()));
-            writers.push((ar, writer));
+    let certificate_in_place = certificates.in_place.contains(&clinic.child_name("tls"));
+    let tls_at_edge =
+        clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
+    let encrypted = storage_encrypted(ctx, clinic).await;
+    let mut observed = workloads(ctx, clinic, cp, desired, outcome, backup);
+    // A StatefulSet reports no condition when its pods are refused: its events say it. Read only
+    // while it has fewer pods than it should (not during a normal start, when they exist).
+    for workload in [&mut observed.database, &mut observed.backend] {
+        if workload.exists && workload.created < workload.desired.max(1) {
+            workload.failure = pod_creation_failure(ctx, &clinic.namespace, &workload.name).await;
         }
-        let secrets_writer: Writer<PartialObjectMeta<Secret>> = Writer::default();
-        let namespaces_writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
-        let caches = Caches {
-            children,
-            secrets: secrets_writer.as_reader(),
-            namespaces: namespaces_writer.as_reader(),
-            ready: Arc::new(AtomicBool::new(false)),
+    }
+    observed.namespace_visible = ctx.cluster_scope;
+    observed.monitoring = monitoring;
+    observed.controls = Compliance {
+        pod_security_restricted: ctx
+            .caches
+            .namespace_labels(&clinic.namespace)
+            .is_some_and(|l| converge::enforces_restricted(&l)),
+        default_deny_network: observed.network_policies_enforced,
+        tls_at_edge,
+        backups_within_rpo: observed.backup.status == "True",
+        data_residency: ctx.policy.residency_approved(&clinic.spec),
+        encryption_at_rest: encrypted,
+    };
+    observed.outside = match &outside {
+        Some(o) => Some(o.record.clone()),
+        None => cp.status.as_ref().and_then(|s| s.outside_objects.clone()),
+    };
+    observed
+}
+
+/// NetworkPolicies in place as declared: our hash on each, and verified against the API server
+/// at its current version (this pass re-applied any that drifted).
+fn network_policies_enforced(ctx: &Context, clinic: &Clinic, desired: &[DynamicObject]) -> bool {
+    let kind = ApiResource::erase::<NetworkPolicy>(&());
+    desired.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind.kind)).all(|wanted| {
+        let name = wanted.name_any();
+        let Some(live) = ctx.caches.get(&kind, &clinic.namespace, &name) else {
+            return false;
         };
-        (caches, CacheWriters { children: writers, secrets: secrets_writer, namespaces: namespaces_writer })
-    }
+        let Ok((_, hash)) = converge::declared(wanted) else {
+            return false;
+        };
+        let key = (kind.kind.clone(), clinic.namespace.clone(), name);
+        live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash)
+            && ctx.memory.is_verified(&key, &marker(&kind.kind, &live.metadata))
+    })
+}
 
-    /// Waits until every cache has listed once. Until then a missing object may only be missing
-    /// from the cache, so nothing may be pruned or judged absent.
-    pub async fn wait_ready(&self) {
-        if self.ready.load(Ordering::Acquire) {
-            return;
-        }
-        // The watches fill all caches concurrently; waiting on them in turn costs nothing more.
-        // An error only means the writer was dropped (shutdown): nothing to wait for then.
-        for (_, store) in &self.children {
-            let _ = store.wait_until_ready().await;
-        }
-        let _ = self.secrets.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        self.ready.store(true, Ordering::Release);
+/// The workloads as the caches show them, the versions they run, and this pass's outcome.
+fn workloads(
+    ctx: &Context,
+    clinic: &Clinic,
+    cp: &ClinicPlatform,
+    desired: &[DynamicObject],
+    outcome: &Outcome,
+    backup: BackupHealth,
+) -> Observed {
+    let ns = &clinic.namespace;
+    let sts = |name: String| {
+        let live = ctx.caches.get_typed::<StatefulSet>(ns, &name);
+        WorkloadState::from_stateful_set(name, live.as_ref())
+    };
+    let deploy = |name: String| {
+        let live = ctx.caches.get_typed::<Deployment>(ns, &name);
+        WorkloadState::from_deployment(name, live.as_ref())
+    };
+    let database = sts(desired::database::name(clinic));
+    let backend = sts(desired::backend::name(clinic));
+    // A version is reported once every pod of its workload runs it; until then, what was. The
+    // caches are read again (not the gather's copy): they may have moved during the writes.
+    let previous = cp.status.as_ref().and_then(|s| s.versions.clone()).unwrap_or_default();
+    let running = running_images(ctx, clinic).unwrap_or_default();
+    let rolled = |workload: &WorkloadState, image: Option<String>, path: &str| {
+        image.filter(|_| workload.is_ready()).map(|i| clinic.version_in_image(&i, path))
+    };
+    let versions = ComponentVersions {
+        openmrs: rolled(&backend, running.backend, BACKEND_IMAGE_PATH).or(previous.openmrs),
+        database: rolled(&database, running.database, MARIADB_IMAGE_PATH).or(previous.database),
+    };
+    // Recorded while the database exists, so that a later switch is seen; a refused switch keeps
+    // the record.
+    let switch_refused = matches!(outcome, Err(Error::CredentialsSwitch { .. }));
+    let previous_credentials = cp.status.as_ref().and_then(|s| s.database_credentials_secret.clone());
+    let database_credentials = if database.exists && !switch_refused {
+        Some(clinic.db_credentials_secret())
+    } else {
+        previous_credentials
+    };
+    Observed {
+        generation: cp.metadata.generation,
+        database_credentials,
+        database,
+        backend,
+        versions,
+        frontend: deploy(desired::frontend::name(clinic)),
+        gateway: deploy(desired::gateway::name(clinic)),
+        network_policies_enforced: network_policies_enforced(ctx, clinic, desired),
+        changed: outcome.as_ref().is_ok_and(|(a, _)| a.changed_anything()),
+        error: outcome.as_ref().err().map(Into::into),
+        paused: clinic.spec.paused,
+        gate: outcome.as_ref().map(|(_, g)| g.clone()).unwrap_or(Gate::Open),
+        backup,
+        controls: Compliance::default(),
+        namespace_visible: true,
+        monitoring: MonitoringState::default(),
+        outside: None,
     }
+}
 
-    /// Whether every cache has listed once (what `/readyz` reports).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    fn store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
-        self.children.iter().find(|(kind, _)| kind == ar).map(|(_, s)| s)
-    }
-
-    /// The cached child of kind `ar`.
-    pub fn get(&self, ar: &ApiResource, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        let key = ObjectRef::new_with(name, ar.clone()).within(namespace);
-        self.store(ar)?.get(&key)
-    }
-
-    /// The typed view of a cached child, e.g. a StatefulSet's status.
-    pub fn get_typed<K>(&self, namespace: &str, name: &str) -> Option<K>
-    where
-        K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
-    {
-        let object = self.get(&ApiResource::erase::<K>(&()), namespace, name)?;
-        serde_json::to_value(object.as_ref()).ok().and_then(|v| serde_json::from_value(v).ok())
-    }
-
-    /// Cached children of every kind that belong to the ClinicPlatform with `owner_uid`.
-    pub fn owned_by(&self, namespace: &str, owner_uid: &str) -> Vec<(ApiResource, Arc<DynamicObject>)> {
-        let mut out = Vec::new();
-        for (ar, store) in &self.children {
-            for object in store.state() {
-                let owned = object.metadata.namespace.as_deref() == Some(namespace)
-                    && object
-                        .owner_references()
-                        .iter()
-                        .any(|o| o.uid == owner_uid && o.controller == Some(true));
-                if owned {
-                    out.push((ar.clone(), object));
-                }
-            }
-        }
-        out
-    }
-
-    /// Labels of a namespace, if it is cached.
-    pub fn namespace_labels(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
-        self.namespaces.get(&ObjectRef::new(name)).map(|n| n.metadata.labels.clone().unwrap_or_default())
-    }
-
-    /// Cached metadata of a Secret.
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
-    }
+/// The message of the StatefulSet's newest `FailedCreate` event of the last two minutes: its
+/// controller is being refused pods now (e.g. by Pod Security, after a field of the pod
+/// template was changed outside the operator). Read only for a StatefulSet short of pods.
+async fn pod_creation_failure(ctx: &Context, namespace: &str, statefulset: &str) -> Option<String> {
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector =
+        format!("involvedObject.kind=StatefulSet,involvedObject.name={statefulset},reason=FailedCreate");
+    let events = api.list(&ListParams::default().fields(&selector)).await.ok()?;
+    let recent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120);
+    events
+        .items
+        .into_iter()
+        .filter_map(|e| {
+            let at = e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0))?;
+            Some((at, e.message.unwrap_or_default()))
+        })
+        .filter(|(at, _)| *at >= recent)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, message)| message)
 }

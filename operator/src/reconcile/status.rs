@@ -5,7 +5,9 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::backup::Gate;
+use super::backups::BackupHealth;
+use super::error::{Error, Problem};
+use super::gate::Gate;
 use crate::api::{ClinicPlatformStatus, ComponentVersions, Condition, DeletionOutcome};
 use crate::model::Clinic;
 
@@ -127,13 +129,13 @@ pub struct Observed {
     pub network_policies_enforced: bool,
     /// Objects written in this pass.
     pub changed: bool,
-    /// The error of this pass, if any: (reason, message).
-    pub error: Option<(String, String)>,
+    /// The error of this pass, if any.
+    pub error: Option<Problem>,
     pub paused: bool,
     /// The upgrade gate's verdict.
-    pub gate: super::backup::Gate,
+    pub gate: Gate,
     /// Velero backups of the clinic.
-    pub backup: super::backup::BackupHealth,
+    pub backup: BackupHealth,
     /// The security controls behind `Compliant`.
     pub controls: crate::api::Compliance,
     /// Whether namespace labels can be read (not in namespaced mode).
@@ -152,7 +154,7 @@ pub struct MonitoringState {
     pub operator_installed: bool,
     /// How many of the ServiceMonitor and PrometheusRule are in place.
     pub in_place: usize,
-    pub error: Option<super::error::Problem>,
+    pub error: Option<Problem>,
 }
 
 fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
@@ -186,153 +188,25 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
     }
 }
 
-/// The desired status of a clinic (transition times still unset).
+/// The desired status of a clinic (transition times carried over from `previous`).
 pub fn compute(
     clinic: &Clinic,
     observed: &Observed,
     previous: Option<&ClinicPlatformStatus>,
 ) -> ClinicPlatformStatus {
     let generation = observed.generation;
-    let database_ready = observed.database.is_ready();
-    let openmrs_parts = [&observed.backend, &observed.frontend, &observed.gateway];
-    let openmrs_ready = openmrs_parts.iter().all(|w| w.is_ready());
-
-    let database = if database_ready {
-        condition(DATABASE_READY, true, "Ready", observed.database.describe(), generation)
-    } else {
-        condition(DATABASE_READY, false, "NotReady", observed.database.describe(), generation)
-    };
-    let not_ready: Vec<String> =
-        openmrs_parts.iter().filter(|w| !w.is_ready()).map(|w| w.describe()).collect();
-    let openmrs = if openmrs_ready {
-        condition(OPENMRS_READY, true, "Ready", "backend, frontend and gateway are ready".into(), generation)
-    } else {
-        condition(OPENMRS_READY, false, "NotReady", not_ready.join("; "), generation)
-    };
-
-    let refused: Vec<String> = [&observed.database, &observed.backend, &observed.frontend, &observed.gateway]
-        .iter()
-        .filter_map(|w| w.failure.as_ref().map(|why| format!("{}: {why}", w.name)))
-        .collect();
-    let degraded = match (&observed.error, &observed.gate) {
-        (Some((reason, message)), _) => condition(DEGRADED, true, reason, message.clone(), generation),
-        (None, _) if !refused.is_empty() => condition(
-            DEGRADED,
-            true,
-            "PodsRefused",
-            format!(
-                "pods cannot be created ({}). Check the pod template for fields changed outside the operator and the namespace's Pod Security labels; the operator retries.",
-                refused.join("; ")
-            ),
-            generation,
-        ),
-        (None, Gate::Blocked { reason, message }) => {
-            condition(DEGRADED, true, reason, message.clone(), generation)
-        }
-        (None, _) => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
-    };
-
-    let progressing = if observed.paused {
-        condition(
-            PROGRESSING,
-            false,
-            "Paused",
-            "spec.paused is true: children are not changed".into(),
-            generation,
-        )
-    } else if observed.error.is_some() || matches!(observed.gate, Gate::Blocked { .. }) {
-        condition(PROGRESSING, false, "Blocked", "see the Degraded condition".into(), generation)
-    } else if let Gate::Waiting { backup } = &observed.gate {
-        condition(
-            PROGRESSING,
-            true,
-            "AwaitingBackup",
-            format!(
-                "upgrade waits for the pre-upgrade backup {backup} to complete; the current version keeps running"
-            ),
-            generation,
-        )
-    } else if observed.changed || !database_ready || !openmrs_ready {
-        let mut waiting = Vec::new();
-        if !database_ready {
-            waiting.push(observed.database.describe());
-        }
-        waiting.extend(not_ready.iter().cloned());
-        let message = if waiting.is_empty() {
-            "applied changes".to_string()
-        } else {
-            format!("waiting: {}", waiting.join("; "))
-        };
-        condition(PROGRESSING, true, "Reconciling", message, generation)
-    } else {
-        condition(PROGRESSING, false, "Stable", "every component runs the declared spec".into(), generation)
-    };
-
     let controls = &observed.controls;
-    let labelled = observed.namespace_visible && controls.pod_security_restricted;
-    let security = if !clinic.spec.security.enforce_pod_security && !labelled {
-        condition(
-            SECURITY_ENFORCED,
-            false,
-            "PodSecurityOptOut",
-            "spec.security.enforcePodSecurity is false (the platform's policy allows it): the operator does not label the namespace, and it is not held to Pod Security restricted"
-                .into(),
-            generation,
-        )
-    } else if !observed.network_policies_enforced {
-        condition(
-            SECURITY_ENFORCED,
-            false,
-            "PoliciesMissing",
-            "NetworkPolicies are not all in place yet".into(),
-            generation,
-        )
-    } else if observed.namespace_visible && !controls.pod_security_restricted {
-        condition(
-            SECURITY_ENFORCED,
-            false,
-            "PodSecurityMissing",
-            "the namespace does not enforce Pod Security restricted yet".into(),
-            generation,
-        )
-    } else {
-        condition(
-            SECURITY_ENFORCED,
-            true,
-            "Enforced",
-            "default-deny NetworkPolicies, restricted Pod Security and hardened pods are in place".into(),
-            generation,
-        )
-    };
-    let failing: Vec<&str> =
-        controls.list().iter().filter(|(_, holds, _)| !holds).map(|(_, _, why)| *why).collect();
-    let compliant = if failing.is_empty() {
-        condition(COMPLIANT, true, "AllControlsHold", "every security control holds".into(), generation)
-    } else {
-        condition(COMPLIANT, false, "ControlsFailing", failing.join("; "), generation)
-    };
-
-    let ready_now = database_ready && openmrs_ready && observed.error.is_none();
-    let ready = if ready_now {
-        condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
-    } else if let Some((reason, _)) = &observed.error {
-        condition(READY, false, reason, "see the Degraded condition".into(), generation)
-    } else {
-        condition(READY, false, "Progressing", "see the Progressing condition".into(), generation)
-    };
-
-    let b = &observed.backup;
-    let backup = Condition {
-        type_: BACKUP_READY.into(),
-        status: b.status.into(),
-        reason: b.reason.into(),
-        message: b.message.clone(),
-        last_transition_time: None,
-        observed_generation: generation,
-    };
-    let monitoring = monitoring_condition(&observed.monitoring, generation);
-    let mut conditions =
-        vec![ready, progressing, degraded, database, openmrs, security, backup, compliant, monitoring];
+    let mut conditions = vec![
+        ready(clinic, observed),
+        progressing(observed),
+        degraded(observed),
+        database_ready(observed),
+        openmrs_ready(observed),
+        security_enforced(clinic, observed),
+        backup_ready(&observed.backup, generation),
+        compliant(controls, generation),
+        monitoring_condition(&observed.monitoring, generation),
+    ];
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
@@ -354,6 +228,153 @@ pub fn compute(
     }
 }
 
+impl Observed {
+    fn openmrs_parts(&self) -> [&WorkloadState; 3] {
+        [&self.backend, &self.frontend, &self.gateway]
+    }
+
+    fn openmrs_ready(&self) -> bool {
+        self.openmrs_parts().iter().all(|w| w.is_ready())
+    }
+
+    /// What keeps OpenMRS from being ready, workload by workload.
+    fn openmrs_not_ready(&self) -> Vec<String> {
+        self.openmrs_parts().iter().filter(|w| !w.is_ready()).map(|w| w.describe()).collect()
+    }
+}
+
+fn database_ready(observed: &Observed) -> Condition {
+    let ready = observed.database.is_ready();
+    let reason = if ready { "Ready" } else { "NotReady" };
+    condition(DATABASE_READY, ready, reason, observed.database.describe(), observed.generation)
+}
+
+fn openmrs_ready(observed: &Observed) -> Condition {
+    if observed.openmrs_ready() {
+        let message = "backend, frontend and gateway are ready".into();
+        condition(OPENMRS_READY, true, "Ready", message, observed.generation)
+    } else {
+        let message = observed.openmrs_not_ready().join("; ");
+        condition(OPENMRS_READY, false, "NotReady", message, observed.generation)
+    }
+}
+
+fn degraded(observed: &Observed) -> Condition {
+    let generation = observed.generation;
+    let refused: Vec<String> = [&observed.database, &observed.backend, &observed.frontend, &observed.gateway]
+        .iter()
+        .filter_map(|w| w.failure.as_ref().map(|why| format!("{}: {why}", w.name)))
+        .collect();
+    match (&observed.error, &observed.gate) {
+        (Some(e), _) => condition(DEGRADED, true, e.reason, e.message.clone(), generation),
+        (None, _) if !refused.is_empty() => condition(
+            DEGRADED,
+            true,
+            "PodsRefused",
+            format!(
+                "pods cannot be created ({}). Check the pod template for fields changed outside the operator and the namespace's Pod Security labels; the operator retries.",
+                refused.join("; ")
+            ),
+            generation,
+        ),
+        (None, Gate::Blocked { reason, message }) => {
+            condition(DEGRADED, true, reason, message.clone(), generation)
+        }
+        (None, _) => condition(DEGRADED, false, "AsExpected", "no errors".into(), generation),
+    }
+}
+
+fn progressing(observed: &Observed) -> Condition {
+    let generation = observed.generation;
+    let database_ready = observed.database.is_ready();
+    if observed.paused {
+        let message = "spec.paused is true: children are not changed".into();
+        condition(PROGRESSING, false, "Paused", message, generation)
+    } else if observed.error.is_some() || matches!(observed.gate, Gate::Blocked { .. }) {
+        condition(PROGRESSING, false, "Blocked", "see the Degraded condition".into(), generation)
+    } else if let Gate::Waiting { backup } = &observed.gate {
+        condition(
+            PROGRESSING,
+            true,
+            "AwaitingBackup",
+            format!(
+                "upgrade waits for the pre-upgrade backup {backup} to complete; the current version keeps running"
+            ),
+            generation,
+        )
+    } else if observed.changed || !database_ready || !observed.openmrs_ready() {
+        let mut waiting = Vec::new();
+        if !database_ready {
+            waiting.push(observed.database.describe());
+        }
+        waiting.extend(observed.openmrs_not_ready());
+        let message = if waiting.is_empty() {
+            "applied changes".to_string()
+        } else {
+            format!("waiting: {}", waiting.join("; "))
+        };
+        condition(PROGRESSING, true, "Reconciling", message, generation)
+    } else {
+        let message = "every component runs the declared spec".into();
+        condition(PROGRESSING, false, "Stable", message, generation)
+    }
+}
+
+fn security_enforced(clinic: &Clinic, observed: &Observed) -> Condition {
+    let generation = observed.generation;
+    let labelled = observed.namespace_visible && observed.controls.pod_security_restricted;
+    let (ok, reason, message) = if !clinic.spec.security.enforce_pod_security && !labelled {
+        (
+            false,
+            "PodSecurityOptOut",
+            "spec.security.enforcePodSecurity is false (the platform's policy allows it): the operator does not label the namespace, and it is not held to Pod Security restricted",
+        )
+    } else if !observed.network_policies_enforced {
+        (false, "PoliciesMissing", "NetworkPolicies are not all in place yet")
+    } else if observed.namespace_visible && !observed.controls.pod_security_restricted {
+        (false, "PodSecurityMissing", "the namespace does not enforce Pod Security restricted yet")
+    } else {
+        (
+            true,
+            "Enforced",
+            "default-deny NetworkPolicies, restricted Pod Security and hardened pods are in place",
+        )
+    };
+    condition(SECURITY_ENFORCED, ok, reason, message.into(), generation)
+}
+
+fn compliant(controls: &crate::api::Compliance, generation: Option<i64>) -> Condition {
+    let failing: Vec<&str> =
+        controls.list().iter().filter(|(_, holds, _)| !holds).map(|(_, _, why)| *why).collect();
+    if failing.is_empty() {
+        condition(COMPLIANT, true, "AllControlsHold", "every security control holds".into(), generation)
+    } else {
+        condition(COMPLIANT, false, "ControlsFailing", failing.join("; "), generation)
+    }
+}
+
+fn ready(clinic: &Clinic, observed: &Observed) -> Condition {
+    let generation = observed.generation;
+    if observed.database.is_ready() && observed.openmrs_ready() && observed.error.is_none() {
+        condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
+    } else if let Some(e) = &observed.error {
+        condition(READY, false, e.reason, "see the Degraded condition".into(), generation)
+    } else {
+        condition(READY, false, "Progressing", "see the Progressing condition".into(), generation)
+    }
+}
+
+fn backup_ready(b: &BackupHealth, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: BACKUP_READY.into(),
+        status: b.status.into(),
+        reason: b.reason.into(),
+        message: b.message.clone(),
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}
+
 /// A condition keeps its transition time while its status stays the same.
 fn carry_transition_times(conditions: &mut [Condition], previous: &[Condition]) {
     let now = Time(jiff::Timestamp::now());
@@ -365,18 +386,24 @@ fn carry_transition_times(conditions: &mut [Condition], previous: &[Condition]) 
     }
 }
 
+/// The conditions that only report the progress of a convergence.
+const PROGRESS: [&str; 3] = [PROGRESSING, DATABASE_READY, OPENMRS_READY];
+
+/// A status as compared: without transition times, conditions in type order, and without the
+/// conditions of `ignored` types. The one place statuses are compared.
+fn settled(status: &ClinicPlatformStatus, ignored: &[&str]) -> ClinicPlatformStatus {
+    let mut s = status.clone();
+    s.conditions.retain(|c| !ignored.contains(&c.type_.as_str()));
+    for c in &mut s.conditions {
+        c.last_transition_time = None;
+    }
+    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    s
+}
+
 /// Whether writing `new` over `old` would change anything but timestamps.
 pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
-    let Some(old) = old else { return true };
-    let strip = |s: &ClinicPlatformStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = None;
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
-    };
-    strip(old) != strip(new)
+    old.is_none_or(|old| settled(old, &[]) != settled(new, &[]))
 }
 
 /// Whether a status change may wait: only the progress of a convergence moved (`Progressing`,
@@ -384,27 +411,22 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
 /// acts on — `Ready`, `Degraded`, backups, security, compliance, monitoring, the generation — is
 /// as already written. Such updates are coalesced.
 pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
-    let Some(old) = old else { return false };
-    let progress = [PROGRESSING, DATABASE_READY, OPENMRS_READY];
-    let settled = |s: &ClinicPlatformStatus| {
-        let mut s = s.clone();
-        s.conditions.retain(|c| !progress.contains(&c.type_.as_str()));
-        for c in &mut s.conditions {
-            c.last_transition_time = None;
+    old.is_some_and(|old| settled(old, &PROGRESS) == settled(new, &PROGRESS))
+}
+
+/// Sets each of `conditions` in `status`, replacing one of the same type.
+pub fn merge_conditions(status: &mut ClinicPlatformStatus, conditions: Vec<Condition>) {
+    for c in conditions {
+        match status.conditions.iter_mut().find(|e| e.type_ == c.type_) {
+            Some(existing) => *existing = c,
+            None => status.conditions.push(c),
         }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
-    };
-    settled(old) == settled(new)
+    }
 }
 
 /// `CleanupBlocked` of a deleted clinic whose clean-up failed: why, and the way out that does
 /// not need the operator to succeed.
-pub fn cleanup_blocked(
-    error: &super::error::Error,
-    generation: Option<i64>,
-    previous: &[Condition],
-) -> Condition {
+pub fn cleanup_blocked(error: &Error, generation: Option<i64>, previous: &[Condition]) -> Condition {
     let message = format!(
         "clean-up before deletion failed: {}. The finalizer stays and clean-up is retried; to let the clinic go without it, annotate {}=true and remove what status.outsideObjects lists by hand",
         error.to_string().trim_end_matches('.'),
@@ -446,8 +468,8 @@ mod tests {
 
     use super::*;
     use crate::api::{ClinicPlatform, ClinicPlatformSpec};
-    use crate::reconcile::backup::{self, BackupRecord};
-    use crate::reconcile::error::Error;
+    use crate::reconcile::backups::{self, BackupRecord};
+    use crate::reconcile::gate::Gate;
 
     fn clinic(spec: ClinicPlatformSpec) -> Clinic {
         let mut cp = ClinicPlatform::new("lyon", spec);
@@ -502,6 +524,15 @@ mod tests {
             out.push(Error::Apply { kind: "StatefulSet".into(), name: "lyon-mariadb".into(), source });
         }
         for source in causes() {
+            out.push(Error::Patch { kind: "Service".into(), name: "lyon-gateway".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::Create { kind: "Backup".into(), name: "lyon-pre-upgrade-1a2b".into(), source });
+        }
+        for source in causes() {
+            out.push(Error::Finalizer { name: "lyon".into(), source });
+        }
+        for source in causes() {
             out.push(Error::Prune { kind: "Ingress".into(), name: "lyon".into(), source });
         }
         for source in causes() {
@@ -527,25 +558,24 @@ mod tests {
     }
 
     /// Every `BackupReady` the clinic can show.
-    fn backup_healths() -> Vec<backup::BackupHealth> {
+    fn backup_healths() -> Vec<BackupHealth> {
         let now: jiff::Timestamp = "2026-12-02T06:00:00Z".parse().unwrap();
         let created: Option<jiff::Timestamp> = "2026-11-01T00:00:00Z".parse().ok();
         let enabled = clinic(ClinicPlatformSpec::default());
         let mut disabled_spec = ClinicPlatformSpec::default();
         disabled_spec.backup.enabled = false;
         let disabled = clinic(disabled_spec);
-        let listing_failed = Err(Error::Read {
-            what: "Velero backups".into(),
+        let listing_failed = Err(Problem::from(Error::Read {
+            what: "the clinic's Velero backups".into(),
             source: api(500, "InternalError", "etcdserver: request timed out"),
-        }
-        .to_string());
+        }));
         let mut out = vec![
-            backup::health(&disabled, created, true, &Ok(vec![]), now),
-            backup::health(&enabled, created, false, &Ok(vec![]), now),
-            backup::health(&enabled, created, true, &listing_failed, now),
-            backup::health(&enabled, Some(now), true, &Ok(vec![]), now),
-            backup::health(&enabled, created, true, &Ok(vec![]), now),
-            backup::schedule_failed(
+            backups::health(&disabled, created, true, &Ok(vec![]), now),
+            backups::health(&enabled, created, false, &Ok(vec![]), now),
+            backups::health(&enabled, created, true, &listing_failed, now),
+            backups::health(&enabled, Some(now), true, &Ok(vec![]), now),
+            backups::health(&enabled, created, true, &Ok(vec![]), now),
+            backups::schedule_failed(
                 &enabled,
                 &(&Error::Apply {
                     kind: "Schedule".into(),
@@ -555,7 +585,7 @@ mod tests {
                     .into(),
                 None,
             ),
-            backup::schedule_failed(
+            backups::schedule_failed(
                 &enabled,
                 &(&Error::NameClash {
                     object: "Schedule velero/clinic-lyon-lyon-3f2a9c1e".into(),
@@ -571,7 +601,7 @@ mod tests {
             ("Failed", "2026-12-02T01:30:00Z"),
             ("PartiallyFailed", "2026-12-02T01:30:00Z"),
         ] {
-            out.push(backup::health(
+            out.push(backups::health(
                 &enabled,
                 created,
                 true,
@@ -599,8 +629,8 @@ mod tests {
     fn observed(
         [database, backend, frontend, gateway]: [WorkloadState; 4],
         error: Option<&Error>,
-        gate: backup::Gate,
-        health: backup::BackupHealth,
+        gate: Gate,
+        health: BackupHealth,
         monitoring: MonitoringState,
         all_controls: bool,
     ) -> Observed {
@@ -622,7 +652,7 @@ mod tests {
             gateway,
             network_policies_enforced: all_controls,
             changed: error.is_none() && !all_controls,
-            error: error.map(|e| (e.reason().to_string(), e.to_string())),
+            error: error.map(Problem::from),
             paused: false,
             gate,
             backup: health,
@@ -686,7 +716,7 @@ mod tests {
             enabled: true,
             operator_installed: true,
             in_place: 0,
-            error: Some(super::super::error::Problem::from(error)),
+            error: Some(Problem::from(error)),
         };
         let all_errors = errors();
         let first = |kind: fn(&Error) -> bool| all_errors.iter().find(|e| kind(e)).map(failing);
@@ -706,7 +736,7 @@ mod tests {
         .into_iter()
         .flatten()
         .collect();
-        let gates = [backup::Gate::Open, backup::Gate::Waiting { backup: "lyon-pre-upgrade-1a2b".into() }];
+        let gates = [Gate::Open, Gate::Waiting { backup: "lyon-pre-upgrade-1a2b".into() }];
         let mut passes = Vec::new();
         for error in errors().iter().map(Some).chain([None]) {
             for health in backup_healths() {
@@ -731,14 +761,7 @@ mod tests {
         }
         // Converged but for the one field each case sets.
         let settled = |ready: bool| {
-            observed(
-                workloads(ready),
-                None,
-                backup::Gate::Open,
-                backup_healths()[0].clone(),
-                monitored.clone(),
-                true,
-            )
+            observed(workloads(ready), None, Gate::Open, backup_healths()[0].clone(), monitored.clone(), true)
         };
         let mut paused = settled(true);
         paused.paused = true;

@@ -4,10 +4,8 @@
 //! a read-only root filesystem, an init container copies the site into an emptyDir that the main
 //! container mounts over `/usr/share/nginx/html`, where the script may write.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service, Sysctl,
-};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -26,36 +24,6 @@ pub fn name(clinic: &Clinic) -> String {
 
 pub fn service(clinic: &Clinic) -> Service {
     http_service(clinic, name(clinic), Component::Frontend, 80)
-}
-
-pub(crate) fn unprivileged_ports() -> Vec<Sysctl> {
-    vec![Sysctl { name: "net.ipv4.ip_unprivileged_port_start".into(), value: "0".into() }]
-}
-
-pub(crate) fn web_probe(port: IntOrString, path: &str, period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port,
-            scheme: Some("HTTP".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(3),
-        failure_threshold: Some(3),
-        ..Default::default()
-    }
-}
-
-/// Rolling updates never take the last serving pod away.
-pub(crate) fn rolling_update() -> DeploymentStrategy {
-    DeploymentStrategy {
-        type_: Some("RollingUpdate".into()),
-        rolling_update: Some(RollingUpdateDeployment {
-            max_surge: Some(IntOrString::Int(1)),
-            max_unavailable: Some(IntOrString::Int(0)),
-        }),
-    }
 }
 
 pub fn deployment(clinic: &Clinic) -> Deployment {
@@ -78,12 +46,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         name: "frontend".into(),
         image: Some(image),
         image_pull_policy: Some(pull_policy(clinic)),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![container_port("http", PORT)]),
         env: Some(vec![
             env("SPA_PATH", SPA_PATH),
             env("API_URL", API_URL),
@@ -120,30 +83,5 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
             ..Default::default()
         },
     );
-    Deployment {
-        metadata: metadata(clinic, name(clinic), Component::Frontend),
-        spec: Some(DeploymentSpec {
-            replicas: replicas_unless_autoscaled(clinic, spec.replicas),
-            selector: selector(clinic, Component::Frontend),
-            strategy: Some(rolling_update()),
-            revision_history_limit: Some(5),
-            template: PodTemplateSpec {
-                metadata: Some(pod_template_metadata(
-                    clinic,
-                    Component::Frontend,
-                    &pod,
-                    BTreeMap::new(),
-                    &[],
-                )),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// With an HPA the operator must not own `spec.replicas`, or every apply would fight it.
-pub(crate) fn replicas_unless_autoscaled(clinic: &Clinic, replicas: i32) -> Option<i32> {
-    if clinic.spec.autoscaling.enabled { None } else { Some(replicas) }
+    web_deployment(clinic, Component::Frontend, name(clinic), spec.replicas, pod, BTreeMap::new())
 }

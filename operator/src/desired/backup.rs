@@ -54,7 +54,7 @@ pub fn base_name(clinic: &Clinic) -> String {
 pub fn outside_name(namespace: &str, name: &str) -> String {
     let joined = format!("{namespace}-{name}");
     let prefix = joined.get(..35).unwrap_or(&joined).trim_end_matches('-');
-    let hash = crate::build::hash_of(&format!("{namespace}/{name}"));
+    let hash = crate::desired::hash_of(&format!("{namespace}/{name}"));
     format!("{prefix}-{}", &hash[..8])
 }
 
@@ -66,7 +66,7 @@ pub fn legacy_base_name(clinic: &Clinic) -> String {
     if full.len() <= 44 {
         return full;
     }
-    let hash = crate::build::hash_of(&full);
+    let hash = crate::desired::hash_of(&full);
     format!("{}-{}", full[..35].trim_end_matches('-'), &hash[..8])
 }
 
@@ -130,7 +130,7 @@ if [ \"$limit\" -gt 0 ] && [ \"$limit\" -lt \"$free\" ]; then free=$limit; fi; \
 if [ \"$need\" -ge \"$free\" ]; then echo \"dump needs up to $need bytes, $dir has $free\" >&2; exit 1; fi; \
 mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} | gzip -c > \"$file.tmp\"; \
 mv \"$file.tmp\" \"$file\"",
-        db = crate::build::database::DATABASE_NAME,
+        db = crate::desired::database::DATABASE_NAME,
     )
 }
 
@@ -200,7 +200,7 @@ pub fn schedule(clinic: &Clinic) -> Option<DynamicObject> {
 
 /// Name of the backup taken before rolling out `target_image`.
 pub fn pre_upgrade_backup_name(clinic: &Clinic, target_image: &str) -> String {
-    format!("{}-upgrade-{}", base_name(clinic), &crate::build::hash_of(&target_image)[..8])
+    format!("{}-upgrade-{}", base_name(clinic), &crate::desired::hash_of(&target_image)[..8])
 }
 
 /// The Backup taken before rolling out `target_image`.

@@ -7,11 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, PodTemplateSpec, Service};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::frontend::{replicas_unless_autoscaled, rolling_update, web_probe};
 use super::*;
 
 /// Port of the proxy (the Service maps 80 to it).
@@ -173,20 +172,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             "-g".into(),
             "daemon off;".into(),
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("health".into()),
-                container_port: HEALTH_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(vec![container_port("http", PORT), container_port("health", HEALTH_PORT)]),
         resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
         readiness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 10)),
@@ -217,25 +203,5 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             ..Default::default()
         },
     );
-    Deployment {
-        metadata: metadata(clinic, name(clinic), Component::Gateway),
-        spec: Some(DeploymentSpec {
-            replicas: replicas_unless_autoscaled(clinic, spec.replicas),
-            selector: selector(clinic, Component::Gateway),
-            strategy: Some(rolling_update()),
-            revision_history_limit: Some(5),
-            template: PodTemplateSpec {
-                metadata: Some(pod_template_metadata(
-                    clinic,
-                    Component::Gateway,
-                    &pod,
-                    config_hash(config),
-                    &[],
-                )),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    web_deployment(clinic, Component::Gateway, name(clinic), spec.replicas, pod, config_hash(config))
 }

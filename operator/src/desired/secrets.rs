@@ -24,12 +24,13 @@ pub const KEY_PASSWORD: &str = "password";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedSecret {
     pub name: String,
-    /// Keys and whether each is a random password (else a fixed value such as the username).
-    pub keys: Vec<(&'static str, SecretValue)>,
+    /// Its keys, each with how its value is made.
+    pub keys: Vec<(&'static str, KeySource)>,
 }
 
+/// How the value of one key of a generated Secret is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretValue {
+pub enum KeySource {
     RandomPassword,
     Fixed(&'static str),
     /// The SQL that keeps the exporter's database account in step with the `password` key of
@@ -56,9 +57,9 @@ pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
         out.push(GeneratedSecret {
             name: clinic.db_credentials_secret(),
             keys: vec![
-                (KEY_ROOT_PASSWORD, SecretValue::RandomPassword),
-                (KEY_USERNAME, SecretValue::Fixed(DB_USERNAME)),
-                (KEY_PASSWORD, SecretValue::RandomPassword),
+                (KEY_ROOT_PASSWORD, KeySource::RandomPassword),
+                (KEY_USERNAME, KeySource::Fixed(DB_USERNAME)),
+                (KEY_PASSWORD, KeySource::RandomPassword),
             ],
         });
     }
@@ -66,17 +67,14 @@ pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
         out.push(GeneratedSecret {
             name: super::monitoring::exporter_secret_name(clinic),
             keys: vec![
-                ("password", SecretValue::RandomPassword),
-                (super::monitoring::KEY_INIT_SQL, SecretValue::ExporterInitSql),
+                ("password", KeySource::RandomPassword),
+                (super::monitoring::KEY_INIT_SQL, KeySource::ExporterInitSql),
             ],
         });
     }
     if clinic.generates_admin_password {
         let admin = clinic.admin_password();
-        out.push(GeneratedSecret {
-            name: admin.secret,
-            keys: vec![("password", SecretValue::RandomPassword)],
-        });
+        out.push(GeneratedSecret { name: admin.secret, keys: vec![("password", KeySource::RandomPassword)] });
     }
     out
 }
@@ -86,11 +84,11 @@ pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues
     let mut data: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in &generated.keys {
         let v = match (value, values) {
-            (SecretValue::Fixed(v), _) => (*v).to_string(),
-            (SecretValue::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
-            (SecretValue::RandomPassword, SecretValues::Generate) => random_password(),
+            (KeySource::Fixed(v), _) => (*v).to_string(),
+            (KeySource::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
+            (KeySource::RandomPassword, SecretValues::Generate) => random_password(),
             // Derived values follow the keys they derive from (declared before them).
-            (SecretValue::ExporterInitSql, _) => super::monitoring::exporter_init_sql(
+            (KeySource::ExporterInitSql, _) => super::monitoring::exporter_init_sql(
                 data.get("password").map(String::as_str).unwrap_or(PLACEHOLDER),
             ),
         };

@@ -10,13 +10,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 
-use super::error::{Error, Problem, Result};
-use super::{Context, Notice};
+use super::write;
 use crate::api::OutsideObject;
-use crate::build::{self, backup::CLINIC_NAMESPACE_LABEL};
+use crate::desired::{self, backup::CLINIC_NAMESPACE_LABEL};
 use crate::model::{Clinic, MANAGED_BY};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Error, Problem, Result};
+use crate::reconcile::events::Notice;
 
 /// What one pass over the clinic's outside objects did.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +51,7 @@ fn is_ours(labels: &BTreeMap<String, String>, namespace: &str, name: &str) -> bo
 
 fn resource_of(kind: &str) -> ApiResource {
     match kind {
-        "Schedule" => build::backup::schedule_resource(),
+        "Schedule" => desired::backup::schedule_resource(),
         _ => ApiResource::erase::<ConfigMap>(&()),
     }
 }
@@ -61,8 +63,8 @@ pub(crate) fn describe(object: &OutsideObject) -> String {
 /// The objects the clinic wants outside its namespace now. The Schedule only when Velero's API
 /// is served (`velero`).
 pub fn wanted(clinic: &Clinic, velero: bool) -> Vec<(OutsideObject, DynamicObject)> {
-    let schedule = build::backup::schedule(clinic).filter(|_| velero);
-    let dashboard = build::monitoring::external_dashboard(clinic).map(|d| build::to_dynamic(&d));
+    let schedule = desired::backup::schedule(clinic).filter(|_| velero);
+    let dashboard = desired::monitoring::external_dashboard(clinic).map(|d| desired::to_dynamic(&d));
     schedule
         .into_iter()
         .chain(dashboard)
@@ -84,9 +86,9 @@ fn legacy(clinic: &Clinic) -> Vec<OutsideObject> {
     let schedule = OutsideObject {
         kind: "Schedule".into(),
         namespace: clinic.spec.backup.velero_namespace.clone(),
-        name: build::backup::legacy_base_name(clinic),
+        name: desired::backup::legacy_base_name(clinic),
     };
-    let dashboard_namespace = build::monitoring::dashboard_namespace(clinic);
+    let dashboard_namespace = desired::monitoring::dashboard_namespace(clinic);
     let dashboard = (dashboard_namespace != clinic.namespace).then(|| OutsideObject {
         kind: "ConfigMap".into(),
         namespace: dashboard_namespace,
@@ -173,13 +175,13 @@ pub async fn remove_all(
 async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &DynamicObject) -> Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource_of(&key.kind));
-    let live = api.get_opt(&key.name).await.map_err(|source| Error::Read { what: describe(key), source })?;
+    let live = write::read(&api, &describe(key), &key.name).await?;
     if let Some(live) = &live
         && !is_ours(live.labels(), &clinic.namespace, &clinic.name)
     {
         return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
     }
-    super::optional::apply_if_changed(ctx, &api, &key.kind, desired, live).await
+    write::put(ctx, &api, &key.kind, desired, live).await
 }
 
 /// Deletes the object if it is the clinic `<namespace>/<name>`'s; gone or someone else's, it is
@@ -187,28 +189,9 @@ async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &Dyna
 pub async fn remove(ctx: &Context, namespace: &str, name: &str, object: &OutsideObject) -> Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &object.namespace, &resource_of(&object.kind));
-    let live = match api.get_metadata_opt(&object.name).await {
-        Ok(live) => live,
-        // The namespace itself is gone (or never existed): so is the object.
-        Err(kube::Error::Api(status)) if status.code == 404 => None,
-        Err(source) => return Err(Error::Read { what: describe(object), source }),
-    };
-    let Some(live) = live.filter(|live| is_ours(live.labels(), namespace, name)) else {
-        return Ok(());
-    };
-    ctx.metrics.record_write("delete");
-    // Only the version just read, so that an object someone else made since is not removed.
-    let params = DeleteParams {
-        preconditions: Some(kube::api::Preconditions { uid: live.uid(), resource_version: None }),
-        ..DeleteParams::background()
-    };
-    match api.delete(&object.name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Prune {
-            kind: object.kind.clone(),
-            name: format!("{}/{}", object.namespace, object.name),
-            source,
-        }),
-    }
+    let shown = format!("{}/{}", object.namespace, object.name);
+    write::remove_if(ctx, &api, (&object.kind, &object.name, &shown), |labels| {
+        is_ours(labels, namespace, name)
+    })
+    .await
 }

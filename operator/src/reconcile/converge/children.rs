@@ -1,21 +1,22 @@
-//! The one write path: server-side apply with one field manager, skipped when the live object
-//! already carries what we declare; create-once for generated Secrets; prune by ownership.
+//! The children in the clinic's namespace: each skipped when its cached metadata shows it
+//! verified, else read, compared and written by server-side apply with one field manager only
+//! when it differs; children the clinic owns and no longer wants are pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::compare::{converged, first_difference};
-use super::error::{Error, Result};
-use super::{Context, Notice};
-use crate::api::{DeletionPolicy, FIELD_MANAGER};
-use crate::build::hash_of;
-use crate::build::secrets::{self, GeneratedSecret, SecretValues};
+use crate::api::FIELD_MANAGER;
+use crate::desired::hash_of;
 use crate::model::Clinic;
+use crate::reconcile::caches::{child_kinds, marker};
+use crate::reconcile::compare::{converged, first_difference};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Error, Result};
+use crate::reconcile::events::Notice;
 
 /// Annotation holding the hash of what the operator last declared for a child. Equal hash but
 /// different content means someone else changed the object: drift, not a spec change.
@@ -36,149 +37,17 @@ impl Applied {
     }
 }
 
-fn key(object: &DynamicObject) -> (String, String) {
+/// A child of one clinic by kind and name (its namespace is the clinic's).
+type KindAndName = (String, String);
+
+fn key(object: &DynamicObject) -> KindAndName {
     let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
     (kind, object.name_any())
 }
 
 fn api_resource(object: &DynamicObject) -> Option<ApiResource> {
     let types = object.types.as_ref()?;
-    super::observe::child_kinds()
-        .into_iter()
-        .find(|ar| ar.kind == types.kind && ar.api_version == types.api_version)
-}
-
-/// Refuses a credentials source other than the one the running database was initialised with
-/// (`status.databaseCredentialsSecret`), unless annotation
-/// [`crate::api::CREDENTIALS_MOVED_ANNOTATION`] names the new one: MariaDB keeps its own copy of
-/// the passwords, and the new Secret's would not open it.
-pub fn credentials_source_unchanged(
-    ctx: &Context,
-    cp: &crate::api::ClinicPlatform,
-    clinic: &Clinic,
-) -> Result<()> {
-    let Some(from) = cp.status.as_ref().and_then(|s| s.database_credentials_secret.clone()) else {
-        return Ok(());
-    };
-    let to = clinic.db_credentials_secret();
-    let database = crate::build::database::name(clinic);
-    let initialised = ctx
-        .caches
-        .get_typed::<k8s_openapi::api::apps::v1::StatefulSet>(&clinic.namespace, &database)
-        .is_some();
-    let moved = cp.annotations().get(crate::api::CREDENTIALS_MOVED_ANNOTATION) == Some(&to);
-    if from == to || !initialised || moved {
-        return Ok(());
-    }
-    Err(Error::CredentialsSwitch { from, to })
-}
-
-/// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
-pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic) -> Result<usize> {
-    let mut created = 0;
-    for generated in secrets::generated(clinic) {
-        match ctx.caches.secret(&clinic.namespace, &generated.name) {
-            Some(live) => adopt_secret(ctx, clinic, &generated, &live.metadata).await?,
-            None => {
-                if create_secret(ctx, clinic, &generated).await? {
-                    created += 1;
-                }
-            }
-        }
-    }
-    Ok(created)
-}
-
-/// Generated Secrets outlive a `Retain` clinic: they are the only key to the retained data. So
-/// they carry an owner reference only under a confirmed `Delete`.
-fn secret_owner_references(
-    clinic: &Clinic,
-) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    match clinic.deletion_policy() {
-        DeletionPolicy::Delete => clinic.owner_references().unwrap_or_default(),
-        DeletionPolicy::Retain => vec![],
-    }
-}
-
-async fn create_secret(ctx: &Context, clinic: &Clinic, generated: &GeneratedSecret) -> Result<bool> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-    // The cache may lag; and a restored namespace brings its Secrets back. Look before creating.
-    match api.get_metadata_opt(&generated.name).await {
-        Ok(Some(existing)) => {
-            adopt_secret(ctx, clinic, generated, &existing.metadata).await?;
-            return Ok(false);
-        }
-        Ok(None) => {}
-        Err(source) => {
-            return Err(Error::Read { what: format!("Secret {}", generated.name), source });
-        }
-    }
-    // Credentials for a database that already holds data cannot be invented again: neither the
-    // database's nor the OpenMRS admin password, which the first start wrote into it.
-    let claim = format!("data-{}-0", crate::build::database::name(clinic));
-    let guarded = generated.name == clinic.db_credentials_secret()
-        || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret);
-    if guarded {
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-        match pvcs.get_metadata_opt(&claim).await {
-            Ok(Some(_)) => {
-                return Err(Error::CredentialsLost { secret: generated.name.clone(), claim });
-            }
-            Ok(None) => {}
-            Err(source) => {
-                return Err(Error::Read { what: format!("PersistentVolumeClaim {claim}"), source });
-            }
-        }
-    }
-    let mut secret = secrets::secret(clinic, generated, SecretValues::Generate);
-    secret.metadata.owner_references = Some(secret_owner_references(clinic));
-    ctx.metrics.record_write("create");
-    match api
-        .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret)
-        .await
-    {
-        Ok(_) => {
-            info!(secret = %generated.name, "generated Secret created");
-            Ok(true)
-        }
-        // Created between our look and our create (another replica, a restore): keep theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::CreateSecret { name: generated.name.clone(), source }),
-    }
-}
-
-/// An existing generated Secret keeps its values; only labels and owner references are ours.
-async fn adopt_secret(
-    ctx: &Context,
-    clinic: &Clinic,
-    generated: &GeneratedSecret,
-    live: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<()> {
-    let labels = clinic.labels(crate::model::Component::Platform);
-    let owners = secret_owner_references(clinic);
-    let live_labels = live.labels.clone().unwrap_or_default();
-    let labels_ok = labels.iter().all(|(k, v)| live_labels.get(k) == Some(v));
-    let live_owner_uids: BTreeSet<&str> =
-        live.owner_references.iter().flatten().map(|o| o.uid.as_str()).collect();
-    let owners_ok = owners.iter().all(|o| live_owner_uids.contains(o.uid.as_str()))
-        && (clinic.deletion_policy() == DeletionPolicy::Delete
-            || clinic.owner.as_ref().is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));
-    if labels_ok && owners_ok {
-        return Ok(());
-    }
-    // A merge patch: labels are added, the owner list is replaced as a whole (so a switch from
-    // Delete to Retain really drops the owner reference), and the data is never in the body.
-    let patch = json!({ "metadata": { "labels": labels, "ownerReferences": owners } });
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-    ctx.metrics.record_write("merge");
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    api.patch(&generated.name, &params, &Patch::Merge(&patch)).await.map_err(|source| Error::Apply {
-        kind: "Secret".into(),
-        name: generated.name.clone(),
-        source,
-    })?;
-    debug!(secret = %generated.name, "adopted existing Secret");
-    Ok(())
+    child_kinds().into_iter().find(|ar| ar.kind == types.kind && ar.api_version == types.api_version)
 }
 
 /// StatefulSet volume claim templates cannot change once created. Keep the live ones and say so,
@@ -342,12 +211,12 @@ async fn apply_child(
     let key = (ar.kind.clone(), clinic.namespace.clone(), name.clone());
     let cached = ctx.caches.get(&ar, &clinic.namespace, &name);
     // Written or verified by this process before: if it is gone now, someone deleted it.
-    let remembered = ctx.remembers(&key);
+    let remembered = ctx.memory.remembers(&key);
     let mut live_hash = None;
     if let Some(cached) = &cached {
         live_hash = cached.annotations().get(DESIRED_HASH_ANNOTATION).cloned();
         if live_hash.as_ref() == Some(&hash)
-            && ctx.is_verified(&key, &super::observe::marker(&ar.kind, &cached.metadata))
+            && ctx.memory.is_verified(&key, &marker(&ar.kind, &cached.metadata))
         {
             return Ok(outcome);
         }
@@ -373,7 +242,7 @@ async fn apply_child(
                 .map_err(|source| Error::Serialize { what: format!("{} {name}", ar.kind), source })?;
             match first_difference(&value, &live_value) {
                 None => {
-                    ctx.set_verified(key, super::observe::marker(&ar.kind, &full.metadata));
+                    ctx.memory.set_verified(key, marker(&ar.kind, &full.metadata));
                     return Ok(outcome);
                 }
                 Some(path) => drifted_field = Some(path),
@@ -381,9 +250,9 @@ async fn apply_child(
         }
     }
     match write_child(ctx, clinic, &ar, &name, &value, exists).await {
-        Ok(after) => ctx.set_verified(key, super::observe::marker(&ar.kind, &after.metadata)),
+        Ok(after) => ctx.memory.set_verified(key, marker(&ar.kind, &after.metadata)),
         Err(e) => {
-            ctx.forget_verified(&key);
+            ctx.memory.forget_verified(&key);
             return Err(e);
         }
     }
@@ -410,7 +279,6 @@ async fn write_child(
     exists: bool,
 ) -> Result<DynamicObject> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &clinic.namespace, ar);
-    let fail = |source| Error::Apply { kind: ar.kind.clone(), name: name.to_string(), source };
     ctx.metrics.record_write("apply");
     match api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value)).await {
         Ok(result) => {
@@ -423,7 +291,7 @@ async fn write_child(
         Err(kube::Error::Api(status)) if exists && status.code == 422 => {
             debug!(kind = %ar.kind, %name, message = %status.message, "apply refused; replacing lists with a merge patch");
         }
-        Err(source) => return Err(fail(source)),
+        Err(source) => return Err(Error::Apply { kind: ar.kind.clone(), name: name.to_string(), source }),
     }
     let mut body = value.clone();
     if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
@@ -433,7 +301,11 @@ async fn write_child(
     }
     ctx.metrics.record_write("merge");
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    api.patch(name, &params, &Patch::Merge(&body)).await.map_err(fail)
+    api.patch(name, &params, &Patch::Merge(&body)).await.map_err(|source| Error::Patch {
+        kind: ar.kind.clone(),
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Deletes children this ClinicPlatform owns that are no longer desired (e.g. the Ingress after
@@ -447,7 +319,7 @@ pub async fn prune(
     let Some(owner) = &clinic.owner else {
         return Ok(0);
     };
-    let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
+    let wanted: BTreeSet<KindAndName> = desired.iter().map(key).collect();
     let mut pruned = 0;
     let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ar, object) in ctx.caches.owned_by(&clinic.namespace, &owner.uid) {
@@ -464,7 +336,7 @@ pub async fn prune(
                 return Err(Error::Prune { kind: ar.kind.clone(), name, source });
             }
         }
-        ctx.forget_verified(&(ar.kind.clone(), clinic.namespace.clone(), name.clone()));
+        ctx.memory.forget_verified(&(ar.kind.clone(), clinic.namespace.clone(), name.clone()));
         pruned += 1;
         by_kind.entry(ar.kind.clone()).or_default().push(name);
     }
@@ -475,36 +347,4 @@ pub async fn prune(
         ));
     }
     Ok(pruned)
-}
-
-/// Events are best effort: a failure to record one must not fail the reconcile.
-pub async fn publish(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    notices: &[Notice],
-) {
-    for notice in notices {
-        let event = kube::runtime::events::Event {
-            type_: notice.type_,
-            reason: notice.reason.to_string(),
-            note: Some(truncate(&notice.message, 1000)),
-            action: "Reconcile".to_string(),
-            secondary: notice.related.clone(),
-        };
-        ctx.metrics.record_write("event");
-        if let Err(e) = ctx.recorder.publish(&event, reference).await {
-            warn!(error = %e, reason = notice.reason, "could not record event");
-        }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }

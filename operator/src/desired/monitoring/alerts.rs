@@ -1,0 +1,199 @@
+//! The alerts a clinic's on-call needs, as the `PrometheusRule` the Prometheus Operator loads.
+
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::model::Clinic;
+
+/// One alert of a clinic: what the on-call sees and where the runbook step is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub name: &'static str,
+    pub expr: String,
+    pub for_: &'static str,
+    pub severity: &'static str,
+    pub summary: &'static str,
+    pub description: String,
+}
+
+/// The alerts a clinic on-call needs. Thresholds follow the spec where it has one (the RPO).
+pub fn alerts(clinic: &Clinic) -> Vec<Alert> {
+    let s = Selectors::of(clinic);
+    let ns = &s.namespace;
+    let backend = super::backend::name(clinic);
+    let database = super::database::name(clinic);
+    let gateway = super::gateway::name(clinic);
+    let instance = format!("{}/{}", clinic.namespace, clinic.name);
+    let mut alerts = vec![
+        Alert {
+            name: "OpenMRSBackendDown",
+            expr: format!("kube_statefulset_status_replicas_ready{{{ns},statefulset=\"{backend}\"}} < 1"),
+            for_: "5m",
+            severity: "critical",
+            summary: "No OpenMRS backend replica is ready: the clinic cannot work.",
+            description: format!("{instance}: statefulset {backend} has no ready replica for 5 minutes."),
+        },
+        Alert {
+            name: "OpenMRSBackendNotStarted",
+            expr: format!(
+                "(kube_pod_container_status_ready{{{ns},pod=~\"{backend}-[0-9]+\",container=\"openmrs\"}} == 0) \
+                 and on (namespace, pod) \
+                 ((time() - kube_pod_start_time{{{ns},pod=~\"{backend}-[0-9]+\"}}) > 1800)"
+            ),
+            for_: "5m",
+            severity: "warning",
+            summary: "The OpenMRS backend has not become ready 30 minutes after its pod started.",
+            description: format!(
+                "{instance}: pod {{{{ $labels.pod }}}} is still not ready; module loading or a database migration is stuck."
+            ),
+        },
+        Alert {
+            name: "OpenMRSRestApiFailing",
+            expr: format!(
+                "sum by (namespace, pod) (increase(prober_probe_total{{{ns},pod=~\"{backend}-[0-9]+\",container=\"openmrs\",probe_type=\"Readiness\",result=\"failed\"}}[5m])) > 3"
+            ),
+            for_: "5m",
+            severity: "critical",
+            summary: "The OpenMRS REST API (/openmrs/ws/rest/v1/session) keeps failing its checks.",
+            description: format!(
+                "{instance}: the readiness check of {{{{ $labels.pod }}}}, which calls the REST API and the database, failed more than 3 times in 5 minutes."
+            ),
+        },
+        Alert {
+            name: "ClinicDatabaseDown",
+            expr: format!(
+                "(max by (namespace) (mysql_up{{{ns},service=\"{database}-metrics\"}}) == 0) \
+                 or (max by (namespace) (kube_statefulset_status_replicas_ready{{{ns},statefulset=\"{database}\"}}) < 1)"
+            ),
+            for_: "2m",
+            severity: "critical",
+            summary: "The clinic's MariaDB is down or unreachable.",
+            description: format!("{instance}: MariaDB {database} does not answer."),
+        },
+        Alert {
+            name: "ClinicBackupTooOld",
+            expr: format!(
+                "(time() - velero_backup_last_successful_timestamp{{schedule=\"{}\"}}) > {}",
+                super::backup::base_name(clinic),
+                rpo_seconds(clinic)
+            ),
+            for_: "10m",
+            severity: "critical",
+            summary: "The last successful backup is older than the clinic's RPO.",
+            description: format!(
+                "{instance}: no successful Velero backup within spec.backup.rpo ({}).",
+                clinic.spec.backup.rpo
+            ),
+        },
+        Alert {
+            name: "ClinicVolumeNearlyFull",
+            expr: format!(
+                "(kubelet_volume_stats_available_bytes{{{ns},persistentvolumeclaim=~\"data-({database}|{backend})-[0-9]+\"}} \
+                 / kubelet_volume_stats_capacity_bytes{{{ns},persistentvolumeclaim=~\"data-({database}|{backend})-[0-9]+\"}}) < 0.10"
+            ),
+            for_: "15m",
+            severity: "warning",
+            summary: "A data volume of the clinic has less than 10% free space.",
+            description: format!(
+                "{instance}: {{{{ $labels.persistentvolumeclaim }}}} is over 90% full; grow spec.database.storage or spec.openmrs.backend.storage."
+            ),
+        },
+        Alert {
+            name: "ClinicPodRestarting",
+            expr: format!(
+                "increase(kube_pod_container_status_restarts_total{{{ns},{pods}}}[30m]) > 3",
+                pods = s.pods
+            ),
+            for_: "5m",
+            severity: "warning",
+            summary: "A container of the clinic restarts repeatedly.",
+            description: format!(
+                "{instance}: {{{{ $labels.pod }}}}/{{{{ $labels.container }}}} restarted more than 3 times in 30 minutes."
+            ),
+        },
+        Alert {
+            name: "ClinicGatewayDown",
+            expr: format!(
+                "(max by (namespace) (nginx_up{{{ns},service=\"{gateway}-metrics\"}}) == 0) \
+                 or (kube_deployment_status_replicas_available{{{ns},deployment=\"{gateway}\"}} < 1)"
+            ),
+            for_: "5m",
+            severity: "critical",
+            summary: "The clinic's gateway (nginx in front of OpenMRS) is down.",
+            description: format!("{instance}: gateway {gateway} has no available replica."),
+        },
+    ];
+    if let Some(ingress) = &clinic.spec.ingress {
+        let ingress_name = super::ingress::name(clinic);
+        let requests = format!(
+            "nginx_ingress_controller_requests{{exported_namespace=\"{}\",ingress=\"{ingress_name}\"",
+            clinic.namespace
+        );
+        alerts.push(Alert {
+            name: "ClinicHigh5xxRate",
+            expr: format!(
+                "(sum(rate({requests},status=~\"5..\"}}[5m])) / sum(rate({requests}}}[5m]))) > 0.05"
+            ),
+            for_: "10m",
+            severity: "critical",
+            summary: "More than 5% of the requests to the clinic answer 5xx.",
+            description: format!("{instance}: {} answers 5xx to more than 5% of requests.", ingress.host),
+        });
+        alerts.push(Alert {
+            name: "ClinicCertificateExpiringSoon",
+            expr: format!(
+                "(certmanager_certificate_expiration_timestamp_seconds{{{ns},name=\"{}\"}} - time()) < 14 * 86400",
+                clinic.child_name("tls")
+            ),
+            for_: "1h",
+            severity: "warning",
+            summary: "The clinic's TLS certificate expires in less than 14 days.",
+            description: format!("{instance}: the certificate of {} has not been renewed.", ingress.host),
+        });
+    }
+    alerts
+}
+
+fn rpo_seconds(clinic: &Clinic) -> u64 {
+    crate::model::parse_duration("spec.backup.rpo", &clinic.spec.backup.rpo)
+        .map(|d| d.as_secs())
+        .unwrap_or(26 * 3600)
+}
+
+/// `spec.groups` of the PrometheusRule (also what `promtool check rules` reads in the tests).
+pub fn rule_groups(clinic: &Clinic) -> Value {
+    let rules: Vec<Value> = alerts(clinic)
+        .into_iter()
+        .map(|a| {
+            json!({
+                "alert": a.name,
+                "expr": a.expr,
+                "for": a.for_,
+                "labels": { "severity": a.severity, "clinic": clinic.name },
+                "annotations": {
+                    "summary": a.summary,
+                    "description": a.description,
+                    "runbook_url": format!("{RUNBOOK_BASE}#{}", a.name.to_lowercase()),
+                },
+            })
+        })
+        .collect();
+    json!([{ "name": format!("clinic-{}", clinic.name), "rules": rules }])
+}
+
+/// Where each alert's runbook step is: the alerts page of the docs at this operator's release
+/// tag (one anchor per alert), which the release ships; no separate site has to be published.
+pub const RUNBOOK_BASE: &str =
+    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/v", env!("CARGO_PKG_VERSION"), "/docs/operations/alerts.md");
+
+pub fn prometheus_rule(clinic: &Clinic) -> Option<DynamicObject> {
+    if !enabled(clinic) {
+        return None;
+    }
+    let name = clinic.child_name("alerts");
+    let mut rule = DynamicObject::new(&name, &prometheus_rule_resource()).within(&clinic.namespace);
+    rule.metadata = monitoring_metadata(clinic, name);
+    rule.data = json!({ "spec": { "groups": rule_groups(clinic) } });
+    Some(rule)
+}

@@ -1,0 +1,155 @@
+//! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
+//! platform needs: ingress controller -> gateway -> frontend and backend -> MariaDB, DNS, and
+//! the extra egress the spec declares, and Prometheus' namespace -> the exporters' ports.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
+}
+
+fn udp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("UDP".into()), end_port: None }
+}
+
+fn pods_of(clinic: &Clinic, component: Component) -> NetworkPolicyPeer {
+    NetworkPolicyPeer { pod_selector: Some(selector(clinic, component)), ..Default::default() }
+}
+
+fn namespace_named(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])),
+        ..Default::default()
+    }
+}
+
+/// Every pod of the platform (all components share the instance label).
+fn platform_pods(clinic: &Clinic) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("app.kubernetes.io/instance".to_string(), clinic.name.clone())])),
+        ..Default::default()
+    }
+}
+
+fn policy(
+    clinic: &Clinic,
+    suffix: &str,
+    pods: LabelSelector,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: metadata(clinic, clinic.child_name(suffix), Component::Platform),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pods),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
+        }),
+    }
+}
+
+fn from(peers: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule { from: Some(peers), ports: Some(ports) }
+}
+
+fn to(peers: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule { to: Some(peers), ports: Some(ports) }
+}
+
+pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
+    vec![
+        policy(clinic, "default-deny", platform_pods(clinic), vec![], vec![]),
+        allow_dns(clinic),
+        gateway(clinic),
+        policy(
+            clinic,
+            "frontend",
+            selector(clinic, Component::Frontend),
+            vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(super::frontend::PORT)])],
+            vec![],
+        ),
+        backend(clinic),
+        database(clinic),
+    ]
+}
+
+fn allow_dns(clinic: &Clinic) -> NetworkPolicy {
+    let kube_dns = NetworkPolicyPeer {
+        namespace_selector: Some(namespace_named("kube-system")),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    policy(
+        clinic,
+        "allow-dns",
+        platform_pods(clinic),
+        vec![],
+        vec![to(vec![kube_dns], vec![udp(53), tcp(53)])],
+    )
+}
+
+/// Prometheus' namespace, when monitoring is on: it reaches the exporters' ports and nothing else.
+fn prometheus(clinic: &Clinic) -> Option<NetworkPolicyPeer> {
+    super::monitoring::enabled(clinic).then(|| NetworkPolicyPeer {
+        namespace_selector: Some(namespace_named(&clinic.spec.monitoring.prometheus_namespace)),
+        ..Default::default()
+    })
+}
+
+fn gateway(clinic: &Clinic) -> NetworkPolicy {
+    let mut ingress = Vec::new();
+    if let Some(controller) = &clinic.spec.ingress {
+        let controller = NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(&controller.controller_namespace)),
+            ..Default::default()
+        };
+        ingress.push(from(vec![controller], vec![tcp(super::gateway::PORT)]));
+    }
+    if let Some(prometheus) = prometheus(clinic) {
+        ingress.push(from(vec![prometheus], vec![tcp(super::monitoring::NGINX_EXPORTER_PORT)]));
+    }
+    let egress = vec![
+        to(vec![pods_of(clinic, Component::Frontend)], vec![tcp(super::frontend::PORT)]),
+        to(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::backend::PORT)]),
+    ];
+    policy(clinic, "gateway", selector(clinic, Component::Gateway), ingress, egress)
+}
+
+fn backend(clinic: &Clinic) -> NetworkPolicy {
+    let mut ingress = vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(super::backend::PORT)])];
+    let mut egress = vec![to(vec![pods_of(clinic, Component::Database)], vec![tcp(super::database::PORT)])];
+    if clinic.spec.openmrs.backend.clustering.is_some() {
+        let jgroups: Vec<_> = super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect();
+        ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
+        egress.push(to(vec![pods_of(clinic, Component::Backend)], jgroups));
+    }
+    for rule in &clinic.spec.security.extra_egress {
+        let block = NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
+            ..Default::default()
+        };
+        egress.push(to(vec![block], vec![tcp(rule.port)]));
+    }
+    policy(clinic, "backend", selector(clinic, Component::Backend), ingress, egress)
+}
+
+fn database(clinic: &Clinic) -> NetworkPolicy {
+    let mut ingress = vec![from(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::database::PORT)])];
+    if let Some(prometheus) = prometheus(clinic) {
+        ingress.push(from(vec![prometheus], vec![tcp(super::monitoring::MYSQLD_EXPORTER_PORT)]));
+    }
+    policy(clinic, "mariadb", selector(clinic, Component::Database), ingress, vec![])
+}

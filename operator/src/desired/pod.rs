@@ -1,0 +1,339 @@
+//! What every pod of the platform shares: restricted security contexts, resources, volumes,
+//! environment, probes, placement and residency, the pod template's metadata, and the
+//! Deployment around the stateless web components (frontend, gateway).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Sysctl, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CONFIG_HASH_ANNOTATION, backup, hash_of, metadata, non_empty_map, non_empty_vec, selector};
+use crate::api::Placement;
+use crate::model::{Clinic, Component};
+
+/// Pod-level security settings that pass Pod Security "restricted". Volumes belong to group
+/// `uid` (fsGroup); processes run with primary group `gid`.
+pub(crate) fn pod_security_context(uid: i64, gid: i64, sysctls: Vec<Sysctl>) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        fs_group: Some(uid),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        sysctls: if sysctls.is_empty() { None } else { Some(sysctls) },
+        ..Default::default()
+    }
+}
+
+/// Container-level security settings: restricted, read-only root, every capability dropped.
+/// `privileged: false` is written out so that a change to it is drift we can see.
+pub(crate) fn container_security_context(uid: i64) -> SecurityContext {
+    container_security_context_as(uid, uid)
+}
+
+/// [`container_security_context`] with a primary group other than the user's own.
+pub(crate) fn container_security_context_as(uid: i64, gid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn resources(
+    override_: Option<&ResourceRequirements>,
+    requests: (&str, &str),
+    limits: (&str, &str),
+) -> ResourceRequirements {
+    if let Some(r) = override_ {
+        return r.clone();
+    }
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    ResourceRequirements { requests: Some(pair(requests)), limits: Some(pair(limits)), ..Default::default() }
+}
+
+pub(crate) fn image_pull_secrets(clinic: &Clinic) -> Option<Vec<LocalObjectReference>> {
+    let secrets = &clinic.spec.images.pull_secrets;
+    if secrets.is_empty() {
+        None
+    } else {
+        Some(secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect())
+    }
+}
+
+pub(crate) fn pull_policy(clinic: &Clinic) -> String {
+    format!("{:?}", clinic.spec.images.pull_policy)
+}
+
+/// Topology spread: the user's constraints, or by default replicas prefer distinct nodes.
+pub(crate) fn topology_spread(
+    clinic: &Clinic,
+    component: Component,
+    placement: &Placement,
+) -> Option<Vec<TopologySpreadConstraint>> {
+    if !placement.topology_spread_constraints.is_empty() {
+        return Some(placement.topology_spread_constraints.clone());
+    }
+    Some(vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(selector(clinic, component)),
+        ..Default::default()
+    }])
+}
+
+/// An environment variable with a literal value.
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+/// An environment variable read from a Secret key.
+pub(crate) fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn empty_dir(name: &str, size_limit: &str) -> Volume {
+    use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size_limit.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
+}
+
+pub(crate) fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+}
+
+/// Every container of a pod gets the same hardening; used by tests and `render` checks.
+pub fn all_containers(spec: &PodSpec) -> Vec<&Container> {
+    spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect()
+}
+
+/// Required node affinity on the region/zone labels of `spec.residency`: data stays there.
+pub(crate) fn residency_affinity(clinic: &Clinic) -> Option<k8s_openapi::api::core::v1::Affinity> {
+    use k8s_openapi::api::core::v1::{
+        Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    };
+    let residency = clinic.spec.residency.as_ref()?;
+    let mut requirements = Vec::new();
+    for (key, values) in [
+        ("topology.kubernetes.io/region", &residency.regions),
+        ("topology.kubernetes.io/zone", &residency.zones),
+    ] {
+        if !values.is_empty() {
+            requirements.push(NodeSelectorRequirement {
+                key: key.into(),
+                operator: "In".into(),
+                values: Some(values.clone()),
+            });
+        }
+    }
+    Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(requirements),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// What differs between the components' pods; everything else is shared by `pod_spec`.
+#[derive(Default)]
+pub(crate) struct PodParts {
+    pub uid: i64,
+    /// Primary group of the processes when it is not `uid` (the OpenMRS backend runs with 0).
+    pub gid: Option<i64>,
+    pub sysctls: Vec<Sysctl>,
+    pub init_containers: Vec<Container>,
+    pub containers: Vec<Container>,
+    pub volumes: Vec<Volume>,
+    /// Spread the component's replicas over nodes (not for single-replica databases).
+    pub spread: Option<Component>,
+    pub grace_seconds: Option<i64>,
+}
+
+/// A pod of the platform: restricted security context, no API token, no service links, the
+/// image pull secrets, placement and residency.
+pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, parts: PodParts) -> PodSpec {
+    PodSpec {
+        init_containers: non_empty_vec(&parts.init_containers),
+        containers: parts.containers,
+        security_context: Some(pod_security_context(
+            parts.uid,
+            parts.gid.unwrap_or(parts.uid),
+            parts.sysctls,
+        )),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // Declared although they are the defaults: a field the operator declares is one it owns,
+        // so drift detection sees a `true` patched in by anyone and puts it back (otherwise Pod
+        // Security refuses every new pod while the template looks converged).
+        host_network: Some(false),
+        host_pid: Some(false),
+        host_ipc: Some(false),
+        share_process_namespace: Some(false),
+        image_pull_secrets: image_pull_secrets(clinic),
+        node_selector: non_empty_map(&placement.node_selector),
+        affinity: residency_affinity(clinic),
+        tolerations: non_empty_vec(&placement.tolerations),
+        topology_spread_constraints: parts.spread.and_then(|c| topology_spread(clinic, c, placement)),
+        termination_grace_period_seconds: parts.grace_seconds,
+        volumes: non_empty_vec(&parts.volumes),
+        ..Default::default()
+    }
+}
+
+/// Metadata of a component's pod template: its labels, `annotations` (e.g. [`config_hash`]),
+/// and Velero's volume annotations, derived from the pod's own volumes so that a volume added
+/// to a pod is excluded from backups without a second list to keep in step (`keep_in_backups`
+/// names the emptyDirs a backup must hold).
+pub(crate) fn pod_template_metadata(
+    clinic: &Clinic,
+    component: Component,
+    pod: &PodSpec,
+    mut annotations: BTreeMap<String, String>,
+    keep_in_backups: &[&str],
+) -> ObjectMeta {
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    annotations.extend(backup::pod_volume_annotations(clinic, volumes, keep_in_backups));
+    ObjectMeta {
+        labels: Some(clinic.labels(component)),
+        annotations: non_empty_map(&annotations),
+        ..Default::default()
+    }
+}
+
+/// The annotation that rolls a pod when the ConfigMap it mounts changes.
+pub(crate) fn config_hash(config: &ConfigMap) -> BTreeMap<String, String> {
+    BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash_of(&config.data))])
+}
+
+/// A volume from a ConfigMap.
+pub(crate) fn config_volume(name: &str, config: &ConfigMap) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config.metadata.name.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn unprivileged_ports() -> Vec<Sysctl> {
+    vec![Sysctl { name: "net.ipv4.ip_unprivileged_port_start".into(), value: "0".into() }]
+}
+
+pub(crate) fn web_probe(port: IntOrString, path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port,
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// Rolling updates never take the last serving pod away.
+pub(crate) fn rolling_update() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+/// A named TCP port of a container.
+pub(crate) fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The Deployment of a stateless web component (frontend, gateway): rolling updates that never
+/// take the last serving pod away, `replicas` unless an HPA owns them, and `annotations` on the
+/// pod template (a config hash, say).
+pub(crate) fn web_deployment(
+    clinic: &Clinic,
+    component: Component,
+    name: String,
+    replicas: i32,
+    pod: PodSpec,
+    annotations: BTreeMap<String, String>,
+) -> Deployment {
+    Deployment {
+        metadata: metadata(clinic, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: replicas_unless_autoscaled(clinic, replicas),
+            selector: selector(clinic, component),
+            strategy: Some(rolling_update()),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(pod_template_metadata(clinic, component, &pod, annotations, &[])),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// With an HPA the operator must not own `spec.replicas`, or every apply would fight it.
+pub(crate) fn replicas_unless_autoscaled(clinic: &Clinic, replicas: i32) -> Option<i32> {
+    if clinic.spec.autoscaling.enabled { None } else { Some(replicas) }
+}

@@ -1,0 +1,53 @@
+//! What every reconcile shares: the client, the caches, the event recorder, the metrics, the
+//! platform's policy, discovery and this process's memory.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::caches::Caches;
+use super::discovery::Discovery;
+use super::memory::Memory;
+use super::storage::StorageClassCache;
+use crate::api::FIELD_MANAGER;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+
+pub struct Context {
+    pub client: Client,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The platform team's policy: what clinics may point at, what counts as compliant.
+    pub policy: Arc<Policy>,
+    /// Whether the operator sees cluster-scoped objects (namespaces, StorageClasses); false in
+    /// namespaced mode.
+    pub cluster_scope: bool,
+    pub discovery: Discovery,
+    pub storage_classes: StorageClassCache,
+    pub memory: Memory,
+}
+
+impl Context {
+    pub fn new(client: Client, caches: Caches, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            discovery: Discovery::new(client.clone()),
+            client,
+            caches,
+            metrics,
+            policy: Arc::new(Policy::default()),
+            cluster_scope: true,
+            storage_classes: StorageClassCache::default(),
+            memory: Memory::default(),
+        }
+    }
+
+    /// The same context under another policy.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+}

@@ -1,0 +1,159 @@
+//! What this process remembers between passes: per child, the marker it was last verified
+//! with; per clinic, its backoff, the last check of the objects the caches do not hold, its
+//! last Backup list and when its status was last written. A restart forgets it all: every
+//! child is then read once (and written only if it differs).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::backups::BackupRecord;
+use super::uncached::Uncached;
+
+/// A clinic by namespace and name.
+pub type ClinicKey = (String, String);
+
+/// A child by kind, namespace and name.
+pub type ChildKey = (String, String, String);
+
+/// How long what was read of the objects the caches do not hold (Velero Schedule and Backups,
+/// Certificate, ServiceMonitor, PrometheusRule, a dashboard in another namespace) is reused
+/// while the ClinicPlatform is unchanged: drift on them is put back within this time.
+pub const UNCACHED_RECHECK: Duration = Duration::from_secs(60);
+
+/// A status change that leaves `Ready` and `Degraded` as they were (a convergence in progress)
+/// waits this long after the previous status write, so a converging clinic is not written on
+/// every pod event. Changes of `Ready`, `Degraded` or the generation are written at once.
+pub const STATUS_COALESCE: Duration = Duration::from_secs(15);
+
+/// Something learnt about a clinic: for which version of its ClinicPlatform, and when.
+#[derive(Debug)]
+struct Remembered<T> {
+    version: Option<String>,
+    at: Instant,
+    value: T,
+}
+
+impl<T: Clone> Remembered<T> {
+    fn new(version: Option<&String>, value: T) -> Self {
+        Self { version: version.cloned(), at: Instant::now(), value }
+    }
+
+    /// Learnt for this very version of the ClinicPlatform (any change to it, even an
+    /// annotation, looks again), less than [`UNCACHED_RECHECK`] ago.
+    fn fresh_for(&self, version: Option<&String>) -> bool {
+        self.version.as_ref() == version && self.at.elapsed() < UNCACHED_RECHECK
+    }
+
+    fn fresh_value(slot: &Option<Self>, version: Option<&String>) -> Option<T> {
+        slot.as_ref().filter(|seen| seen.fresh_for(version)).map(|seen| seen.value.clone())
+    }
+}
+
+/// Everything remembered about one clinic; [`Memory::forget_clinic`] drops it at once.
+#[derive(Debug, Default)]
+struct ClinicMemory {
+    /// Failed passes in a row, for the backoff.
+    failures: u32,
+    uncached: Option<Remembered<Uncached>>,
+    backups: Option<Remembered<Vec<BackupRecord>>>,
+    status_written: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Children known to match their declaration, with the [`super::caches::marker`] they had
+    /// then. An unchanged marker needs no read; a moved one is read and compared (drift, or a
+    /// controller's harmless change).
+    children: Mutex<HashMap<ChildKey, String>>,
+    clinics: Mutex<HashMap<ClinicKey, ClinicMemory>>,
+}
+
+impl Memory {
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, String>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_clinic<R>(&self, key: &ClinicKey, f: impl FnOnce(&mut ClinicMemory) -> R) -> R {
+        let mut clinics = self.clinics.lock().unwrap_or_else(|p| p.into_inner());
+        f(clinics.entry(key.clone()).or_default())
+    }
+
+    /// Whether the child was verified with this marker.
+    pub fn is_verified(&self, key: &ChildKey, marker: &str) -> bool {
+        self.children().get(key).is_some_and(|m| m == marker)
+    }
+
+    /// Whether this process wrote or verified the child (with any marker) and has not let it
+    /// go since: a remembered child that is gone was deleted by someone else.
+    pub fn remembers(&self, key: &ChildKey) -> bool {
+        self.children().contains_key(key)
+    }
+
+    pub fn set_verified(&self, key: ChildKey, marker: String) {
+        self.children().insert(key, marker);
+    }
+
+    pub fn forget_verified(&self, key: &ChildKey) {
+        self.children().remove(key);
+    }
+
+    /// Drops everything about a deleted clinic, and the markers of its namespace's children
+    /// (another clinic of that namespace only pays one read per child for it).
+    pub fn forget_clinic(&self, key: &ClinicKey) {
+        self.children().retain(|(_, namespace, _), _| *namespace != key.0);
+        self.clinics.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// The last check of the clinic's uncached objects, if it is fresh for this version of the
+    /// ClinicPlatform and found nothing wrong.
+    pub fn recent_uncached(&self, key: &ClinicKey, version: Option<&String>) -> Option<Uncached> {
+        self.with_clinic(key, |m| Remembered::fresh_value(&m.uncached, version).filter(Uncached::is_clean))
+    }
+
+    pub fn remember_uncached(&self, key: &ClinicKey, version: Option<&String>, state: &Uncached) {
+        self.with_clinic(key, |m| m.uncached = Some(Remembered::new(version, state.clone())));
+    }
+
+    pub fn recent_backups(&self, key: &ClinicKey, version: Option<&String>) -> Option<Vec<BackupRecord>> {
+        self.with_clinic(key, |m| Remembered::fresh_value(&m.backups, version))
+    }
+
+    pub fn remember_backups(&self, key: &ClinicKey, version: Option<&String>, list: &[BackupRecord]) {
+        self.with_clinic(key, |m| {
+            // A reused list keeps the time it was listed: it is never more than
+            // UNCACHED_RECHECK old.
+            if !m.backups.as_ref().is_some_and(|seen| seen.fresh_for(version)) {
+                m.backups = Some(Remembered::new(version, list.to_vec()));
+            }
+        });
+    }
+
+    pub fn forget_backups(&self, key: &ClinicKey) {
+        self.with_clinic(key, |m| m.backups = None);
+    }
+
+    /// How long a coalescible status update should still wait, if at all.
+    pub fn status_wait(&self, key: &ClinicKey) -> Option<Duration> {
+        let since = self.with_clinic(key, |m| m.status_written)?.elapsed();
+        STATUS_COALESCE.checked_sub(since).filter(|d| !d.is_zero())
+    }
+
+    pub fn status_was_written(&self, key: &ClinicKey) {
+        self.with_clinic(key, |m| m.status_written = Some(Instant::now()));
+    }
+
+    /// Exponential backoff per clinic: 5 s, 10 s, 20 s ... capped at 5 minutes.
+    pub fn next_backoff(&self, key: &ClinicKey) -> Duration {
+        let n = self.with_clinic(key, |m| {
+            m.failures = m.failures.saturating_add(1);
+            m.failures
+        });
+        let seconds = 5u64.saturating_mul(1 << (n - 1).min(6));
+        Duration::from_secs(seconds.min(300))
+    }
+
+    pub fn reset_backoff(&self, key: &ClinicKey) {
+        self.with_clinic(key, |m| m.failures = 0);
+    }
+}

@@ -1,0 +1,84 @@
+//! Sync what the caches do not hold: the Velero Schedule and a dashboard outside the clinic's
+//! namespace ([`outside`]), and the children of optional APIs ([`optional`]), each through the
+//! one write path of [`write`]. They never block the platform: what failed is reported in
+//! `BackupReady` and `MonitoringReady`. They are read and put right at most once per
+//! [`UNCACHED_RECHECK`](crate::reconcile::memory::UNCACHED_RECHECK) while the ClinicPlatform
+//! is unchanged (passes triggered by its children's events reuse the last check); any change
+//! to the ClinicPlatform, or a failure, checks them on the next pass.
+
+pub mod optional;
+pub mod outside;
+mod write;
+
+use kube::api::DynamicObject;
+
+use super::context::Context;
+use super::error::Problem;
+use super::events::Notice;
+use super::finalizer;
+use crate::api::ClinicPlatform;
+use crate::desired::OptionalApi;
+use crate::model::Clinic;
+
+/// What one check of the uncached objects found.
+#[derive(Debug, Clone, Default)]
+pub struct Uncached {
+    /// The Schedule and a dashboard elsewhere; `None` when they were not looked at this pass.
+    pub outside: Option<outside::Outcome>,
+    pub certificates: optional::OptionalState,
+    pub monitors: optional::OptionalState,
+}
+
+impl Uncached {
+    /// Nothing failed: worth reusing. (A missing API is not a failure; discovery is re-asked
+    /// with the next check anyway.)
+    pub fn is_clean(&self) -> bool {
+        self.outside.as_ref().is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
+            && self.certificates.error.is_none()
+            && self.monitors.error.is_none()
+    }
+
+    /// Names held by something else, for Warning events.
+    pub fn clashes(&self) -> Vec<Notice> {
+        self.outside.iter().flat_map(|o| o.notices.iter().cloned()).collect()
+    }
+}
+
+/// Checks (or reuses the last check of) the clinic's uncached objects. Nothing is looked at
+/// when the children did not converge or the clinic is paused.
+pub async fn sync(
+    ctx: &Context,
+    cp: &ClinicPlatform,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    velero: bool,
+    converged: bool,
+) -> Uncached {
+    if !converged || clinic.spec.paused {
+        return Uncached::default();
+    }
+    let key = (clinic.namespace.clone(), clinic.name.clone());
+    let version = cp.metadata.resource_version.as_ref();
+    if let Some(recent) = ctx.memory.recent_uncached(&key, version) {
+        return recent;
+    }
+    let wanted = outside::wanted(clinic, velero);
+    let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
+    let outside = match finalizer::ensure(ctx, cp, !wanted.is_empty()).await {
+        Ok(()) => outside::sync(ctx, clinic, &wanted, recorded, velero).await,
+        Err(e) => {
+            let problem = Problem::from(&e);
+            outside::Outcome {
+                schedule_error: Some(problem.clone()),
+                dashboard_error: Some(problem),
+                record: recorded.map(<[_]>::to_vec).unwrap_or_default(),
+                notices: Vec::new(),
+            }
+        }
+    };
+    let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
+    let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
+    let checked = Uncached { outside: Some(outside), certificates, monitors };
+    ctx.memory.remember_uncached(&key, version, &checked);
+    checked
+}

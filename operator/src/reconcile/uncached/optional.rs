@@ -1,0 +1,76 @@
+//! Children of APIs that may not be installed: cert-manager's Certificate, the Prometheus
+//! Operator's ServiceMonitor and PrometheusRule. The caches do not watch them (their CRDs may
+//! come and go), so each is read, compared and applied on its own; once discovery says an API
+//! is served it is picked up without a restart.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+
+use super::write;
+use crate::desired::{self, OptionalApi};
+use crate::model::{Clinic, MANAGED_BY};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Problem, Result};
+
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// What happened to the optional children of one API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionalState {
+    /// The API's CRDs are served.
+    pub installed: bool,
+    /// Names of the wanted children that are in place as declared.
+    pub in_place: Vec<String>,
+    /// The first error.
+    pub error: Option<Problem>,
+}
+
+/// Creates, corrects or removes every child of `api` for `clinic`.
+pub async fn ensure(
+    ctx: &Context,
+    clinic: &Clinic,
+    api: OptionalApi,
+    desired: &[DynamicObject],
+) -> OptionalState {
+    let mut state = OptionalState { installed: ctx.discovery.optional(api).await, ..Default::default() };
+    if !state.installed {
+        return state;
+    }
+    for (_, resource, name) in desired::optional_children(clinic).into_iter().filter(|(a, _, _)| *a == api) {
+        let wanted = desired
+            .iter()
+            .find(|o| o.name_any() == name && o.types.as_ref().is_some_and(|t| t.kind == resource.kind));
+        match ensure_one(ctx, &resource, &clinic.namespace, &name, wanted).await {
+            Ok(true) => state.in_place.push(name),
+            Ok(false) => {}
+            Err(e) => {
+                state.error.get_or_insert(Problem::from(e));
+            }
+        }
+    }
+    state
+}
+
+/// Brings one object to `desired`, or deletes it when it is not wanted and the operator made
+/// it. Returns whether a wanted object is in place.
+async fn ensure_one(
+    ctx: &Context,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+    desired: Option<&DynamicObject>,
+) -> Result<bool> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
+    let Some(desired) = desired else {
+        let made_by_us = |labels: &BTreeMap<String, String>| {
+            labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        };
+        write::remove_if(ctx, &api, (&resource.kind, name, name), made_by_us).await?;
+        return Ok(false);
+    };
+    let live = write::read(&api, &format!("{} {name}", resource.kind), name).await?;
+    write::put(ctx, &api, &resource.kind, desired, live).await?;
+    Ok(true)
+}

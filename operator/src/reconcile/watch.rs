@@ -1,0 +1,214 @@
+//! The watches that fill the caches and trigger reconciles, and the controller that runs them:
+//! ClinicPlatforms (whole, listed in pages), every child kind by the managed-by label
+//! (workloads slimmed, the rest as metadata only), Secrets and namespaces as metadata.
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info};
+
+use super::caches::{self, CacheWriters, Caches};
+use super::context::Context;
+use super::{error_policy, reconcile};
+use crate::api::ClinicPlatform;
+use crate::metrics::Metrics;
+
+/// Objects per page when full objects (ClinicPlatforms, workloads) are listed.
+const LIST_PAGE: u32 = 50;
+
+/// Maps a child to its ClinicPlatform: by the instance label (present on every child, also on
+/// Secrets that carry no owner reference), else by the controller owner reference.
+pub(super) fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<Clinic>> {
+    let meta = child.meta();
+    let namespace = meta.namespace.as_deref()?;
+    let by_label = meta.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/instance")).cloned();
+    let by_owner = || {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "ClinicPlatform")
+            .map(|o| o.name.clone())
+    };
+    let name = by_label.or_else(by_owner)?;
+    Some(ObjectRef::new(&name).within(namespace))
+}
+
+/// Runtime settings of the controller.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Identity in events (the pod name).
+    pub instance: Option<String>,
+    /// Watch only this namespace (namespaced mode, RBAC through a Role); `None` watches all.
+    pub namespace: Option<String>,
+    /// The platform team's policy.
+    pub policy: Arc<crate::policy::Policy>,
+}
+
+/// Watches and reconciles until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+    caches: Caches,
+    writers: CacheWriters,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scope = config.namespace.as_deref();
+    let (clinics, clinics_reader) = clinic_stream(&client, scope);
+    let mut controller = Controller::for_stream(clinics, clinics_reader);
+    for (ar, writer) in writers.children {
+        let stream = child_events(&client, scope, &ar).default_backoff().reflect(writer).touched_objects();
+        controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+    }
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config())
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff()
+        .reflect(writers.secrets)
+        .touched_objects();
+    controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
+    controller = watch_namespaces(controller, &client, scope.is_none(), writers.namespaces);
+
+    let synced = caches.clone();
+    tokio::spawn(async move {
+        synced.wait_ready().await;
+        info!("watches synced");
+    });
+    let mut context = Context::new(client, caches, metrics, config.instance).with_policy(config.policy);
+    context.cluster_scope = scope.is_none();
+    controller
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(context))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+type Clinic = DeserializeGuard<ClinicPlatform>;
+
+/// An Api over the watched scope: one namespace (namespaced mode) or all.
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// [`scoped`] for a kind known at run time.
+fn scoped_with<K: Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>>(
+    client: &Client,
+    scope: Option<&str>,
+    ar: &ApiResource,
+) -> Api<K> {
+    match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+/// What every child watch selects: the objects the operator manages.
+fn children_config() -> watcher::Config {
+    watcher::Config::default().labels(&caches::managed_selector()).any_semantic()
+}
+
+/// The ClinicPlatforms, reflected into their own store.
+fn clinic_stream(
+    client: &Client,
+    scope: Option<&str>,
+) -> (impl Stream<Item = Result<Clinic, watcher::Error>> + Send + 'static, Store<Clinic>) {
+    let (reader, writer) = kube::runtime::reflector::store();
+    // Full objects are listed in pages (a resourceVersion=0 list is served whole, whatever the
+    // fleet's size, and its decoding was the operator's peak memory); metadata-only lists are
+    // small and served from the API server's cache.
+    let stream = watcher(scoped::<Clinic>(client, scope), watcher::Config::default().page_size(LIST_PAGE))
+        // Cached without managedFields: those entries (kubectl's, ours for the status) describe
+        // every field and would be most of each cached object.
+        .modify(|cp: &mut Clinic| match &mut cp.0 {
+            Ok(cp) => cp.metadata.managed_fields = None,
+            Err(invalid) => invalid.metadata.managed_fields = None,
+        })
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    (stream, reader)
+}
+
+/// The events of one child kind. Workloads are watched whole (status and images are read from
+/// them) and slimmed on arrival; every other kind as metadata only, so that the API server never
+/// sends, and the operator never decodes, their bodies (dashboards, nginx configurations...).
+fn child_events(
+    client: &Client,
+    scope: Option<&str>,
+    ar: &ApiResource,
+) -> BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>> {
+    let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
+    if matches!(ar.kind.as_str(), "StatefulSet" | "Deployment") {
+        let config = watcher::Config::default().labels(&caches::managed_selector()).page_size(LIST_PAGE);
+        watcher(scoped_with::<DynamicObject>(client, scope, ar), config)
+            .modify(move |o| {
+                // List items carry no apiVersion/kind; slimming needs them.
+                o.types = Some(types.clone());
+                caches::slim(o);
+            })
+            .boxed()
+    } else {
+        // An Api of PartialObjectMeta asks the API server for metadata only.
+        watcher(scoped_with::<PartialObjectMeta<DynamicObject>>(client, scope, ar), children_config())
+            .map_ok(move |event| caches::metadata_event(event, &types))
+            .boxed()
+    }
+}
+
+/// Namespace labels (Pod Security) are part of the secure state: a change re-reconciles every
+/// clinic of that namespace. A namespaced operator cannot see namespaces (they are
+/// cluster-scoped): its namespace cache stays empty and the platform team labels them.
+fn watch_namespaces(
+    controller: Controller<Clinic>,
+    client: &Client,
+    cluster_scope: bool,
+    mut writer: Writer<PartialObjectMeta<Namespace>>,
+) -> Controller<Clinic> {
+    if !cluster_scope {
+        // Marked as listed (and empty), so that readiness does not wait for a watch that never
+        // runs. The writer may go then: readers keep the store, and stay ready.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        return controller;
+    }
+    let clinics = controller.store();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    controller.watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
+        let name = ns.name_any();
+        clinics
+            .state()
+            .into_iter()
+            .filter(|cp| cp.meta().namespace.as_deref() == Some(name.as_str()))
+            .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}

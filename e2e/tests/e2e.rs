@@ -1425,6 +1425,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "backupsWithinRpo",
         "dataResidency",
         "encryptionAtRest",
+        "databaseEncrypted",
     ] {
         ensure!(c[control] == true, "{control} does not hold: {c}");
     }

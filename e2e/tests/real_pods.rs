@@ -477,7 +477,7 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
         "/var/lib/mysql-dump",
         "/var/lib/mysql",
     ])?;
-    ensure!(listing.contains("openmrs.sql.gz") && !listing.contains(".tmp"), "dump volume: {listing}");
+    ensure!(listing.contains("openmrs.sql.gz.enc") && !listing.contains(".tmp"), "dump volume: {listing}");
     ensure!(!listing.contains("clinic-backup"), "a dump folder in the data directory: {listing}");
     let dumped = env.kubectl(&[
         "-n",
@@ -489,7 +489,7 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
         "--",
         "bash",
         "-c",
-        "gunzip -c /var/lib/mysql-dump/openmrs.sql.gz | grep -c e2e_marker",
+        "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/mysql/encryption/dump-passphrase -in /var/lib/mysql-dump/openmrs.sql.gz.enc | gunzip -c | grep -c e2e_marker",
     ])?;
     ensure!(dumped.trim().parse::<u32>().unwrap_or(0) > 0, "the dump lacks the marker table");
     // Velero backs up the dump volume and not the scratch ones.
@@ -524,6 +524,106 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
     ensure!(out.status.success(), "the documented restore failed: {}", String::from_utf8_lossy(&out.stderr));
     let rows = env.sql(target_ns, &format!("{target}-mariadb-0"), "SELECT v FROM e2e_marker")?;
     ensure!(rows.lines().any(|l| l == marker), "the restored clinic lacks the row: {rows:?}");
+    Ok(())
+}
+
+/// Writes a row to a table of its own in the clinic's database, flushes it to its tablespace, and
+/// returns the files of the database volume, as the node holds it, that contain the row's text
+/// and those that contain the table's definition (never encrypted: the search's own control).
+fn row_on_the_volume(env: &Env, ns: &str, clinic: &str, secret: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let pod = format!("{clinic}-mariadb-0");
+    let column = format!("col_{}", std::process::id());
+    env.sql(
+        ns,
+        &pod,
+        &format!(
+            "CREATE TABLE e2e_at_rest ({column} VARCHAR(64)); INSERT INTO e2e_at_rest VALUES ('{secret}'); FLUSH TABLES e2e_at_rest FOR EXPORT; UNLOCK TABLES"
+        ),
+    )?;
+    ensure!(
+        env.sql(ns, &pod, &format!("SELECT {column} FROM e2e_at_rest"))?.trim() == secret,
+        "row not read back"
+    );
+    let claim = env.json(&["-n", ns, "get", "pvc", &format!("data-{clinic}-mariadb-0")])?;
+    let uid = claim["metadata"]["uid"].as_str().context("claim without uid")?;
+    let volume = node::local_volumes().dir.join(uid);
+    let search = |needle: &str| -> Result<Vec<String>> {
+        let out = Command::new("grep").args(["-r", "-l", "-a", "-F", needle]).arg(&volume).output()?;
+        ensure!(out.status.code() != Some(2), "grep failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
+    };
+    let definitions = search(&column)?;
+    ensure!(
+        definitions.iter().any(|f| f.ends_with("e2e_at_rest.frm")),
+        "the search does not see the volume's files: {definitions:?} in {}",
+        volume.display()
+    );
+    Ok((search(secret)?, definitions))
+}
+
+/// MariaDB encrypts what it writes (`spec.database.encryptAtRest`, the default): a row is on the
+/// volume nowhere in readable form — tables, system tablespace, redo and undo logs — while the
+/// server reads it back and the table's definition (not encrypted) is found by the same search;
+/// a clinic with `encryptAtRest: false` shows the same row in clear (the search can fail). The
+/// pre-backup dump is an openssl file that opens only with the clinic's dump passphrase.
+fn mariadb_data_and_dump_are_encrypted_at_rest(env: &Env) -> Result<()> {
+    let secret = format!("patient-{}-diagnosis", std::process::id());
+    let (plain_ns, plain) = ("e2e-plain", "plain");
+    env.namespace(plain_ns)?;
+    env.clinic(
+        plain_ns,
+        plain,
+        &format!("{SMALL}    encryptAtRest: false\n  monitoring: {{enabled: false}}\n"),
+    )?;
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let pod = format!("{clinic}-mariadb-0");
+    let (readable, _) = row_on_the_volume(env, ns, clinic, &secret)?;
+    ensure!(readable.is_empty(), "the row is readable on the volume in {readable:?}");
+    let scheme = env.sql(
+        ns,
+        &pod,
+        "SELECT ENCRYPTION_SCHEME FROM information_schema.INNODB_TABLESPACES_ENCRYPTION WHERE NAME = 'openmrs/e2e_at_rest'",
+    )?;
+    ensure!(scheme.trim() == "1", "the table's tablespace is not encrypted: {scheme:?}");
+    env.wait_ready(plain_ns, plain, READY)?;
+    let (in_clear, _) = row_on_the_volume(env, plain_ns, plain, &secret)?;
+    ensure!(!in_clear.is_empty(), "without encryption the row should be readable on the volume");
+    env.kubectl(&["delete", "namespace", plain_ns, "--wait=false"])?;
+
+    // The dump, as the pre-backup hook leaves it.
+    let schedules =
+        env.json(&["-n", "velero", "get", "schedules.velero.io", "-l", &format!("{INSTANCE}={clinic}")])?;
+    let exec = &schedules["items"][0]["spec"]["template"]["hooks"]["resources"][0]["pre"][0]["exec"];
+    let command: Vec<&str> = exec["command"]
+        .as_array()
+        .context("hook without a command")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut args = vec!["-n", ns, "exec", &pod, "-c", "mariadb", "--"];
+    args.extend(command.iter().copied());
+    env.kubectl(&args).context("the pre-backup hook failed")?;
+    let in_pod =
+        |script: &str| env.kubectl(&["-n", ns, "exec", &pod, "-c", "mariadb", "--", "bash", "-c", script]);
+    let listing = in_pod("ls /var/lib/mysql-dump")?;
+    ensure!(
+        listing.split_whitespace().collect::<Vec<_>>() == ["openmrs.sql.gz.enc"],
+        "dump volume: {listing}"
+    );
+    let plain = in_pod(&format!(
+        "gunzip -c /var/lib/mysql-dump/openmrs.sql.gz.enc 2>/dev/null | grep -c -a -F '{secret}' || true"
+    ))?;
+    ensure!(plain.trim() == "0", "the dump reads without its key: {plain}");
+    let wrong = in_pod(
+        "echo wrong > /tmp/wrong; openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/tmp/wrong -in /var/lib/mysql-dump/openmrs.sql.gz.enc 2>/dev/null | gunzip -c 2>/dev/null | grep -c -a -F e2e_at_rest || true",
+    )?;
+    ensure!(wrong.trim() == "0", "the dump opens with a wrong passphrase: {wrong}");
+    let opened = in_pod(&format!(
+        "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/mysql/encryption/dump-passphrase -in /var/lib/mysql-dump/openmrs.sql.gz.enc | gunzip -c | grep -c -a -F '{secret}'"
+    ))?;
+    ensure!(opened.trim() == "1", "the dump does not open with the clinic's passphrase: {opened}");
+    env.sql(ns, &pod, "DROP TABLE e2e_at_rest")?;
     Ok(())
 }
 
@@ -650,6 +750,7 @@ fn main() -> ExitCode {
         gateway_serves_frontend_and_backend,
         network_policy_matrix,
         mariadb_pod_loss_keeps_data_and_credentials,
+        mariadb_data_and_dump_are_encrypted_at_rest,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,
     ];

@@ -165,6 +165,11 @@ impl Clinic {
         }
     }
 
+    /// The generated Secret with MariaDB's encryption key file and the dump's passphrase.
+    pub fn encryption_secret(&self) -> String {
+        self.child_name("db-encryption")
+    }
+
     pub fn admin_password(&self) -> SecretKey {
         match &self.spec.security.admin_password_secret_ref {
             Some(r) => SecretKey { secret: r.name.clone(), key: r.key.clone() },

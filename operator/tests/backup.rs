@@ -46,7 +46,17 @@ fn schedule_selects_the_clinic_and_dumps_mariadb_first() {
     assert!(command.starts_with("set -euo pipefail;"));
     assert!(command.contains(&format!("dir={}", backup::DUMP_DIR)), "{command}");
     assert!(!command.contains("/var/lib/mysql/"), "the dump stays out of the data directory: {command}");
-    assert!(command.contains("| gzip -c >"), "compressed: {command}");
+    // Compressed, then encrypted before it is written (encryptAtRest is the default).
+    assert!(
+        command.contains(&format!(
+            "| gzip -c | openssl enc {} -pass file:/etc/mysql/encryption/dump-passphrase > \"$file.tmp\"",
+            backup::DUMP_CIPHER
+        )),
+        "compressed and encrypted: {command}"
+    );
+    assert!(command.contains(&format!("file=$dir/{}", backup::ENCRYPTED_DUMP_FILE)), "{command}");
+    // A plaintext dump left by an unencrypted past goes too.
+    assert!(command.contains(&format!("\"$dir/{}\"", backup::DUMP_FILE)), "{command}");
     let removed = command.find("rm -f").unwrap();
     let dumped = command.find("mariadb-dump").unwrap();
     let checked = command.find("exit 1").unwrap();
@@ -215,6 +225,7 @@ fn compliance_controls_and_storage_encryption() {
         backups_within_rpo: true,
         data_residency: true,
         encryption_at_rest: true,
+        database_encrypted: true,
     };
     assert!(all.all_hold());
     let no_tls = Controls { tls_at_edge: false, ..all };

@@ -47,6 +47,7 @@ fn minimal_clinic_has_the_full_child_set() {
     let names = kind_names(&objects(&clinic("  {}\n")));
     let expected: BTreeSet<String> = [
         "Secret/lyon-db-credentials",
+        "Secret/lyon-db-encryption",
         "Secret/lyon-openmrs-admin",
         "NetworkPolicy/lyon-default-deny",
         "NetworkPolicy/lyon-allow-dns",
@@ -581,10 +582,11 @@ fn user_provided_secrets_are_referenced_not_generated() {
         "  database:\n    credentialsSecretRef: lyon-db-from-vault\n  security:\n    adminPasswordSecretRef:\n      name: lyon-admin-from-vault\n      key: admin\n",
     );
     let objects = objects(&c);
-    // Only the exporter's own account is generated (it is the operator's, not the user's).
+    // Only the exporter's own account and the encryption keys are generated (they are the
+    // operator's, not the user's).
     let generated: Vec<String> =
         kind_names(&objects).into_iter().filter(|n| n.starts_with("Secret/")).collect();
-    assert_eq!(generated, ["Secret/lyon-mariadb-exporter"]);
+    assert_eq!(generated, ["Secret/lyon-db-encryption", "Secret/lyon-mariadb-exporter"]);
     let backend: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
     let main = backend.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(secret_ref(&main, "OMRS_DB_PASSWORD").0, "lyon-db-from-vault");
@@ -774,4 +776,62 @@ fn every_platform_pod_is_under_default_deny_and_gets_dns() {
     let rule = &dns.spec.as_ref().unwrap().egress.as_ref().unwrap()[0];
     let ports: Vec<_> = rule.ports.iter().flatten().map(|p| p.protocol.clone().unwrap()).collect();
     assert_eq!(ports, ["UDP", "TCP"]);
+}
+
+#[test]
+fn the_database_encrypts_at_rest_with_a_generated_key() {
+    let c = clinic("  {}\n");
+    let objects = objects(&c);
+    let config: k8s_openapi::api::core::v1::ConfigMap = typed(&objects, "ConfigMap", "lyon-mariadb-config");
+    let cnf = &config.data.unwrap()["clinic.cnf"];
+    for line in [
+        "plugin_load_add = file_key_management",
+        "file_key_management_filename = /etc/mysql/encryption/keyfile",
+        "innodb_encrypt_tables = FORCE",
+        "innodb_encrypt_log = ON",
+        "innodb_encrypt_temporary_tables = ON",
+        "encrypt_tmp_disk_tables = ON",
+        "encrypt_tmp_files = ON",
+        "aria_encrypt_tables = ON",
+    ] {
+        assert!(cnf.lines().any(|l| l == line), "{line} missing from {cnf}");
+    }
+    let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == "encryption").expect("encryption volume");
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("lyon-db-encryption"));
+    assert_eq!(secret.default_mode, Some(0o440), "readable by the mysql group only");
+    let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "encryption").unwrap();
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), (database::ENCRYPTION_DIR, Some(true)));
+
+    // Generated once: a fresh 256-bit key as key 1, and a dump passphrase; never the same twice.
+    let generated = desired::secrets::generated(&c);
+    let keys = generated.iter().find(|g| g.name == "lyon-db-encryption").expect("generated");
+    let make = || desired::secrets::secret(&c, keys, SecretValues::Generate).string_data.unwrap();
+    let (a, b) = (make(), make());
+    let keyfile = &a["keyfile"];
+    let hex = keyfile.strip_prefix("1;").and_then(|k| k.strip_suffix('\n')).expect(keyfile);
+    assert!(hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{keyfile}");
+    assert_ne!(a["keyfile"], b["keyfile"]);
+    assert!(a["dump-passphrase"].len() >= 32 && a["dump-passphrase"] != b["dump-passphrase"]);
+    // `render` never shows a key.
+    let shown: Secret = typed(&objects, "Secret", "lyon-db-encryption");
+    let placeholder = &shown.string_data.unwrap()["keyfile"];
+    assert_eq!(placeholder, &format!("1;{}\n", desired::secrets::PLACEHOLDER));
+}
+
+#[test]
+fn without_encryption_at_rest_nothing_of_it_is_made() {
+    let c = clinic("  database:\n    encryptAtRest: false\n");
+    let objects = objects(&c);
+    assert!(!kind_names(&objects).contains("Secret/lyon-db-encryption"));
+    let config: k8s_openapi::api::core::v1::ConfigMap = typed(&objects, "ConfigMap", "lyon-mariadb-config");
+    assert!(!config.data.unwrap()["clinic.cnf"].contains("encrypt"));
+    let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+    assert!(
+        sts.spec.unwrap().template.spec.unwrap().volumes.iter().flatten().all(|v| v.name != "encryption")
+    );
+    let script = desired::backup::dump_script(&c);
+    assert!(script.contains("| gzip -c > \"$file.tmp\"") && !script.contains("openssl"), "{script}");
 }

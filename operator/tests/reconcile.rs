@@ -277,15 +277,18 @@ async fn create_from_nothing() {
     assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");
     assert_eq!(calls[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     // Generated Secrets: looked for, the database volume checked for the two whose password the
-    // data keeps (the database's and OpenMRS admin's), then created once each.
+    // data keeps (the database's and OpenMRS admin's; the encryption keys only once the status
+    // records data encrypted with them), then created once each.
     assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
     assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
     assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
     assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-mariadb-exporter");
     assert_eq!(summary[5], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[6], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
-    assert_eq!(summary[7], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
-    assert_eq!(summary[8], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[6], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-encryption");
+    assert_eq!(summary[7], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(summary[8], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
+    assert_eq!(summary[9], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
+    assert_eq!(summary[10], "POST /api/v1/namespaces/clinic-lyon/secrets");
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 32 && password != desired::secrets::PLACEHOLDER);
@@ -329,7 +332,7 @@ async fn create_from_nothing() {
     let events: Vec<&Call> = calls.iter().filter(|c| c.path.contains("/events")).collect();
     assert_eq!(events.len(), 1, "one Created event for the pass: {events:?}");
     assert_eq!(events[0].body["reason"], "Created");
-    assert_eq!(events[0].body["note"], "created 26 objects");
+    assert_eq!(events[0].body["note"], "created 27 objects");
     // No password in any event or status.
     for c in calls.iter().filter(|c| c.path.contains("/events") || c.path.contains("/status")) {
         assert!(!c.body.to_string().contains(password), "a password leaked into {}", c.path);
@@ -705,6 +708,50 @@ async fn a_lost_admin_password_is_never_regenerated_over_existing_data() {
         !calls[looked..].iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
         "an admin password was generated: {calls:?}"
     );
+}
+
+/// Keys are guarded once the status records data encrypted with them; before (a database of an
+/// older operator, never encrypted) its first keys are generated.
+async fn encryption_keys_missing_over_existing_data(recorded: bool) -> (Result<(), String>, Vec<String>) {
+    let mut cp = clinic_platform("  {}\n");
+    if recorded {
+        cp.status = Some(clinic_operator::api::ClinicPlatformStatus {
+            database_encryption_secret: Some("lyon-db-encryption".into()),
+            ..Default::default()
+        });
+    }
+    let others: Vec<_> = secret_metadata(&cp)
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("lyon-db-encryption"))
+        .collect();
+    let (client, calls) = volume_without_secrets();
+    let ctx =
+        Arc::new(Context::new(client, seeded(vec![], others).await.caches, Arc::new(Metrics::new()), None));
+    let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await;
+    let calls = calls.lock().unwrap().clone();
+    (result.map(|_| ()).map_err(|e| format!("{} {e}", e.reason())), calls)
+}
+
+#[tokio::test]
+async fn lost_encryption_keys_are_never_regenerated_over_encrypted_data() {
+    let (result, calls) = encryption_keys_missing_over_existing_data(true).await;
+    let error = result.expect_err("must not go on without the keys");
+    assert!(
+        error.starts_with("EncryptionKeyLost")
+            && error.contains("lyon-db-encryption")
+            && error.contains("data-lyon-mariadb-0"),
+        "{error}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
+        "keys generated: {calls:?}"
+    );
+
+    let (result, calls) = encryption_keys_missing_over_existing_data(false).await;
+    result.expect("an unencrypted database gets its first keys");
+    let looked =
+        calls.iter().position(|c| c.ends_with("/secrets/lyon-db-encryption")).expect("looked for them");
+    assert!(calls[looked + 1].starts_with("POST") && calls[looked + 1].ends_with("/secrets"), "{calls:?}");
 }
 
 /// `deletionPolicy: Delete` is not in force until the confirmation annotation names the

@@ -289,6 +289,15 @@ pub struct DatabaseSpec {
     /// Node placement of the database pod.
     #[serde(default)]
     pub placement: Placement,
+
+    /// Encrypt the data at rest inside MariaDB, whatever the disk does: tables, redo and undo
+    /// logs, temporary tables and files (AES-256, MariaDB's file key management plugin), and the
+    /// pre-backup dump before it lands on its volume. The keys are generated once into Secret
+    /// `<name>-db-encryption` and guarded like the credentials: without them the data cannot
+    /// be read, so back that Secret up apart from the data. Once on, it stays on.
+    #[serde(default = "yes")]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.database.encryptAtRest: cannot be turned off once on, the data is encrypted with its key"))]
+    pub encrypt_at_rest: bool,
 }
 
 impl Default for DatabaseSpec {
@@ -300,6 +309,7 @@ impl Default for DatabaseSpec {
             resources: None,
             credentials_secret_ref: None,
             placement: Placement::default(),
+            encrypt_at_rest: true,
         }
     }
 }

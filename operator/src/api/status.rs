@@ -35,6 +35,12 @@ pub struct ClinicPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_credentials_secret: Option<String>,
 
+    /// The Secret holding the keys the data is encrypted with (`spec.database.encryptAtRest`),
+    /// recorded while the encrypting MariaDB StatefulSet exists: once recorded, a missing Secret
+    /// is never generated again (`EncryptionKeyLost`), since new keys would not open the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_encryption_secret: Option<String>,
+
     /// Completion time of the newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<Time>,
@@ -98,12 +104,16 @@ pub struct Compliance {
     /// Data volumes are on StorageClasses that encrypt at rest: attested by the platform's policy
     /// or recognised from their parameters (never on the clinic's own word).
     pub encryption_at_rest: bool,
+    /// MariaDB itself encrypts the tables, logs, temporary files and the backup dump
+    /// (`spec.database.encryptAtRest`), and its pod runs with that configuration.
+    #[serde(default)]
+    pub database_encrypted: bool,
 }
 
 /// The controls behind `Compliant` are the fields of the status' `Compliance`.
 impl Compliance {
     /// (name in status, holds, what to do when it does not).
-    pub fn list(&self) -> [(&'static str, bool, &'static str); 6] {
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 7] {
         [
             (
                 "podSecurityRestricted",
@@ -126,6 +136,11 @@ impl Compliance {
                 "encryptionAtRest",
                 self.encryption_at_rest,
                 "the data StorageClasses are not known to encrypt (the platform's policy lists encrypting StorageClasses)",
+            ),
+            (
+                "databaseEncrypted",
+                self.database_encrypted,
+                "MariaDB does not run with its own encryption at rest (spec.database.encryptAtRest)",
             ),
         ]
     }

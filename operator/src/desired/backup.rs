@@ -23,8 +23,18 @@ pub const CLINIC_NAMESPACE_LABEL: &str = "clinic.audioprothese.fr/namespace";
 /// Where the hook writes the dump: a volume of its own, outside MariaDB's data directory (a
 /// folder there would show up as a database, and `mariadb-upgrade` would rename it).
 pub const DUMP_DIR: &str = "/var/lib/mysql-dump";
-/// The compressed dump the hook leaves in [`DUMP_DIR`].
+/// The compressed dump the hook leaves in [`DUMP_DIR`] when the database is not encrypted.
 pub const DUMP_FILE: &str = "openmrs.sql.gz";
+/// The compressed dump encrypted with the clinic's dump passphrase (`spec.database.encryptAtRest`).
+pub const ENCRYPTED_DUMP_FILE: &str = "openmrs.sql.gz.enc";
+/// How the dump is encrypted: `openssl enc` with these arguments, and `-d` to decrypt.
+pub const DUMP_CIPHER: &str = "-aes-256-cbc -pbkdf2 -iter 200000 -salt";
+
+/// The file the hook leaves in [`DUMP_DIR`].
+pub fn dump_file(clinic: &Clinic) -> &'static str {
+    if clinic.spec.database.encrypt_at_rest { ENCRYPTED_DUMP_FILE } else { DUMP_FILE }
+}
+
 /// Name of the MariaDB pod's dump volume.
 pub const DUMP_VOLUME: &str = "dump";
 /// Velero: volumes of a pod that file-system backup skips...
@@ -116,19 +126,30 @@ pub fn pod_volume_annotations(
 }
 
 /// The pre-backup hook's script: a free-space check, the previous dump removed, then a
-/// compressed, transactionally consistent dump that only replaces the file once complete (with
-/// `pipefail`, a failing `mariadb-dump` fails the hook, not just `gzip`).
+/// compressed, transactionally consistent dump, encrypted (AES-256) before it is written when the
+/// database encrypts at rest, that only replaces the file once complete (with `pipefail`, a
+/// failing `mariadb-dump` fails the hook, not just `gzip`).
 pub fn dump_script(clinic: &Clinic) -> String {
     let limit = crate::model::quantity_value(&clinic.spec.database.storage.size).unwrap_or(0.0) as u64;
+    let encrypt = if clinic.spec.database.encrypt_at_rest {
+        format!(
+            " | openssl enc {DUMP_CIPHER} -pass file:{}/{}",
+            super::database::ENCRYPTION_DIR,
+            super::secrets::KEY_DUMP_PASSPHRASE
+        )
+    } else {
+        String::new()
+    };
+    let file = dump_file(clinic);
     format!(
-        "set -euo pipefail; dir={DUMP_DIR}; file=$dir/{DUMP_FILE}; \
+        "set -euo pipefail; dir={DUMP_DIR}; file=$dir/{file}; \
 export MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\"; \
-rm -f \"$file\" \"$file.tmp\"; \
+rm -f \"$file\" \"$file.tmp\" \"$dir/{DUMP_FILE}\"; \
 need=$(mariadb -uroot -N -B -e \"SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables WHERE table_schema = '{db}'\"); \
 free=$(df -Pk \"$dir\" | awk 'NR == 2 {{ print $4 * 1024 }}'); limit={limit}; \
 if [ \"$limit\" -gt 0 ] && [ \"$limit\" -lt \"$free\" ]; then free=$limit; fi; \
 if [ \"$need\" -ge \"$free\" ]; then echo \"dump needs up to $need bytes, $dir has $free\" >&2; exit 1; fi; \
-mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} | gzip -c > \"$file.tmp\"; \
+mariadb-dump -uroot --single-transaction --quick --routines --triggers --events --databases {db} | gzip -c{encrypt} > \"$file.tmp\"; \
 mv \"$file.tmp\" \"$file\"",
         db = crate::desired::database::DATABASE_NAME,
     )

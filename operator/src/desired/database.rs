@@ -22,6 +22,8 @@ pub const PORT: i32 = 3306;
 /// The `mysql` user of the official image.
 pub const UID: i64 = 999;
 pub const DATABASE_NAME: &str = "openmrs";
+/// Where the encryption Secret's key file and dump passphrase are mounted.
+pub const ENCRYPTION_DIR: &str = "/etc/mysql/encryption";
 
 pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("mariadb")
@@ -40,6 +42,27 @@ skip-name-resolve
 innodb_buffer_pool_size = 256M
 "
     .to_string();
+    if clinic.spec.database.encrypt_at_rest {
+        // FORCE: no table may be created unencrypted; the background threads encrypt what an
+        // older, unencrypted data directory holds. Aria covers the system tables. AES_CBC, not
+        // AES_CTR: CTR needs a server built with OpenSSL, CBC runs with every MariaDB build.
+        cnf.push_str(&format!(
+            "\
+plugin_load_add = file_key_management
+file_key_management_filename = {ENCRYPTION_DIR}/{keyfile}
+file_key_management_encryption_algorithm = AES_CBC
+innodb_encrypt_tables = FORCE
+innodb_encrypt_log = ON
+innodb_encrypt_temporary_tables = ON
+innodb_encryption_threads = 2
+encrypt_tmp_disk_tables = ON
+encrypt_tmp_files = ON
+encrypt_binlog = ON
+aria_encrypt_tables = ON
+",
+            keyfile = super::secrets::KEY_KEYFILE,
+        ));
+    }
     if super::monitoring::enabled(clinic) {
         cnf.push_str(&format!(
             "init_file = {}/{}\n",
@@ -154,6 +177,13 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             .push(read_only_mount("exporter-init", super::monitoring::EXPORTER_INIT_DIR));
         volumes.push(exporter_init_volume(clinic));
     }
+    if clinic.spec.database.encrypt_at_rest {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(read_only_mount("encryption", ENCRYPTION_DIR));
+        volumes.push(encryption_volume(clinic));
+    }
     containers.push(container);
     if super::monitoring::enabled(clinic) {
         containers.push(super::monitoring::mysqld_exporter(clinic));
@@ -206,6 +236,21 @@ fn exporter_init_volume(clinic: &Clinic) -> k8s_openapi::api::core::v1::Volume {
                 path: super::monitoring::KEY_INIT_SQL.into(),
                 mode: None,
             }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The key file and the dump passphrase, readable by the `mysql` group (fsGroup) only.
+fn encryption_volume(clinic: &Clinic) -> k8s_openapi::api::core::v1::Volume {
+    use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume};
+    Volume {
+        name: "encryption".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(clinic.encryption_secret()),
+            items: None,
             default_mode: Some(0o440),
             optional: Some(false),
         }),

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use rand::TryRngCore;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::OsRng;
+use rand::{RngCore, TryRngCore};
 
 use super::metadata;
 use crate::model::{Clinic, Component};
@@ -19,6 +19,10 @@ pub const DB_USERNAME: &str = "openmrs";
 pub const KEY_ROOT_PASSWORD: &str = "root-password";
 pub const KEY_USERNAME: &str = "username";
 pub const KEY_PASSWORD: &str = "password";
+/// Key of the encryption Secret holding MariaDB's key file (`<id>;<hex key>` lines).
+pub const KEY_KEYFILE: &str = "keyfile";
+/// Key of the encryption Secret holding the passphrase the dump is encrypted with.
+pub const KEY_DUMP_PASSPHRASE: &str = "dump-passphrase";
 
 /// A Secret the operator generates, with the keys it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub struct GeneratedSecret {
 pub enum KeySource {
     RandomPassword,
     Fixed(&'static str),
+    /// A MariaDB key file with one random AES-256 key (id 1).
+    EncryptionKeyFile,
     /// The SQL that keeps the exporter's database account in step with the `password` key of
     /// the same Secret.
     ExporterInitSql,
@@ -72,6 +78,15 @@ pub fn generated(clinic: &Clinic) -> Vec<GeneratedSecret> {
             ],
         });
     }
+    if clinic.spec.database.encrypt_at_rest {
+        out.push(GeneratedSecret {
+            name: clinic.encryption_secret(),
+            keys: vec![
+                (KEY_KEYFILE, KeySource::EncryptionKeyFile),
+                (KEY_DUMP_PASSPHRASE, KeySource::RandomPassword),
+            ],
+        });
+    }
     if clinic.generates_admin_password {
         let admin = clinic.admin_password();
         out.push(GeneratedSecret { name: admin.secret, keys: vec![("password", KeySource::RandomPassword)] });
@@ -87,6 +102,8 @@ pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues
             (KeySource::Fixed(v), _) => (*v).to_string(),
             (KeySource::RandomPassword, SecretValues::Placeholder) => PLACEHOLDER.to_string(),
             (KeySource::RandomPassword, SecretValues::Generate) => random_password(),
+            (KeySource::EncryptionKeyFile, SecretValues::Placeholder) => format!("1;{PLACEHOLDER}\n"),
+            (KeySource::EncryptionKeyFile, SecretValues::Generate) => random_key_file(),
             // Derived values follow the keys they derive from (declared before them).
             (KeySource::ExporterInitSql, _) => super::monitoring::exporter_init_sql(
                 data.get("password").map(String::as_str).unwrap_or(PLACEHOLDER),
@@ -110,6 +127,15 @@ pub fn secret(clinic: &Clinic, generated: &GeneratedSecret, values: SecretValues
 /// All generated Secrets of `clinic`.
 pub fn build(clinic: &Clinic, values: &SecretValues) -> Vec<Secret> {
     generated(clinic).iter().map(|g| secret(clinic, g, *values)).collect()
+}
+
+/// A MariaDB key file holding one 256-bit key from the operating system's CSPRNG, as key 1
+/// (the id InnoDB uses by default).
+pub fn random_key_file() -> String {
+    let mut key = [0u8; 32];
+    OsRng.unwrap_err().fill_bytes(&mut key);
+    let hex: String = key.iter().map(|b| format!("{b:02X}")).collect();
+    format!("1;{hex}\n")
 }
 
 /// A password from the operating system's CSPRNG.

@@ -60,6 +60,13 @@ pub enum Error {
     )]
     CredentialsLost { secret: String, claim: String },
 
+    /// The Secret with the keys the data was encrypted with is gone while the data exists:
+    /// new keys would not decrypt it.
+    #[error(
+        "Secret {secret} is missing but volume claim {claim} holds data encrypted with its keys. Restore the Secret (e.g. from a Velero backup, or the copy kept apart from the data): new keys would not decrypt the data, so none were generated."
+    )]
+    EncryptionKeyLost { secret: String, claim: String },
+
     /// The database credentials now come from another Secret than the one the running database
     /// was initialised with: MariaDB keeps its own copy of the passwords, so the new Secret
     /// would lock OpenMRS out of its data.
@@ -134,6 +141,7 @@ impl Error {
             Error::Prune { .. } => "PruneFailed",
             Error::CreateSecret { .. } => "SecretCreateFailed",
             Error::CredentialsLost { .. } => "CredentialsLost",
+            Error::EncryptionKeyLost { .. } => "EncryptionKeyLost",
             Error::CredentialsSwitch { .. } => "CredentialsSwitch",
             Error::NameClash { .. } => "NameClash",
             Error::Read { .. } => "ReadFailed",
@@ -149,6 +157,7 @@ impl Error {
             Error::InvalidSpec(_)
                 | Error::NotAllowed(_)
                 | Error::CredentialsLost { .. }
+                | Error::EncryptionKeyLost { .. }
                 | Error::CredentialsSwitch { .. }
         )
     }

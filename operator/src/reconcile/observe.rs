@@ -78,6 +78,7 @@ pub async fn observe(
         backups_within_rpo: observed.backup.status == "True",
         data_residency: ctx.policy.residency_approved(&clinic.spec),
         encryption_at_rest: encrypted,
+        database_encrypted: clinic.spec.database.encrypt_at_rest && observed.database.is_ready(),
     };
     observed.outside = match &outside {
         Some(o) => Some(o.record.clone()),
@@ -144,9 +145,15 @@ fn workloads(
     } else {
         previous_credentials
     };
+    // Recorded once an encrypting database exists, and kept: the record is what guards the keys.
+    let database_encryption =
+        cp.status.as_ref().and_then(|s| s.database_encryption_secret.clone()).or_else(|| {
+            (database.exists && clinic.spec.database.encrypt_at_rest).then(|| clinic.encryption_secret())
+        });
     Observed {
         generation: cp.metadata.generation,
         database_credentials,
+        database_encryption,
         database,
         backend,
         versions,

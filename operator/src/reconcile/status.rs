@@ -119,6 +119,8 @@ pub struct Observed {
     pub generation: Option<i64>,
     /// The Secret the database was initialised with (`status.databaseCredentialsSecret`).
     pub database_credentials: Option<String>,
+    /// The Secret with the keys the data is encrypted with (`status.databaseEncryptionSecret`).
+    pub database_encryption: Option<String>,
     pub database: WorkloadState,
     pub backend: WorkloadState,
     /// Versions every pod of the backend and the database runs (else the last reported).
@@ -215,6 +217,7 @@ pub fn compute(
         versions: Some(observed.versions.clone()).filter(|v| v.openmrs.is_some() || v.database.is_some()),
         compliance: Some(controls.clone()),
         database_credentials_secret: observed.database_credentials.clone(),
+        database_encryption_secret: observed.database_encryption.clone(),
         last_backup_time: observed
             .backup
             .last_success
@@ -514,6 +517,10 @@ mod tests {
                 secret: "lyon-mariadb-credentials".into(),
                 claim: "data-lyon-mariadb-0".into(),
             },
+            Error::EncryptionKeyLost {
+                secret: "lyon-db-encryption".into(),
+                claim: "data-lyon-mariadb-0".into(),
+            },
             Error::CredentialsSwitch { from: "lyon-db-credentials".into(), to: "vault-synced".into() },
             Error::Serialize {
                 what: "Schedule clinic-lyon-lyon".into(),
@@ -641,10 +648,12 @@ mod tests {
             backups_within_rpo: all_controls,
             data_residency: all_controls,
             encryption_at_rest: all_controls,
+            database_encrypted: all_controls,
         };
         Observed {
             generation: Some(3),
             database_credentials: None,
+            database_encryption: None,
             database,
             backend,
             versions: ComponentVersions::default(),
@@ -825,6 +834,7 @@ mod tests {
             "Ready/PruneFailed",
             "Ready/SecretCreateFailed",
             "Ready/CredentialsLost",
+            "Ready/EncryptionKeyLost",
             "Ready/CredentialsSwitch",
             "Ready/ReadFailed",
             "Ready/StatusUpdateFailed",
@@ -842,6 +852,7 @@ mod tests {
             "Degraded/PruneFailed",
             "Degraded/SecretCreateFailed",
             "Degraded/CredentialsLost",
+            "Degraded/EncryptionKeyLost",
             "Degraded/CredentialsSwitch",
             "Degraded/ReadFailed",
             "Degraded/StatusUpdateFailed",

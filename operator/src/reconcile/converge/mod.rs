@@ -43,7 +43,8 @@ pub async fn converge(
     }
     secrets::credentials_source_unchanged(ctx, cp, clinic)?;
     namespace::ensure_pod_security(ctx, clinic).await?;
-    let created_secrets = secrets::ensure_secrets(ctx, clinic).await?;
+    let encryption_recorded = cp.status.as_ref().and_then(|s| s.database_encryption_secret.as_deref());
+    let created_secrets = secrets::ensure_secrets(ctx, clinic, encryption_recorded).await?;
     let mut applied = children::apply_children(ctx, clinic, desired, notices).await?;
     applied.created += created_secrets;
     applied.pruned = children::prune(ctx, clinic, desired, notices).await?;

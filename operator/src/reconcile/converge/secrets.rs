@@ -41,13 +41,18 @@ pub fn credentials_source_unchanged(
 }
 
 /// Makes sure the generated Secrets exist, creating each one once. Returns how many were created.
-pub async fn ensure_secrets(ctx: &Context, clinic: &Clinic) -> Result<usize> {
+/// `encryption_recorded` is the encryption Secret the status records the data as encrypted with.
+pub async fn ensure_secrets(
+    ctx: &Context,
+    clinic: &Clinic,
+    encryption_recorded: Option<&str>,
+) -> Result<usize> {
     let mut created = 0;
     for generated in secrets::generated(clinic) {
         match ctx.caches.secret(&clinic.namespace, &generated.name) {
             Some(live) => adopt_secret(ctx, clinic, &generated, &live.metadata).await?,
             None => {
-                if create_secret(ctx, clinic, &generated).await? {
+                if create_secret(ctx, clinic, &generated, encryption_recorded).await? {
                     created += 1;
                 }
             }
@@ -67,7 +72,12 @@ fn secret_owner_references(
     }
 }
 
-async fn create_secret(ctx: &Context, clinic: &Clinic, generated: &GeneratedSecret) -> Result<bool> {
+async fn create_secret(
+    ctx: &Context,
+    clinic: &Clinic,
+    generated: &GeneratedSecret,
+    encryption_recorded: Option<&str>,
+) -> Result<bool> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
     // The cache may lag; and a restored namespace brings its Secrets back. Look before creating.
     match api.get_metadata_opt(&generated.name).await {
@@ -81,13 +91,19 @@ async fn create_secret(ctx: &Context, clinic: &Clinic, generated: &GeneratedSecr
         }
     }
     // Credentials for a database that already holds data cannot be invented again: neither the
-    // database's nor the OpenMRS admin password, which the first start wrote into it.
+    // database's nor the OpenMRS admin password, which the first start wrote into it; nor keys
+    // the data was encrypted with (an older, unencrypted database gets its first keys).
     let claim = format!("data-{}-0", crate::desired::database::name(clinic));
+    let encryption = generated.name == clinic.encryption_secret();
     let guarded = generated.name == clinic.db_credentials_secret()
-        || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret);
+        || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret)
+        || (encryption && encryption_recorded == Some(generated.name.as_str()));
     if guarded {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
         match pvcs.get_metadata_opt(&claim).await {
+            Ok(Some(_)) if encryption => {
+                return Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim });
+            }
             Ok(Some(_)) => {
                 return Err(Error::CredentialsLost { secret: generated.name.clone(), claim });
             }

@@ -647,8 +647,8 @@ metadata:
     topology.kubernetes.io/zone: fr-par-{zone}
     type: kwok
 status:
-  allocatable: {{cpu: "1000", memory: 8Ti, pods: "{pods}"}}
-  capacity: {{cpu: "1000", memory: 8Ti, pods: "{pods}"}}
+  allocatable: {{cpu: "1000", memory: 8Ti, ephemeral-storage: 100Ti, pods: "{pods}"}}
+  capacity: {{cpu: "1000", memory: 8Ti, ephemeral-storage: 100Ti, pods: "{pods}"}}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux

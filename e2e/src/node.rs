@@ -384,11 +384,13 @@ containerRuntimeEndpoint: unix://{socket}
 clusterDNS: [{DNS_IP}]
 clusterDomain: cluster.local
 resolvConf: {resolv}
-# The machine's disk is shared: never evict or garbage-collect test pods and images.
+# The machine's disk is shared: never evict or garbage-collect test pods and images for the
+# node's sake. Each pod's own ephemeral-storage limits are enforced as on any production node
+# (the node reports its ephemeral-storage, so pods that request some are scheduled).
 evictionHard: {{}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-localStorageCapacityIsolation: false
+localStorageCapacityIsolation: true
 podLogsDir: {logs}
 serializeImagePulls: false
 rotateCertificates: false

@@ -835,3 +835,70 @@ fn without_encryption_at_rest_nothing_of_it_is_made() {
     let script = desired::backup::dump_script(&c);
     assert!(script.contains("| gzip -c > \"$file.tmp\"") && !script.contains("openssl"), "{script}");
 }
+
+#[test]
+fn every_container_bounds_its_ephemeral_storage_above_its_empty_dirs() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mib = |q: &Quantity| q.0.strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok()).expect(&q.0);
+    let objects = objects(&clinic("  {}\n"));
+    let mut seen = 0;
+    for (kind, name) in [
+        ("StatefulSet", "lyon-mariadb"),
+        ("StatefulSet", "lyon-backend"),
+        ("Deployment", "lyon-frontend"),
+        ("Deployment", "lyon-gateway"),
+    ] {
+        let pod = pod_of(&objects, kind, name);
+        let volumes = pod.volumes.clone().unwrap_or_default();
+        for c in desired::all_containers(&pod) {
+            let resources = c.resources.as_ref().unwrap();
+            let request = &resources.requests.as_ref().unwrap()["ephemeral-storage"];
+            let limit = mib(&resources.limits.as_ref().unwrap()["ephemeral-storage"]);
+            let mounted: u64 = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    volumes.iter().find(|v| v.name == m.name)?.empty_dir.as_ref()?.size_limit.as_ref()
+                })
+                .map(|q| {
+                    q.0.strip_suffix("Mi")
+                        .map(|n| n.parse::<u64>().unwrap())
+                        .or_else(|| q.0.strip_suffix("Gi").map(|n| n.parse::<u64>().unwrap() * 1024))
+                        .unwrap()
+                })
+                .sum();
+            assert_eq!(mib(request), 64, "{name}/{}", c.name);
+            assert_eq!(limit, 64 + mounted, "{name}/{}: logs plus its emptyDirs", c.name);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 8, "{seen} containers");
+}
+
+#[test]
+fn liveness_never_repeats_readiness() {
+    let objects = objects(&clinic("  {}\n"));
+    for (kind, name) in [
+        ("StatefulSet", "lyon-mariadb"),
+        ("StatefulSet", "lyon-backend"),
+        ("Deployment", "lyon-frontend"),
+        ("Deployment", "lyon-gateway"),
+    ] {
+        let pod = pod_of(&objects, kind, name);
+        for c in &pod.containers {
+            let (Some(ready), Some(live)) = (&c.readiness_probe, &c.liveness_probe) else { continue };
+            let handler = |p: &k8s_openapi::api::core::v1::Probe| {
+                serde_json::json!([p.http_get, p.tcp_socket, p.exec, p.grpc])
+            };
+            assert_ne!(handler(ready), handler(live), "{name}/{}", c.name);
+        }
+    }
+}
+
+fn pod_of(objects: &[DynamicObject], kind: &str, name: &str) -> PodSpec {
+    match kind {
+        "StatefulSet" => typed::<StatefulSet>(objects, kind, name).spec.unwrap().template.spec.unwrap(),
+        _ => typed::<Deployment>(objects, kind, name).spec.unwrap().template.spec.unwrap(),
+    }
+}

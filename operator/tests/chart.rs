@@ -116,6 +116,66 @@ fn what_the_operator_renders_passes_kubeconform_strict() {
     }
 }
 
+/// kube-score's checks that the operator's choices answer otherwise, each with why.
+const KUBE_SCORE_IGNORED: &[(&str, &str)] = &[
+    // `spec.images.pullPolicy` decides (IfNotPresent with digests is the documented production
+    // choice; Always would fail every pod start while the registry is down).
+    ("container-image-pull-policy", "the spec's choice"),
+    // The upstream images run as their own users (nginx 101, mysql 999, OpenMRS 1001 with group
+    // 0) and own their files as them: another id breaks the images.
+    ("container-security-context-user-group-id", "the upstream images' users"),
+    // Replicas are spread over nodes by topologySpreadConstraints (ScheduleAnyway), which
+    // kube-score does not read.
+    ("deployment-has-host-podantiaffinity", "topology spread"),
+    ("statefulset-has-host-podantiaffinity", "topology spread"),
+    // The backend StatefulSet is governed by its ClusterIP Service, and `serviceName` cannot be
+    // changed on an existing StatefulSet: moving it to a headless one is left to issue 17.
+    ("statefulset-has-servicename", "immutable on existing clinics"),
+];
+
+/// kube-score (a third-party linter, built from its Go module) finds nothing critical and
+/// nothing to warn about in what the operator renders, but for the checks above.
+#[test]
+fn what_the_operator_renders_passes_kube_score() {
+    let policy =
+        clinic_operator::policy::Policy::from_file(&root().join("examples/platform-values.yaml")).unwrap();
+    for example in ["examples/minimal.yaml", "examples/production.yaml"] {
+        let input = std::fs::read_to_string(root().join(example)).unwrap();
+        let rendered = clinic_operator::render::render_with(&input, "default", &policy).unwrap();
+        let dir = tempdir("kube-score");
+        let file = dir.join("rendered.yaml");
+        std::fs::write(&file, &rendered).unwrap();
+        let mut command = Command::new(tool("kube-score"));
+        command.args(["score", "--output-format", "ci"]);
+        for (check, _) in KUBE_SCORE_IGNORED {
+            command.args(["--ignore-test", check]);
+        }
+        let out = command.arg(&file).output().unwrap();
+        let report = text(&out);
+        let findings: Vec<&str> =
+            report.lines().filter(|l| l.starts_with("[CRITICAL]") || l.starts_with("[WARNING]")).collect();
+        assert!(findings.is_empty(), "{example}:\n{}", findings.join("\n"));
+        assert!(
+            report.lines().filter(|l| l.starts_with("[OK]")).count() > 20,
+            "{example}: nothing scored: {report}"
+        );
+    }
+    // It does see what it is asked to find: the same probe twice on a container.
+    let dir = tempdir("kube-score-control");
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers:\n      - name: x\n        image: x@sha256:0000000000000000000000000000000000000000000000000000000000000000\n        readinessProbe: {httpGet: {path: /, port: 80}}\n        livenessProbe: {httpGet: {path: /, port: 80}}\n",
+    )
+    .unwrap();
+    let out = Command::new(tool("kube-score"))
+        .args(["score", "--output-format", "ci"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("Container has the same readiness and liveness probe"), "{}", text(&out));
+}
+
 #[test]
 fn values_outside_the_schema_are_refused() {
     for bad in [

@@ -56,7 +56,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
         resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
         readiness_probe: Some(web_probe(IntOrString::String("http".into()), "/", 10)),
-        liveness_probe: Some(web_probe(IntOrString::String("http".into()), "/", 20)),
+        liveness_probe: Some(tcp_probe("http", 20)),
         volume_mounts: Some(vec![
             mount("site", "/usr/share/nginx/html"),
             mount("cache", "/var/cache/nginx"),

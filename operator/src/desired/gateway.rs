@@ -176,7 +176,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
         readiness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 10)),
-        liveness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 20)),
+        liveness_probe: Some(tcp_probe("health", 20)),
         volume_mounts: Some(vec![
             read_only_mount("config", CONFIG_DIR),
             mount("cache", "/var/cache/nginx"),

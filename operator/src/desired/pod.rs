@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Sysctl, TopologySpreadConstraint, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Sysctl, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -199,7 +199,10 @@ pub(crate) struct PodParts {
 
 /// A pod of the platform: restricted security context, no API token, no service links, the
 /// image pull secrets, placement and residency.
-pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, parts: PodParts) -> PodSpec {
+pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, mut parts: PodParts) -> PodSpec {
+    for container in parts.init_containers.iter_mut().chain(parts.containers.iter_mut()) {
+        bound_ephemeral_storage(container, &parts.volumes);
+    }
     PodSpec {
         init_containers: non_empty_vec(&parts.init_containers),
         containers: parts.containers,
@@ -226,6 +229,38 @@ pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, parts: PodParts) 
         volumes: non_empty_vec(&parts.volumes),
         ..Default::default()
     }
+}
+
+/// What a container's logs may take on the node: the kubelet rotates them at 10 MiB and keeps
+/// five files.
+const LOG_ALLOWANCE_MIB: u64 = 64;
+
+/// Requests and bounds a container's ephemeral storage (so that it is not the first evicted under
+/// disk pressure, and cannot fill the node): its logs plus the size limits of the emptyDirs it
+/// mounts, which count towards its pod's total (a bound below them would evict the pod when, say,
+/// the backup dump fills its volume). An override that names ephemeral storage is kept.
+fn bound_ephemeral_storage(container: &mut Container, volumes: &[Volume]) {
+    const KEY: &str = "ephemeral-storage";
+    let mounted_mib: u64 = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| volumes.iter().find(|v| v.name == m.name))
+        .filter_map(|v| v.empty_dir.as_ref()?.size_limit.as_ref())
+        .filter_map(|q| crate::model::quantity_value(&q.0))
+        .map(|bytes| (bytes / (1024.0 * 1024.0)).ceil() as u64)
+        .sum();
+    let resources = container.resources.get_or_insert_with(Default::default);
+    resources
+        .requests
+        .get_or_insert_with(BTreeMap::new)
+        .entry(KEY.into())
+        .or_insert_with(|| Quantity(format!("{LOG_ALLOWANCE_MIB}Mi")));
+    resources
+        .limits
+        .get_or_insert_with(BTreeMap::new)
+        .entry(KEY.into())
+        .or_insert_with(|| Quantity(format!("{}Mi", LOG_ALLOWANCE_MIB + mounted_mib)));
 }
 
 /// Metadata of a component's pod template: its labels, `annotations` (e.g. [`config_hash`]),
@@ -277,6 +312,19 @@ pub(crate) fn web_probe(port: IntOrString, path: &str, period: i32) -> Probe {
             scheme: Some("HTTP".into()),
             ..Default::default()
         }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// A TCP connection to a named port: the liveness check ("the process still accepts
+/// connections"), never the readiness one — a liveness probe that fails when the pod is merely
+/// busy restarts it and turns slowness into an outage.
+pub(crate) fn tcp_probe(port: &str, period: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(port.into()), host: None }),
         period_seconds: Some(period),
         timeout_seconds: Some(3),
         failure_threshold: Some(3),

@@ -60,7 +60,7 @@ pub fn mysqld_exporter(clinic: &Clinic) -> Container {
         resources: Some(resources(None, ("10m", "32Mi"), ("200m", "64Mi"))),
         security_context: Some(container_security_context(EXPORTER_UID)),
         readiness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 30)),
-        liveness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 60)),
+        liveness_probe: Some(tcp_probe("metrics", 60)),
         ..Default::default()
     }
 }
@@ -80,7 +80,7 @@ pub fn nginx_exporter(clinic: &Clinic) -> Container {
         resources: Some(resources(None, ("10m", "16Mi"), ("100m", "32Mi"))),
         security_context: Some(container_security_context(EXPORTER_UID)),
         readiness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 30)),
-        liveness_probe: Some(web_probe(IntOrString::String("metrics".into()), "/", 60)),
+        liveness_probe: Some(tcp_probe("metrics", 60)),
         ..Default::default()
     }
 }

@@ -256,11 +256,6 @@ impl Clinic {
             None => format!("http://{}.{}.svc/openmrs/spa/home", self.child_name("gateway"), self.namespace),
         }
     }
-
-    /// Whether TLS terminates in front of the gateway (so HSTS is safe to send).
-    pub fn serves_tls(&self) -> bool {
-        self.spec.ingress.is_some()
-    }
 }
 
 /// Value of `app.kubernetes.io/managed-by` on every child.

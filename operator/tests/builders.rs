@@ -413,7 +413,10 @@ fn gateway_config_reproduces_upstream_routing() {
     assert!(conf.contains("frame-ancestors 'self'"));
     assert!(conf.contains("X-Forwarded-Proto $forwarded_proto"));
     assert!(!conf.contains("127.0.0.11"), "no Docker DNS");
-    assert!(!conf.contains("Strict-Transport-Security"), "no HSTS without TLS");
+    // HSTS whatever terminates TLS in front (browsers ignore it over plain HTTP).
+    assert!(
+        conf.contains("add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;")
+    );
     let tls = clinic("  ingress:\n    host: emr.lyon.example.fr\n    tls:\n      secretName: cert\n");
     assert!(gateway::nginx_conf(&tls).contains("Strict-Transport-Security"));
 
@@ -431,13 +434,14 @@ fn gateway_config_reproduces_upstream_routing() {
 
 #[test]
 fn config_change_changes_the_pod_template() {
+    // MariaDB's configuration follows the spec (encryption at rest here): its pods roll with it.
     let hash = |spec: &str| {
         let objects = objects(&clinic(spec));
-        let d: Deployment = typed(&objects, "Deployment", "lyon-gateway");
-        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[desired::CONFIG_HASH_ANNOTATION]
+        let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-mariadb");
+        sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[desired::CONFIG_HASH_ANNOTATION]
             .clone()
     };
-    assert_ne!(hash("  {}\n"), hash("  ingress:\n    host: a.example.fr\n    tls:\n      secretName: c\n"));
+    assert_ne!(hash("  {}\n"), hash("  database:\n    encryptAtRest: false\n"));
 }
 
 #[test]

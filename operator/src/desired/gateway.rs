@@ -28,11 +28,10 @@ pub fn name(clinic: &Clinic) -> String {
 pub fn nginx_conf(clinic: &Clinic) -> String {
     let frontend = super::frontend::name(clinic);
     let backend = super::backend::name(clinic);
-    let hsts = if clinic.serves_tls() {
-        "    add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;\n"
-    } else {
-        ""
-    };
+    // Always, whatever terminates TLS in front (the Ingress, a load balancer, a Gateway):
+    // browsers ignore the header on a plain-HTTP response (RFC 6797, section 8.1), so sending it
+    // costs nothing where there is no TLS and protects wherever there is.
+    let hsts = "    add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;\n";
     format!(
         r#"# Managed by clinic-operator; edits are reverted.
 worker_processes auto;

@@ -425,6 +425,34 @@ fn mariadb_pod_loss_keeps_data_and_credentials(env: &Env) -> Result<()> {
     })
 }
 
+/// The Schedule's pre-backup hook for `clinic` (selector, container, command), as Velero reads it.
+fn backup_hook(env: &Env, clinic: &str) -> Result<Value> {
+    let schedules =
+        env.json(&["-n", "velero", "get", "schedules.velero.io", "-l", &format!("{INSTANCE}={clinic}")])?;
+    Ok(schedules["items"][0]["spec"]["template"]["hooks"]["resources"][0].clone())
+}
+
+/// Runs the hook's command in its declared container of `pod`, as Velero does.
+fn run_backup_hook(env: &Env, ns: &str, pod: &str, hook: &Value) -> Result<()> {
+    let exec = &hook["pre"][0]["exec"];
+    let container = exec["container"].as_str().context("hook without a container")?;
+    let command = exec["command"].as_array().context("hook without a command")?;
+    let mut args = vec!["-n", ns, "exec", pod, "-c", container, "--"];
+    args.extend(command.iter().filter_map(Value::as_str));
+    env.kubectl(&args).map(|_| ())
+}
+
+/// Where the MariaDB container has the clinic's dump passphrase.
+const DUMP_PASSPHRASE: &str = "/etc/mysql/encryption/dump-passphrase";
+
+/// The shell command that decrypts the hook's dump with the passphrase in `pass_file` (as
+/// docs/backup.md does with [`DUMP_PASSPHRASE`]).
+fn decrypt_dump(pass_file: &str) -> String {
+    format!(
+        "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:{pass_file} -in /var/lib/mysql-dump/openmrs.sql.gz.enc"
+    )
+}
+
 /// The Schedule's pre-backup hook, run as Velero runs it (the declared command in the declared
 /// container), leaves a consistent compressed dump on the dump volume; the restore drill of
 /// docs/backup.md, run as written, brings the row back in a fresh namespace's clinic.
@@ -435,17 +463,7 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
     let marker = format!("dump-{}", std::process::id());
     env.sql(ns, &pod, &format!("CREATE TABLE IF NOT EXISTS e2e_marker (v VARCHAR(64)); INSERT INTO e2e_marker VALUES ('{marker}')"))?;
 
-    let schedules =
-        env.json(&["-n", "velero", "get", "schedules.velero.io", "-l", &format!("{INSTANCE}={clinic}")])?;
-    let hook = &schedules["items"][0]["spec"]["template"]["hooks"]["resources"][0];
-    let exec = &hook["pre"][0]["exec"];
-    let container = exec["container"].as_str().context("hook without a container")?;
-    let command: Vec<&str> = exec["command"]
-        .as_array()
-        .context("hook without a command")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let hook = backup_hook(env, clinic)?;
     // The hook selects the MariaDB pod.
     let selector: Vec<String> = hook["labelSelector"]["matchLabels"]
         .as_object()
@@ -461,9 +479,8 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
     );
     for round in 0..2 {
         // Twice: the second run replaces the first dump instead of failing on it.
-        let mut args = vec!["-n", ns, "exec", &pod, "-c", container, "--"];
-        args.extend(command.iter().copied());
-        env.kubectl(&args).with_context(|| format!("the pre-backup hook failed (run {round})"))?;
+        run_backup_hook(env, ns, &pod, &hook)
+            .with_context(|| format!("the pre-backup hook failed (run {round})"))?;
     }
     let listing = env.kubectl(&[
         "-n",
@@ -489,7 +506,7 @@ fn backup_hook_dump_restores_into_a_fresh_clinic(env: &Env) -> Result<()> {
         "--",
         "bash",
         "-c",
-        "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/mysql/encryption/dump-passphrase -in /var/lib/mysql-dump/openmrs.sql.gz.enc | gunzip -c | grep -c e2e_marker",
+        &format!("{} | gunzip -c | grep -c e2e_marker", decrypt_dump(DUMP_PASSPHRASE)),
     ])?;
     ensure!(dumped.trim().parse::<u32>().unwrap_or(0) > 0, "the dump lacks the marker table");
     // Velero backs up the dump volume and not the scratch ones.
@@ -592,18 +609,7 @@ fn mariadb_data_and_dump_are_encrypted_at_rest(env: &Env) -> Result<()> {
     env.kubectl(&["delete", "namespace", plain_ns, "--wait=false"])?;
 
     // The dump, as the pre-backup hook leaves it.
-    let schedules =
-        env.json(&["-n", "velero", "get", "schedules.velero.io", "-l", &format!("{INSTANCE}={clinic}")])?;
-    let exec = &schedules["items"][0]["spec"]["template"]["hooks"]["resources"][0]["pre"][0]["exec"];
-    let command: Vec<&str> = exec["command"]
-        .as_array()
-        .context("hook without a command")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let mut args = vec!["-n", ns, "exec", &pod, "-c", "mariadb", "--"];
-    args.extend(command.iter().copied());
-    env.kubectl(&args).context("the pre-backup hook failed")?;
+    run_backup_hook(env, ns, &pod, &backup_hook(env, clinic)?).context("the pre-backup hook failed")?;
     let in_pod =
         |script: &str| env.kubectl(&["-n", ns, "exec", &pod, "-c", "mariadb", "--", "bash", "-c", script]);
     let listing = in_pod("ls /var/lib/mysql-dump")?;
@@ -615,13 +621,13 @@ fn mariadb_data_and_dump_are_encrypted_at_rest(env: &Env) -> Result<()> {
         "gunzip -c /var/lib/mysql-dump/openmrs.sql.gz.enc 2>/dev/null | grep -c -a -F '{secret}' || true"
     ))?;
     ensure!(plain.trim() == "0", "the dump reads without its key: {plain}");
-    let wrong = in_pod(
-        "echo wrong > /tmp/wrong; openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/tmp/wrong -in /var/lib/mysql-dump/openmrs.sql.gz.enc 2>/dev/null | gunzip -c 2>/dev/null | grep -c -a -F e2e_at_rest || true",
-    )?;
-    ensure!(wrong.trim() == "0", "the dump opens with a wrong passphrase: {wrong}");
-    let opened = in_pod(&format!(
-        "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/mysql/encryption/dump-passphrase -in /var/lib/mysql-dump/openmrs.sql.gz.enc | gunzip -c | grep -c -a -F '{secret}'"
+    let wrong = in_pod(&format!(
+        "echo wrong > /tmp/wrong; {} 2>/dev/null | gunzip -c 2>/dev/null | grep -c -a -F e2e_at_rest || true",
+        decrypt_dump("/tmp/wrong")
     ))?;
+    ensure!(wrong.trim() == "0", "the dump opens with a wrong passphrase: {wrong}");
+    let opened =
+        in_pod(&format!("{} | gunzip -c | grep -c -a -F '{secret}'", decrypt_dump(DUMP_PASSPHRASE)))?;
     ensure!(opened.trim() == "1", "the dump does not open with the clinic's passphrase: {opened}");
     env.sql(ns, &pod, "DROP TABLE e2e_at_rest")?;
     Ok(())

@@ -842,16 +842,17 @@ fn without_encryption_at_rest_nothing_of_it_is_made() {
 
 #[test]
 fn every_container_bounds_its_ephemeral_storage_above_its_empty_dirs() {
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    let mib = |q: &Quantity| q.0.strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok()).expect(&q.0);
+    // The builders write these quantities in Mi and Gi only.
+    let mib = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        let (number, factor) = match q.0.strip_suffix("Gi") {
+            Some(n) => (n, 1024),
+            None => (q.0.strip_suffix("Mi").expect(&q.0), 1),
+        };
+        number.parse::<u64>().expect(&q.0) * factor
+    };
     let objects = objects(&clinic("  {}\n"));
     let mut seen = 0;
-    for (kind, name) in [
-        ("StatefulSet", "lyon-mariadb"),
-        ("StatefulSet", "lyon-backend"),
-        ("Deployment", "lyon-frontend"),
-        ("Deployment", "lyon-gateway"),
-    ] {
+    for (kind, name) in WORKLOADS {
         let pod = pod_of(&objects, kind, name);
         let volumes = pod.volumes.clone().unwrap_or_default();
         for c in desired::all_containers(&pod) {
@@ -865,12 +866,7 @@ fn every_container_bounds_its_ephemeral_storage_above_its_empty_dirs() {
                 .filter_map(|m| {
                     volumes.iter().find(|v| v.name == m.name)?.empty_dir.as_ref()?.size_limit.as_ref()
                 })
-                .map(|q| {
-                    q.0.strip_suffix("Mi")
-                        .map(|n| n.parse::<u64>().unwrap())
-                        .or_else(|| q.0.strip_suffix("Gi").map(|n| n.parse::<u64>().unwrap() * 1024))
-                        .unwrap()
-                })
+                .map(mib)
                 .sum();
             assert_eq!(mib(request), 64, "{name}/{}", c.name);
             assert_eq!(limit, 64 + mounted, "{name}/{}: logs plus its emptyDirs", c.name);
@@ -883,12 +879,7 @@ fn every_container_bounds_its_ephemeral_storage_above_its_empty_dirs() {
 #[test]
 fn liveness_never_repeats_readiness() {
     let objects = objects(&clinic("  {}\n"));
-    for (kind, name) in [
-        ("StatefulSet", "lyon-mariadb"),
-        ("StatefulSet", "lyon-backend"),
-        ("Deployment", "lyon-frontend"),
-        ("Deployment", "lyon-gateway"),
-    ] {
+    for (kind, name) in WORKLOADS {
         let pod = pod_of(&objects, kind, name);
         for c in &pod.containers {
             let (Some(ready), Some(live)) = (&c.readiness_probe, &c.liveness_probe) else { continue };
@@ -899,6 +890,14 @@ fn liveness_never_repeats_readiness() {
         }
     }
 }
+
+/// The platform's workloads, by kind and name.
+const WORKLOADS: [(&str, &str); 4] = [
+    ("StatefulSet", "lyon-mariadb"),
+    ("StatefulSet", "lyon-backend"),
+    ("Deployment", "lyon-frontend"),
+    ("Deployment", "lyon-gateway"),
+];
 
 fn pod_of(objects: &[DynamicObject], kind: &str, name: &str) -> PodSpec {
     match kind {

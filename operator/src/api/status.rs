@@ -36,8 +36,9 @@ pub struct ClinicPlatformStatus {
     pub database_credentials_secret: Option<String>,
 
     /// The Secret holding the keys the data is encrypted with (`spec.database.encryptAtRest`),
-    /// recorded while the encrypting MariaDB StatefulSet exists: once recorded, a missing Secret
-    /// is never generated again (`EncryptionKeyLost`), since new keys would not open the data.
+    /// recorded once a MariaDB pod of the encrypting configuration has run: from then on, a
+    /// missing Secret is never generated again (`EncryptionKeyLost`), since new keys would not
+    /// open the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_encryption_secret: Option<String>,
 

@@ -145,10 +145,12 @@ fn workloads(
     } else {
         previous_credentials
     };
-    // Recorded once an encrypting database exists, and kept: the record is what guards the keys.
+    // Recorded once a MariaDB pod of the encrypting configuration has run (not merely once the
+    // StatefulSet exists: an older, unencrypted one whose keys failed to be created has no data
+    // encrypted with any), and kept: the record is what guards the keys.
     let database_encryption =
         cp.status.as_ref().and_then(|s| s.database_encryption_secret.clone()).or_else(|| {
-            (database.exists && clinic.spec.database.encrypt_at_rest).then(|| clinic.encryption_secret())
+            (database.is_ready() && clinic.spec.database.encrypt_at_rest).then(|| clinic.encryption_secret())
         });
     Observed {
         generation: cp.metadata.generation,

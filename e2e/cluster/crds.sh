@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the paths of the upstream CRD files the e2e cluster installs (Velero, Prometheus
-# Operator, cert-manager, Argo CD's Application), downloading the pinned modules into the Go module cache if needed.
+# Operator, cert-manager, Gateway API's standard channel, Argo CD's Application), downloading
+# the pinned modules into the Go module cache if needed.
 set -euo pipefail
 cd "$(dirname "$0")/crds"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
@@ -9,6 +10,7 @@ velero=$(dir github.com/vmware-tanzu/velero)
 prom=$(dir github.com/prometheus-operator/prometheus-operator)
 cm=$(dir github.com/cert-manager/cert-manager)
 argocd=$(dir github.com/argoproj/argo-cd/v3)
+gateway=$(dir sigs.k8s.io/gateway-api)
 for f in schedules backups restores backupstoragelocations deletebackuprequests; do
   echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
 done
@@ -17,6 +19,9 @@ for f in servicemonitors podmonitors prometheusrules; do
 done
 for f in certificates issuers clusterissuers; do
   echo "$cm/deploy/crds/cert-manager.io_$f.yaml"
+done
+for f in gatewayclasses gateways httproutes referencegrants; do
+  echo "$gateway/config/crd/standard/gateway.networking.k8s.io_$f.yaml"
 done
 # Argo CD's Application, for the GitOps example of examples/fleet.
 echo "$argocd/manifests/crds/application-crd.yaml"

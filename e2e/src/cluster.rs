@@ -108,7 +108,8 @@ pub(crate) fn cached_build(rel: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().trim()))
 }
 
-/// The upstream CRD files (Velero, Prometheus Operator, cert-manager) from their Go modules.
+/// The upstream CRD files (Velero, Prometheus Operator, cert-manager, Gateway API, Argo CD)
+/// from their Go modules.
 pub fn upstream_crds() -> Result<Vec<PathBuf>> {
     let script = workspace_root().join("e2e/cluster/crds.sh");
     let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output()?;

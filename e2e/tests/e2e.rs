@@ -1465,6 +1465,113 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The platform's Gateway of the suite's policy (`examples/platform-values.yaml`), declared as a
+/// platform team would; no controller runs for its class here, so the scenario answers for it.
+const PLATFORM_GATEWAY: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gateway-system\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: e2e\nspec:\n  controllerName: example.net/e2e-gateway-controller\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: public\n  namespace: gateway-system\nspec:\n  gatewayClassName: e2e\n  listeners:\n    - name: https\n      protocol: HTTPS\n      port: 443\n      hostname: \"*.example.fr\"\n      tls:\n        mode: Terminate\n        certificateRefs: [{name: wildcard-example-fr}]\n      allowedRoutes: {namespaces: {from: All}}\n    - name: http\n      protocol: HTTP\n      port: 80\n      allowedRoutes: {namespaces: {from: All}}\n";
+
+/// Writes what a Gateway controller writes in an HTTPRoute's status for the platform's Gateway.
+fn answer_for_gateway(
+    env: &Env,
+    ns: &str,
+    route: &str,
+    listener: &str,
+    accepted: (&str, &str),
+) -> Result<()> {
+    let generation =
+        env.json(&["-n", ns, "get", "httproute", route])?["metadata"]["generation"].as_i64().unwrap_or(1);
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let condition = |type_: &str, status: &str, reason: &str| serde_json::json!({"type": type_, "status": status, "reason": reason, "message": format!("{reason} by the e2e controller"), "observedGeneration": generation, "lastTransitionTime": now});
+    let status = serde_json::json!({"status": {"parents": [{
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gateway-system", "name": "public", "sectionName": listener},
+        "controllerName": "example.net/e2e-gateway-controller",
+        "conditions": [condition("Accepted", accepted.0, accepted.1), condition("ResolvedRefs", "True", "ResolvedRefs")],
+    }]}});
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "httproute",
+        route,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// A clinic published on the platform's Gateway: its HTTPRoutes meet Gateway API's released
+/// schema, attach to the listeners the policy declares, and the Gateway's answer is what
+/// `RouteAccepted` and `Ready` say; a Gateway outside the policy is refused before any write.
+fn gateway_route_is_accepted_and_refusals_are_told(env: &Env) -> Result<()> {
+    let ns = "e2e-route";
+    env.plane.apply_yaml(PLATFORM_GATEWAY)?;
+    env.namespace(ns)?;
+    env.clinic(ns, "rt", "  route:\n    host: emr.clinic-rt.example.fr\n")?;
+    eventually("HTTPRoutes created", Duration::from_secs(60), || {
+        Ok(env.kubectl(&["-n", ns, "get", "httproute", "rt", "rt-redirect"]).is_ok())
+    })?;
+    let route = env.json(&["-n", ns, "get", "httproute", "rt"])?;
+    ensure!(
+        route["spec"]["parentRefs"][0]["sectionName"] == "https"
+            && route["spec"]["hostnames"][0] == "emr.clinic-rt.example.fr"
+            && route["spec"]["rules"][0]["backendRefs"][0]["name"] == "rt-gateway",
+        "{}",
+        route["spec"]
+    );
+    let redirect = env.json(&["-n", ns, "get", "httproute", "rt-redirect"])?;
+    ensure!(
+        redirect["spec"]["rules"][0]["filters"][0]["requestRedirect"]["scheme"] == "https",
+        "{}",
+        redirect["spec"]
+    );
+    ensure!(env.kubectl(&["-n", ns, "get", "ingress", "rt"]).is_err(), "an Ingress beside the route");
+    // No controller has answered: the clinic says so, and is not Ready however its pods are.
+    env.wait_condition(ns, "rt", ("RouteAccepted", "False", "AwaitingGateway"), Duration::from_secs(60))?;
+    answer_for_gateway(env, ns, "rt", "https", ("False", "NotAllowedByListeners"))?;
+    answer_for_gateway(env, ns, "rt-redirect", "http", ("True", "Accepted"))?;
+    eventually("the refusal is told", Duration::from_secs(60), || {
+        Ok(env.condition(ns, "rt", "RouteAccepted")?.is_some_and(|c| {
+            c["reason"] == "NotAccepted"
+                && c["message"].as_str().is_some_and(|m| m.contains("NotAllowedByListeners"))
+        }))
+    })?;
+    let ready = env.condition(ns, "rt", "Ready")?.context("no Ready")?;
+    ensure!(ready["status"] == "False", "Ready with a refused route: {ready}");
+    let described = env.kubectl(&["-n", ns, "describe", "clinicplatform", "rt"])?;
+    ensure!(described.contains("NotAllowedByListeners"), "kubectl describe does not say why:\n{described}");
+    // The platform team lets the route in: within a minute the clinic is Ready at its host.
+    answer_for_gateway(env, ns, "rt", "https", ("True", "Accepted"))?;
+    env.wait_condition(ns, "rt", ("RouteAccepted", "True", "Accepted"), Duration::from_secs(90))?;
+    env.wait_ready(ns, "rt", wait())?;
+    let cp = env.json(&["-n", ns, "get", "clinicplatform", "rt"])?;
+    ensure!(
+        cp["status"]["url"] == "https://emr.clinic-rt.example.fr/openmrs/spa/home",
+        "{}",
+        cp["status"]["url"]
+    );
+    ensure!(cp["status"]["compliance"]["tlsAtEdge"] == true, "{}", cp["status"]["compliance"]);
+    let np = env.json(&["-n", ns, "get", "networkpolicy", "rt-gateway"])?;
+    ensure!(
+        np.to_string().contains("gateway-system"),
+        "the Gateway's proxies cannot reach the gateway: {np}"
+    );
+
+    // A Gateway the policy does not list is refused before anything is written.
+    env.clinic(ns, "elsewhere", "  route:\n    host: emr.clinic-else.example.fr\n    gateway: {namespace: gateway-system, name: private}\n")?;
+    eventually("an unlisted Gateway refused", Duration::from_secs(60), || {
+        Ok(env.condition(ns, "elsewhere", "Degraded")?.is_some_and(|c| {
+            c["reason"] == "NotAllowed"
+                && c["message"].as_str().is_some_and(|m| m.contains("spec.route.gateway"))
+        }))
+    })?;
+    ensure!(
+        env.kubectl(&["-n", ns, "get", "httproute", "elsewhere"]).is_err(),
+        "a route for a refused Gateway"
+    );
+    Ok(())
+}
+
 fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
     let plane = ControlPlane::start()?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
@@ -2205,6 +2312,7 @@ fn main() -> ExitCode {
         Local oldest_supported_api_server_accepts_the_crd_and_children,
         Any namespace_pod_security_is_enforced_and_opt_out_is_visible,
         Any tls_certificate_and_compliance_evidence,
+        Any gateway_route_is_accepted_and_refusals_are_told,
         Any monitoring_is_accepted_by_the_real_schemas,
         Local every_example_is_applied_and_converges,
         Local namespaced_mode_runs_with_roles_only,
@@ -2244,6 +2352,7 @@ fn main() -> ExitCode {
         let logs = env.plane.dir.join("logs");
         eprintln!("--- operator log (tail) ---\n{}", env.operator_log());
         eprintln!("(control-plane logs in {}; set E2E_KEEP_DIR=1 to keep them)", logs.display());
+        eprintln!("{}", failure_summary());
     }
     eprintln!("e2e suite took {:.1}s", started.elapsed().as_secs_f64());
     drop(env);

@@ -767,6 +767,7 @@ fn main() -> ExitCode {
         if let Some(node) = env.node.as_ref() {
             eprintln!("--- kubelet log (tail) ---\n{}", node.log_tail("kubelet", 20));
         }
+        eprintln!("{}", failure_summary());
     }
     eprintln!("real-pods suite took {:.1}s", started.elapsed().as_secs_f64());
     drop(env);

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{ClinicPlatform, ClinicPlatformSpec};
+use crate::policy::AllowedGateway;
 
 /// Default registry of the upstream images.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
@@ -88,6 +89,9 @@ pub struct Clinic {
     /// Whether the confirmation annotation holds the ClinicPlatform's uid (see
     /// [`crate::api::CONFIRM_DELETION_ANNOTATION`]).
     pub deletion_confirmed: bool,
+    /// The platform Gateway `spec.route` attaches to, as the policy describes it; set when the
+    /// policy admits the clinic ([`crate::policy::Policy::admit`]), `None` without a route.
+    pub gateway: Option<AllowedGateway>,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -249,12 +253,19 @@ impl Clinic {
         }
     }
 
-    /// The URL users reach: the Ingress host over HTTPS, else the in-cluster gateway.
+    /// The URL users reach: the public host (Ingress or route) over HTTPS, else the in-cluster
+    /// gateway.
     pub fn url(&self) -> String {
-        match &self.spec.ingress {
-            Some(ingress) => format!("https://{}/openmrs/spa/home", ingress.host),
+        match self.public_host() {
+            Some(host) => format!("https://{host}/openmrs/spa/home"),
             None => format!("http://{}.{}.svc/openmrs/spa/home", self.child_name("gateway"), self.namespace),
         }
+    }
+
+    /// The host the clinic is published on, by an Ingress or an HTTPRoute.
+    pub fn public_host(&self) -> Option<&str> {
+        let spec = &self.spec;
+        spec.ingress.as_ref().map(|i| i.host.as_str()).or(spec.route.as_ref().map(|r| r.host.as_str()))
     }
 }
 
@@ -334,6 +345,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         generates_admin_password: spec.security.admin_password_secret_ref.is_none(),
         held_images: None,
         deletion_confirmed: deletion_confirmed(cp),
+        gateway: None,
         spec: spec.clone(),
         owner,
     })
@@ -425,6 +437,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         generates_admin_password: cp.spec.security.admin_password_secret_ref.is_none(),
         held_images: None,
         deletion_confirmed: deletion_confirmed(cp),
+        gateway: None,
     }
 }
 

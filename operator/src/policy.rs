@@ -8,7 +8,7 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ClinicPlatformSpec, IssuerKind};
+use crate::api::{ClinicPlatformSpec, IssuerKind, RouteSpec};
 use crate::model::{Clinic, DEFAULT_REGISTRY, InvalidSpec};
 
 /// What clinics may ask for. Read from YAML (camelCase keys); unknown keys are refused, so a
@@ -31,9 +31,12 @@ pub struct Policy {
     /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`. An `Issuer` lives in
     /// the clinic's own namespace and is always allowed.
     pub cluster_issuers: Vec<String>,
-    /// Host names a clinic may serve (`spec.ingress.host`): exact names, or `*.example.fr` for
-    /// every name under that domain.
+    /// Host names a clinic may serve (`spec.ingress.host`, `spec.route.host`): exact names, or
+    /// `*.example.fr` for every name under that domain.
     pub ingress_hosts: Vec<String>,
+    /// Gateways (Gateway API) a clinic may attach its HTTPRoute to (`spec.route`), with what the
+    /// operator needs to know of each. None by default: the platform team names its own.
+    pub gateways: Vec<AllowedGateway>,
     /// Registries images may come from (`spec.images.registry` and every component `image`):
     /// a host with an optional path (`registry.example.fr/mirror`), matched on whole segments.
     /// The default images come from `docker.io`.
@@ -70,6 +73,7 @@ impl Default for Policy {
             ingress_controller_namespaces: one("ingress-nginx"),
             cluster_issuers: one("*"),
             ingress_hosts: one("*"),
+            gateways: Vec::new(),
             registries: one("*"),
             residency_regions: Vec::new(),
             residency_zones: Vec::new(),
@@ -109,6 +113,42 @@ impl Policy {
     }
 }
 
+/// A Gateway clinics may attach to, as the platform team runs it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedGateway {
+    /// Namespace of the Gateway.
+    pub namespace: String,
+    /// Name of the Gateway.
+    pub name: String,
+    /// The HTTPS listener (`sectionName`) a clinic's route attaches to: the platform team
+    /// attests that it terminates TLS (it counts as `tlsAtEdge`).
+    pub listener: String,
+    /// A plain-HTTP listener on which the clinic's host is redirected to HTTPS (a second
+    /// HTTPRoute, `<name>-redirect`); none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_listener: Option<String>,
+    /// Namespace of the pods that carry the Gateway's traffic (its data plane): the only pods
+    /// that may reach the clinic's gateway. The Gateway's namespace when unset (Istio, Traefik);
+    /// e.g. `envoy-gateway-system` for Envoy Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_namespace: Option<String>,
+    /// The Gateway of clinics that name none (at most one is the default).
+    #[serde(default)]
+    pub default: bool,
+}
+
+impl AllowedGateway {
+    /// Where the Gateway's proxies run.
+    pub fn proxy_namespace(&self) -> &str {
+        self.proxy_namespace.as_deref().unwrap_or(&self.namespace)
+    }
+
+    fn shown(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Why a policy file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -120,6 +160,8 @@ pub enum PolicyError {
     Cidr { path: String, index: usize, value: String },
     #[error("the policy file {path}: backupDeletionDelay must be a duration such as 168h ({value:?})")]
     Duration { path: String, value: String },
+    #[error("the policy file {path}: gateways lists more than one default ({first} and {second})")]
+    DefaultGateways { path: String, first: String, second: String },
 }
 
 impl Policy {
@@ -150,6 +192,14 @@ impl Policy {
         if humantime::parse_duration(&policy.backup_deletion_delay).is_err() {
             return Err(PolicyError::Duration { path: origin.into(), value: policy.backup_deletion_delay });
         }
+        let mut defaults = policy.gateways.iter().filter(|g| g.default);
+        if let (Some(first), Some(second)) = (defaults.next(), defaults.next()) {
+            return Err(PolicyError::DefaultGateways {
+                path: origin.into(),
+                first: first.shown(),
+                second: second.shown(),
+            });
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
@@ -158,9 +208,11 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Refuses the first field of the clinic's spec that points outside the policy.
-    pub fn check(&self, clinic: &Clinic) -> Result<(), InvalidSpec> {
-        if let Some(refused) = self.requests(clinic).into_iter().find(|r| !r.allowed()) {
+    /// Admits a clinic under the policy: refuses the first field of its spec that points
+    /// outside it, and resolves what the policy decides for it (the Gateway its route attaches
+    /// to, as the platform team runs it).
+    pub fn admit(&self, mut clinic: Clinic) -> Result<Clinic, InvalidSpec> {
+        if let Some(refused) = self.requests(&clinic).into_iter().find(|r| !r.allowed()) {
             return Err(InvalidSpec {
                 field: refused.field,
                 message: format!(
@@ -178,7 +230,41 @@ impl Policy {
                 message: "false (its allowPodSecurityOptOut is false): the namespace stays on Pod Security restricted; remove the field".into(),
             });
         }
-        Ok(())
+        clinic.gateway = match &clinic.spec.route {
+            Some(route) => Some(self.gateway_for(route)?.clone()),
+            None => None,
+        };
+        Ok(clinic)
+    }
+
+    /// The listed Gateway a route names, or the default one.
+    fn gateway_for(&self, route: &RouteSpec) -> Result<&AllowedGateway, InvalidSpec> {
+        let listed = || {
+            let names: Vec<String> = self.gateways.iter().map(AllowedGateway::shown).collect();
+            listed(&names)
+        };
+        match &route.gateway {
+            Some(wanted) => self
+                .gateways
+                .iter()
+                .find(|g| g.name == wanted.name && g.namespace == wanted.namespace)
+                .ok_or_else(|| InvalidSpec {
+                    field: "spec.route.gateway".into(),
+                    message: format!(
+                        "\"{}/{}\" (its gateways: {}); pick one of those or ask the platform team",
+                        wanted.namespace,
+                        wanted.name,
+                        listed()
+                    ),
+                }),
+            None => self.gateways.iter().find(|g| g.default).ok_or_else(|| InvalidSpec {
+                field: "spec.route.gateway".into(),
+                message: format!(
+                    "is required: the platform's policy names no default Gateway (its gateways: {})",
+                    listed()
+                ),
+            }),
+        }
     }
 
     /// Every value of the spec that must be on one of the policy's lists, in the order they are
@@ -216,6 +302,12 @@ impl Policy {
             &self.prometheus_namespaces,
             "prometheusNamespaces",
         ));
+        if let Some(route) = &spec.route {
+            requests.push(Request {
+                matches: host_matches,
+                ..Request::named("spec.route.host", &route.host, &self.ingress_hosts, "ingressHosts")
+            });
+        }
         if let Some(ingress) = &spec.ingress {
             requests.push(Request::named(
                 "spec.ingress.controllerNamespace",

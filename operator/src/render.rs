@@ -93,7 +93,8 @@ pub fn render_with(input: &str, default_namespace: &str, policy: &Policy) -> Res
             name: name.clone(),
             source,
         })?;
-        policy.check(&clinic).map_err(|source| RenderError::NotAllowed { index, name, source })?;
+        let clinic =
+            policy.admit(clinic).map_err(|source| RenderError::NotAllowed { index, name, source })?;
         clinics.push(clinic);
     }
     let mut out = String::new();

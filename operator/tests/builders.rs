@@ -505,6 +505,77 @@ fn ingress_tls_from_secret_or_cert_manager() {
     assert!(!kind_names(&objects_secret).iter().any(|n| n.starts_with("Certificate/")));
 }
 
+/// A clinic on the platform's Gateway: its HTTPRoutes name the listeners the policy declares,
+/// never a Gateway of their own, and only the Gateway's proxies may reach the clinic's gateway.
+#[test]
+fn routes_attach_to_the_listeners_the_platform_declares() {
+    let policy = clinic_operator::policy::Policy::from_yaml(
+        "gateways:\n  - {namespace: gateway-system, name: public, listener: https, redirectListener: http, proxyNamespace: gateway-proxies, default: true}\n  - {namespace: gateway-system, name: internal, listener: websecure}\n",
+        "test",
+    )
+    .unwrap();
+    let routed = |rest: &str| {
+        policy.admit(clinic(&format!("  route:\n    host: emr.lyon.example.fr\n{rest}"))).unwrap()
+    };
+    let all = objects(&routed(""));
+    let names = kind_names(&all);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("Ingress/") || n.starts_with("Certificate/") || n.starts_with("Gateway/"))
+    );
+    let route = |name: &str| {
+        all.iter()
+            .find(|o| {
+                o.types.as_ref().unwrap().kind == "HTTPRoute" && o.metadata.name.as_deref() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("HTTPRoute {name}"))
+            .data["spec"]
+            .clone()
+    };
+    let https = route("lyon");
+    assert_eq!(
+        https["parentRefs"],
+        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gateway-system", "name": "public", "sectionName": "https"}])
+    );
+    assert_eq!(https["hostnames"], serde_json::json!(["emr.lyon.example.fr"]));
+    let backend = &https["rules"][0]["backendRefs"][0];
+    assert_eq!((backend["name"].as_str(), backend["port"].as_i64()), (Some("lyon-gateway"), Some(80)));
+    let redirect = route("lyon-redirect");
+    assert_eq!(redirect["parentRefs"][0]["sectionName"], "http");
+    assert_eq!(
+        redirect["rules"][0]["filters"][0]["requestRedirect"],
+        serde_json::json!({"scheme": "https", "statusCode": 301})
+    );
+    assert!(redirect["rules"][0].get("backendRefs").is_none(), "the redirect serves nothing");
+    // A Gateway without a plain-HTTP listener gets one route.
+    let internal = objects(&routed("    gateway: {namespace: gateway-system, name: internal}\n"));
+    assert_eq!(kind_names(&internal).iter().filter(|n| n.starts_with("HTTPRoute/")).count(), 1);
+
+    let c = routed("");
+    let policies = desired::network::build(&c);
+    let gateway_policy =
+        policies.iter().find(|p| p.metadata.name.as_deref() == Some("lyon-gateway")).unwrap();
+    let from: Vec<_> = gateway_policy
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .iter()
+        .flatten()
+        .filter(|r| port_ok(&r.ports, gateway::PORT))
+        .flat_map(|r| r.from.clone().unwrap_or_default())
+        .collect();
+    let namespaces: Vec<String> = from
+        .iter()
+        .filter_map(|p| {
+            p.namespace_selector.as_ref()?.match_labels.as_ref()?.get("kubernetes.io/metadata.name").cloned()
+        })
+        .collect();
+    assert_eq!(namespaces, ["gateway-proxies"], "only the Gateway's proxies reach the gateway");
+    assert_eq!(c.url(), "https://emr.lyon.example.fr/openmrs/spa/home");
+}
+
 #[test]
 fn images_follow_registry_mirror_digest_and_pull_secrets() {
     let digest = format!("registry.example.fr/openmrs/frontend@sha256:{}", "a".repeat(64));

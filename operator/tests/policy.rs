@@ -7,15 +7,15 @@ use clinic_operator::policy::Policy;
 use common::clinic;
 
 fn refused_field(policy: &Policy, spec: &str) -> String {
-    match policy.check(&clinic(spec)) {
-        Ok(()) => panic!("the policy allowed:\n{spec}"),
+    match policy.admit(clinic(spec)) {
+        Ok(_) => panic!("the policy allowed:\n{spec}"),
         Err(e) => e.field,
     }
 }
 
 #[test]
 fn the_default_policy_allows_the_minimal_clinic() {
-    Policy::default().check(&clinic("  {}\n")).expect("a default clinic is allowed");
+    Policy::default().admit(clinic("  {}\n")).expect("a default clinic is allowed");
 }
 
 /// Every field a hostile tenant could point at another tenant or at the cluster.
@@ -35,11 +35,13 @@ fn cross_namespace_targets_outside_the_default_policy_are_refused() {
             "spec.ingress.controllerNamespace",
         ),
         ("  security:\n    enforcePodSecurity: false\n", "spec.security.enforcePodSecurity"),
+        // No Gateway is listed by default: the platform team names its own.
+        ("  route:\n    host: emr.lyon.example.fr\n", "spec.route.gateway"),
     ] {
         assert_eq!(refused_field(&policy, spec), field, "{spec}");
     }
     // The clinic's own namespace is always a place for its dashboard.
-    policy.check(&clinic("  monitoring:\n    dashboard:\n      namespace: clinic-lyon\n")).unwrap();
+    policy.admit(clinic("  monitoring:\n    dashboard:\n      namespace: clinic-lyon\n")).unwrap();
 }
 
 #[test]
@@ -52,7 +54,7 @@ fn a_narrowed_policy_refuses_hosts_issuers_registries_regions_and_cluster_networ
     let tls = "    tls:\n      issuerRef: {name: letsencrypt-production}\n";
     let mirror = "  images:\n    registry: registry.sante.example.fr/mirror\n";
     let ok = format!("  ingress:\n    host: dossiers.clinique-lyon.example.fr\n{tls}{mirror}");
-    policy.check(&clinic(&ok)).unwrap_or_else(|e| panic!("{e}"));
+    policy.admit(clinic(&ok)).unwrap_or_else(|e| panic!("{e}"));
     for (spec, field) in [
         // Another clinic's host on the shared ingress controller, and a look-alike domain.
         (
@@ -93,7 +95,37 @@ fn a_narrowed_policy_refuses_hosts_issuers_registries_regions_and_cluster_networ
     let own = format!(
         "  ingress:\n    host: emr.example.fr\n    tls:\n      issuerRef: {{name: mine, kind: Issuer}}\n{mirror}"
     );
-    policy.check(&clinic(&own)).unwrap();
+    policy.admit(clinic(&own)).unwrap();
+}
+
+/// A route attaches to a Gateway the platform lists, with the listener, redirect and proxies'
+/// namespace the platform declares; the tenant picks among them and nothing else.
+#[test]
+fn routes_attach_only_to_the_platforms_gateways() {
+    let policy = Policy::from_yaml(
+        "ingressHosts: ['*.example.fr']\ngateways:\n  - {namespace: gateway-system, name: public, listener: https, redirectListener: http, default: true}\n  - {namespace: envoy, name: internal, listener: websecure, proxyNamespace: envoy-gateway-system}\n",
+        "test",
+    )
+    .unwrap();
+    let route = |rest: &str| format!("  route:\n    host: emr.lyon.example.fr\n{rest}");
+    let default = policy.admit(clinic(&route(""))).unwrap();
+    let gateway = default.gateway.expect("the default Gateway");
+    assert_eq!((gateway.name.as_str(), gateway.listener.as_str()), ("public", "https"));
+    assert_eq!(gateway.proxy_namespace(), "gateway-system");
+    let named = policy.admit(clinic(&route("    gateway: {namespace: envoy, name: internal}\n"))).unwrap();
+    assert_eq!(named.gateway.as_ref().map(|g| g.proxy_namespace()), Some("envoy-gateway-system"));
+    for (spec, field) in [
+        (route("    gateway: {namespace: envoy, name: public}\n"), "spec.route.gateway"),
+        (route("    gateway: {namespace: clinic-nice, name: theirs}\n"), "spec.route.gateway"),
+        ("  route:\n    host: emr.lyon.evil.io\n".to_string(), "spec.route.host"),
+    ] {
+        assert_eq!(refused_field(&policy, &spec), field, "{spec}");
+    }
+    // Without a route, no Gateway is resolved.
+    assert_eq!(policy.admit(clinic("  {}\n")).unwrap().gateway, None);
+    let two_defaults = "gateways:\n  - {namespace: a, name: a, listener: https, default: true}\n  - {namespace: b, name: b, listener: https, default: true}\n";
+    assert!(Policy::from_yaml(two_defaults, "test").is_err(), "two default Gateways");
+    assert!(Policy::from_yaml("gateways:\n  - {namespace: a, name: a}\n", "test").is_err(), "no listener");
 }
 
 #[test]

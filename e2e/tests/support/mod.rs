@@ -133,7 +133,7 @@ impl Env {
             "-n",
             namespace,
             "get",
-            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io,httproutes.gateway.networking.k8s.io",
             "-l",
             &format!("{INSTANCE}={name}"),
         ])?;
@@ -303,10 +303,29 @@ pub fn trial(
     let env = env.clone();
     libtest_mimic::Trial::test(name, move || {
         let started = Instant::now();
-        let result = scenario(&env).map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")));
+        let result = scenario(&env).map_err(|e| {
+            let message = format!("{e:#}");
+            FAILURES.lock().unwrap_or_else(|p| p.into_inner()).push((name, message.clone()));
+            libtest_mimic::Failed::from(message)
+        });
         eprintln!("  {name}: {:.1}s", started.elapsed().as_secs_f64());
         result
     })
+}
+
+/// The failed scenarios with their messages, as [`trial`] saw them.
+static FAILURES: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+/// Why each failed scenario failed, each message cut to its last lines: printed last, after
+/// the operator's log, so that the end of a CI log (often all that is kept) says what failed.
+pub fn failure_summary() -> String {
+    let failures = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = String::from("--- failed scenarios ---\n");
+    for (name, message) in failures.iter() {
+        let head: String = message.chars().take(1500).collect();
+        out.push_str(&format!("{name}: {head}\n"));
+    }
+    out
 }
 
 pub fn secret_fingerprint(env: &Env, ns: &str, name: &str) -> Result<String> {

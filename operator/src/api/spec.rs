@@ -31,6 +31,7 @@ use super::ClinicPlatformStatus;
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name: at most 40 characters, so that child names (name + suffix) stay valid DNS labels")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.ingress) || !has(self.route)").message("spec.route: set either ingress (an Ingress) or route (an HTTPRoute on a platform Gateway), not both"))]
 pub struct ClinicPlatformSpec {
     /// OpenMRS application settings: version, locale, and the backend, frontend and gateway
     /// components.
@@ -41,10 +42,17 @@ pub struct ClinicPlatformSpec {
     #[serde(default)]
     pub database: DatabaseSpec,
 
-    /// Public exposure through an Ingress with TLS. Without it the platform is reachable only
-    /// inside the cluster (Service `<name>-gateway`).
+    /// Public exposure through an Ingress with TLS. Without it (or `route`) the platform is
+    /// reachable only inside the cluster (Service `<name>-gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+
+    /// Public exposure through a Gateway the platform team runs (Gateway API): the operator
+    /// declares an `HTTPRoute` for `host` on a Gateway the platform's policy lists, and never
+    /// creates or changes a Gateway. TLS terminates at the Gateway's listener. Exclusive with
+    /// `ingress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
 
     /// Horizontal autoscaling of the stateless components (frontend and gateway).
     #[serde(default)]
@@ -348,12 +356,16 @@ pub struct Placement {
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 }
 
+/// A public host name: lower-case DNS labels, at least two.
+const HOST_RULE: &str =
+    "self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')";
+
 /// Public exposure of the platform.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// Public host name, e.g. `dossiers.clinique-lyon.example.fr`.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')").message("spec.ingress.host: must be a lower-case DNS name with at least one dot, e.g. emr.clinic.example.fr"))]
+    #[x_kube(validation = Rule::new(HOST_RULE).message("spec.ingress.host: must be a lower-case DNS name with at least one dot, e.g. emr.clinic.example.fr"))]
     #[schemars(length(max = 253))]
     pub host: String,
 
@@ -369,6 +381,36 @@ pub struct IngressSpec {
     #[serde(default = "default_controller_namespace")]
     #[schemars(length(min = 1, max = 63))]
     pub controller_namespace: String,
+}
+
+/// Attachment to a platform Gateway (Gateway API).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Public host name, e.g. `dossiers.clinique-lyon.example.fr`; the platform's policy says
+    /// which names a clinic may serve (`ingressHosts`).
+    #[x_kube(validation = Rule::new(HOST_RULE).message("spec.route.host: must be a lower-case DNS name with at least one dot, e.g. emr.clinic.example.fr"))]
+    #[schemars(length(max = 253))]
+    pub host: String,
+
+    /// The Gateway to attach to, one of those the platform's policy lists (`gateways`); the
+    /// policy's default Gateway when unset. The listener, the HTTP-to-HTTPS redirect and the
+    /// namespace of the Gateway's proxies come from the policy, not from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+/// A Gateway by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Namespace of the Gateway.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
 }
 
 /// Where the Ingress certificate comes from.

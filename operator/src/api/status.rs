@@ -11,8 +11,8 @@ pub struct ClinicPlatformStatus {
     pub observed_generation: Option<i64>,
 
     /// Conditions: Ready, Progressing, Degraded, DatabaseReady, OpenMRSReady, SecurityEnforced,
-    /// BackupReady, Compliant, MonitoringReady, and on a deleted clinic whose clean-up fails,
-    /// CleanupBlocked; each with a bounded reason and a message that says what is wrong and what
+    /// BackupReady, Compliant, MonitoringReady; RouteAccepted on a clinic published on a Gateway
+    /// (`spec.route`); and on a deleted clinic whose clean-up fails, CleanupBlocked; each with a bounded reason and a message that says what is wrong and what
     /// to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -96,7 +96,8 @@ pub struct Compliance {
     pub pod_security_restricted: bool,
     /// Default-deny NetworkPolicies and the platform's allow rules are in place.
     pub default_deny_network: bool,
-    /// Users reach the platform over TLS at the Ingress.
+    /// Users reach the platform over TLS: at the Ingress, or at the HTTPS listener of a Gateway
+    /// that accepts the clinic's route.
     pub tls_at_edge: bool,
     /// The newest successful backup is within the RPO.
     pub backups_within_rpo: bool,
@@ -122,7 +123,11 @@ impl Compliance {
                 "the namespace does not enforce Pod Security restricted",
             ),
             ("defaultDenyNetwork", self.default_deny_network, "the NetworkPolicies are not all in place"),
-            ("tlsAtEdge", self.tls_at_edge, "no Ingress with TLS (spec.ingress)"),
+            (
+                "tlsAtEdge",
+                self.tls_at_edge,
+                "no Ingress with TLS (spec.ingress) nor a route accepted on a Gateway's HTTPS listener (spec.route)",
+            ),
             (
                 "backupsWithinRpo",
                 self.backups_within_rpo,

@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod monitoring;
 pub mod network;
 pub mod pod;
+pub mod route;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }
+    out.extend(route::build(clinic));
     out.extend(monitoring::service_monitor(clinic));
     out.extend(monitoring::prometheus_rule(clinic));
     out
@@ -98,13 +100,15 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
     out
 }
 
-/// Children of APIs the operator uses only when installed (cert-manager, Prometheus
-/// Operator): part of [`objects`] and of `render`, applied by their own path once discovery
+/// Children of APIs the operator uses only when installed (cert-manager, Gateway API,
+/// Prometheus Operator): part of [`objects`] and of `render`, applied by their own path once discovery
 /// says the CRDs are served. Every one the clinic may have, with its name, so that one no
 /// longer wanted can be removed.
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
     vec![
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.child_name("tls")),
+        (OptionalApi::GatewayApi, route::resource(), route::name(clinic)),
+        (OptionalApi::GatewayApi, route::resource(), route::redirect_name(clinic)),
         (
             OptionalApi::PrometheusOperator,
             monitoring::service_monitor_resource(),
@@ -122,6 +126,7 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptionalApi {
     CertManager,
+    GatewayApi,
     PrometheusOperator,
 }
 

@@ -1,5 +1,5 @@
 //! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
-//! platform needs: ingress controller -> gateway -> frontend and backend -> MariaDB, DNS, and
+//! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and backend -> MariaDB, DNS, and
 //! the extra egress the spec declares, and Prometheus' namespace -> the exporters' ports.
 
 use std::collections::BTreeMap;
@@ -117,6 +117,14 @@ fn gateway(clinic: &Clinic) -> NetworkPolicy {
             ..Default::default()
         };
         ingress.push(from(vec![controller], vec![tcp(super::gateway::PORT)]));
+    }
+    // The Gateway's proxies, where the platform's policy says they run.
+    if let Some(platform_gateway) = &clinic.gateway {
+        let proxies = NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(platform_gateway.proxy_namespace())),
+            ..Default::default()
+        };
+        ingress.push(from(vec![proxies], vec![tcp(super::gateway::PORT)]));
     }
     if let Some(prometheus) = prometheus(clinic) {
         ingress.push(from(vec![prometheus], vec![tcp(super::monitoring::NGINX_EXPORTER_PORT)]));

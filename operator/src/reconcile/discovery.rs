@@ -1,6 +1,6 @@
-//! Which optional APIs the cluster serves (Velero, cert-manager, the Prometheus Operator),
-//! asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after the operator
-//! started are picked up without a restart.
+//! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, the Prometheus
+//! Operator), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
+//! the operator started are picked up without a restart.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ pub const DISCOVERY_TTL: Duration = Duration::from_secs(30);
 
 const VELERO: (&str, &[&str]) = ("velero.io/v1", &["schedules", "backups"]);
 const CERT_MANAGER: (&str, &[&str]) = ("cert-manager.io/v1", &["certificates"]);
+const GATEWAY_API: (&str, &[&str]) = ("gateway.networking.k8s.io/v1", &["httproutes"]);
 const PROMETHEUS_OPERATOR: (&str, &[&str]) =
     ("monitoring.coreos.com/v1", &["servicemonitors", "prometheusrules"]);
 
@@ -46,6 +47,7 @@ impl Discovery {
     pub async fn optional(&self, api: OptionalApi) -> bool {
         match api {
             OptionalApi::CertManager => self.served(CERT_MANAGER).await,
+            OptionalApi::GatewayApi => self.served(GATEWAY_API).await,
             OptionalApi::PrometheusOperator => self.served(PROMETHEUS_OPERATOR).await,
         }
     }

@@ -15,6 +15,7 @@ pub mod converge;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod exposure;
 pub mod finalizer;
 pub mod gate;
 pub mod gather;
@@ -38,6 +39,7 @@ use crate::desired::{self, SecretValues};
 use crate::model;
 pub use context::Context;
 pub use error::{Error, Result};
+use exposure::RouteState;
 use gate::Gate;
 use memory::ClinicKey;
 use publish::Published;
@@ -57,13 +59,13 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // that polling. Nothing may be judged absent before they are complete: come back soon.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let mut clinic = match model::validate(cp).map_err(Error::InvalidSpec) {
+    let admitted = model::validate(cp)
+        .map_err(Error::InvalidSpec)
+        .and_then(|clinic| ctx.policy.admit(clinic).map_err(Error::NotAllowed));
+    let mut clinic = match admitted {
         Ok(clinic) => clinic,
-        Err(invalid) => return publish::rejected(ctx, cp, invalid).await,
+        Err(refused) => return publish::rejected(ctx, cp, refused).await,
     };
-    if let Err(refused) = ctx.policy.check(&clinic) {
-        return publish::rejected(ctx, cp, Error::NotAllowed(refused)).await;
-    }
     let mut notices = Vec::new();
     let gathered = gather::gather(ctx, cp, &clinic).await;
     let gate = gate::decide(ctx, cp, &mut clinic, &gathered, &mut notices).await;
@@ -79,14 +81,22 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     debug!(?applied, ?gate, "reconciled");
     Ok(match published {
         Published::Coalesced(wait) => Action::requeue(wait),
-        Published::Done => next_action(&clinic, gathered.velero, &gate),
+        Published::Done => next_action(&clinic, gathered.velero, &gate, &observed),
     })
 }
 
 /// When to look again without a watch event.
-fn next_action(clinic: &model::Clinic, velero: bool, gate: &Gate) -> Action {
+fn next_action(clinic: &model::Clinic, velero: bool, gate: &Gate, observed: &status::Observed) -> Action {
     match gate {
         Gate::Waiting { .. } => Action::requeue(Duration::from_secs(15)),
+        // Routes are not watched: their Gateway's answer is read again soon, and a refusal
+        // (which the platform team may lift) within a minute.
+        _ if observed.route.as_ref().is_some_and(RouteState::is_pending) => {
+            Action::requeue(Duration::from_secs(10))
+        }
+        _ if observed.route.as_ref().is_some_and(|r| !r.is_accepted()) => {
+            Action::requeue(Duration::from_secs(60))
+        }
         _ if clinic.spec.backup.enabled && !velero => Action::requeue(Duration::from_secs(60)),
         // Backup age must be re-judged against the RPO as time passes.
         _ if clinic.spec.backup.enabled => Action::requeue(Duration::from_secs(300)),

@@ -14,6 +14,7 @@ use super::caches::marker;
 use super::context::Context;
 use super::converge::{self, DESIRED_HASH_ANNOTATION, Outcome};
 use super::error::Error;
+use super::exposure::{self, RouteState};
 use super::gate::Gate;
 use super::gather::{Gathered, running_images};
 use super::status::{MonitoringState, Observed, WorkloadState};
@@ -33,12 +34,12 @@ pub async fn observe(
     outcome: &Outcome,
     uncached: Uncached,
 ) -> Observed {
-    let Uncached { outside, certificates, monitors } = uncached;
+    let Uncached { outside, certificates, routes, monitors, .. } = uncached;
     let (schedule_error, dashboard_error) = match &outside {
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
     };
-    for e in certificates.error.iter().chain(&monitors.error).chain(&dashboard_error) {
+    for e in certificates.error.iter().chain(&routes.error).chain(&monitors.error).chain(&dashboard_error) {
         warn!(error = %e, "optional child not applied");
     }
     let monitoring = MonitoringState {
@@ -54,9 +55,12 @@ pub async fn observe(
         warn!(error = %e, "Velero Schedule not applied");
         backup = backups::schedule_failed(clinic, &e, backup.last_success);
     }
-    let certificate_in_place = certificates.in_place.contains(&clinic.child_name("tls"));
+    let certificate_in_place = certificates.in_place.contains_key(&clinic.child_name("tls"));
+    let route = exposure::state(clinic, &routes);
+    // A route's listener is one the platform team attests terminates TLS (its policy).
     let tls_at_edge =
-        clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place);
+        clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place)
+            || route.as_ref().is_some_and(RouteState::is_accepted);
     let encrypted = storage_encrypted(ctx, clinic).await;
     let mut observed = workloads(ctx, clinic, cp, desired, outcome, backup);
     // A StatefulSet reports no condition when its pods are refused: its events say it. Read only
@@ -68,6 +72,7 @@ pub async fn observe(
     }
     observed.namespace_visible = ctx.cluster_scope;
     observed.monitoring = monitoring;
+    observed.route = route;
     observed.controls = Compliance {
         pod_security_restricted: ctx
             .caches
@@ -170,6 +175,7 @@ fn workloads(
         controls: Compliance::default(),
         namespace_visible: true,
         monitoring: MonitoringState::default(),
+        route: None,
         outside: None,
     }
 }

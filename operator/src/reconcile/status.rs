@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::backups::BackupHealth;
 use super::error::{Error, Problem};
+use super::exposure::{self, RouteState};
 use super::gate::Gate;
 use crate::api::{ClinicPlatformStatus, ComponentVersions, Condition, DeletionOutcome};
 use crate::model::Clinic;
@@ -144,6 +145,8 @@ pub struct Observed {
     pub namespace_visible: bool,
     /// ServiceMonitor, PrometheusRule and dashboard.
     pub monitoring: MonitoringState,
+    /// The clinic's HTTPRoutes with their Gateway (`None` without `spec.route`).
+    pub route: Option<RouteState>,
     /// What is outside the namespace on the clinic's behalf (`status.outsideObjects`).
     pub outside: Option<Vec<crate::api::OutsideObject>>,
 }
@@ -209,6 +212,7 @@ pub fn compute(
         compliant(controls, generation),
         monitoring_condition(&observed.monitoring, generation),
     ];
+    conditions.extend(observed.route.as_ref().map(|route| exposure::condition(clinic, route, generation)));
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
@@ -358,10 +362,13 @@ fn compliant(controls: &crate::api::Compliance, generation: Option<i64>) -> Cond
 
 fn ready(clinic: &Clinic, observed: &Observed) -> Condition {
     let generation = observed.generation;
-    if observed.database.is_ready() && observed.openmrs_ready() && observed.error.is_none() {
+    let routed = observed.route.as_ref().is_none_or(RouteState::is_accepted);
+    if observed.database.is_ready() && observed.openmrs_ready() && observed.error.is_none() && routed {
         condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
     } else if let Some(e) = &observed.error {
         condition(READY, false, e.reason, "see the Degraded condition".into(), generation)
+    } else if !routed {
+        condition(READY, false, "RouteNotAccepted", "see the RouteAccepted condition".into(), generation)
     } else {
         condition(READY, false, "Progressing", "see the Progressing condition".into(), generation)
     }
@@ -477,7 +484,19 @@ mod tests {
     fn clinic(spec: ClinicPlatformSpec) -> Clinic {
         let mut cp = ClinicPlatform::new("lyon", spec);
         cp.metadata.namespace = Some("clinic-lyon".into());
-        crate::model::unchecked(&cp)
+        let mut clinic = crate::model::unchecked(&cp);
+        // As the policy admits a route: on the platform's Gateway.
+        if clinic.spec.route.is_some() {
+            clinic.gateway = Some(crate::policy::AllowedGateway {
+                namespace: "gateway-system".into(),
+                name: "public".into(),
+                listener: "https".into(),
+                redirect_listener: Some("http".into()),
+                proxy_namespace: None,
+                default: true,
+            });
+        }
+        clinic
     }
 
     fn api(code: u16, reason: &str, message: &str) -> kube::Error {
@@ -668,6 +687,7 @@ mod tests {
             controls,
             namespace_visible: true,
             monitoring,
+            route: None,
             outside: None,
         }
     }
@@ -788,6 +808,34 @@ mod tests {
         let mut unlabelled = settled(true);
         unlabelled.controls.pod_security_restricted = false;
         passes.push((opted_out, unlabelled));
+        // Published on a Gateway: every answer of its controller, ready or not otherwise.
+        let mut routed = spec.clone();
+        routed.route = Some(crate::api::RouteSpec { host: "emr.lyon.example.fr".into(), gateway: None });
+        let route = |name: &str| name.to_string();
+        let why = "NotAllowedByListeners: no listener allows routes from namespace clinic-lyon".to_string();
+        let route_states = [
+            RouteState::ApiMissing,
+            RouteState::Failed(Problem::from(&Error::Apply {
+                kind: "HTTPRoute".into(),
+                name: "lyon".into(),
+                source: api(403, "Forbidden", "httproutes.gateway.networking.k8s.io is forbidden"),
+            })),
+            RouteState::Applying { route: route("lyon") },
+            RouteState::AwaitingController { route: route("lyon-redirect") },
+            RouteState::NotAccepted { route: route("lyon"), why: why.clone() },
+            RouteState::RefsNotResolved {
+                route: route("lyon"),
+                why: "BackendNotFound: service lyon-gateway not found".into(),
+            },
+            RouteState::Accepted { controller: "traefik.io/gateway-controller".into() },
+        ];
+        for state in route_states {
+            for ready in [true, false] {
+                let mut pass = settled(ready);
+                pass.route = Some(state.clone());
+                passes.push((routed.clone(), pass));
+            }
+        }
 
         let mut seen = BTreeSet::new();
         let mut problems = BTreeSet::new();
@@ -839,6 +887,7 @@ mod tests {
             "Ready/ReadFailed",
             "Ready/StatusUpdateFailed",
             "Ready/SerializationFailed",
+            "Ready/RouteNotAccepted",
             "Progressing/Paused",
             "Progressing/Blocked",
             "Progressing/AwaitingBackup",
@@ -885,6 +934,13 @@ mod tests {
             "MonitoringReady/PrometheusOperatorNotInstalled",
             "MonitoringReady/Pending",
             "MonitoringReady/Monitored",
+            "RouteAccepted/GatewayApiNotInstalled",
+            "RouteAccepted/ApplyFailed",
+            "RouteAccepted/Applying",
+            "RouteAccepted/AwaitingGateway",
+            "RouteAccepted/NotAccepted",
+            "RouteAccepted/RefsNotResolved",
+            "RouteAccepted/Accepted",
             "CleanupBlocked/ReadFailed",
             "CleanupBlocked/ApplyFailed",
         ];
@@ -911,6 +967,7 @@ mod tests {
             BACKUP_READY,
             COMPLIANT,
             MONITORING_READY,
+            exposure::ROUTE_ACCEPTED,
             CLEANUP_BLOCKED,
         ] {
             assert!(description.contains(type_), "status.conditions does not name {type_}: {description}");

@@ -15,6 +15,7 @@ use kube::api::DynamicObject;
 use super::context::Context;
 use super::error::Problem;
 use super::events::Notice;
+use super::exposure;
 use super::finalizer;
 use crate::api::ClinicPlatform;
 use crate::desired::OptionalApi;
@@ -26,15 +27,24 @@ pub struct Uncached {
     /// The Schedule and a dashboard elsewhere; `None` when they were not looked at this pass.
     pub outside: Option<outside::Outcome>,
     pub certificates: optional::OptionalState,
+    pub routes: optional::OptionalState,
     pub monitors: optional::OptionalState,
+    /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
+    /// is read again on the next pass.
+    pub route_unsettled: bool,
 }
 
 impl Uncached {
-    /// Nothing failed: worth reusing. (A missing API is not a failure; discovery is re-asked
-    /// with the next check anyway.)
+    /// Nothing failed or waits on a Gateway: worth reusing. (A missing API is not a failure;
+    /// discovery is re-asked with the next check anyway.)
     pub fn is_clean(&self) -> bool {
-        self.outside.as_ref().is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
+        !self.route_unsettled
+            && self
+                .outside
+                .as_ref()
+                .is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
             && self.certificates.error.is_none()
+            && self.routes.error.is_none()
             && self.monitors.error.is_none()
     }
 
@@ -77,8 +87,10 @@ pub async fn sync(
         }
     };
     let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
+    let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
     let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
-    let checked = Uncached { outside: Some(outside), certificates, monitors };
+    let route_unsettled = exposure::state(clinic, &routes).is_some_and(|r| !r.is_accepted());
+    let checked = Uncached { outside: Some(outside), certificates, routes, monitors, route_unsettled };
     ctx.memory.remember_uncached(&key, version, &checked);
     checked
 }

@@ -1,5 +1,5 @@
-//! Children of APIs that may not be installed: cert-manager's Certificate, the Prometheus
-//! Operator's ServiceMonitor and PrometheusRule. The caches do not watch them (their CRDs may
+//! Children of APIs that may not be installed: cert-manager's Certificate, Gateway API's
+//! HTTPRoutes, the Prometheus Operator's ServiceMonitor and PrometheusRule. The caches do not watch them (their CRDs may
 //! come and go), so each is read, compared and applied on its own; once discovery says an API
 //! is served it is picked up without a restart.
 
@@ -21,10 +21,18 @@ const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub struct OptionalState {
     /// The API's CRDs are served.
     pub installed: bool,
-    /// Names of the wanted children that are in place as declared.
-    pub in_place: Vec<String>,
+    /// The wanted children that are in place as declared, by name.
+    pub in_place: BTreeMap<String, InPlace>,
     /// The first error.
     pub error: Option<Problem>,
+}
+
+/// What their controllers report of a child in place: its `metadata.generation` and `status`
+/// (an HTTPRoute's is where its Gateway says whether it is accepted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InPlace {
+    pub generation: Option<i64>,
+    pub status: Option<serde_json::Value>,
 }
 
 /// Creates, corrects or removes every child of `api` for `clinic`.
@@ -43,8 +51,11 @@ pub async fn ensure(
             .iter()
             .find(|o| o.name_any() == name && o.types.as_ref().is_some_and(|t| t.kind == resource.kind));
         match ensure_one(ctx, &resource, &clinic.namespace, &name, wanted).await {
-            Ok(true) => state.in_place.push(name),
-            Ok(false) => {}
+            Ok(Some(object)) => {
+                let status = object.data.get("status").filter(|s| !s.is_null()).cloned();
+                state.in_place.insert(name, InPlace { generation: object.metadata.generation, status });
+            }
+            Ok(None) => {}
             Err(e) => {
                 state.error.get_or_insert(Problem::from(e));
             }
@@ -54,23 +65,22 @@ pub async fn ensure(
 }
 
 /// Brings one object to `desired`, or deletes it when it is not wanted and the operator made
-/// it. Returns whether a wanted object is in place.
+/// it. Returns a wanted object as it now stands.
 async fn ensure_one(
     ctx: &Context,
     resource: &ApiResource,
     namespace: &str,
     name: &str,
     desired: Option<&DynamicObject>,
-) -> Result<bool> {
+) -> Result<Option<DynamicObject>> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
     let Some(desired) = desired else {
         let made_by_us = |labels: &BTreeMap<String, String>| {
             labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
         };
         write::remove_if(ctx, &api, (&resource.kind, name, name), made_by_us).await?;
-        return Ok(false);
+        return Ok(None);
     };
     let live = write::read(&api, &format!("{} {name}", resource.kind), name).await?;
-    write::put(ctx, &api, &resource.kind, desired, live).await?;
-    Ok(true)
+    write::put(ctx, &api, &resource.kind, desired, live).await.map(Some)
 }

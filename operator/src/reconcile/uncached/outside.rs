@@ -181,7 +181,7 @@ async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &Dyna
     {
         return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
     }
-    write::put(ctx, &api, &key.kind, desired, live).await
+    write::put(ctx, &api, &key.kind, desired, live).await.map(drop)
 }
 
 /// Deletes the object if it is the clinic `<namespace>/<name>`'s; gone or someone else's, it is

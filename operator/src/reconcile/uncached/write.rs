@@ -22,30 +22,30 @@ pub async fn read(api: &Api<DynamicObject>, what: &str, name: &str) -> Result<Op
     }
 }
 
-/// Server-side applies `desired` unless `live` (as just read) already carries it.
+/// Server-side applies `desired` unless `live` (as just read) already carries it; returns the
+/// object as it now stands.
 pub async fn put(
     ctx: &Context,
     api: &Api<DynamicObject>,
     kind: &str,
     desired: &DynamicObject,
     live: Option<DynamicObject>,
-) -> Result<()> {
+) -> Result<DynamicObject> {
     let name = desired.name_any();
     let (value, _) = declared(desired)?;
     if let Some(mut live) = live {
         // A single GET carries no apiVersion/kind on some paths; the comparison needs them.
         live.types = desired.types.clone();
-        let live = serde_json::to_value(&live)
+        let shown = serde_json::to_value(&live)
             .map_err(|source| Error::Serialize { what: format!("{kind} {name}"), source })?;
-        if converged(&value, &live) {
-            return Ok(());
+        if converged(&value, &shown) {
+            return Ok(live);
         }
     }
     ctx.metrics.record_write("apply");
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
         .await
-        .map_err(|source| Error::Apply { kind: kind.to_string(), name, source })?;
-    Ok(())
+        .map_err(|source| Error::Apply { kind: kind.to_string(), name, source })
 }
 
 /// Deletes the `kind` object `name` if `ours` says so of its labels; gone or someone else's,

@@ -17,7 +17,7 @@ control-plane: ## Build (or find cached) kube-apiserver, controller-manager, sch
 	@e2e/cluster/floor/build.sh >/dev/null
 
 .PHONY: node
-node: ## Build (or find cached) the real node's add-ons (CoreDNS, kube-router) and test images.
+node: ## Build (or find cached) the real node's add-ons (CoreDNS, kube-router, Traefik) and test images.
 	@e2e/node/build.sh >/dev/null
 	@e2e/images/build.sh >/dev/null
 

@@ -20,8 +20,10 @@ done
 for f in certificates issuers clusterissuers; do
   echo "$cm/deploy/crds/cert-manager.io_$f.yaml"
 done
-for f in gatewayclasses gateways httproutes referencegrants; do
-  echo "$gateway/config/crd/standard/gateway.networking.k8s.io_$f.yaml"
+# The whole standard channel (its admission policy aside): a Gateway implementation watches
+# more kinds than the operator writes.
+for f in "$gateway"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
+  case $f in *_vap_*) ;; *) echo "$f" ;; esac
 done
 # Argo CD's Application, for the GitOps example of examples/fleet.
 echo "$argocd/manifests/crds/application-crd.yaml"

@@ -6,7 +6,7 @@ for a minimal clinic is made here, under the exact reference the operator names,
 packages (one shared base layer) plus a small layer of its own with the user, paths, modes and
 entrypoint of the upstream image it stands in for. docs/testing.md has the side-by-side table.
 
-    build.py OUT_DIR --standin BIN --pause BIN --coredns BIN
+    build.py OUT_DIR --standin BIN --pause BIN --coredns BIN --traefik BIN
 
 writes OUT_DIR/images.oci.tar (import with `ctr images import`), OUT_DIR/images.json (each
 reference with what it stands for) and OUT_DIR/packages.txt (the Debian versions used).
@@ -77,7 +77,7 @@ def fetch_debs(work: Path) -> list[Path]:
     return sorted(archives.glob("*.deb"))
 
 
-def make_rootfs(debs: list[Path], rootfs: Path, pause: Path, coredns: Path) -> None:
+def make_rootfs(debs: list[Path], rootfs: Path, pause: Path, coredns: Path, traefik: Path) -> None:
     for deb in debs:
         run("dpkg-deb", "-x", str(deb), str(rootfs))
     # Documentation is not needed to run anything.
@@ -110,6 +110,7 @@ def make_rootfs(debs: list[Path], rootfs: Path, pause: Path, coredns: Path) -> N
     (rootfs / "etc/hostname").write_text("localhost\n")
     shutil.copy(pause, rootfs / "pause")
     shutil.copy(coredns, rootfs / "coredns")
+    shutil.copy(traefik, rootfs / "traefik")
 
 
 class Layer:
@@ -262,6 +263,12 @@ IMAGES = [
         "layer": None,
         "config": {"User": "", "Entrypoint": ["/coredns"]},
     },
+    {
+        "refs": ["docker.io/library/traefik:v3.6"],
+        "stands_for": "Traefik v3.6, the Gateway API implementation of the Gateway scenario (the real binary)",
+        "layer": None,
+        "config": {"User": "65532", "Entrypoint": ["/traefik"]},
+    },
 ]
 
 
@@ -307,6 +314,7 @@ def main() -> int:
     parser.add_argument("--standin", type=Path, required=True)
     parser.add_argument("--pause", type=Path, required=True)
     parser.add_argument("--coredns", type=Path, required=True)
+    parser.add_argument("--traefik", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -316,7 +324,7 @@ def main() -> int:
         (args.out / "packages.txt").write_text("".join(f"{d.name}\n" for d in debs))
         rootfs = work / "rootfs"
         rootfs.mkdir()
-        make_rootfs(debs, rootfs, args.pause, args.coredns)
+        make_rootfs(debs, rootfs, args.pause, args.coredns, args.traefik)
         base_tar = work / "base.tar"
         run("tar", "--numeric-owner", "--sort=name", "-C", str(rootfs), "-cf", str(base_tar), ".")
         own_layers = image_layers(rootfs, args.standin)

@@ -18,7 +18,7 @@ mkdir -p "$out/bin"
   go build -trimpath -ldflags "-s -w" -o "$out/bin/openmrs-standin" .) >&2
 gcc -static -Os -s -o "$out/bin/pause" "$here/pause.c" >&2
 python3 "$here/build.py" "$out" --standin "$out/bin/openmrs-standin" --pause "$out/bin/pause" \
-  --coredns "$node_bin/coredns" >&2
+  --coredns "$node_bin/coredns" --traefik "$node_bin/traefik" >&2
 echo "built the test images in $((SECONDS - start)) s" >&2
 touch "$out/.complete"
 echo "$out"

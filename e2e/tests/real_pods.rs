@@ -322,6 +322,217 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// Traefik v3.6 (the real binary, from its Go module) as the platform's Gateway implementation:
+/// the Gateway `gateway-system/public` of the suite's policy, an HTTPS listener with a wildcard
+/// certificate and a plain-HTTP one, and only what its Kubernetes Gateway provider needs.
+fn traefik_gateway(env: &Env) -> Result<()> {
+    let dir = env.plane.dir.join("gateway-tls");
+    std::fs::create_dir_all(&dir)?;
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=*.example.fr", "-addext", "subjectAltName=DNS:*.example.fr"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    ensure!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    env.plane.apply_yaml(TRAEFIK)?;
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let secret = env.kubectl(&[
+        "-n",
+        "gateway-system",
+        "create",
+        "secret",
+        "tls",
+        "wildcard-example-fr",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])?;
+    env.plane.apply_yaml(&secret)?;
+    env.kubectl(&["-n", "gateway-system", "rollout", "status", "deploy/traefik", "--timeout=120s"])?;
+    eventually("Traefik programs the Gateway", Duration::from_secs(60), || {
+        let gateway = env.json(&["-n", "gateway-system", "get", "gateway", "public"])?;
+        Ok(gateway["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Programmed" && c["status"] == "True"))
+    })
+}
+
+const TRAEFIK: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: gateway-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: traefik, namespace: gateway-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: e2e-traefik}
+rules:
+  - apiGroups: ['']
+    resources: [namespaces, services, secrets, configmaps]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies, listenersets, tcproutes, tlsroutes, udproutes]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status, listenersets/status, tcproutes/status, tlsroutes/status, udproutes/status]
+    verbs: [update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: e2e-traefik}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: e2e-traefik}
+subjects: [{kind: ServiceAccount, name: traefik, namespace: gateway-system}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: traefik, namespace: gateway-system}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: traefik}}
+  template:
+    metadata: {labels: {app: traefik}}
+    spec:
+      serviceAccountName: traefik
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: traefik
+          image: docker.io/library/traefik:v3.6
+          imagePullPolicy: IfNotPresent
+          args:
+            - --entryPoints.web.address=:8000
+            - --entryPoints.websecure.address=:8443
+            - --providers.kubernetesgateway=true
+            - --ping=true
+            - --ping.entryPoint=web
+            - --global.checkNewVersion=false
+            - --global.sendAnonymousUsage=false
+            - --log.level=INFO
+          ports: [{containerPort: 8000}, {containerPort: 8443}]
+          readinessProbe: {httpGet: {path: /ping, port: 8000}, periodSeconds: 2}
+          resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {memory: 512Mi}}
+          securityContext: {runAsNonRoot: true, runAsUser: 65532, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}
+          volumeMounts: [{name: tmp, mountPath: /tmp}]
+      volumes: [{name: tmp, emptyDir: {sizeLimit: 16Mi}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: traefik}
+spec: {controllerName: traefik.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: gateway-system}
+spec:
+  gatewayClassName: traefik
+  listeners:
+    - name: https
+      protocol: HTTPS
+      port: 8443
+      hostname: '*.example.fr'
+      tls: {mode: Terminate, certificateRefs: [{name: wildcard-example-fr}]}
+      allowedRoutes: {namespaces: {from: All}}
+    - name: http
+      protocol: HTTP
+      port: 8000
+      hostname: '*.example.fr'
+      allowedRoutes: {namespaces: {from: All}}
+";
+
+/// A clinic published on the platform's Gateway: Traefik accepts its HTTPRoutes, the clinic turns
+/// Ready on that answer, and a real HTTPS request through Traefik reaches the frontend and the
+/// backend through the clinic's own gateway (whose NetworkPolicy lets only the Gateway's
+/// namespace in); plain HTTP is redirected; a host outside the policy is refused before any write.
+fn gateway_api_routes_real_requests(env: &Env) -> Result<()> {
+    traefik_gateway(env)?;
+    let (ns, clinic) = ("e2e-gw", "gw");
+    let host = "emr.gw.example.fr";
+    env.namespace(ns)?;
+    env.clinic(ns, clinic, &format!("{SMALL}  route:\n    host: {host}\n"))?;
+    env.wait_ready(ns, clinic, READY)?;
+    let accepted = env.condition(ns, clinic, "RouteAccepted")?.context("no RouteAccepted")?;
+    ensure!(
+        accepted["status"] == "True"
+            && accepted["message"].as_str().is_some_and(|m| m.contains("traefik.io/gateway-controller")),
+        "{accepted}"
+    );
+    let traefik = env.json(&["-n", "gateway-system", "get", "pods", "-l", "app=traefik"])?;
+    let traefik_ip =
+        traefik["items"][0]["status"]["podIP"].as_str().context("Traefik pod without an IP")?.to_string();
+    let outside = env.client_pod("e2e-gw-outside")?;
+    let https = |path: &str| {
+        let resolve = format!("{host}:8443:{traefik_ip}");
+        env.http(&outside, &format!("https://{host}:8443{path}"), &["-k", "--resolve", &resolve])
+    };
+    let (code, page) = https("/openmrs/spa/home")?;
+    ensure!(
+        code == 200 && page.contains("test stand-in for the OpenMRS 3 frontend"),
+        "GET /openmrs/spa/home through Traefik: {page}"
+    );
+    // HTTP/2 through Traefik: header names are lower-case.
+    ensure!(
+        page.to_ascii_lowercase().contains("strict-transport-security:"),
+        "no HSTS through the Gateway:\n{page}"
+    );
+    let (code, session) = https("/openmrs/ws/rest/v1/session")?;
+    ensure!(
+        code == 200 && session.contains("\"authenticated\":false"),
+        "the backend through Traefik: {session}"
+    );
+    let resolve = format!("{host}:8000:{traefik_ip}");
+    let (code, redirect) =
+        env.http(&outside, &format!("http://{host}:8000/openmrs/spa/home"), &["--resolve", &resolve])?;
+    ensure!(
+        code == 301
+            && redirect
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with(&format!("location: https://{host}"))),
+        "plain HTTP is not redirected to HTTPS: {redirect}"
+    );
+    // Only the Gateway's proxies reach the clinic's gateway: not a pod of another namespace.
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    ensure!(
+        !env.connects(&outside, &gateway, 8080)?,
+        "a pod outside the Gateway's namespace reached the gateway"
+    );
+
+    env.clinic(ns, "abroad", "  route:\n    host: emr.gw.example.com\n")?;
+    eventually("a host outside the policy refused", Duration::from_secs(60), || {
+        Ok(env.condition(ns, "abroad", "Degraded")?.is_some_and(|c| {
+            c["reason"] == "NotAllowed"
+                && c["message"].as_str().is_some_and(|m| m.contains("spec.route.host"))
+        }))
+    })?;
+    ensure!(env.kubectl(&["-n", ns, "get", "httproute", "abroad"]).is_err(), "a route for a refused host");
+    // The node's two cores are shared with the scenarios after this one.
+    env.kubectl(&["delete", "namespace", ns, "e2e-gw-outside", "--wait=false"])?;
+    Ok(())
+}
+
 /// Every flow the NetworkPolicies allow connects; every other one fails, each checked with a
 /// real TCP connection from the source pod's own address.
 fn network_policy_matrix(env: &Env) -> Result<()> {
@@ -755,6 +966,7 @@ fn main() -> ExitCode {
         minimal_clinic_deleted_stops_its_pods,
         gateway_serves_frontend_and_backend,
         network_policy_matrix,
+        gateway_api_routes_real_requests,
         mariadb_pod_loss_keeps_data_and_credentials,
         mariadb_data_and_dump_are_encrypted_at_rest,
         backup_hook_dump_restores_into_a_fresh_clinic,

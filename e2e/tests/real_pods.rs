@@ -429,6 +429,9 @@ spec:
             - --providers.kubernetesgateway=true
             - --ping=true
             - --ping.entryPoint=web
+            - --entryPoints.metrics.address=:9100
+            - --metrics.prometheus=true
+            - --metrics.prometheus.entryPoint=metrics
             - --global.checkNewVersion=false
             - --global.sendAnonymousUsage=false
             - --log.level=INFO
@@ -512,6 +515,36 @@ fn gateway_api_routes_real_requests(env: &Env) -> Result<()> {
                 .lines()
                 .any(|l| l.to_ascii_lowercase().starts_with(&format!("location: https://{host}"))),
         "plain HTTP is not redirected to HTTPS: {redirect}"
+    );
+    // The clinic's 5xx alert reads the series Traefik really exposes for these requests.
+    let rule =
+        env.json(&["-n", ns, "get", "prometheusrules.monitoring.coreos.com", &format!("{clinic}-alerts")])?;
+    let expr = rule["spec"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["alert"] == "ClinicHigh5xxRate")
+        .and_then(|r| r["expr"].as_str().map(String::from))
+        .context("no ClinicHigh5xxRate alert for a clinic on Traefik")?;
+    let backend = expr
+        .split("service=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("the alert selects no backend")?
+        .to_string();
+    let (code, metrics) = env.http(&outside, &format!("http://{traefik_ip}:9100/metrics"), &[])?;
+    ensure!(code == 200, "Traefik's metrics: {metrics}");
+    ensure!(
+        metrics.lines().any(|l| l.starts_with("traefik_service_requests_total{")
+            && l.contains("code=\"200\"")
+            && l.contains(&format!("service=\"{backend}\""))),
+        "Traefik exposes no traefik_service_requests_total for {backend}:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("traefik_service_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Only the Gateway's proxies reach the clinic's gateway: not a pod of another namespace.
     let gateway = env.pod_ip(ns, clinic, "gateway")?;

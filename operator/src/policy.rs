@@ -136,6 +136,19 @@ pub struct AllowedGateway {
     /// The Gateway of clinics that name none (at most one is the default).
     #[serde(default)]
     pub default: bool,
+    /// Which implementation's request metrics the clinic's error-rate and latency alerts and
+    /// its requests panel read; none when unset (those alerts are then not rendered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<GatewayMetrics>,
+}
+
+/// Gateway implementations whose per-backend request metrics the operator knows.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayMetrics {
+    /// Traefik's `traefik_service_requests_total` and `traefik_service_request_duration_seconds`
+    /// (`--metrics.prometheus`), by backend Service.
+    Traefik,
 }
 
 impl AllowedGateway {

@@ -159,6 +159,21 @@ fn service_monitor_selects_exactly_the_metrics_services() {
     }
 }
 
+/// A clinic published on the suite's Traefik Gateway (the policy names its metrics).
+fn routed_on_traefik() -> Clinic {
+    let policy = clinic_operator::policy::Policy::from_yaml(
+        "gateways:\n  - {namespace: gateway-system, name: public, listener: https, default: true, metrics: traefik}\n",
+        "test",
+    )
+    .unwrap();
+    policy.admit(clinic("  route:\n    host: emr.lyon.example.fr\n")).unwrap()
+}
+
+/// The minimal clinic, one behind an Ingress and one on a Gateway.
+fn clinics() -> Vec<Clinic> {
+    vec![clinic("  {}\n"), clinic(PRODUCTION), routed_on_traefik()]
+}
+
 fn all_alert_exprs(c: &Clinic) -> Vec<String> {
     monitoring::alerts(c).into_iter().map(|a| a.expr).collect()
 }
@@ -201,8 +216,7 @@ fn metric_name_extraction_sees_names_not_functions_labels_or_keywords() {
 #[test]
 fn every_alert_and_panel_uses_only_metrics_that_exist() {
     let known: BTreeSet<&str> = monitoring::KNOWN_METRICS.iter().map(|(name, _)| *name).collect();
-    for spec in ["  {}\n", PRODUCTION] {
-        let c = clinic(spec);
+    for c in clinics() {
         for expr in all_alert_exprs(&c).iter().chain(all_panel_exprs(&c).iter()) {
             let names = monitoring::metric_names(expr);
             assert!(!names.is_empty(), "no metric found in {expr}");
@@ -218,8 +232,7 @@ fn every_alert_and_panel_uses_only_metrics_that_exist() {
 
 #[test]
 fn every_rule_passes_promtool_check_rules() {
-    for spec in ["  {}\n", PRODUCTION] {
-        let c = clinic(spec);
+    for c in clinics() {
         let (ok, out) =
             promtool(&["check", "rules"], &rules_file(&monitoring::rule_groups(&c)), Some("rules.yaml"));
         assert!(ok, "promtool check rules failed:\n{out}");
@@ -234,9 +247,9 @@ fn every_rule_passes_promtool_check_rules() {
 #[test]
 fn every_panel_query_parses() {
     // promtool has no "check query"; recording rules carry each panel expression through its parser.
-    let c = clinic(PRODUCTION);
-    let rules: Vec<Value> = all_panel_exprs(&c)
-        .into_iter()
+    let rules: Vec<Value> = clinics()
+        .iter()
+        .flat_map(all_panel_exprs)
         .enumerate()
         .map(|(i, expr)| json!({ "record": format!("clinic:panel_{i}"), "expr": expr }))
         .collect();
@@ -246,6 +259,70 @@ fn every_panel_query_parses() {
         Some("p.yaml"),
     );
     assert!(ok, "a panel query does not parse:\n{out}");
+}
+
+/// On a Gateway the request alerts read the implementation's series for the clinic's backend:
+/// 10% of 5xx and a slow 95th percentile fire, a healthy rate does not.
+#[test]
+fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
+    let c = routed_on_traefik();
+    let names: BTreeSet<&str> = monitoring::alerts(&c).iter().map(|a| a.name).collect();
+    assert!(names.contains("ClinicHigh5xxRate") && names.contains("ClinicSlowResponses"), "{names:?}");
+    assert!(
+        !names.contains("ClinicCertificateExpiringSoon"),
+        "the Gateway's certificate is not the clinic's"
+    );
+    let dir = tempdir("monitoring-traefik");
+    std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
+    let backend = "clinic-lyon-lyon-gateway-http-80@kubernetesgateway";
+    let series = |metric: &str, labels: &str| format!("{metric}{{service=\"{backend}\",{labels}}}");
+    let alert = |name: &str, severity: &str, summary: &str, description: &str| {
+        json!({
+            "exp_labels": { "severity": severity, "clinic": "lyon" },
+            "exp_annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": format!("{}#{}", monitoring::RUNBOOK_BASE, name.to_lowercase()),
+            },
+        })
+    };
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                // 100 requests a minute; from minute 10, 10 of them answer 502.
+                { "series": series("traefik_service_requests_total", "code=\"200\""), "values": "0+100x40" },
+                { "series": series("traefik_service_requests_total", "code=\"502\""), "values": "0x10 0+10x30" },
+                // Every request under 0.3 s until minute 10, then most above 5 s.
+                { "series": series("traefik_service_request_duration_seconds_bucket", "le=\"0.3\""), "values": "0+100x10 1000x30" },
+                { "series": series("traefik_service_request_duration_seconds_bucket", "le=\"5\""), "values": "0+100x10 1000+10x30" },
+                { "series": series("traefik_service_request_duration_seconds_bucket", "le=\"+Inf\""), "values": "0+100x40" },
+            ],
+            "alert_rule_test": [
+                { "eval_time": "9m", "alertname": "ClinicHigh5xxRate", "exp_alerts": [] },
+                { "eval_time": "9m", "alertname": "ClinicSlowResponses", "exp_alerts": [] },
+                { "eval_time": "30m", "alertname": "ClinicHigh5xxRate", "exp_alerts": [alert(
+                    "ClinicHigh5xxRate", "critical",
+                    "More than 5% of the requests to the clinic answer 5xx.",
+                    "clinic-lyon/lyon: emr.lyon.example.fr answers 5xx to more than 5% of requests.",
+                )] },
+                { "eval_time": "30m", "alertname": "ClinicSlowResponses", "exp_alerts": [alert(
+                    "ClinicSlowResponses", "warning",
+                    "One request in twenty to the clinic takes longer than 3 seconds.",
+                    "clinic-lyon/lyon: the 95th percentile of emr.lyon.example.fr's response time is above 3 s.",
+                )] },
+            ],
+        }],
+    });
+    let tests = serde_yaml::to_string(&tests).unwrap();
+    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
+    let out =
+        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "promtool test rules:\n{text}\n{tests}");
 }
 
 /// Alert behaviour, not only syntax: promtool's rule unit tests feed series and expect alerts.

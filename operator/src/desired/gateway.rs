@@ -15,6 +15,8 @@ use super::*;
 
 /// Port of the proxy (the Service maps 80 to it).
 pub const PORT: i32 = 8080;
+/// The port of the gateway's Service, which an Ingress or an HTTPRoute sends the clinic's traffic to.
+pub const SERVICE_PORT: i32 = 80;
 /// Port of the health endpoint; not exposed by the Service.
 pub const HEALTH_PORT: i32 = 8081;
 pub const UID: i64 = 101;
@@ -154,7 +156,7 @@ pub fn config_map(clinic: &Clinic) -> ConfigMap {
 }
 
 pub fn service(clinic: &Clinic) -> Service {
-    http_service(clinic, name(clinic), Component::Gateway, 80)
+    http_service(clinic, name(clinic), Component::Gateway, SERVICE_PORT)
 }
 
 pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {

@@ -53,7 +53,10 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
                         backend: IngressBackend {
                             service: Some(IngressServiceBackend {
                                 name: super::gateway::name(clinic),
-                                port: Some(ServiceBackendPort { number: Some(80), name: None }),
+                                port: Some(ServiceBackendPort {
+                                    number: Some(super::gateway::SERVICE_PORT),
+                                    name: None,
+                                }),
                             }),
                             resource: None,
                         },

@@ -60,7 +60,7 @@ pub fn build(clinic: &Clinic) -> Vec<DynamicObject> {
                     "group": "",
                     "kind": "Service",
                     "name": super::gateway::name(clinic),
-                    "port": 80,
+                    "port": super::gateway::SERVICE_PORT,
                     "weight": 1,
                 }],
             }],

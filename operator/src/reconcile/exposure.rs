@@ -191,6 +191,7 @@ mod tests {
             redirect_listener: redirect.then(|| "http".into()),
             proxy_namespace: None,
             default: true,
+            metrics: None,
         });
         clinic
     }

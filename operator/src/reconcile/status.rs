@@ -494,6 +494,7 @@ mod tests {
                 redirect_listener: Some("http".into()),
                 proxy_namespace: None,
                 default: true,
+                metrics: None,
             });
         }
         clinic

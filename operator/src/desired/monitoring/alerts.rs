@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::model::Clinic;
+use crate::policy::GatewayMetrics;
 
 /// One alert of a clinic: what the on-call sees and where the runbook step is.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,22 +125,30 @@ pub fn alerts(clinic: &Clinic) -> Vec<Alert> {
             description: format!("{instance}: gateway {gateway} has no available replica."),
         },
     ];
-    if let Some(ingress) = &clinic.spec.ingress {
-        let ingress_name = super::ingress::name(clinic);
-        let requests = format!(
-            "nginx_ingress_controller_requests{{exported_namespace=\"{}\",ingress=\"{ingress_name}\"",
-            clinic.namespace
-        );
+    if let Some(front) = RequestMetrics::of(clinic) {
+        let RequestMetrics { requests, code, duration_bucket, host, .. } = &front;
         alerts.push(Alert {
             name: "ClinicHigh5xxRate",
             expr: format!(
-                "(sum(rate({requests},status=~\"5..\"}}[5m])) / sum(rate({requests}}}[5m]))) > 0.05"
+                "(sum(rate({requests},{code}=~\"5..\"}}[5m])) / sum(rate({requests}}}[5m]))) > 0.05"
             ),
             for_: "10m",
             severity: "critical",
             summary: "More than 5% of the requests to the clinic answer 5xx.",
-            description: format!("{instance}: {} answers 5xx to more than 5% of requests.", ingress.host),
+            description: format!("{instance}: {host} answers 5xx to more than 5% of requests."),
         });
+        alerts.push(Alert {
+            name: "ClinicSlowResponses",
+            expr: format!(
+                "histogram_quantile(0.95, sum by (le) (rate({duration_bucket}}}[5m]))) > {SLOW_RESPONSE_SECONDS}"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: "One request in twenty to the clinic takes longer than 3 seconds.",
+            description: format!("{instance}: the 95th percentile of {host}'s response time is above 3 s."),
+        });
+    }
+    if let Some(ingress) = &clinic.spec.ingress {
         alerts.push(Alert {
             name: "ClinicCertificateExpiringSoon",
             expr: format!(
@@ -153,6 +162,63 @@ pub fn alerts(clinic: &Clinic) -> Vec<Alert> {
         });
     }
     alerts
+}
+
+/// The hospital brief's bound on one action's response time.
+const SLOW_RESPONSE_SECONDS: u32 = 3;
+
+/// Where a published clinic's request metrics come from: its Ingress controller's
+/// (ingress-nginx), or the Gateway implementation the policy names for its route. Each field is
+/// a selector left open for more matchers (`metric{labels`).
+pub struct RequestMetrics {
+    /// Requests counted by status code.
+    pub requests: String,
+    /// The label that holds the status code.
+    pub code: &'static str,
+    /// Response-time histogram buckets.
+    pub duration_bucket: String,
+    pub host: String,
+    /// What exposes them, for panel titles.
+    pub source: &'static str,
+}
+
+impl RequestMetrics {
+    pub fn of(clinic: &Clinic) -> Option<Self> {
+        if let Some(ingress) = &clinic.spec.ingress {
+            let by = format!(
+                "{{exported_namespace=\"{}\",ingress=\"{}\"",
+                clinic.namespace,
+                super::ingress::name(clinic)
+            );
+            return Some(Self {
+                requests: format!("nginx_ingress_controller_requests{by}"),
+                code: "status",
+                duration_bucket: format!("nginx_ingress_controller_request_duration_seconds_bucket{by}"),
+                host: ingress.host.clone(),
+                source: "Ingress",
+            });
+        }
+        let route = clinic.spec.route.as_ref()?;
+        match clinic.gateway.as_ref()?.metrics? {
+            GatewayMetrics::Traefik => {
+                // Traefik names a Gateway API backend `<namespace>-<Service>-<port name>-<port>`.
+                let backend = format!(
+                    "{}-{}-http-{}@kubernetesgateway",
+                    clinic.namespace,
+                    super::gateway::name(clinic),
+                    super::gateway::SERVICE_PORT
+                );
+                let by = format!("{{service=\"{backend}\"");
+                Some(Self {
+                    requests: format!("traefik_service_requests_total{by}"),
+                    code: "code",
+                    duration_bucket: format!("traefik_service_request_duration_seconds_bucket{by}"),
+                    host: route.host.clone(),
+                    source: "Gateway",
+                })
+            }
+        }
+    }
 }
 
 fn rpo_seconds(clinic: &Clinic) -> u64 {

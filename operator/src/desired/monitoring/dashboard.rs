@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
 use super::super::*;
+use super::alerts::RequestMetrics;
 use super::*;
 
 /// Namespace of the dashboard ConfigMap.
@@ -189,18 +190,32 @@ pub fn panels(clinic: &Clinic) -> Vec<Panel> {
             )],
         },
     ];
-    if clinic.spec.ingress.is_some() {
-        let ingress = super::ingress::name(clinic);
+    if let Some(front) = RequestMetrics::of(clinic) {
+        let RequestMetrics { requests, code, duration_bucket, source, .. } = front;
         panels.push(Panel {
-            title: "Requests by status class (Ingress)",
+            title: if source == "Ingress" {
+                "Requests by status (Ingress)"
+            } else {
+                "Requests by status (Gateway)"
+            },
             unit: "reqps",
             kind: "timeseries",
             queries: vec![(
-                "{{status}}",
-                format!(
-                    "sum by (status) (rate(nginx_ingress_controller_requests{{exported_namespace=\"{}\",ingress=\"{ingress}\"}}[5m]))",
-                    clinic.namespace
-                ),
+                if code == "status" { "{{status}}" } else { "{{code}}" },
+                format!("sum by ({code}) (rate({requests}}}[5m]))"),
+            )],
+        });
+        panels.push(Panel {
+            title: if source == "Ingress" {
+                "Response time p95 (Ingress)"
+            } else {
+                "Response time p95 (Gateway)"
+            },
+            unit: "s",
+            kind: "timeseries",
+            queries: vec![(
+                "p95",
+                format!("histogram_quantile(0.95, sum by (le) (rate({duration_bucket}}}[5m])))"),
             )],
         });
     }

@@ -27,6 +27,9 @@ pub const KNOWN_METRICS: &[(&str, &str)] = &[
     ("container_memory_working_set_bytes", "kubelet cAdvisor"),
     ("velero_backup_last_successful_timestamp", "Velero"),
     ("nginx_ingress_controller_requests", "ingress-nginx controller"),
+    ("nginx_ingress_controller_request_duration_seconds_bucket", "ingress-nginx controller"),
+    ("traefik_service_requests_total", "Traefik (Gateway API)"),
+    ("traefik_service_request_duration_seconds_bucket", "Traefik (Gateway API)"),
     ("certmanager_certificate_expiration_timestamp_seconds", "cert-manager"),
 ];
 

@@ -170,7 +170,8 @@ pub fn platform_values() -> PathBuf {
 
 /// The policy the suite's operators run under unless a scenario names its own `--policy`: the
 /// examples' policy, plus the names scenarios point at on purpose (a Velero namespace that does
-/// not exist, a second ClusterIssuer, Grafana and Prometheus in namespaces of their own).
+/// not exist, a second ClusterIssuer, Grafana and Prometheus in namespaces of their own, Traefik's
+/// namespace as an Ingress controller's).
 /// As YAML (the operator's parser reads it; this crate does not link the operator).
 pub fn suite_policy() -> Result<String> {
     let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(platform_values())?)?;
@@ -180,6 +181,8 @@ pub fn suite_policy() -> Result<String> {
         ("clusterIssuers", "letsencrypt"),
         ("dashboardNamespaces", "grafana"),
         ("prometheusNamespaces", "observability"),
+        // The real node's Traefik is the Ingress controller of its Ingress scenario too.
+        ("ingressControllerNamespaces", "gateway-system"),
     ] {
         let list = policy
             .get_mut(key)

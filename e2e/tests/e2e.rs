@@ -1971,7 +1971,10 @@ fn oldest_supported_api_server_accepts_the_crd_and_children(_env: &Env) -> Resul
     );
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
-    let mut examples = vec!["examples/minimal.yaml".to_string(), "examples/production.yaml".to_string()];
+    let mut examples: Vec<String> =
+        ["examples/minimal.yaml", "examples/production.yaml", "examples/gateway.yaml"]
+            .map(String::from)
+            .into();
     for entry in std::fs::read_dir(workspace_root().join("examples/fleet/clinics"))? {
         examples.push(format!("examples/fleet/clinics/{}/clinic.yaml", entry?.file_name().to_string_lossy()));
     }
@@ -2154,7 +2157,7 @@ fn getting_started_runs_as_written(_env: &Env) -> Result<()> {
         eprintln!("    getting started: block `{name}` ran in {:.1}s", started.elapsed().as_secs_f64());
         ran.push(name);
     }
-    for wanted in ["render", "install", "first-clinic"] {
+    for wanted in ["render", "install", "first-clinic", "gateway"] {
         ensure!(ran.iter().any(|n| n == wanted), "block `{wanted}` is no longer in docs/getting-started.md");
     }
     drop(operator);
@@ -2198,6 +2201,28 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         .unwrap_or_default();
     ensure!(monitoring["reason"] == "PrometheusOperatorNotInstalled", "{monitoring}");
     ensure!(!operator.output().contains("\"level\":\"ERROR\""), "errors logged without Velero");
+    // Without Gateway API: a clinic asking for a route is built and says what is missing.
+    plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: routed\n  namespace: late\nspec:\n  route: {host: emr.late.example.fr}\n")?;
+    let route_condition = |reason: &str| -> Result<bool> {
+        let cp: Value = serde_json::from_str(&plane.kubectl(&[
+            "-n",
+            "late",
+            "get",
+            "clinicplatform",
+            "routed",
+            "-o",
+            "json",
+        ])?)?;
+        Ok(cp["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "RouteAccepted" && c["reason"] == reason))
+    };
+    eventually("RouteAccepted says Gateway API is missing", Duration::from_secs(60), || {
+        route_condition("GatewayApiNotInstalled")
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
 
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
@@ -2224,6 +2249,12 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         "    Schedule and ServiceMonitor appeared {:.0}s after the CRDs",
         started.elapsed().as_secs_f64()
     );
+    // The route is declared once Gateway API is served (no restart), and waits for a Gateway.
+    eventually("HTTPRoute created once Gateway API appears", Duration::from_secs(120), || {
+        Ok(plane.kubectl(&["-n", "late", "get", "httproutes.gateway.networking.k8s.io", "routed"]).is_ok()
+            && route_condition("AwaitingGateway")?)
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
     Ok(())
 }
 

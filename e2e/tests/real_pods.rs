@@ -325,7 +325,8 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
 /// Traefik v3.6 (the real binary, from its Go module) as the platform's Gateway implementation:
 /// the Gateway `gateway-system/public` of the suite's policy, an HTTPS listener with a wildcard
 /// certificate and a plain-HTTP one, and only what its Kubernetes Gateway provider needs.
-fn traefik_gateway(env: &Env) -> Result<()> {
+/// Returns the wildcard certificate's files (PEM): `(cert, key)`.
+fn traefik_gateway(env: &Env) -> Result<(String, String)> {
     let dir = env.plane.dir.join("gateway-tls");
     std::fs::create_dir_all(&dir)?;
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
@@ -374,7 +375,13 @@ fn traefik_gateway(env: &Env) -> Result<()> {
             .into_iter()
             .flatten()
             .any(|c| c["type"] == "Programmed" && c["status"] == "True"))
-    })
+    })?;
+    Ok((cert, key))
+}
+
+fn traefik_ip(env: &Env) -> Result<String> {
+    let traefik = env.json(&["-n", "gateway-system", "get", "pods", "-l", "app=traefik"])?;
+    traefik["items"][0]["status"]["podIP"].as_str().map(String::from).context("Traefik pod without an IP")
 }
 
 const TRAEFIK: &str = "apiVersion: v1
@@ -390,11 +397,17 @@ kind: ClusterRole
 metadata: {name: e2e-traefik}
 rules:
   - apiGroups: ['']
-    resources: [namespaces, services, secrets, configmaps]
+    resources: [namespaces, nodes, services, secrets, configmaps]
     verbs: [get, list, watch]
   - apiGroups: [discovery.k8s.io]
     resources: [endpointslices]
     verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [ingresses, ingressclasses]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [ingresses/status]
+    verbs: [update]
   - apiGroups: [gateway.networking.k8s.io]
     resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies, listenersets, tcproutes, tlsroutes, udproutes]
     verbs: [get, list, watch]
@@ -427,6 +440,7 @@ spec:
             - --entryPoints.web.address=:8000
             - --entryPoints.websecure.address=:8443
             - --providers.kubernetesgateway=true
+            - --providers.kubernetesingress=true
             - --ping=true
             - --ping.entryPoint=web
             - --entryPoints.metrics.address=:9100
@@ -441,6 +455,11 @@ spec:
           securityContext: {runAsNonRoot: true, runAsUser: 65532, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}
           volumeMounts: [{name: tmp, mountPath: /tmp}]
       volumes: [{name: tmp, emptyDir: {sizeLimit: 16Mi}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: traefik}
+spec: {controller: traefik.io/ingress-controller}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -483,9 +502,7 @@ fn gateway_api_routes_real_requests(env: &Env) -> Result<()> {
             && accepted["message"].as_str().is_some_and(|m| m.contains("traefik.io/gateway-controller")),
         "{accepted}"
     );
-    let traefik = env.json(&["-n", "gateway-system", "get", "pods", "-l", "app=traefik"])?;
-    let traefik_ip =
-        traefik["items"][0]["status"]["podIP"].as_str().context("Traefik pod without an IP")?.to_string();
+    let traefik_ip = traefik_ip(env)?;
     let outside = env.client_pod("e2e-gw-outside")?;
     let https = |path: &str| {
         let resolve = format!("{host}:8443:{traefik_ip}");
@@ -563,6 +580,67 @@ fn gateway_api_routes_real_requests(env: &Env) -> Result<()> {
     ensure!(env.kubectl(&["-n", ns, "get", "httproute", "abroad"]).is_err(), "a route for a refused host");
     // The node's two cores are shared with the scenarios after this one.
     env.kubectl(&["delete", "namespace", ns, "e2e-gw-outside", "--wait=false"])?;
+    Ok(())
+}
+
+/// Ingress stays supported beyond ingress-nginx: Traefik as the Ingress controller serves a
+/// clinic's Ingress over TLS with the clinic's Secret, and never over plain HTTP (the
+/// `router.tls` annotation the operator sets).
+fn an_ingress_on_traefik_is_served_over_tls_only(env: &Env) -> Result<()> {
+    let (cert, key) = traefik_gateway(env)?;
+    let (ns, clinic) = ("e2e-ing", "ing");
+    let host = "emr.ing.example.fr";
+    env.namespace(ns)?;
+    let secret = env.kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "tls",
+        "ing-tls",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])?;
+    env.plane.apply_yaml(&secret)?;
+    env.clinic(
+        ns,
+        clinic,
+        &format!("{SMALL}  ingress:\n    host: {host}\n    className: traefik\n    controllerNamespace: gateway-system\n    tls: {{secretName: ing-tls}}\n"),
+    )?;
+    env.wait_ready(ns, clinic, READY)?;
+    let traefik_ip = traefik_ip(env)?;
+    let outside = env.client_pod("e2e-ing-outside")?;
+    let resolve = format!("{host}:8443:{traefik_ip}");
+    let https = |path: &str| {
+        env.http(&outside, &format!("https://{host}:8443{path}"), &["-k", "--resolve", &resolve])
+    };
+    let mut page = (0, String::new());
+    // Traefik's Ingress provider picks the Ingress up within its own resync.
+    eventually("Traefik serves the Ingress", Duration::from_secs(60), || {
+        page = https("/openmrs/spa/home")?;
+        Ok(page.0 == 200)
+    })
+    .with_context(|| {
+        let log =
+            env.kubectl(&["-n", "gateway-system", "logs", "deploy/traefik", "--tail=30"]).unwrap_or_default();
+        format!("last answer: {}\n--- Traefik's log\n{log}", page.1)
+    })?;
+    ensure!(page.1.contains("test stand-in for the OpenMRS 3 frontend"), "{}", page.1);
+    let (code, session) = https("/openmrs/ws/rest/v1/session")?;
+    ensure!(
+        code == 200 && session.contains("\"authenticated\":false"),
+        "the backend through Traefik: {session}"
+    );
+    let plain = format!("{host}:8000:{traefik_ip}");
+    let (code, answer) =
+        env.http(&outside, &format!("http://{host}:8000/openmrs/spa/home"), &["--resolve", &plain])?;
+    ensure!(code == 404, "the clinic answered over plain HTTP: {answer}");
+    env.kubectl(&["delete", "namespace", ns, "e2e-ing-outside", "--wait=false"])?;
     Ok(())
 }
 
@@ -1000,6 +1078,7 @@ fn main() -> ExitCode {
         gateway_serves_frontend_and_backend,
         network_policy_matrix,
         gateway_api_routes_real_requests,
+        an_ingress_on_traefik_is_served_over_tls_only,
         mariadb_pod_loss_keeps_data_and_credentials,
         mariadb_data_and_dump_are_encrypted_at_rest,
         backup_hook_dump_restores_into_a_fresh_clinic,

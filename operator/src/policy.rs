@@ -60,6 +60,10 @@ pub struct Policy {
     /// with `spec.backup.deleteWithClinic` live on before they expire (a Go-style duration,
     /// default `168h`): the window in which a deletion by mistake can still be undone.
     pub backup_deletion_delay: String,
+    /// Any Gateway a route names is taken as listed (with an `https` listener), and a route
+    /// naming none gets a stand-in one: only [`Policy::unrestricted`] sets it, never a file.
+    #[serde(skip)]
+    pub any_gateway: bool,
 }
 
 impl Default for Policy {
@@ -81,6 +85,7 @@ impl Default for Policy {
             denied_egress_cidrs: Vec::new(),
             allow_pod_security_opt_out: false,
             backup_deletion_delay: "168h".into(),
+            any_gateway: false,
         }
     }
 }
@@ -108,6 +113,7 @@ impl Policy {
             residency_regions: any(),
             residency_zones: any(),
             allow_pod_security_opt_out: true,
+            any_gateway: true,
             ..Self::default()
         }
     }
@@ -244,23 +250,34 @@ impl Policy {
             });
         }
         clinic.gateway = match &clinic.spec.route {
-            Some(route) => Some(self.gateway_for(route)?.clone()),
+            Some(route) => Some(self.gateway_for(route)?),
             None => None,
         };
         Ok(clinic)
     }
 
     /// The listed Gateway a route names, or the default one.
-    fn gateway_for(&self, route: &RouteSpec) -> Result<&AllowedGateway, InvalidSpec> {
+    fn gateway_for(&self, route: &RouteSpec) -> Result<AllowedGateway, InvalidSpec> {
         let listed = || {
             let names: Vec<String> = self.gateways.iter().map(AllowedGateway::shown).collect();
             listed(&names)
+        };
+        let any = |namespace: &str, name: &str| AllowedGateway {
+            namespace: namespace.into(),
+            name: name.into(),
+            listener: "https".into(),
+            redirect_listener: None,
+            proxy_namespace: None,
+            default: false,
+            metrics: None,
         };
         match &route.gateway {
             Some(wanted) => self
                 .gateways
                 .iter()
                 .find(|g| g.name == wanted.name && g.namespace == wanted.namespace)
+                .cloned()
+                .or_else(|| self.any_gateway.then(|| any(&wanted.namespace, &wanted.name)))
                 .ok_or_else(|| InvalidSpec {
                     field: "spec.route.gateway".into(),
                     message: format!(
@@ -270,13 +287,19 @@ impl Policy {
                         listed()
                     ),
                 }),
-            None => self.gateways.iter().find(|g| g.default).ok_or_else(|| InvalidSpec {
-                field: "spec.route.gateway".into(),
-                message: format!(
-                    "is required: the platform's policy names no default Gateway (its gateways: {})",
-                    listed()
-                ),
-            }),
+            None => self
+                .gateways
+                .iter()
+                .find(|g| g.default)
+                .cloned()
+                .or_else(|| self.any_gateway.then(|| any("gateway-system", "gateway")))
+                .ok_or_else(|| InvalidSpec {
+                    field: "spec.route.gateway".into(),
+                    message: format!(
+                        "is required: the platform's policy names no default Gateway (its gateways: {})",
+                        listed()
+                    ),
+                }),
         }
     }
 

@@ -492,6 +492,10 @@ fn ingress_tls_from_secret_or_cert_manager() {
         "the operator makes the Certificate itself"
     );
     assert_eq!(annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"], "true");
+    assert_eq!(
+        annotations["traefik.ingress.kubernetes.io/router.tls"], "true",
+        "Traefik serves it over TLS only"
+    );
     assert_eq!(ing.spec.unwrap().tls.unwrap()[0].secret_name.as_deref(), Some("lyon-tls"));
     let cert = objects_issuer
         .iter()

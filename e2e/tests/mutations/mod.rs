@@ -49,6 +49,7 @@ fn known_sample(path: &str) -> Option<Value> {
         "spec.monitoring.scrapeInterval" => json!("30s"),
         "spec.security.extraEgress[]" => json!({"cidr": "10.40.12.0/24", "port": 443}),
         "spec.residency.zones[]" => json!("fr-par-1"),
+        "spec.route.host" => json!("emr.clinic.example.fr"),
         _ => return None,
     })
 }

@@ -20,11 +20,16 @@ pub fn name(clinic: &Clinic) -> String {
 
 pub fn build(clinic: &Clinic) -> Option<Ingress> {
     let spec = clinic.spec.ingress.as_ref()?;
+    // For the two controllers documented (docs/security.md#tls); each ignores the other's.
+    // ingress-nginx: HTTP redirected to HTTPS, OpenMRS' long requests and uploads. Traefik: the
+    // router serves TLS only, so the clinic is never answered over plain HTTP (the redirect is
+    // the entry point's setting).
     let annotations = BTreeMap::from([
         ("nginx.ingress.kubernetes.io/ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/force-ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(), "300".to_string()),
         ("nginx.ingress.kubernetes.io/proxy-body-size".to_string(), "50m".to_string()),
+        ("traefik.ingress.kubernetes.io/router.tls".to_string(), "true".to_string()),
     ]);
     let secret_name = match (&spec.tls.secret_name, &spec.tls.issuer_ref) {
         (Some(secret), _) => secret.clone(),

@@ -46,7 +46,15 @@ up() {
   k() { "$kubectl" "$@"; }
 
   k apply --server-side -f "$root/crds/clinicplatform.yaml" >/dev/null
-  k wait --for=condition=Established crd/clinicplatforms.clinic.audioprothese.fr --timeout=60s >/dev/null
+  # Polled rather than `kubectl wait`: a CRD read before its status is first written has
+  # `conditions: null`, which kubectl wait reports as an error instead of waiting.
+  for _ in $(seq 120); do
+    established=$(k get crd clinicplatforms.clinic.audioprothese.fr \
+      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')
+    [ "$established" = True ] && break
+    sleep 0.5
+  done
+  [ "$established" = True ] || { echo "the ClinicPlatform CRD is not Established after 60 s"; exit 1; }
   # The operator runs as a ServiceAccount bound to the chart's ClusterRole, as in a cluster.
   k apply --server-side -f "$root/charts/clinic-operator/files/clusterrole.yaml" >/dev/null
   k apply --server-side -f - >/dev/null <<YAML

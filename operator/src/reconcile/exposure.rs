@@ -30,6 +30,9 @@ pub enum RouteState {
     RefsNotResolved { route: String, why: String },
     /// Every route is accepted with its references resolved.
     Accepted { controller: String },
+    /// The routes were not looked at this pass: the clinic is paused, or its other children
+    /// did not converge.
+    Unchecked,
 }
 
 impl RouteState {
@@ -45,9 +48,13 @@ impl RouteState {
     }
 }
 
-/// The state of the clinic's routes; `None` without `spec.route`.
-pub fn state(clinic: &Clinic, routes: &OptionalState) -> Option<RouteState> {
+/// The state of the clinic's routes (`routes`: what this pass found of them, `None` when it did
+/// not look); `None` without `spec.route`.
+pub fn state(clinic: &Clinic, routes: Option<&OptionalState>) -> Option<RouteState> {
     let gateway = clinic.gateway.as_ref()?;
+    let Some(routes) = routes else {
+        return Some(RouteState::Unchecked);
+    };
     if let Some(e) = &routes.error {
         return Some(RouteState::Failed(e.clone()));
     }
@@ -151,6 +158,11 @@ pub fn condition(clinic: &Clinic, state: &RouteState, generation: Option<i64>) -
             "RefsNotResolved",
             format!("{gateway} accepts HTTPRoute {route} but cannot resolve its backend ({why})"),
         ),
+        RouteState::Unchecked => (
+            false,
+            "NotChecked",
+            "the HTTPRoutes are looked at once the clinic's other children are in place and it is not paused (see Progressing and Degraded)".to_string(),
+        ),
         RouteState::Accepted { controller } => (
             true,
             "Accepted",
@@ -230,13 +242,13 @@ mod tests {
     fn no_route_no_state() {
         let mut plain = clinic(false);
         plain.gateway = None;
-        assert_eq!(state(&plain, &routes(&[])), None);
+        assert_eq!(state(&plain, Some(&routes(&[]))), None);
     }
 
     #[test]
     fn the_gateways_answer_becomes_the_state() {
         let c = clinic(false);
-        let one = |p: InPlace| state(&c, &routes(&[("lyon", p)]));
+        let one = |p: InPlace| state(&c, Some(&routes(&[("lyon", p)])));
         assert_eq!(
             one(answered("public", "https", OK, RESOLVED, 2)),
             Some(RouteState::Accepted { controller: "traefik.io/gateway-controller".into() })
@@ -269,23 +281,24 @@ mod tests {
         let c = clinic(true);
         let https = ("lyon", answered("public", "https", OK, RESOLVED, 2));
         assert_eq!(
-            state(&c, &routes(std::slice::from_ref(&https))),
+            state(&c, Some(&routes(std::slice::from_ref(&https)))),
             Some(RouteState::Applying { route: "lyon-redirect".into() })
         );
         let redirect = ("lyon-redirect", answered("public", "http", OK, RESOLVED, 2));
-        assert!(state(&c, &routes(&[https, redirect])).is_some_and(|s| s.is_accepted()));
+        assert!(state(&c, Some(&routes(&[https, redirect]))).is_some_and(|s| s.is_accepted()));
     }
 
     #[test]
     fn a_missing_api_or_a_failure_is_said() {
         let c = clinic(false);
         let absent = OptionalState { installed: false, ..Default::default() };
-        assert_eq!(state(&c, &absent), Some(RouteState::ApiMissing));
+        assert_eq!(state(&c, Some(&absent)), Some(RouteState::ApiMissing));
+        assert_eq!(state(&c, None), Some(RouteState::Unchecked), "not looked at is not absent");
         let failed = OptionalState {
             installed: true,
             error: Some(Problem { reason: "ReadFailed", message: "could not read".into() }),
             ..Default::default()
         };
-        assert!(matches!(state(&c, &failed), Some(RouteState::Failed(_))));
+        assert!(matches!(state(&c, Some(&failed)), Some(RouteState::Failed(_))));
     }
 }

@@ -39,7 +39,8 @@ pub async fn observe(
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
     };
-    for e in certificates.error.iter().chain(&routes.error).chain(&monitors.error).chain(&dashboard_error) {
+    let route_error = routes.as_ref().and_then(|r| r.error.as_ref());
+    for e in certificates.error.iter().chain(route_error).chain(&monitors.error).chain(&dashboard_error) {
         warn!(error = %e, "optional child not applied");
     }
     let monitoring = MonitoringState {
@@ -56,11 +57,19 @@ pub async fn observe(
         backup = backups::schedule_failed(clinic, &e, backup.last_success);
     }
     let certificate_in_place = certificates.in_place.contains_key(&clinic.child_name("tls"));
-    let route = exposure::state(clinic, &routes);
+    let route = exposure::state(clinic, routes.as_ref());
+    // Routes not looked at this pass count as their last answer said.
+    let route_accepted = match &route {
+        Some(RouteState::Unchecked) => cp.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == exposure::ROUTE_ACCEPTED && c.status == "True")
+        }),
+        Some(state) => state.is_accepted(),
+        None => false,
+    };
     // A route's listener is one the platform team attests terminates TLS (its policy).
     let tls_at_edge =
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place)
-            || route.as_ref().is_some_and(RouteState::is_accepted);
+            || route_accepted;
     let encrypted = storage_encrypted(ctx, clinic).await;
     let mut observed = workloads(ctx, clinic, cp, desired, outcome, backup);
     // A StatefulSet reports no condition when its pods are refused: its events say it. Read only

@@ -201,8 +201,15 @@ pub fn compute(
 ) -> ClinicPlatformStatus {
     let generation = observed.generation;
     let controls = &observed.controls;
+    // Routes not looked at this pass (paused, or children not converged) keep their last answer.
+    let last_route = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == exposure::ROUTE_ACCEPTED));
+    let route = observed.route.as_ref().map(|route| match (route, last_route) {
+        (RouteState::Unchecked, Some(last)) => last.clone(),
+        _ => exposure::condition(clinic, route, generation),
+    });
+    let routed = route.as_ref().is_none_or(|c| c.status == "True");
     let mut conditions = vec![
-        ready(clinic, observed),
+        ready(clinic, observed, routed),
         progressing(observed),
         degraded(observed),
         database_ready(observed),
@@ -212,7 +219,7 @@ pub fn compute(
         compliant(controls, generation),
         monitoring_condition(&observed.monitoring, generation),
     ];
-    conditions.extend(observed.route.as_ref().map(|route| exposure::condition(clinic, route, generation)));
+    conditions.extend(route);
     carry_transition_times(&mut conditions, previous.map(|s| s.conditions.as_slice()).unwrap_or_default());
     ClinicPlatformStatus {
         observed_generation: generation,
@@ -360,9 +367,9 @@ fn compliant(controls: &crate::api::Compliance, generation: Option<i64>) -> Cond
     }
 }
 
-fn ready(clinic: &Clinic, observed: &Observed) -> Condition {
+/// `routed`: the clinic has no route, or its Gateway accepts it.
+fn ready(clinic: &Clinic, observed: &Observed, routed: bool) -> Condition {
     let generation = observed.generation;
-    let routed = observed.route.as_ref().is_none_or(RouteState::is_accepted);
     if observed.database.is_ready() && observed.openmrs_ready() && observed.error.is_none() && routed {
         condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
     } else if let Some(e) = &observed.error {
@@ -829,6 +836,7 @@ mod tests {
                 why: "BackendNotFound: service lyon-gateway not found".into(),
             },
             RouteState::Accepted { controller: "traefik.io/gateway-controller".into() },
+            RouteState::Unchecked,
         ];
         for state in route_states {
             for ready in [true, false] {
@@ -942,11 +950,36 @@ mod tests {
             "RouteAccepted/NotAccepted",
             "RouteAccepted/RefsNotResolved",
             "RouteAccepted/Accepted",
+            "RouteAccepted/NotChecked",
             "CleanupBlocked/ReadFailed",
             "CleanupBlocked/ApplyFailed",
         ];
         let missing: Vec<&&str> = expected.iter().filter(|r| !seen.contains(**r)).collect();
         assert!(missing.is_empty(), "reasons not walked: {missing:?}");
+    }
+
+    /// A paused clinic does not look at its routes: their last answer stands, and so does Ready.
+    #[test]
+    fn routes_not_looked_at_keep_their_last_answer() {
+        let c = clinic(ClinicPlatformSpec {
+            route: Some(crate::api::RouteSpec { host: "emr.lyon.example.fr".into(), gateway: None }),
+            ..Default::default()
+        });
+        let monitored = MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None };
+        let mut pass =
+            observed(workloads(true), None, Gate::Open, backup_healths()[0].clone(), monitored, true);
+        pass.route = Some(RouteState::Accepted { controller: "traefik.io/gateway-controller".into() });
+        let accepted = compute(&c, &pass, None);
+        pass.route = Some(RouteState::Unchecked);
+        pass.paused = true;
+        let paused = compute(&c, &pass, Some(&accepted));
+        let find = |s: &ClinicPlatformStatus, t: &str| s.conditions.iter().find(|x| x.type_ == t).cloned();
+        assert_eq!(find(&paused, exposure::ROUTE_ACCEPTED), find(&accepted, exposure::ROUTE_ACCEPTED));
+        assert_eq!(find(&paused, READY).map(|r| r.status), Some("True".to_string()));
+        // Never looked at yet: said so, and not Ready.
+        let first = compute(&c, &pass, None);
+        assert_eq!(find(&first, exposure::ROUTE_ACCEPTED).map(|r| r.reason), Some("NotChecked".to_string()));
+        assert_eq!(find(&first, READY).map(|r| r.status), Some("False".to_string()));
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub struct Uncached {
     /// The Schedule and a dashboard elsewhere; `None` when they were not looked at this pass.
     pub outside: Option<outside::Outcome>,
     pub certificates: optional::OptionalState,
-    pub routes: optional::OptionalState,
+    /// The clinic's HTTPRoutes; `None` when they were not looked at this pass.
+    pub routes: Option<optional::OptionalState>,
     pub monitors: optional::OptionalState,
     /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
     /// is read again on the next pass.
@@ -44,7 +45,7 @@ impl Uncached {
                 .as_ref()
                 .is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
             && self.certificates.error.is_none()
-            && self.routes.error.is_none()
+            && self.routes.as_ref().is_some_and(|r| r.error.is_none())
             && self.monitors.error.is_none()
     }
 
@@ -89,8 +90,9 @@ pub async fn sync(
     let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
     let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
     let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
-    let route_unsettled = exposure::state(clinic, &routes).is_some_and(|r| !r.is_accepted());
-    let checked = Uncached { outside: Some(outside), certificates, routes, monitors, route_unsettled };
+    let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
+    let checked =
+        Uncached { outside: Some(outside), certificates, routes: Some(routes), monitors, route_unsettled };
     ctx.memory.remember_uncached(&key, version, &checked);
     checked
 }

@@ -459,6 +459,21 @@ fn autoscaled_deployments_leave_replicas_to_the_hpa() {
     // Gateway has 3 replicas -> a budget; frontend has 1 -> none.
     assert!(names.contains("PodDisruptionBudget/lyon-gateway"));
     assert!(!names.contains("PodDisruptionBudget/lyon-frontend"));
+    assert!(!names.contains("PodDisruptionBudget/lyon-backend"), "a single backend pod needs no budget");
+}
+
+/// A clustered backend may lose one pod at a time to a drain, never more.
+#[test]
+fn a_clustered_backend_has_a_disruption_budget() {
+    let objects = objects(&clinic(
+        "  openmrs:\n    backend:\n      replicas: 3\n      clustering:\n        elasticsearchUris: http://es.search:9200\n        attachmentsClaimName: shared\n",
+    ));
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        typed(&objects, "PodDisruptionBudget", "lyon-backend");
+    let spec = pdb.spec.unwrap();
+    assert_eq!(spec.max_unavailable, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)));
+    let selected = spec.selector.unwrap().match_labels.unwrap();
+    assert_eq!(selected.get("app.kubernetes.io/component").map(String::as_str), Some("backend"));
 }
 
 fn objects_without_autoscaling() -> Vec<DynamicObject> {

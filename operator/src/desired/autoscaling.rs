@@ -1,6 +1,7 @@
 //! HorizontalPodAutoscalers for the stateless components and PodDisruptionBudgets where the
-//! replica count allows one pod to go. The backend and MariaDB are single-replica: a budget
-//! there would only block node drains.
+//! replica count allows one pod to go: the frontend and gateway, and the clustered backend
+//! (`spec.openmrs.backend.replicas` of 2 or more). MariaDB is single-replica: a budget there
+//! would only block node drains.
 
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
@@ -66,13 +67,17 @@ pub fn horizontal_pod_autoscalers(clinic: &Clinic) -> Vec<HorizontalPodAutoscale
 }
 
 pub fn pod_disruption_budgets(clinic: &Clinic) -> Vec<PodDisruptionBudget> {
-    scalable(clinic)
+    let web = scalable(clinic)
         .into_iter()
         .filter(|(_, _, bounds, replicas)| {
             let fewest = if clinic.spec.autoscaling.enabled { bounds.min_replicas } else { *replicas };
             fewest >= 2
         })
-        .map(|(component, name, _, _)| PodDisruptionBudget {
+        .map(|(component, name, _, _)| (component, name));
+    let backend = (clinic.spec.openmrs.backend.replicas >= 2)
+        .then(|| (Component::Backend, super::backend::name(clinic)));
+    web.chain(backend)
+        .map(|(component, name)| PodDisruptionBudget {
             metadata: metadata(clinic, name, component),
             spec: Some(PodDisruptionBudgetSpec {
                 max_unavailable: Some(IntOrString::Int(1)),

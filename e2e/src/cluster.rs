@@ -63,6 +63,20 @@ impl Default for Options {
     }
 }
 
+/// The chart's audit rules (`charts/clinic-operator/files/audit-policy.yaml`) followed by a
+/// catch-all that records the body of every other write: if the chart's rules let a Secret's
+/// data through, or another object carried a password, the audit log of the suite would show
+/// it, and the audit scenario searches that log for every generated password.
+fn audit_policy_with_catch_all() -> Result<String> {
+    let chart = workspace_root().join("charts/clinic-operator/files/audit-policy.yaml");
+    let text = std::fs::read_to_string(&chart).with_context(|| format!("reading {}", chart.display()))?;
+    let mut policy: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let rules = policy["rules"].as_sequence_mut().context("the chart's audit policy has rules")?;
+    rules.push(serde_yaml::from_str("{level: Request, verbs: [create, update, patch]}")?);
+    rules.push(serde_yaml::from_str("{level: None}")?);
+    Ok(serde_yaml::to_string(&policy)?)
+}
+
 pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -186,6 +200,8 @@ impl ControlPlane {
         })?;
 
         let p = |path: &Path| path.display().to_string();
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, audit_policy_with_catch_all()?)?;
         let api_server_dir = options.api_server_only.clone().unwrap_or_else(|| bin.to_path_buf());
         plane.spawn_from(
             &api_server_dir,
@@ -213,6 +229,9 @@ impl ControlPlane {
                 format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                format!("--audit-policy-file={}", p(&audit_policy)),
+                format!("--audit-log-path={}", p(&plane.audit_log())),
+                "--audit-log-format=json".into(),
                 "--v=1".into(),
             ],
         )?;
@@ -331,6 +350,12 @@ impl ControlPlane {
             provisioner: None,
             keep_dir: false,
         })
+    }
+
+    /// The API server's audit log (JSON lines), written under the chart's audit rules; see
+    /// [`audit_policy_with_catch_all`]. Attached clusters have none here.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs/audit.log")
     }
 
     /// Path of the kubectl built with the control plane (same version).

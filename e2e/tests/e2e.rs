@@ -1731,6 +1731,140 @@ fn leader_election_one_active_then_failover(_env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The API server runs with the chart's audit rules (and a catch-all recording every other
+/// write's body, see `cluster::audit_policy_with_catch_all`): a ClinicPlatform change made by a
+/// GitOps identity is in the log with who made it and what was sent, the docs' queries find it,
+/// Secret events carry no body, and no generated password appears anywhere in the log.
+fn audit_log_records_who_changed_a_clinic_and_no_password(env: &Env) -> Result<()> {
+    let (ns, name) = ("e2e-audit", "audit");
+    env.namespace(ns)?;
+    env.clinic(ns, name, "  {}")?;
+    env.wait_ready(ns, name, wait())?;
+    // A GitOps controller's identity, allowed to change ClinicPlatforms here and nothing else.
+    env.plane.apply_yaml(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: gitops, namespace: {ns}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: gitops, namespace: {ns}}}\nrules:\n- apiGroups: [clinic.audioprothese.fr]\n  resources: [clinicplatforms]\n  verbs: [get, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: gitops, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: gitops}}\nsubjects:\n- {{kind: ServiceAccount, name: gitops, namespace: {ns}}}\n"
+    ))?;
+    let gitops = env.plane.token_kubeconfig(ns, "gitops")?;
+    let change = env.plane.dir.join("audit-change.yaml");
+    std::fs::write(
+        &change,
+        format!(
+            "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  backup: {{schedule: \"17 2 * * *\"}}\n"
+        ),
+    )?;
+    env.plane.kubectl_as(
+        &gitops,
+        &["apply", "--server-side", "--field-manager=gitops", "-f", &change.display().to_string()],
+    )?;
+    let log_path = env.plane.audit_log();
+    let events = || -> Result<Vec<Value>> {
+        let text = std::fs::read_to_string(&log_path)?;
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    };
+    let who = format!("system:serviceaccount:{ns}:gitops");
+    let of_clinic = |e: &Value| {
+        e["objectRef"]["resource"] == "clinicplatforms"
+            && e["objectRef"]["namespace"] == ns
+            && e["objectRef"]["name"] == name
+    };
+    eventually("the gitops change in the audit log", Duration::from_secs(30), || {
+        Ok(events()?.iter().any(|e| {
+            of_clinic(e)
+                && e["objectRef"]["subresource"].is_null()
+                && e["verb"] == "patch"
+                && e["user"]["username"] == who.as_str()
+                && e["level"] == "RequestResponse"
+                && e["stage"] == "ResponseComplete"
+                && e["requestObject"]["spec"]["backup"]["schedule"] == "17 2 * * *"
+                && e["responseObject"]["metadata"]["uid"].is_string()
+        }))
+    })?;
+    let events = events()?;
+    // The operator's status writes are there, without their bodies.
+    let status_writes: Vec<&Value> =
+        events.iter().filter(|e| of_clinic(e) && e["objectRef"]["subresource"] == "status").collect();
+    ensure!(!status_writes.is_empty(), "no status write of the clinic in the audit log");
+    for e in &status_writes {
+        ensure!(
+            e["level"] == "Metadata" && e["requestObject"].is_null() && e["responseObject"].is_null(),
+            "a status write is recorded with its body: {e}"
+        );
+    }
+    // The Secrets the operator created are recorded, at Metadata.
+    let secret_writes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "secrets" && e["objectRef"]["namespace"] == ns)
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "patch" | "update")))
+        .collect();
+    ensure!(!secret_writes.is_empty(), "no write of the clinic's Secrets in the audit log");
+    for e in events.iter().filter(|e| e["objectRef"]["resource"] == "secrets") {
+        ensure!(
+            e["level"] == "Metadata" && e["requestObject"].is_null() && e["responseObject"].is_null(),
+            "a Secret event is recorded with its body: {}",
+            e["auditID"]
+        );
+    }
+    // The docs' queries, as written.
+    let vars = [
+        ("AUDIT_LOG".to_string(), log_path.display().to_string()),
+        ("CLINIC_NS".to_string(), ns.to_string()),
+        ("CLINIC".to_string(), name.to_string()),
+    ];
+    let tools = std::env::var("CLINIC_TOOLS_BIN").unwrap_or_default();
+    let out = user_shell(&doc_block("docs/audit.md", "who-changed-a-clinic")?, &env.plane, &tools, &vars)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success()
+            && stdout.lines().any(|l| l.contains(&format!("\"who\":\"{who}\"")) && l.contains("17 2 * * *")),
+        "who-changed-a-clinic does not show the gitops change:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = user_shell(
+        &doc_block("docs/audit.md", "no-secret-body-in-the-audit-log")?,
+        &env.plane,
+        &tools,
+        &vars,
+    )?;
+    ensure!(
+        out.status.success() && out.stdout.is_empty(),
+        "no-secret-body-in-the-audit-log printed {} (stderr {})",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No generated password anywhere in the whole log: in clear, base64-encoded (as in a
+    // Secret's body) or JSON-escaped (as in any string of an event).
+    let text = std::fs::read_to_string(&log_path)?;
+    let secrets =
+        env.json(&["get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=clinic-operator"])?;
+    let mut checked = 0;
+    for s in secrets["items"].as_array().into_iter().flatten() {
+        for (key, encoded) in s["data"].as_object().into_iter().flatten() {
+            let encoded = encoded.as_str().unwrap_or_default();
+            let decoded = base64_decode(encoded);
+            if decoded.len() < 16 {
+                continue;
+            }
+            let escaped = serde_json::to_string(&decoded)?;
+            for form in [decoded.as_str(), encoded, escaped.trim_matches('"')] {
+                ensure!(
+                    !text.contains(form),
+                    "secret {}/{}:{key} appears in the audit log",
+                    s["metadata"]["namespace"],
+                    s["metadata"]["name"]
+                );
+            }
+            checked += 1;
+        }
+    }
+    ensure!(checked >= 3, "only {checked} generated values to look for: the clinic's Secrets are missing");
+    eprintln!(
+        "    audit log: {} events ({} KiB), {checked} generated values absent",
+        events.len(),
+        text.len() / 1024
+    );
+    Ok(())
+}
+
 fn missing_velero_namespace_does_not_break_the_platform(env: &Env) -> Result<()> {
     let ns = "e2e-nowhere";
     env.namespace(ns)?;
@@ -2349,6 +2483,7 @@ fn main() -> ExitCode {
         Local namespaced_mode_runs_with_roles_only,
         Local leader_election_one_active_then_failover,
         Any missing_velero_namespace_does_not_break_the_platform,
+        Local audit_log_records_who_changed_a_clinic_and_no_password,
     ];
     // E2E_SCENARIOS=a,b,c runs those scenarios only (the kind workflow's selection); a name
     // that is not a scenario is an error, so a renamed scenario cannot silently drop out.

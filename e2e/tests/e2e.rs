@@ -1789,6 +1789,11 @@ fn audit_log_records_who_changed_a_clinic_and_no_password(env: &Env) -> Result<(
             e["level"] == "Metadata" && e["requestObject"].is_null() && e["responseObject"].is_null(),
             "a status write is recorded with its body: {e}"
         );
+        ensure!(
+            e["user"]["username"] == "system:serviceaccount:clinic-system:clinic-operator",
+            "a status write is not recorded as the operator's ServiceAccount: {}",
+            e["user"]
+        );
     }
     // The Secrets the operator created are recorded, at Metadata.
     let secret_writes: Vec<&Value> = events

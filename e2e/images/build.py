@@ -204,6 +204,17 @@ def image_layers(rootfs: Path, standin: Path) -> dict[str, bytes]:
     for sub in ["logs", "work", "temp"]:
         backend.dir(f"usr/local/tomcat/{sub}", 0o775)
     layers["backend"] = backend.bytes()
+
+    # Upstream: busybox with the agent at /javaagent.jar (`chmod -R go+r`). The OpenTelemetry
+    # Java agent is a Maven artifact, but the stand-in backend is no JVM to load it: the file is
+    # a marker whose presence at -javaagent's path makes the stand-in export spans.
+    otel_agent = Layer()
+    otel_agent.file(
+        "javaagent.jar",
+        b"Placeholder: the stand-in backend is not a JVM; it exports spans itself when this file is copied in.\n",
+        0o644,
+    )
+    layers["otel-agent"] = otel_agent.bytes()
     return layers
 
 
@@ -250,6 +261,12 @@ IMAGES = [
         "layer": "backend",
         "config": {"User": "1001", "WorkingDir": "/openmrs", "Entrypoint": ["/usr/bin/tini", "--"],
                    "Cmd": ["/openmrs/startup.sh"], "ExposedPorts": {"8080/tcp": {}}},
+    },
+    {
+        "refs": ["ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-java:2.10.0"],
+        "stands_for": "the OpenTelemetry Operator's Java agent image (the agent's jar and a cp)",
+        "layer": "otel-agent",
+        "config": {"User": "", "Cmd": ["cat", "/javaagent.jar"]},
     },
     {
         "refs": ["registry.k8s.io/pause:3.10"],

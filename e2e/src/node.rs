@@ -524,6 +524,23 @@ maxPods: 110
         Ok((out.status.success(), text))
     }
 
+    /// Starts a long-running command (e.g. a listener) inside the network namespace of the pod
+    /// with IP `pod_ip`; it is killed when the returned handle drops, also on a panic.
+    pub fn spawn_in_pod_network(
+        &self,
+        pod_ip: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<PodNetworkProcess> {
+        let netns = netns_of(pod_ip)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns.as_str(), program])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()?;
+        Ok(PodNetworkProcess(child))
+    }
+
     /// Process ids still running in the cgroup of the pod with `uid` (the kubelet names pod
     /// cgroups `pod<uid>`), in any hierarchy.
     pub fn pod_processes(&self, uid: &str) -> Vec<i32> {
@@ -585,6 +602,16 @@ fn relay(client: TcpStream, server: TcpStream) {
 }
 
 /// The network namespace holding `ip`.
+/// A command running in a pod's network namespace ([`RealNode::spawn_in_pod_network`]).
+pub struct PodNetworkProcess(Child);
+
+impl Drop for PodNetworkProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn netns_of(ip: &str) -> Result<String> {
     for ns in netns_list().into_iter().filter(|n| n.starts_with("cni-")) {
         let addrs = sh("ip", &["netns", "exec", &ns, "ip", "-4", "-o", "addr"]).unwrap_or_default();

@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use clinic_operator_e2e::cluster::{self, ControlPlane, Options};
 use clinic_operator_e2e::node::{self, NODE_IP, RealNode};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
@@ -286,7 +286,11 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
     env.clinic(
         ns,
         clinic,
-        &format!("{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n"),
+        // Traces to the suite policy's collector, and the Loki rules shipped (see
+        // logs_and_traces_join_at_the_gateway).
+        &format!(
+            "{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n  monitoring:\n    logs: {{alertRules: true}}\n  tracing: {{enabled: true}}\n"
+        ),
     )?;
     env.wait_ready(ns, clinic, READY)?;
     let ingress = env.client_pod("ingress-nginx")?;
@@ -319,6 +323,258 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
     )?;
     ensure!(code == 200 && session.contains("\"authenticated\":true"), "admin session: {session}");
     ensure!(!session.contains(&password), "a response echoed the password");
+    Ok(())
+}
+
+/// What an OTLP/HTTP receiver does, as far as the test needs: every POST body, one per line.
+const OTLP_RECEIVER: &str = r#"
+import http.server, sys
+out = sys.argv[1]
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(out, "ab") as f:
+            f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 4318), Receiver).serve_forever()
+"#;
+
+/// The line filters (`|=`, `|~`) of a LogQL expression the operator shipped.
+fn line_filters(expr: &str) -> Result<Vec<(bool, regex::Regex)>> {
+    let filter = regex::Regex::new(r"\|([=~]) `([^`]*)`")?;
+    let filters: Vec<(bool, regex::Regex)> = filter
+        .captures_iter(expr)
+        .map(|c| {
+            let pattern = if &c[1] == "=" { regex::escape(&c[2]) } else { c[2].to_string() };
+            Ok((&c[1] == "=", regex::Regex::new(&pattern)?))
+        })
+        .collect::<Result<_>>()?;
+    ensure!(!filters.is_empty(), "no line filter in {expr}");
+    Ok(filters)
+}
+
+fn lines_matching<'a>(filters: &[(bool, regex::Regex)], log: &'a str) -> Vec<&'a str> {
+    log.lines().filter(|l| filters.iter().all(|(_, re)| re.is_match(l))).collect()
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Logs and traces on the real node. Traces: the backend of a clinic with `spec.tracing` gets
+/// the agent's jar from the policy's agent image (an init container), exports a span per request
+/// to the policy's collector through its NetworkPolicy (a pod of that namespace without the
+/// collector's labels stays unreachable), and a request's trace id is the same in the gateway's
+/// access line, the backend's span and the response; a client's trace context is continued.
+/// Logs: the Loki rules and dashboard the operator shipped, read back from the cluster, have
+/// line filters that match the pods' real output for a refused login and a start, and that see
+/// no database error or out-of-memory in a healthy clinic's logs.
+fn logs_and_traces_join_at_the_gateway(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let (backend_pod, backend) =
+        env.pods(ns, clinic, "backend")?.into_iter().next().context("no running backend pod")?;
+    let pod = env.json(&["-n", ns, "get", "pod", &backend_pod])?;
+    let copied = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "otel-agent")
+        .context("the backend has no otel-agent init container")?;
+    ensure!(copied["state"]["terminated"]["exitCode"] == 0, "otel-agent: {}", copied["state"]);
+    let condition = env.condition(ns, clinic, "MonitoringReady")?.context("no MonitoringReady")?;
+    let message = condition["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("Loki alert rules in ConfigMap net-loki-rules")
+            && message.contains("traces: to http://otel-collector.observability.svc:4318"),
+        "MonitoringReady does not say what logs and traces get: {message}"
+    );
+
+    // The collector, as the suite's policy names it, and a pod beside it without its labels.
+    env.plane.apply_yaml(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: observability\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: collector\n  namespace: observability\n  labels: {app.kubernetes.io/name: opentelemetry-collector}\nspec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: collector\n    image: docker.io/openmrs/openmrs-reference-application-3-gateway:3.7.x\n    imagePullPolicy: IfNotPresent\n    command: [sleep, infinity]\n    securityContext: {runAsNonRoot: true, runAsUser: 65534, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: otel-collector\n  namespace: observability\nspec:\n  selector: {app.kubernetes.io/name: opentelemetry-collector}\n  ports:\n  - {name: otlp-http, port: 4318, targetPort: 4318}\n",
+    )?;
+    env.kubectl(&["-n", "observability", "wait", "--for=condition=Ready", "pod/collector", "--timeout=60s"])?;
+    let collector = env.json(&["-n", "observability", "get", "pod", "collector"])?["status"]["podIP"]
+        .as_str()
+        .map(String::from)
+        .context("collector pod without an IP")?;
+    let bystander = env.client_pod("observability")?;
+    let spans_file = env.plane.dir.join("otlp-spans.jsonl");
+    let bystander_file = env.plane.dir.join("otlp-bystander.jsonl");
+    let spans_path = spans_file.display().to_string();
+    let bystander_path = bystander_file.display().to_string();
+    let _receiver =
+        env.node().spawn_in_pod_network(&collector, "python3", &["-c", OTLP_RECEIVER, &spans_path])?;
+    let _bystander =
+        env.node().spawn_in_pod_network(&bystander, "python3", &["-c", OTLP_RECEIVER, &bystander_path])?;
+    let ingress = env.client_pod("ingress-nginx")?;
+    eventually("the OTLP receivers listen", Duration::from_secs(20), || {
+        Ok(env.connects(&ingress, &collector, 4318)? && env.connects(&ingress, &bystander, 4318)?)
+    })?;
+    let frontend = env.pod_ip(ns, clinic, "frontend")?;
+    for (what, from, to, allowed) in [
+        ("backend -> collector", &backend, &collector, true),
+        ("backend -> another pod of the collector's namespace", &backend, &bystander, false),
+        ("frontend -> collector", &frontend, &collector, false),
+    ] {
+        ensure!(
+            env.connects(from, to, 4318)? == allowed,
+            "{what}:4318 should be {}",
+            if allowed { "open" } else { "closed" }
+        );
+    }
+
+    // The backend's resolver may hold the collector's name as missing (CoreDNS caches a negative
+    // answer for 30 s): its probes' spans say when the export flows.
+    eventually("the backend's first spans reach the collector", Duration::from_secs(90), || {
+        Ok(std::fs::metadata(&spans_file).is_ok_and(|m| m.len() > 0))
+    })?;
+
+    // Three requests through the gateway: no trace context, a client's, and a broken one.
+    let (gateway_pod, gateway) =
+        env.pods(ns, clinic, "gateway")?.into_iter().next().context("no running gateway pod")?;
+    let url = format!("http://{gateway}:8080/openmrs/ws/rest/v1/session");
+    let trace_id = |extra: &[&str]| -> Result<String> {
+        let (code, out) = env.http(&ingress, &url, extra)?;
+        ensure!(code == 200, "GET {url}: {out}");
+        let id = header(&out, "X-OpenMRS-Stand-In-Trace-Id").context("the backend got no traceparent")?;
+        ensure!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) && id != "0".repeat(32),
+            "trace id {id}"
+        );
+        Ok(id.to_string())
+    };
+    let started_here = trace_id(&[])?;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let continued = trace_id(&["-H", &format!("traceparent: 00-{client_trace}-{client_span}-01")])?;
+    ensure!(continued == client_trace, "the client's trace context was not kept: {continued}");
+    let replaced = trace_id(&["-H", &format!("traceparent: 00-{}-{client_span}-01", "0".repeat(32))])?;
+    ensure!(replaced != started_here && replaced != client_trace, "a broken traceparent was not replaced");
+
+    let gateway_log = env.kubectl(&["-n", ns, "logs", &gateway_pod, "-c", "gateway"])?;
+    for id in [&started_here, &continued, &replaced] {
+        ensure!(
+            gateway_log
+                .lines()
+                .any(|l| l.contains("GET /openmrs/ws/rest/v1/session")
+                    && l.ends_with(&format!("trace_id={id}"))),
+            "no gateway access line with trace_id={id}:\n{gateway_log}"
+        );
+    }
+    let mut spans = Vec::new();
+    let exported = eventually("the backend's spans reach the collector", Duration::from_secs(30), || {
+        spans.clear();
+        for line in std::fs::read_to_string(&spans_file).unwrap_or_default().lines() {
+            let body: Value = serde_json::from_str(line)?;
+            for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        spans.push((resource["resource"].clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        Ok([&started_here, &continued, &replaced]
+            .iter()
+            .all(|id| spans.iter().any(|(_, s)| s["traceId"] == **id)))
+    });
+    if let Err(e) = exported {
+        let log = env.kubectl(&["-n", ns, "logs", &backend_pod, "-c", "openmrs"]).unwrap_or_default();
+        let agent: Vec<&str> =
+            log.lines().filter(|l| l.contains("OpenTelemetry") || l.contains("spans")).take(10).collect();
+        bail!("{e:#}\n{} span(s) received; the backend's agent lines:\n{}", spans.len(), agent.join("\n"));
+    }
+    let (resource, span) =
+        spans.iter().find(|(_, s)| s["traceId"] == client_trace).context("no client span")?;
+    ensure!(span["parentSpanId"] == client_span, "the span does not continue the client's: {span}");
+    let attribute = |key: &str| -> Option<String> {
+        resource["attributes"].as_array()?.iter().find(|a| a["key"] == key)?["value"]["stringValue"]
+            .as_str()
+            .map(String::from)
+    };
+    for (key, expected) in [
+        ("clinic", clinic),
+        ("k8s.namespace.name", ns),
+        ("k8s.pod.name", backend_pod.as_str()),
+        ("service.name", "openmrs"),
+    ] {
+        ensure!(
+            attribute(key).as_deref() == Some(expected),
+            "resource {key} is {:?}: {resource}",
+            attribute(key)
+        );
+    }
+    let (_, span) = spans.iter().find(|(_, s)| s["traceId"] == started_here.as_str()).context("no span")?;
+    ensure!(
+        span["parentSpanId"].as_str().is_some_and(|p| p.len() == 16 && p != "0".repeat(16)),
+        "the gateway's span id did not reach the backend: {span}"
+    );
+    let stray = std::fs::read_to_string(&bystander_file).unwrap_or_default();
+    ensure!(stray.is_empty(), "spans reached a pod without the collector's labels");
+
+    // Logs: a refused login, then the shipped filters over the pods' own output.
+    let (code, out) = env.http(&ingress, &url, &["-u", "admin:not-the-password"])?;
+    ensure!(code == 200 && out.contains("\"authenticated\":false"), "refused login: {out}");
+    let rules = env.json(&["-n", ns, "get", "configmap", "net-loki-rules"])?;
+    let file = rules["data"].as_object().and_then(|d| d.values().next()).and_then(|v| v.as_str());
+    let groups: serde_yaml::Value = serde_yaml::from_str(file.context("net-loki-rules has no rule file")?)?;
+    let alert = |name: &str| -> Result<Vec<(bool, regex::Regex)>> {
+        let rule = groups["groups"][0]["rules"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .with_context(|| format!("no rule {name}"))?;
+        line_filters(rule["expr"].as_str().unwrap_or_default())
+    };
+    let dashboard = env.json(&["-n", ns, "get", "configmap", "net-dashboard"])?;
+    let dashboard: Value = serde_json::from_str(
+        dashboard["data"]
+            .as_object()
+            .and_then(|d| d.values().next())
+            .and_then(|v| v.as_str())
+            .unwrap_or("{}"),
+    )?;
+    let start_panel = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["title"] == "Backend start")
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .context("no Backend start panel")?;
+    let mut backend_log = String::new();
+    eventually("the refused login is in the backend's log", Duration::from_secs(20), || {
+        backend_log = env.kubectl(&["-n", ns, "logs", &backend_pod, "-c", "openmrs"])?;
+        Ok(!lines_matching(&alert("ClinicRepeatedLoginFailures")?, &backend_log).is_empty())
+    })?;
+    let failed = lines_matching(&alert("ClinicRepeatedLoginFailures")?, &backend_log);
+    ensure!(!failed.iter().any(|l| l.contains("not-the-password")), "a refused password was logged");
+    ensure!(
+        !lines_matching(&line_filters(start_panel)?, &backend_log).is_empty(),
+        "no start line in:\n{backend_log}"
+    );
+    let database_log = env.kubectl(&["-n", ns, "logs", &format!("{clinic}-mariadb-0"), "-c", "mariadb"])?;
+    let healthy = format!("{backend_log}\n{database_log}");
+    for name in ["ClinicDatabaseErrors", "ClinicBackendOutOfMemory"] {
+        let hits = lines_matching(&alert(name)?, &healthy);
+        ensure!(hits.is_empty(), "{name}'s filter matches a healthy clinic's log:\n{}", hits.join("\n"));
+    }
+    eprintln!(
+        "    traces: {} spans received, 3 trace ids joined; logs: {} refused-login line(s), {} lines of a healthy clinic clear",
+        spans.len(),
+        failed.len(),
+        healthy.lines().count()
+    );
     Ok(())
 }
 
@@ -1076,6 +1332,7 @@ fn main() -> ExitCode {
         drift_on_running_workload_is_put_back,
         minimal_clinic_deleted_stops_its_pods,
         gateway_serves_frontend_and_backend,
+        logs_and_traces_join_at_the_gateway,
         network_policy_matrix,
         gateway_api_routes_real_requests,
         an_ingress_on_traefik_is_served_over_tls_only,

@@ -92,6 +92,9 @@ pub struct Clinic {
     /// The platform Gateway `spec.route` attaches to, as the policy describes it; set when the
     /// policy admits the clinic ([`crate::policy::Policy::admit`]), `None` without a route.
     pub gateway: Option<AllowedGateway>,
+    /// Where the backend's traces go, as the policy says; set when the policy admits a clinic
+    /// with `spec.tracing.enabled`, `None` otherwise.
+    pub tracing: Option<crate::policy::TracingPolicy>,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -346,6 +349,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         held_images: None,
         deletion_confirmed: deletion_confirmed(cp),
         gateway: None,
+        tracing: None,
         spec: spec.clone(),
         owner,
     })
@@ -438,6 +442,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         held_images: None,
         deletion_confirmed: deletion_confirmed(cp),
         gateway: None,
+        tracing: None,
     }
 }
 

@@ -60,6 +60,12 @@ pub struct Policy {
     /// with `spec.backup.deleteWithClinic` live on before they expire (a Go-style duration,
     /// default `168h`): the window in which a deletion by mistake can still be undone.
     pub backup_deletion_delay: String,
+    /// Where clinics that turn traces on (`spec.tracing.enabled`) send them, and how the
+    /// OpenTelemetry Java agent gets into their backend. None by default: a clinic asking for
+    /// traces is then refused, since a trace carries the paths and timings of patient records
+    /// and only the platform team says where they may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingPolicy>,
     /// Any Gateway a route names is taken as listed (with an `https` listener), and a route
     /// naming none gets a stand-in one: only [`Policy::unrestricted`] sets it, never a file.
     #[serde(skip)]
@@ -85,6 +91,7 @@ impl Default for Policy {
             denied_egress_cidrs: Vec::new(),
             allow_pod_security_opt_out: false,
             backup_deletion_delay: "168h".into(),
+            tracing: None,
             any_gateway: false,
         }
     }
@@ -114,6 +121,19 @@ impl Policy {
             residency_zones: any(),
             allow_pod_security_opt_out: true,
             any_gateway: true,
+            tracing: Some(TracingPolicy {
+                collector: OtlpCollector {
+                    namespace: "observability".into(),
+                    service: "otel-collector".into(),
+                    port: OTLP_HTTP_PORT,
+                    protocol: OtlpProtocol::HttpProtobuf,
+                    pod_labels: std::collections::BTreeMap::new(),
+                },
+                java_agent: JavaAgent {
+                    instrumentation: Some("observability/java".into()),
+                    ..Default::default()
+                },
+            }),
             ..Self::default()
         }
     }
@@ -168,6 +188,95 @@ impl AllowedGateway {
     }
 }
 
+/// Where traces go and how the Java agent reaches the backend.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingPolicy {
+    /// The OTLP collector the backends export to; their NetworkPolicy opens exactly that flow.
+    pub collector: OtlpCollector,
+    /// How the OpenTelemetry Java agent gets into the backend.
+    pub java_agent: JavaAgent,
+}
+
+/// The default OTLP port over HTTP (gRPC's is 4317).
+pub const OTLP_HTTP_PORT: u16 = 4318;
+
+/// An OpenTelemetry collector's OTLP receiver, as the platform team runs it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpCollector {
+    /// Namespace of the collector's Service.
+    pub namespace: String,
+    /// Name of the collector's Service.
+    pub service: String,
+    /// Port of its OTLP receiver (default 4318, OTLP over HTTP).
+    #[serde(default = "otlp_http_port")]
+    pub port: u16,
+    /// `http/protobuf` (default) or `grpc`, as the Java agent names them.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Labels of the collector's pods: the backend may reach only those pods on `port`. Every
+    /// pod of `namespace` when unset.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+}
+
+fn otlp_http_port() -> u16 {
+    OTLP_HTTP_PORT
+}
+
+impl OtlpCollector {
+    /// The endpoint the agent exports to (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}.{}.svc:{}", self.service, self.namespace, self.port)
+    }
+}
+
+/// OTLP transports.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+impl OtlpProtocol {
+    /// The value of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Exactly one of `instrumentation` (the OpenTelemetry Operator injects the agent) or `image`
+/// (an init container copies the agent's jar from that image), checked when the policy is read.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JavaAgent {
+    /// `namespace/name` of the OpenTelemetry Operator's `Instrumentation` that injects the
+    /// agent (the pod annotation `instrumentation.opentelemetry.io/inject-java`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrumentation: Option<String>,
+    /// An image holding the agent's jar and a `cp` (such as the OpenTelemetry Operator's
+    /// `autoinstrumentation-java`): an init container copies the jar into the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Path of the jar in `image` (default `/javaagent.jar`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl JavaAgent {
+    /// Path of the jar in the agent image.
+    pub fn jar_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/javaagent.jar")
+    }
+}
+
 /// Why a policy file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -181,6 +290,10 @@ pub enum PolicyError {
     Duration { path: String, value: String },
     #[error("the policy file {path}: gateways lists more than one default ({first} and {second})")]
     DefaultGateways { path: String, first: String, second: String },
+    #[error(
+        "the policy file {path}: tracing.javaAgent needs exactly one of instrumentation (namespace/name) or image"
+    )]
+    JavaAgent { path: String },
 }
 
 impl Policy {
@@ -219,6 +332,21 @@ impl Policy {
                 second: second.shown(),
             });
         }
+        if let Some(tracing) = &policy.tracing {
+            let agent = &tracing.java_agent;
+            let instrumentation_ok = agent
+                .instrumentation
+                .as_deref()
+                .is_some_and(|n| n.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()));
+            let valid = match (&agent.instrumentation, &agent.image) {
+                (Some(_), None) => instrumentation_ok && agent.path.is_none(),
+                (None, Some(image)) => !image.is_empty(),
+                _ => false,
+            };
+            if !valid {
+                return Err(PolicyError::JavaAgent { path: origin.into() });
+            }
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
@@ -252,6 +380,16 @@ impl Policy {
         clinic.gateway = match &clinic.spec.route {
             Some(route) => Some(self.gateway_for(route)?),
             None => None,
+        };
+        clinic.tracing = match (clinic.spec.tracing.enabled, &self.tracing) {
+            (false, _) => None,
+            (true, Some(tracing)) => Some(tracing.clone()),
+            (true, None) => {
+                return Err(InvalidSpec {
+                    field: "spec.tracing.enabled".into(),
+                    message: "true (its tracing: none): the platform names no trace collector; remove the field or ask the platform team".into(),
+                });
+            }
         };
         Ok(clinic)
     }

@@ -186,6 +186,10 @@ fn values_outside_the_schema_are_refused() {
         // A misspelt policy key must not silently leave the default in place.
         "policy.veleroNamespace={kube-system}",
         "policy.veleroNamespaces={Kube_System}",
+        // Traces need a collector and exactly one way for the agent to get in.
+        "policy.tracing.collector.namespace=observability",
+        "policy.tracing.collector.namespace=o,policy.tracing.collector.service=c,policy.tracing.javaAgent.image=a,policy.tracing.javaAgent.instrumentation=o/java",
+        "policy.tracing.collector.namespace=o,policy.tracing.collector.service=c,policy.tracing.collector.protocol=zipkin,policy.tracing.javaAgent.image=a",
     ] {
         let err = helm_template(&["--set", bad]).expect_err(bad);
         assert!(err.contains("schema"), "{bad}: {err}");

@@ -409,7 +409,21 @@ fn dashboard_is_a_grafana_dashboard_with_the_sidecar_label() {
     assert!(dashboard.metadata.owner_references.is_some());
     let json: Value = serde_json::from_str(dashboard.data.unwrap().values().next().unwrap()).unwrap();
     let panels = json["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), monitoring::panels(&c).len());
+    assert_eq!(panels.len(), monitoring::panels(&c).len() + monitoring::log_panels(&c).len());
+    // Metric panels read the Prometheus variable, log panels the Loki one, and both variables
+    // are declared.
+    let sources: BTreeSet<(&str, &str)> = panels
+        .iter()
+        .map(|p| (p["datasource"]["type"].as_str().unwrap(), p["datasource"]["uid"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sources, BTreeSet::from([("prometheus", "${datasource}"), ("loki", "${logs}")]));
+    let variables: BTreeSet<(&str, &str)> = json["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v["query"].as_str().unwrap()))
+        .collect();
+    assert_eq!(variables, BTreeSet::from([("datasource", "prometheus"), ("logs", "loki")]));
     let ids: BTreeSet<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), panels.len(), "panel ids are unique");
     assert!(panels.iter().all(|p| !p["targets"].as_array().unwrap().is_empty()));
@@ -452,8 +466,30 @@ fn docs_describe_every_alert_and_panel() {
             alert.name
         );
     }
-    for panel in monitoring::panels(&c) {
+    for alert in monitoring::log_alerts(&c) {
+        assert!(
+            runbooks.contains(&format!("\n## {}\n", alert.name)),
+            "no runbook section for {}",
+            alert.name
+        );
+        assert!(
+            page.contains(&format!("| `{}` | {} |", alert.name, alert.severity)),
+            "{} not in the log alerts table",
+            alert.name
+        );
+    }
+    for panel in monitoring::panels(&c).into_iter().chain(monitoring::log_panels(&c)) {
         assert!(page.contains(&format!("| {} |", panel.title)), "panel {} not listed", panel.title);
+    }
+    // Each line filter is written out next to what it detects.
+    for pattern in [
+        monitoring::AUTH_FAILURE_LINE,
+        monitoring::DATABASE_ERROR_PATTERN,
+        monitoring::OUT_OF_MEMORY_LINE,
+        monitoring::ERROR_PATTERN,
+        monitoring::BACKEND_START_PATTERN,
+    ] {
+        assert!(page.contains(pattern), "{pattern} is not in docs/monitoring.md");
     }
     for (metric, _) in monitoring::KNOWN_METRICS {
         assert!(page.contains(&format!("`{metric}`")), "{metric} missing from the sources table");

@@ -9,6 +9,10 @@
 //   - it connects to MariaDB with those credentials, creates its tables on first start (as
 //     OpenMRS' installer and Liquibase do) and writes the runtime properties file into the data
 //     directory, as OpenMRS does after an install;
+//   - it logs "Failed login attempt (login=...)" for a refused login, as OpenMRS does;
+//   - it answers the trace id of the request's W3C `traceparent` in a response header, and, when
+//     an OpenTelemetry Java agent jar is at JAVA_TOOL_OPTIONS' -javaagent path, exports a span
+//     per request continuing that trace, as the agent does (tracing.go);
 //   - it serves on :8080 under the context path /openmrs: /openmrs/health/started,
 //     /openmrs/health/alive and /openmrs/ws/rest/v1/session (which needs the database, and
 //     authenticates the admin user with HTTP Basic), the paths the probes and the gateway use.
@@ -172,6 +176,10 @@ func (s *server) session(w http.ResponseWriter, r *http.Request) {
 		} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			http.Error(w, `{"error":"database unavailable"}`, http.StatusServiceUnavailable)
 			return
+		} else {
+			// OpenMRS' ContextDAO logs this line, at INFO, for every refused login; the
+			// clinic's Loki alert and dashboard count it.
+			log.Printf("INFO - Failed login attempt (login=%s) - Invalid username and/or password: %s", user, user)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -217,9 +225,15 @@ func main() {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found (OpenMRS stand-in)", http.StatusNotFound)
 	})
+	traced := newTracer().wrap(mux)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(standInHeader, "clinic-operator-e2e")
-		mux.ServeHTTP(w, r)
+		// The trace id of the W3C trace context the request brought, which OpenMRS' Java agent
+		// continues: a test joins it to the gateway's log and to the exported span.
+		if parts := strings.Split(r.Header.Get("traceparent"), "-"); len(parts) == 4 {
+			w.Header().Set(standInHeader+"-Trace-Id", parts[1])
+		}
+		traced.ServeHTTP(w, r)
 	})
 	httpServer := &http.Server{Addr: ":8080", Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 

@@ -72,6 +72,11 @@ pub struct ClinicPlatformSpec {
     #[serde(default)]
     pub monitoring: MonitoringSpec,
 
+    /// Traces of the backend (OpenTelemetry), exported to the collector the platform's policy
+    /// names (`policy.tracing`): a tenant switches them on, the platform decides where they go.
+    #[serde(default)]
+    pub tracing: TracingSpec,
+
     /// Data residency: every pod of the platform is required to run on nodes of these regions or
     /// zones, so patient data stays where the hosting certification (HDS) allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +311,7 @@ pub struct DatabaseSpec {
     #[serde(default = "yes")]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.database.encryptAtRest: cannot be turned off once on, the data is encrypted with its key"))]
     pub encrypt_at_rest: bool,
+
 }
 
 impl Default for DatabaseSpec {
@@ -678,6 +684,65 @@ pub struct MonitoringSpec {
     /// The Grafana dashboard ConfigMap.
     #[serde(default)]
     pub dashboard: DashboardSpec,
+
+    /// What the clinic gets from a Loki log pipeline: log panels on its dashboard, and alert
+    /// rules for the Loki ruler. Logs themselves are collected by the platform's agent from the
+    /// containers' output (docs/monitoring.md#logs says which labels it must set).
+    #[serde(default)]
+    pub logs: LogsSpec,
+}
+
+/// The clinic's side of a Loki log pipeline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsSpec {
+    /// Log panels on the clinic's dashboard (errors by component, authentication failures, the
+    /// backend's start), read from the Loki data source picked in the dashboard's `logs`
+    /// variable (default true; without Loki in Grafana they stay empty).
+    #[serde(default = "yes")]
+    pub dashboard: bool,
+
+    /// Ship the clinic's log alert rules (repeated authentication failures, database errors,
+    /// the backend out of memory) as a ConfigMap `<name>-loki-rules` in its namespace, in the
+    /// rule-group file format the Loki ruler reads, for the ruler's sidecar to load (default
+    /// false: only where a Loki ruler picks them up; needs `spec.monitoring.enabled`).
+    #[serde(default)]
+    pub alert_rules: bool,
+
+    /// Label key the Loki ruler's sidecar selects rule ConfigMaps by (Loki's chart:
+    /// `sidecar.rules.label`).
+    #[serde(default = "default_loki_rule_label")]
+    #[x_kube(validation = Rule::new("!self.startsWith('app.kubernetes.io/') && !self.startsWith('clinic.audioprothese.fr/')").message("spec.monitoring.logs.ruleLabel: keys under app.kubernetes.io/ and clinic.audioprothese.fr/ are the operator's own (they say which clinic an object belongs to)"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub rule_label: String,
+
+    /// Value of that label (Loki's chart: `sidecar.rules.labelValue`, empty by default).
+    #[serde(default)]
+    #[schemars(length(max = 63))]
+    pub rule_label_value: String,
+}
+
+impl Default for LogsSpec {
+    fn default() -> Self {
+        Self {
+            dashboard: true,
+            alert_rules: false,
+            rule_label: default_loki_rule_label(),
+            rule_label_value: String::new(),
+        }
+    }
+}
+
+/// Traces of the OpenMRS backend.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// Run the backend with the OpenTelemetry Java agent, exporting every request's trace
+    /// (the gateway starts one for each request that has none, and logs its trace id) to the
+    /// collector `policy.tracing` names, with the clinic as a resource attribute. Refused when
+    /// the platform names no collector. Default false.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 impl Default for MonitoringSpec {
@@ -688,6 +753,7 @@ impl Default for MonitoringSpec {
             prometheus_namespace: default_monitoring_namespace(),
             scrape_interval: default_scrape_interval(),
             dashboard: DashboardSpec::default(),
+            logs: LogsSpec::default(),
         }
     }
 }
@@ -867,6 +933,9 @@ fn default_scrape_interval() -> String {
 }
 fn default_dashboard_label() -> String {
     "grafana_dashboard".into()
+}
+fn default_loki_rule_label() -> String {
+    "loki_rule".into()
 }
 fn default_dashboard_label_value() -> String {
     "1".into()

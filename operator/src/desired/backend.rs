@@ -6,14 +6,15 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, Volume,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::database::{self, claim_template, retention};
 use super::secrets::{KEY_PASSWORD, KEY_USERNAME};
 use super::*;
+use crate::policy::TracingPolicy;
 
 pub const PORT: i32 = 8080;
 /// Ports of the clustered cache (JGroups) when several replicas run.
@@ -94,7 +95,70 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         vars.push(env("OMRS_SEARCH", "elasticsearch"));
         vars.push(env("OMRS_SEARCH_ES_URIS", clustering.elasticsearch_uris.clone()));
     }
+    if let Some(tracing) = &clinic.tracing {
+        vars.extend(tracing_environment(clinic, tracing));
+    }
     vars
+}
+
+/// Where the OpenTelemetry Java agent's jar lands in the backend when an init container copies
+/// it (the folder the OpenTelemetry Operator uses for the same).
+pub const OTEL_AGENT_DIR: &str = "/otel-auto-instrumentation-java";
+/// The OpenTelemetry Operator's annotation that injects the Java agent.
+pub const OTEL_INJECT_JAVA_ANNOTATION: &str = "instrumentation.opentelemetry.io/inject-java";
+/// Which containers it injects (the backend's only, not the init containers).
+pub const OTEL_CONTAINER_NAMES_ANNOTATION: &str = "instrumentation.opentelemetry.io/container-names";
+
+/// The agent's settings: the same whichever way it gets in (the OpenTelemetry Operator keeps a
+/// variable the container already sets), so the endpoint is always the one the NetworkPolicy
+/// opens. Only traces leave: logs go to stdout for the log pipeline, metrics stay off.
+fn tracing_environment(clinic: &Clinic, tracing: &TracingPolicy) -> Vec<EnvVar> {
+    let mut vars = vec![
+        EnvVar {
+            name: "OTEL_POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        env("OTEL_SERVICE_NAME", "openmrs"),
+        env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!(
+                "clinic={},service.namespace={},k8s.namespace.name={},k8s.pod.name=$(OTEL_POD_NAME)",
+                clinic.name, clinic.namespace, clinic.namespace
+            ),
+        ),
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.collector.endpoint()),
+        env("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.collector.protocol.as_str()),
+        env("OTEL_TRACES_EXPORTER", "otlp"),
+        env("OTEL_METRICS_EXPORTER", "none"),
+        env("OTEL_LOGS_EXPORTER", "none"),
+        // W3C trace context: the gateway sends a `traceparent` on every request.
+        env("OTEL_PROPAGATORS", "tracecontext,baggage"),
+    ];
+    if tracing.java_agent.image.is_some() {
+        vars.push(env("JAVA_TOOL_OPTIONS", format!("-javaagent:{OTEL_AGENT_DIR}/javaagent.jar")));
+    }
+    vars
+}
+
+/// The init container that copies the agent's jar from the image the policy names.
+fn agent_copier(clinic: &Clinic, image: &str, jar: &str) -> Container {
+    Container {
+        name: "otel-agent".into(),
+        image: Some(image.into()),
+        image_pull_policy: Some(pull_policy(clinic)),
+        command: Some(vec!["cp".into(), jar.into(), format!("{OTEL_AGENT_DIR}/javaagent.jar")]),
+        resources: Some(resources(None, ("50m", "32Mi"), ("500m", "128Mi"))),
+        security_context: Some(container_security_context_as(UID, GID)),
+        volume_mounts: Some(vec![mount("otel-agent", OTEL_AGENT_DIR)]),
+        ..Default::default()
+    }
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -165,6 +229,23 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
             });
         }
     }
+    let mut init_containers = vec![stage];
+    let mut annotations = BTreeMap::new();
+    if let Some(tracing) = &clinic.tracing {
+        match (&tracing.java_agent.image, &tracing.java_agent.instrumentation) {
+            (Some(image), _) => {
+                init_containers.push(agent_copier(clinic, image, tracing.java_agent.jar_path()));
+                mounts.push(mount("otel-agent", OTEL_AGENT_DIR));
+                volumes.push(empty_dir("otel-agent", "256Mi"));
+            }
+            (None, Some(instrumentation)) => {
+                annotations.insert(OTEL_INJECT_JAVA_ANNOTATION.to_string(), instrumentation.clone());
+                annotations.insert(OTEL_CONTAINER_NAMES_ANNOTATION.to_string(), "openmrs".to_string());
+            }
+            // The policy is checked when read: one of the two is set.
+            (None, None) => {}
+        }
+    }
     let main = Container {
         name: "openmrs".into(),
         image: Some(image),
@@ -187,7 +268,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         PodParts {
             uid: UID,
             gid: Some(GID),
-            init_containers: vec![stage],
+            init_containers,
             containers: vec![main],
             volumes,
             spread: Some(Component::Backend),
@@ -204,7 +285,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
             pod_management_policy: Some("OrderedReady".into()),
             persistent_volume_claim_retention_policy: Some(retention(clinic)),
             template: PodTemplateSpec {
-                metadata: Some(pod_template_metadata(clinic, Component::Backend, &pod, BTreeMap::new(), &[])),
+                metadata: Some(pod_template_metadata(clinic, Component::Backend, &pod, annotations, &[])),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim_template(

@@ -47,7 +47,11 @@ events {{
 http {{
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
-  access_log /dev/stdout;
+  # nginx's combined format, then the response time and the request's W3C trace id: the
+  # backend's trace (spec.tracing) and this line share it, so a log line leads to its trace.
+  log_format clinic '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                    '"$http_referer" "$http_user_agent" rt=$request_time trace_id=$trace_id';
+  access_log /dev/stdout clinic;
   sendfile on;
   tcp_nopush on;
   keepalive_timeout 65;
@@ -72,6 +76,22 @@ http {{
     "" $scheme;
   }}
 
+  # W3C trace context: a request that brings a valid `traceparent` keeps it; any other gets
+  # one here, its trace id the request's random id, marked sampled.
+  map $request_id $gateway_span_id {{
+    "~^(?<span>[0-9a-f]{{16}})" $span;
+  }}
+
+  map $http_traceparent $traceparent {{
+    "~^00-(?!0{{32}}-)[0-9a-f]{{32}}-(?!0{{16}}-)[0-9a-f]{{16}}-[0-9a-f]{{2}}$" $http_traceparent;
+    default "00-$request_id-$gateway_span_id-01";
+  }}
+
+  map $traceparent $trace_id {{
+    "~^00-(?<id>[0-9a-f]{{32}})-" $id;
+    default "-";
+  }}
+
   upstream frontend {{
     server {frontend}:80;
   }}
@@ -93,6 +113,7 @@ http {{
     proxy_set_header X-Forwarded-Proto $forwarded_proto;
     proxy_set_header X-Real-IP $remote_addr;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header traceparent $traceparent;
     proxy_http_version 1.1;
 
     gzip on;

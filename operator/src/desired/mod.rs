@@ -79,6 +79,9 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     {
         push(&mut out, &dashboard);
     }
+    if let Some(rules) = monitoring::loki_rules(clinic) {
+        push(&mut out, &rules);
+    }
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }

@@ -1,6 +1,7 @@
 //! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
 //! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and backend -> MariaDB, DNS, and
-//! the extra egress the spec declares, and Prometheus' namespace -> the exporters' ports.
+//! the extra egress the spec declares, backend -> the trace collector the policy names (with
+//! `spec.tracing`), and Prometheus' namespace -> the exporters' ports.
 
 use std::collections::BTreeMap;
 
@@ -143,6 +144,20 @@ fn backend(clinic: &Clinic) -> NetworkPolicy {
         let jgroups: Vec<_> = super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect();
         ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
         egress.push(to(vec![pods_of(clinic, Component::Backend)], jgroups));
+    }
+    // The trace collector the platform names, and only it (its pods, when the policy names
+    // their labels).
+    if let Some(tracing) = &clinic.tracing {
+        let collector = &tracing.collector;
+        let collector_pods = NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(&collector.namespace)),
+            pod_selector: (!collector.pod_labels.is_empty()).then(|| LabelSelector {
+                match_labels: Some(collector.pod_labels.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        egress.push(to(vec![collector_pods], vec![tcp(i32::from(collector.port))]));
     }
     for rule in &clinic.spec.security.extra_egress {
         let block = NetworkPolicyPeer {

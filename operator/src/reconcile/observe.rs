@@ -48,6 +48,7 @@ pub async fn observe(
         operator_installed: monitors.installed,
         in_place: monitors.in_place.len(),
         error: monitors.error.clone().or(dashboard_error),
+        logs_and_traces: crate::desired::monitoring::logs_and_traces(clinic),
     };
     let created = cp.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut backup =

@@ -160,6 +160,9 @@ pub struct MonitoringState {
     /// How many of the ServiceMonitor and PrometheusRule are in place.
     pub in_place: usize,
     pub error: Option<Problem>,
+    /// What the clinic gives the log and trace pipelines (see
+    /// [`crate::desired::monitoring::logs_and_traces`]), said in the condition's message.
+    pub logs_and_traces: String,
 }
 
 fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
@@ -179,6 +182,8 @@ fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Conditi
         }
         _ => (true, "Monitored", "exporters, ServiceMonitor and PrometheusRule are in place".to_string()),
     };
+    let message =
+        if m.logs_and_traces.is_empty() { message } else { format!("{message}; {}", m.logs_and_traces) };
     condition(MONITORING_READY, ok, reason, message, generation)
 }
 
@@ -754,10 +759,17 @@ mod tests {
             operator_installed: true,
             in_place: 0,
             error: Some(Problem::from(error)),
+            ..Default::default()
         };
         let all_errors = errors();
         let first = |kind: fn(&Error) -> bool| all_errors.iter().find(|e| kind(e)).map(failing);
-        let monitored = MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None };
+        let monitored = MonitoringState {
+            enabled: true,
+            operator_installed: true,
+            in_place: 2,
+            error: None,
+            ..Default::default()
+        };
         let monitoring_states: Vec<MonitoringState> = [
             Some(MonitoringState { enabled: false, ..Default::default() }),
             first(|e| matches!(e, Error::Apply { .. })),
@@ -766,8 +778,20 @@ mod tests {
                 object: "ConfigMap monitoring/clinic-lyon-lyon-4d703153-dashboard".into(),
                 holder: None,
             })),
-            Some(MonitoringState { enabled: true, operator_installed: false, in_place: 0, error: None }),
-            Some(MonitoringState { enabled: true, operator_installed: true, in_place: 1, error: None }),
+            Some(MonitoringState {
+                enabled: true,
+                operator_installed: false,
+                in_place: 0,
+                error: None,
+                ..Default::default()
+            }),
+            Some(MonitoringState {
+                enabled: true,
+                operator_installed: true,
+                in_place: 1,
+                error: None,
+                ..Default::default()
+            }),
             Some(monitored.clone()),
         ]
         .into_iter()
@@ -965,7 +989,13 @@ mod tests {
             route: Some(crate::api::RouteSpec { host: "emr.lyon.example.fr".into(), gateway: None }),
             ..Default::default()
         });
-        let monitored = MonitoringState { enabled: true, operator_installed: true, in_place: 2, error: None };
+        let monitored = MonitoringState {
+            enabled: true,
+            operator_installed: true,
+            in_place: 2,
+            error: None,
+            ..Default::default()
+        };
         let mut pass =
             observed(workloads(true), None, Gate::Open, backup_healths()[0].clone(), monitored, true);
         pass.route = Some(RouteState::Accepted { controller: "traefik.io/gateway-controller".into() });

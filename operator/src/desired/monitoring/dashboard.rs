@@ -222,12 +222,16 @@ pub fn panels(clinic: &Clinic) -> Vec<Panel> {
     panels
 }
 
-/// Grafana dashboard JSON (schema 39) with a Prometheus data source variable.
+/// Grafana dashboard JSON (schema 39) with a Prometheus data source variable, and a Loki one
+/// for the log panels.
 pub fn dashboard_json(clinic: &Clinic) -> Value {
-    let panels: Vec<Value> = panels(clinic)
-        .into_iter()
+    let metric_panels = panels(clinic).into_iter().map(|p| ("prometheus", "${datasource}", p));
+    let log_panels: Vec<Panel> = super::logs::log_panels(clinic);
+    let has_logs = !log_panels.is_empty();
+    let panels: Vec<Value> = metric_panels
+        .chain(log_panels.into_iter().map(|p| ("loki", "${logs}", p)))
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, (source, uid, p))| {
             let (w, h) = if p.kind == "stat" { (6, 4) } else { (12, 8) };
             let (x, y) =
                 if p.kind == "stat" { ((i % 4) * 6, 0) } else { (((i - 4) % 2) * 12, 4 + ((i - 4) / 2) * 8) };
@@ -235,18 +239,24 @@ pub fn dashboard_json(clinic: &Clinic) -> Value {
                 "id": i + 1,
                 "type": p.kind,
                 "title": p.title,
-                "datasource": { "type": "prometheus", "uid": "${datasource}" },
+                "datasource": { "type": source, "uid": uid },
                 "gridPos": { "x": x, "y": y, "w": w, "h": h },
                 "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
                 "targets": p.queries.iter().enumerate().map(|(j, (legend, expr))| json!({
                     "refId": ((b'A' + j as u8) as char).to_string(),
                     "expr": expr,
                     "legendFormat": legend,
-                    "datasource": { "type": "prometheus", "uid": "${datasource}" },
+                    "datasource": { "type": source, "uid": uid },
                 })).collect::<Vec<_>>(),
             })
         })
         .collect();
+    let mut variables = vec![
+        json!({ "name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source" }),
+    ];
+    if has_logs {
+        variables.push(json!({ "name": "logs", "type": "datasource", "query": "loki", "label": "Logs" }));
+    }
     json!({
         "uid": format!("clinic-{}", &hash_of(&(&clinic.namespace, &clinic.name))[..12]),
         "title": format!("Clinic {} / {}", clinic.namespace, clinic.name),
@@ -255,12 +265,7 @@ pub fn dashboard_json(clinic: &Clinic) -> Value {
         "editable": false,
         "time": { "from": "now-6h", "to": "now" },
         "refresh": "1m",
-        "templating": { "list": [{
-            "name": "datasource",
-            "type": "datasource",
-            "query": "prometheus",
-            "label": "Data source",
-        }] },
+        "templating": { "list": variables },
         "panels": panels,
     })
 }

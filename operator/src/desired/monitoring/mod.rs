@@ -1,6 +1,7 @@
 //! Monitoring of one clinic: the exporter sidecars (OpenMRS, MariaDB and the gateway's nginx
 //! have no Prometheus endpoint of their own), the Services that expose them, the Prometheus
-//! Operator `ServiceMonitor` and `PrometheusRule`, and a Grafana dashboard ConfigMap.
+//! Operator `ServiceMonitor` and `PrometheusRule`, a Grafana dashboard ConfigMap, and the Loki
+//! side ([`logs`]: log panels and the log alerts' ConfigMap).
 //!
 //! Every metric an alert or panel uses is listed in [`KNOWN_METRICS`] with the component that
 //! exposes it; a test parses every expression ([`promql`]) and fails on a name outside that list.
@@ -11,6 +12,7 @@
 mod alerts;
 mod dashboard;
 mod exporters;
+mod logs;
 mod promql;
 
 pub use alerts::{Alert, RUNBOOK_BASE, alerts, prometheus_rule, rule_groups};
@@ -19,6 +21,10 @@ pub use dashboard::{
 };
 pub use exporters::{
     exporter_init_sql, exporter_secret_name, metrics_services, mysqld_exporter, nginx_exporter,
+};
+pub use logs::{
+    AUTH_FAILURE_LINE, BACKEND_START_PATTERN, DATABASE_ERROR_PATTERN, ERROR_PATTERN, OUT_OF_MEMORY_LINE,
+    log_alerts, log_panels, logs_and_traces, loki_rule_groups, loki_rules,
 };
 pub use promql::{KNOWN_METRICS, metric_names};
 

@@ -47,10 +47,11 @@ up() {
 
   k apply --server-side -f "$root/crds/clinicplatform.yaml" >/dev/null
   # Polled rather than `kubectl wait`: a CRD read before its status is first written has
-  # `conditions: null`, which kubectl wait reports as an error instead of waiting.
+  # `conditions: null`, which kubectl wait reports as an error instead of waiting (and so does
+  # this jsonpath filter: that read counts as not yet Established).
   for _ in $(seq 120); do
     established=$(k get crd clinicplatforms.clinic.audioprothese.fr \
-      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')
+      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null || true)
     [ "$established" = True ] && break
     sleep 0.5
   done

@@ -1078,6 +1078,44 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         "the operator's account could rewrite a Secret: {rewrite:?}"
     );
     refused += 1;
+    // The one exception: MariaDB's certificate the operator's CA issued and renews. The same
+    // rewrite of another TLS Secret (an Ingress certificate) is refused.
+    let tls_secret = |name: &str, annotated: bool| -> Result<()> {
+        let annotations = if annotated {
+            "\n  annotations: {clinic.audioprothese.fr/not-after: '2027-01-01T00:00:00Z'}"
+        } else {
+            ""
+        };
+        env.plane.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}{annotations}\ntype: kubernetes.io/tls\ndata: {{tls.crt: b2xk, tls.key: b2xk}}\n"
+        ))
+        .map(drop)
+    };
+    tls_secret("guard-db-tls", true)?;
+    tls_secret("guard-tls", false)?;
+    let renew = |name: &str| {
+        env.plane.kubectl_as(
+            &env.operator_kubeconfig,
+            &[
+                "-n",
+                ns,
+                "patch",
+                "secret",
+                name,
+                "--type=merge",
+                "--dry-run=server",
+                "-p",
+                r#"{"data":{"tls.crt":"bmV3"}}"#,
+            ],
+        )
+    };
+    renew("guard-db-tls").context("the operator's account could not renew a database certificate")?;
+    let ingress_certificate = renew("guard-tls");
+    ensure!(
+        ingress_certificate.as_ref().is_err_and(|e| format!("{e:#}").contains("never changes the data")),
+        "the operator's account could rewrite another TLS Secret: {ingress_certificate:?}"
+    );
+    refused += 1;
     // Namespaces: only the Pod Security restricted labels, added.
     let relabel = |label: &str| {
         env.plane.kubectl_as(
@@ -1383,7 +1421,11 @@ fn namespace_pod_security_is_enforced_and_opt_out_is_visible(env: &Env) -> Resul
 fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     let ns = "e2e-tls";
     env.namespace(ns)?;
-    env.clinic(ns, "tls", "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n")?;
+    env.clinic(
+        ns,
+        "tls",
+        "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n  database:\n    tls:\n      issuerRef: {name: clinic-ca, kind: Issuer}\n",
+    )?;
     env.wait_ready(ns, "tls", wait())?;
     // Accepted by cert-manager's real schema.
     eventually("Certificate created", Duration::from_secs(30), || {
@@ -1395,6 +1437,20 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
             && cert["spec"]["issuerRef"]["kind"] == "ClusterIssuer",
         "{}",
         cert["spec"]
+    );
+    // MariaDB's, from the clinic's own Issuer, for every name its clients use.
+    let database = env.json(&["-n", ns, "get", "certificates.cert-manager.io", "tls-db-tls"])?;
+    ensure!(
+        database["spec"]["dnsNames"][0] == "tls-mariadb"
+            && database["spec"]["ipAddresses"][0] == "127.0.0.1"
+            && database["spec"]["secretName"] == "tls-db-tls"
+            && database["spec"]["issuerRef"]["kind"] == "Issuer",
+        "{}",
+        database["spec"]
+    );
+    ensure!(
+        env.kubectl(&["-n", ns, "get", "secret", "tls-db-ca"]).is_err(),
+        "a CA of the operator's own while cert-manager issues the certificate"
     );
     let ingress = env.json(&["-n", ns, "get", "ingress", "tls"])?;
     ensure!(ingress["spec"]["tls"][0]["secretName"] == "tls-tls");
@@ -1426,9 +1482,27 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "dataResidency",
         "encryptionAtRest",
         "databaseEncrypted",
+        "databaseTls",
     ] {
         ensure!(c[control] == true, "{control} does not hold: {c}");
     }
+    // The clinic's own CA signed MariaDB's certificate; its end is in the status and on
+    // MariaDB's pod template.
+    let not_after = cp["status"]["databaseCertificate"]["notAfter"].as_str().unwrap_or_default().to_string();
+    let tls = env.json(&["-n", full, "get", "secret", "ok-db-tls"])?;
+    ensure!(
+        tls["type"] == "kubernetes.io/tls"
+            && tls["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"] == not_after.as_str(),
+        "certificate Secret {} against the status' {not_after}",
+        tls["metadata"]
+    );
+    env.kubectl(&["-n", full, "get", "secret", "ok-db-ca"])?;
+    let mariadb = env.json(&["-n", full, "get", "statefulset", "ok-mariadb"])?;
+    ensure!(
+        mariadb["spec"]["template"]["metadata"]["annotations"]["clinic.audioprothese.fr/db-tls-not-after"]
+            == not_after.as_str(),
+        "MariaDB's pod template does not carry the certificate"
+    );
     // A tenant's own word is no evidence: `storageEncrypted: true` on an unencrypted class, and a
     // residency region the policy does not approve, which is refused outright.
     let claims = "e2e-claims";

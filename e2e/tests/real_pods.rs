@@ -1211,6 +1211,148 @@ fn mariadb_data_and_dump_are_encrypted_at_rest(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// No generated secret in any container's log, init containers included: the database and
+/// admin passwords, the exporter's, the dump passphrase, MariaDB's TLS key (the start scripts of
+/// the images run here print none; upstream's backend stopped printing its properties in
+/// openmrs-core 2.8.7).
+fn no_generated_secret_in_any_container_log(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let mut secrets = Vec::new();
+    for (name, keys) in [
+        ("db-credentials", &["password", "root-password"][..]),
+        ("openmrs-admin", &["password"][..]),
+        ("mariadb-exporter", &["password"][..]),
+        ("db-encryption", &["dump-passphrase"][..]),
+        ("db-tls", &["tls.key"][..]),
+    ] {
+        let secret = env.json(&["-n", ns, "get", "secret", &format!("{clinic}-{name}")])?;
+        for key in keys {
+            let value = base64_decode(secret["data"][*key].as_str().unwrap_or_default());
+            ensure!(value.len() >= 32, "{clinic}-{name} has no {key}");
+            // A PEM key is searched for by its base64 body, line by line.
+            let needles: Vec<String> = if value.contains("PRIVATE KEY") {
+                value.lines().filter(|l| !l.starts_with("-----") && l.len() > 16).map(String::from).collect()
+            } else {
+                vec![value]
+            };
+            secrets.extend(needles.into_iter().map(|n| (format!("{name}/{key}"), n)));
+        }
+    }
+    let pods = env.json(&["-n", ns, "get", "pods", "-l", &format!("{INSTANCE}={clinic}")])?;
+    let mut read = 0;
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let containers = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|list| pod["spec"][*list].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c["name"].as_str().map(String::from));
+        for container in containers {
+            let log = env.kubectl(&["-n", ns, "logs", name, "-c", &container])?;
+            read += log.lines().count();
+            for (what, value) in &secrets {
+                ensure!(!log.contains(value.as_str()), "{what} is in the log of {name}/{container}");
+            }
+        }
+    }
+    ensure!(read > 20, "only {read} log lines read");
+    eprintln!(
+        "    {} secret values searched in {read} log lines of every container: none found",
+        secrets.len()
+    );
+    Ok(())
+}
+
+/// MariaDB's `Ssl_server_not_after` ("Mar  4 20:12:52 2027 GMT") as a timestamp.
+fn openssl_time(text: &str) -> Result<jiff::Timestamp> {
+    let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let civil = jiff::civil::DateTime::strptime("%b %d %H:%M:%S %Y GMT", &squeezed)
+        .with_context(|| format!("Ssl_server_not_after {text:?}"))?;
+    Ok(civil.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp())
+}
+
+/// MariaDB refuses plaintext and serves the certificate of its Secret, which a client that
+/// checks the clinic's CA and the Service's name accepts and one with another CA refuses; a new
+/// certificate restarts MariaDB with it, and the backend (which verifies it as MariaDB
+/// Connector/J does) carries on.
+fn mariadb_refuses_plaintext_and_verifies_its_certificate(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let pod = format!("{clinic}-mariadb-0");
+    let service = format!("{clinic}-mariadb");
+    // (exit status 0, what it wrote): a refused connection is an answer here, not an error.
+    let in_pod = |script: &str| -> Result<(bool, String)> {
+        Ok(match env.kubectl(&["-n", ns, "exec", &pod, "-c", "mariadb", "--", "bash", "-c", script]) {
+            Ok(out) => (true, out),
+            Err(e) => (false, format!("{e:#}")),
+        })
+    };
+    let client = |tls: &str| {
+        format!(
+            "MYSQL_PWD=\"$MARIADB_PASSWORD\" mariadb --protocol=tcp -h {service} -u\"$MARIADB_USER\" {tls} -N -B -e \"SHOW STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_server_not_after')\""
+        )
+    };
+    let (ok, plaintext) = in_pod(&client("--skip-ssl"))?;
+    ensure!(!ok, "a plaintext connection was not refused: {plaintext}");
+    // MariaDB 10.11 answers an access denial: the same password opens the TLS session below.
+    let refusal = plaintext
+        .find("ERROR")
+        .map(|at| plaintext[at..].lines().next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    // The same account and password over TLS, checking the clinic's CA and the Service's name.
+    let verified = "--ssl --ssl-ca=/etc/mysql/tls/ca.crt --ssl-verify-server-cert";
+    let (ok, status) = in_pod(&client(verified))?;
+    ensure!(ok, "TLS with the clinic's CA and its name failed: {status}");
+    let value = |status: &str, name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    let version = value(&status, "Ssl_version");
+    ensure!(version == "TLSv1.3" || version == "TLSv1.2", "TLS version {version:?}");
+    let recorded = |env: &Env| -> Result<jiff::Timestamp> {
+        let cp = env.json(&["-n", ns, "get", "clinicplatform", clinic])?;
+        ensure!(
+            cp["status"]["compliance"]["databaseTls"] == true,
+            "compliance: {}",
+            cp["status"]["compliance"]
+        );
+        Ok(cp["status"]["databaseCertificate"]["notAfter"].as_str().unwrap_or_default().parse()?)
+    };
+    let not_after = recorded(env)?;
+    ensure!(
+        openssl_time(&value(&status, "Ssl_server_not_after"))? == not_after,
+        "MariaDB serves a certificate ending {}, the status records {not_after}",
+        value(&status, "Ssl_server_not_after")
+    );
+    let (made, out) = in_pod(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /tmp/other.key -out /tmp/other-ca.crt -subj /CN=other-ca -days 1 2>&1",
+    )?;
+    ensure!(made, "openssl req: {out}");
+    let (ok, other) = in_pod(&client("--ssl --ssl-ca=/tmp/other-ca.crt --ssl-verify-server-cert"))?;
+    ensure!(!ok, "a client trusting another CA connected: {other}");
+    eprintln!(
+        "    plaintext refused ({refusal}), {version} with the clinic's CA for {service}, another CA refused"
+    );
+
+    // A new certificate (its Secret deleted: the operator's CA signs another) rolls MariaDB.
+    let started = Instant::now();
+    env.kubectl(&["-n", ns, "delete", "secret", &format!("{clinic}-db-tls")])?;
+    let mut renewed = not_after;
+    eventually("a new certificate in the status", Duration::from_secs(60), || {
+        renewed = recorded(env)?;
+        Ok(renewed != not_after)
+    })?;
+    eventually("MariaDB restarted with the new certificate", Duration::from_secs(180), || {
+        let (ok, status) = in_pod(&client(verified))?;
+        Ok(ok && openssl_time(&value(&status, "Ssl_server_not_after")).ok() == Some(renewed))
+    })?;
+    env.wait_ready(ns, clinic, READY)?;
+    eprintln!(
+        "    new certificate served and the clinic Ready again in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The operator SIGKILLed in the middle of converging a clinic with real pods converges it on
 /// restart, with no regenerated secret and no duplicate workload.
 fn operator_killed_mid_converge(env: &Env) -> Result<()> {
@@ -1333,11 +1475,13 @@ fn main() -> ExitCode {
         minimal_clinic_deleted_stops_its_pods,
         gateway_serves_frontend_and_backend,
         logs_and_traces_join_at_the_gateway,
+        no_generated_secret_in_any_container_log,
         network_policy_matrix,
         gateway_api_routes_real_requests,
         an_ingress_on_traefik_is_served_over_tls_only,
         mariadb_pod_loss_keeps_data_and_credentials,
         mariadb_data_and_dump_are_encrypted_at_rest,
+        mariadb_refuses_plaintext_and_verifies_its_certificate,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,
     ];

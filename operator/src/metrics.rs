@@ -51,6 +51,7 @@ pub struct Metrics {
     writes: Family<VerbLabel, Counter>,
     clinics: Family<ReadyLabel, Gauge>,
     last_backup: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    database_certificate_expiry: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     cleanup_blocked: Family<ClinicLabel, Gauge>,
     /// Ready state per clinic, to count clinics by state.
     ready: Mutex<HashMap<ClinicKey, bool>>,
@@ -74,6 +75,7 @@ impl Metrics {
         let writes = Family::<VerbLabel, Counter>::default();
         let clinics = Family::<ReadyLabel, Gauge>::default();
         let last_backup = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
+        let database_certificate_expiry = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         let cleanup_blocked = Family::<ClinicLabel, Gauge>::default();
         registry.register(
             "reconcile_duration_seconds",
@@ -95,6 +97,11 @@ impl Metrics {
             last_backup.clone(),
         );
         registry.register(
+            "clinic_database_certificate_expiry_timestamp_seconds",
+            "End of validity of each clinic's MariaDB certificate (spec.database.tls)",
+            database_certificate_expiry.clone(),
+        );
+        registry.register(
             "clinic_cleanup_blocked",
             "1 while a deleted clinic's clean-up fails and its finalizer holds it",
             cleanup_blocked.clone(),
@@ -108,6 +115,7 @@ impl Metrics {
             writes,
             clinics,
             last_backup,
+            database_certificate_expiry,
             cleanup_blocked,
             ready: Mutex::new(HashMap::new()),
         }
@@ -130,18 +138,31 @@ impl Metrics {
         self.writes.get_or_create(&VerbLabel { verb: verb.into() }).inc();
     }
 
-    /// Records a clinic's state after a reconcile.
-    pub fn observe_clinic(&self, namespace: &str, name: &str, ready: bool, last_backup_unix: Option<f64>) {
+    /// Records a clinic's state after a reconcile: whether it is Ready, and (Unix seconds) its
+    /// newest backup and the end of its database certificate, when known.
+    pub fn observe_clinic(
+        &self,
+        namespace: &str,
+        name: &str,
+        ready: bool,
+        last_backup_unix: Option<f64>,
+        certificate_expiry_unix: Option<f64>,
+    ) {
         let mut states = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         states.insert((namespace.to_string(), name.to_string()), ready);
         self.publish_ready_counts(&states);
         let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
-        match last_backup_unix {
-            Some(t) => {
-                self.last_backup.get_or_create(&label).set(t);
-            }
-            None => {
-                self.last_backup.remove(&label);
+        for (family, value) in [
+            (&self.last_backup, last_backup_unix),
+            (&self.database_certificate_expiry, certificate_expiry_unix),
+        ] {
+            match value {
+                Some(t) => {
+                    family.get_or_create(&label).set(t);
+                }
+                None => {
+                    family.remove(&label);
+                }
             }
         }
     }
@@ -160,6 +181,7 @@ impl Metrics {
         self.publish_ready_counts(&states);
         let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
         self.last_backup.remove(&label);
+        self.database_certificate_expiry.remove(&label);
         self.cleanup_blocked.remove(&label);
     }
 

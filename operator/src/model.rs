@@ -95,6 +95,10 @@ pub struct Clinic {
     /// Where the backend's traces go, as the policy says; set when the policy admits a clinic
     /// with `spec.tracing.enabled`, `None` otherwise.
     pub tracing: Option<crate::policy::TracingPolicy>,
+    /// MariaDB's certificate (Secret `<name>-db-tls`) as this pass found or issued it: its end
+    /// of validity goes into MariaDB's pod template, since MariaDB reads its certificate at
+    /// start only. `None` before it exists (and in `render`).
+    pub database_certificate: Option<crate::api::DatabaseCertificateStatus>,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -175,6 +179,27 @@ impl Clinic {
     /// The generated Secret with MariaDB's encryption key file and the dump's passphrase.
     pub fn encryption_secret(&self) -> String {
         self.child_name("db-encryption")
+    }
+
+    /// Whether MariaDB serves TLS only.
+    pub fn database_tls(&self) -> bool {
+        self.spec.database.tls.enabled
+    }
+
+    /// Whether the operator's own CA signs MariaDB's certificate (TLS on, no issuer named).
+    pub fn runs_database_ca(&self) -> bool {
+        self.database_tls() && self.spec.database.tls.issuer_ref.is_none()
+    }
+
+    /// The Secret with MariaDB's certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`), from
+    /// cert-manager or the operator's CA.
+    pub fn database_tls_secret(&self) -> String {
+        self.child_name("db-tls")
+    }
+
+    /// The generated Secret of the clinic's database CA (`ca.crt`, `ca.key`).
+    pub fn database_ca_secret(&self) -> String {
+        self.child_name("db-ca")
     }
 
     pub fn admin_password(&self) -> SecretKey {
@@ -350,6 +375,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         deletion_confirmed: deletion_confirmed(cp),
         gateway: None,
         tracing: None,
+        database_certificate: None,
         spec: spec.clone(),
         owner,
     })
@@ -443,6 +469,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         deletion_confirmed: deletion_confirmed(cp),
         gateway: None,
         tracing: None,
+        database_certificate: None,
     }
 }
 

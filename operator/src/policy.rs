@@ -28,8 +28,9 @@ pub struct Policy {
     pub prometheus_namespaces: Vec<String>,
     /// Namespaces a clinic may open its gateway to (`spec.ingress.controllerNamespace`).
     pub ingress_controller_namespaces: Vec<String>,
-    /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`. An `Issuer` lives in
-    /// the clinic's own namespace and is always allowed.
+    /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef` and
+    /// `spec.database.tls.issuerRef`. An `Issuer` lives in the clinic's own namespace and is
+    /// always allowed.
     pub cluster_issuers: Vec<String>,
     /// Host names a clinic may serve (`spec.ingress.host`, `spec.route.host`): exact names, or
     /// `*.example.fr` for every name under that domain.
@@ -504,6 +505,20 @@ impl Policy {
                     "clusterIssuers",
                 ));
             }
+        }
+        if let Some(issuer) = spec
+            .database
+            .tls
+            .issuer_ref
+            .as_ref()
+            .filter(|i| spec.database.tls.enabled && i.kind == IssuerKind::ClusterIssuer)
+        {
+            requests.push(Request::named(
+                "spec.database.tls.issuerRef.name",
+                &issuer.name,
+                &self.cluster_issuers,
+                "clusterIssuers",
+            ));
         }
         for (field, shown, image) in images(spec) {
             requests.push(Request {

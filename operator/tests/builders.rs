@@ -49,6 +49,8 @@ fn minimal_clinic_has_the_full_child_set() {
         "Secret/lyon-db-credentials",
         "Secret/lyon-db-encryption",
         "Secret/lyon-openmrs-admin",
+        "Secret/lyon-db-ca",
+        "Secret/lyon-db-tls",
         "NetworkPolicy/lyon-default-deny",
         "NetworkPolicy/lyon-allow-dns",
         "NetworkPolicy/lyon-gateway",
@@ -231,7 +233,12 @@ fn backend_is_configured_safely() {
         main.image.as_deref(),
         Some("docker.io/openmrs/openmrs-reference-application-3-backend:3.7.x-no-demo")
     );
-    assert_eq!(env_value(main, "OMRS_DB"), "mysql");
+    // MariaDB Connector/J, which verifies MariaDB's certificate against a PEM CA and its name.
+    assert_eq!(env_value(main, "OMRS_DB"), "mariadb");
+    assert_eq!(
+        env_value(main, "OMRS_DB_EXTRA_ARGS"),
+        "&sslMode=verify-full&serverSslCert=/etc/openmrs/db-tls/ca.crt"
+    );
     assert_eq!(env_value(main, "OMRS_DB_HOSTNAME"), "lyon-mariadb");
     assert_eq!(env_value(main, "OMRS_DB_PORT"), "3306");
     assert_eq!(env_value(main, "OMRS_DB_NAME"), "openmrs");
@@ -676,11 +683,19 @@ fn user_provided_secrets_are_referenced_not_generated() {
         "  database:\n    credentialsSecretRef: lyon-db-from-vault\n  security:\n    adminPasswordSecretRef:\n      name: lyon-admin-from-vault\n      key: admin\n",
     );
     let objects = objects(&c);
-    // Only the exporter's own account and the encryption keys are generated (they are the
-    // operator's, not the user's).
+    // Only the exporter's own account, the encryption keys and MariaDB's CA and certificate are
+    // generated (they are the operator's, not the user's).
     let generated: Vec<String> =
         kind_names(&objects).into_iter().filter(|n| n.starts_with("Secret/")).collect();
-    assert_eq!(generated, ["Secret/lyon-db-encryption", "Secret/lyon-mariadb-exporter"]);
+    assert_eq!(
+        generated,
+        [
+            "Secret/lyon-db-ca",
+            "Secret/lyon-db-encryption",
+            "Secret/lyon-db-tls",
+            "Secret/lyon-mariadb-exporter"
+        ]
+    );
     let backend: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
     let main = backend.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(secret_ref(&main, "OMRS_DB_PASSWORD").0, "lyon-db-from-vault");

@@ -351,6 +351,50 @@ fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+#[test]
+fn an_unrenewed_database_certificate_alerts_two_weeks_before_its_end() {
+    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
+    let runbook = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == "ClinicDatabaseCertificateExpiring")
+        .expect("the alert")["annotations"]["runbook_url"]
+        .clone();
+    let dir = tempdir("certificate-alert");
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(&json!({"groups": groups})).unwrap())
+        .unwrap();
+    // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
+    let metric = "clinic_operator_clinic_database_certificate_expiry_timestamp_seconds";
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "864000x180"},
+                {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1728000x180"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30m", "alertname": "ClinicDatabaseCertificateExpiring", "exp_alerts": []},
+                {"eval_time": "2h", "alertname": "ClinicDatabaseCertificateExpiring", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "namespace": "clinic-lyon", "name": "lyon"},
+                    "exp_annotations": {
+                        "summary": "MariaDB's certificate of clinic clinic-lyon/lyon ends in less than 14 days: it was not renewed.",
+                        "runbook_url": runbook,
+                    },
+                }]},
+            ],
+        }],
+    });
+    std::fs::write(dir.join("tests.yaml"), serde_yaml::to_string(&tests).unwrap()).unwrap();
+    let out =
+        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A heading's anchor as GitHub and MkDocs write it (`## Operator down` -> `operator-down`).
 fn anchor(heading: &str) -> String {
     heading

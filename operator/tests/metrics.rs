@@ -9,8 +9,8 @@ fn exposition_has_the_operator_metrics() {
     m.record_error("ApplyFailed");
     m.record_drift("NetworkPolicy");
     m.record_write("apply");
-    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
-    m.observe_clinic("clinic-nice", "nice", false, None);
+    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0), Some(1_771_000_000.0));
+    m.observe_clinic("clinic-nice", "nice", false, None, None);
     let text = m.encode();
     for line in [
         "clinic_operator_reconciliations_total 1",

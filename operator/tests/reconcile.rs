@@ -3,6 +3,7 @@
 //! The caches are seeded the way the watches would fill them; the mock answers like an API
 //! server (apply returns the applied object, absent objects are 404) and records every request.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +33,17 @@ fn clinic_platform(spec: &str) -> ClinicPlatform {
 
 /// What the API server would hold after a successful apply: the declared body with status.
 fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
-    let clinic = model::validate(cp).unwrap();
+    live_children_with_certificate(cp, SEEDED_NOT_AFTER)
+}
+
+/// [`live_children`], MariaDB started with a certificate that ends at `not_after`.
+fn live_children_with_certificate(cp: &ClinicPlatform, not_after: &str) -> Vec<DynamicObject> {
+    let mut clinic = model::validate(cp).unwrap();
+    clinic.database_certificate =
+        clinic.database_tls().then(|| clinic_operator::api::DatabaseCertificateStatus {
+            not_after: not_after.into(),
+            ..seeded_certificate()
+        });
     desired::objects(&clinic, &SecretValues::Placeholder)
         .iter()
         .filter(|o| o.types.as_ref().unwrap().kind != "Secret")
@@ -61,21 +72,60 @@ fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
         .collect()
 }
 
+/// End of validity of the database certificate the seeded caches hold (issued by the clinic's
+/// CA, far from renewal).
+const SEEDED_NOT_AFTER: &str = "2099-01-01T00:00:00Z";
+const SEEDED_CA_SHA256: &str = "ab12";
+
+fn seeded_certificate() -> clinic_operator::api::DatabaseCertificateStatus {
+    clinic_operator::api::DatabaseCertificateStatus {
+        not_after: SEEDED_NOT_AFTER.into(),
+        issuer: String::new(),
+        secret_version: String::new(),
+    }
+}
+
+fn secret_meta(
+    name: String,
+    labels: BTreeMap<String, String>,
+    annotations: &[(&str, &str)],
+) -> PartialObjectMeta<Secret> {
+    PartialObjectMeta {
+        types: Some(TypeMeta { api_version: "v1".into(), kind: "Secret".into() }),
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some("clinic-lyon".into()),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty())
+                .then(|| annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        _phantom: Default::default(),
+    }
+}
+
+/// The Secrets of a converged clinic: the generated ones, and its database CA and certificate.
 fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
+    use clinic_operator::desired::database_tls::{CA_FINGERPRINT_ANNOTATION, NOT_AFTER_ANNOTATION};
     let clinic = model::validate(cp).unwrap();
-    desired::secrets::generated(&clinic)
+    let labels = clinic.labels(model::Component::Platform);
+    let mut out: Vec<_> = desired::secrets::generated(&clinic)
         .into_iter()
-        .map(|g| PartialObjectMeta {
-            types: Some(TypeMeta { api_version: "v1".into(), kind: "Secret".into() }),
-            metadata: ObjectMeta {
-                name: Some(g.name),
-                namespace: Some("clinic-lyon".into()),
-                labels: Some(clinic.labels(model::Component::Platform)),
-                ..Default::default()
-            },
-            _phantom: Default::default(),
-        })
-        .collect()
+        .map(|g| secret_meta(g.name, labels.clone(), &[]))
+        .collect();
+    if clinic.runs_database_ca() {
+        out.push(secret_meta(
+            clinic.database_ca_secret(),
+            labels.clone(),
+            &[(CA_FINGERPRINT_ANNOTATION, SEEDED_CA_SHA256)],
+        ));
+        out.push(secret_meta(
+            clinic.database_tls_secret(),
+            labels,
+            &[(CA_FINGERPRINT_ANNOTATION, SEEDED_CA_SHA256), (NOT_AFTER_ANNOTATION, SEEDED_NOT_AFTER)],
+        ));
+    }
+    out
 }
 
 /// Fills the caches as a completed initial list would; the clinic's namespace already carries the
@@ -145,13 +195,13 @@ impl Call {
 /// Path of a namespaced child, as the client requests it (`.../namespaces/<ns>/<plural>/<name>`).
 fn object_path(o: &DynamicObject) -> Option<String> {
     let kind = &o.types.as_ref()?.kind;
-    let ar = clinic_operator::reconcile::caches::child_kinds().into_iter().find(|ar| &ar.kind == kind)?;
-    Some(format!(
-        "/namespaces/{}/{}/{}",
-        o.metadata.namespace.as_deref()?,
-        ar.plural,
-        o.metadata.name.as_deref()?
-    ))
+    let plural = match kind.as_str() {
+        "Secret" => "secrets".to_string(),
+        _ => {
+            clinic_operator::reconcile::caches::child_kinds().into_iter().find(|ar| &ar.kind == kind)?.plural
+        }
+    };
+    Some(format!("/namespaces/{}/{plural}/{}", o.metadata.namespace.as_deref()?, o.metadata.name.as_deref()?))
 }
 
 /// A fake API server: answers every request and records it; GETs of `live` objects return them.
@@ -274,7 +324,23 @@ async fn create_from_nothing() {
     let summary: Vec<String> =
         calls.iter().map(|c| format!("{} {}", c.method, c.path.split('?').next().unwrap())).collect();
 
-    // The namespace gets its Pod Security labels first.
+    // MariaDB's certificate first, since its end of validity goes into MariaDB's pod template:
+    // the clinic's CA looked for, made, and the certificate it signs.
+    assert_eq!(summary[0], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-ca");
+    assert_eq!(summary[1], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(calls[1].body["metadata"]["name"], "lyon-db-ca");
+    assert_eq!(summary[2], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(calls[2].body["metadata"]["name"], "lyon-db-tls");
+    assert_eq!(calls[2].body["type"], "kubernetes.io/tls");
+    let not_after = calls[2].body["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"].clone();
+    let private_keys: Vec<String> = [&calls[1].body["data"]["ca.key"], &calls[2].body["data"]["tls.key"]]
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let calls = calls[3..].to_vec();
+    let summary = summary[3..].to_vec();
+
+    // The namespace gets its Pod Security labels next.
     assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");
     assert_eq!(calls[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     // Generated Secrets: looked for, the database volume checked for the two whose password the
@@ -334,10 +400,21 @@ async fn create_from_nothing() {
     assert_eq!(events.len(), 1, "one Created event for the pass: {events:?}");
     assert_eq!(events[0].body["reason"], "Created");
     assert_eq!(events[0].body["note"], "created 27 objects");
-    // No password in any event or status.
+    // No password nor private key in any event or status.
     for c in calls.iter().filter(|c| c.path.contains("/events") || c.path.contains("/status")) {
         assert!(!c.body.to_string().contains(password), "a password leaked into {}", c.path);
+        for key in &private_keys {
+            assert!(!c.body.to_string().contains(key.as_str()), "a private key leaked into {}", c.path);
+        }
     }
+    // The certificate's end of validity is in the status and MariaDB's pod template.
+    assert_eq!(written["databaseCertificate"]["notAfter"], not_after);
+    assert_eq!(written["compliance"]["databaseTls"], false, "no MariaDB pod runs it yet");
+    let mariadb = applies.iter().find(|c| c.path.contains("/statefulsets/lyon-mariadb")).unwrap();
+    assert_eq!(
+        mariadb.body["spec"]["template"]["metadata"]["annotations"]["clinic.audioprothese.fr/db-tls-not-after"],
+        not_after
+    );
 }
 
 #[tokio::test]
@@ -503,9 +580,13 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await;
     let error = result.expect_err("must not go on without credentials").to_string();
     assert!(error.contains("lyon-db-credentials") && error.contains("data-lyon-mariadb-0"), "{error}");
+    // MariaDB's CA and certificate may be made (no data depends on them); no Secret is created
+    // once the credentials were found missing.
     let calls = calls.lock().unwrap().clone();
+    let looked =
+        calls.iter().position(|c| c.ends_with("/secrets/lyon-db-credentials")).expect("looked for it");
     assert!(
-        !calls.iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
+        !calls[looked..].iter().any(|c| c.starts_with("POST") && c.contains("/secrets")),
         "a Secret was generated: {calls:?}"
     );
     assert!(
@@ -876,4 +957,89 @@ async fn a_credentials_switch_over_initialised_data_is_refused() {
     let (result, calls) = run(&moved, seeded(live_children(&initial), secret_metadata(&initial)).await).await;
     result.unwrap();
     assert_eq!(written_status(&calls)["databaseCredentialsSecret"], "vault-synced");
+}
+
+/// A converged clinic whose database certificate, signed by the CA Secret it holds, ends
+/// `days_left` days from now.
+async fn certificate_case(days_left: i64, signed_by_the_ca: bool) -> (Vec<Call>, String) {
+    use clinic_operator::desired::database_tls;
+    let cp = clinic_platform("  {}\n");
+    let clinic = model::validate(&cp).unwrap();
+    let now = jiff::Timestamp::now();
+    let (ca_cert, ca_key) = database_tls::new_ca(&clinic, now).unwrap();
+    let fingerprint = database_tls::fingerprint(&ca_cert).unwrap();
+    let not_after = (now + jiff::SignedDuration::from_hours(24 * days_left)).to_string();
+    let children = live_children_with_certificate(&cp, &not_after);
+    let signer = if signed_by_the_ca { fingerprint.clone() } else { "another-ca".to_string() };
+    let labels = clinic.labels(model::Component::Platform);
+    let mut secrets: Vec<_> = secret_metadata(&cp)
+        .into_iter()
+        .filter(|s| !s.metadata.name.as_deref().unwrap().starts_with("lyon-db-tls"))
+        .filter(|s| s.metadata.name.as_deref() != Some("lyon-db-ca"))
+        .collect();
+    secrets.push(secret_meta(
+        "lyon-db-ca".into(),
+        labels.clone(),
+        &[(database_tls::CA_FINGERPRINT_ANNOTATION, &fingerprint)],
+    ));
+    let mut tls = secret_meta(
+        "lyon-db-tls".into(),
+        labels,
+        &[
+            (database_tls::CA_FINGERPRINT_ANNOTATION, &signer),
+            (database_tls::NOT_AFTER_ANNOTATION, &not_after),
+        ],
+    );
+    tls.metadata.resource_version = Some("41".into());
+    secrets.push(tls);
+    let mut seeded = seeded(children, secrets).await;
+    let ca: DynamicObject = serde_json::from_value(
+        serde_json::to_value(database_tls::ca_secret(&clinic, &ca_cert, &ca_key)).unwrap(),
+    )
+    .unwrap();
+    seeded.live.push(ca);
+    let (result, calls) = run(&cp, seeded).await;
+    result.unwrap();
+    (calls, not_after)
+}
+
+#[tokio::test]
+async fn a_current_database_certificate_is_left_alone() {
+    let (calls, _) = certificate_case(60, true).await;
+    assert!(
+        !calls.iter().any(|c| c.path.contains("/secrets")),
+        "{:?}",
+        calls.iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+    assert!(!calls.iter().any(|c| c.path.contains("/statefulsets/lyon-mariadb") && c.mutating()));
+}
+
+#[tokio::test]
+async fn a_due_or_foreign_database_certificate_is_issued_again_and_rolls_mariadb() {
+    for (days_left, signed_by_the_ca) in [(20, true), (60, false)] {
+        let (calls, old_not_after) = certificate_case(days_left, signed_by_the_ca).await;
+        let case = format!("{days_left} days left, signed by the CA: {signed_by_the_ca}");
+        let writes: Vec<&Call> =
+            calls.iter().filter(|c| c.path.contains("/secrets") && c.mutating()).collect();
+        assert_eq!(writes.len(), 1, "{case}: {writes:?}");
+        let renewal = writes[0];
+        // A merge patch of the certificate Secret only, on the version the cache saw.
+        assert!(renewal.is("PATCH", "/secrets/lyon-db-tls"), "{case}: {}", renewal.path);
+        assert_eq!(renewal.body["metadata"]["resourceVersion"], "41", "{case}");
+        let not_after =
+            renewal.body["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"].as_str().unwrap();
+        assert_ne!(not_after, old_not_after, "{case}");
+        assert!(renewal.body["data"]["tls.crt"].is_string() && renewal.body["data"]["tls.key"].is_string());
+        // MariaDB reads its certificate at start: its pod template takes the new one.
+        let mariadb = calls
+            .iter()
+            .find(|c| c.is("PATCH", "/statefulsets/lyon-mariadb"))
+            .unwrap_or_else(|| panic!("{case}: MariaDB not rolled"));
+        assert_eq!(
+            mariadb.body["spec"]["template"]["metadata"]["annotations"]["clinic.audioprothese.fr/db-tls-not-after"],
+            not_after,
+            "{case}"
+        );
+        assert_eq!(written_status(&calls)["databaseCertificate"]["notAfter"], not_after, "{case}");
+    }
 }

@@ -21,7 +21,15 @@ OMRS_DB_PORT=${OMRS_DB_PORT:-3306}
 OMRS_DB_NAME=${OMRS_DB_NAME:-openmrs}
 OMRS_DB_USERNAME=${OMRS_DB_USERNAME:-openmrs}
 OMRS_DB_PASSWORD=${OMRS_DB_PASSWORD:-openmrs}
-OMRS_DB_URL=${OMRS_DB_URL:-jdbc:mysql://$OMRS_DB_HOSTNAME:$OMRS_DB_PORT/$OMRS_DB_NAME?autoReconnect=true&sessionVariables=default_storage_engine=InnoDB&useUnicode=true&characterEncoding=UTF-8}
+OMRS_DB_EXTRA_ARGS=${OMRS_DB_EXTRA_ARGS:-}
+# As upstream: the driver follows OMRS_DB (MySQL Connector/J or MariaDB Connector/J), the
+# arguments are upstream's defaults followed by OMRS_DB_EXTRA_ARGS, and OMRS_DB_URL wins.
+case "$OMRS_DB" in
+  mariadb) OMRS_DB_JDBC_PROTOCOL=${OMRS_DB_JDBC_PROTOCOL:-mariadb} ;;
+  *) OMRS_DB_JDBC_PROTOCOL=${OMRS_DB_JDBC_PROTOCOL:-mysql} ;;
+esac
+OMRS_DB_ARGS=${OMRS_DB_ARGS:-?autoReconnect=true&sessionVariables=default_storage_engine=InnoDB&useUnicode=true&characterEncoding=UTF-8}
+OMRS_DB_URL=${OMRS_DB_URL:-jdbc:$OMRS_DB_JDBC_PROTOCOL://$OMRS_DB_HOSTNAME:$OMRS_DB_PORT/$OMRS_DB_NAME$OMRS_DB_ARGS$OMRS_DB_EXTRA_ARGS}
 OMRS_INSTALL_METHOD=${OMRS_INSTALL_METHOD:-auto}
 OMRS_MODULE_WEB_ADMIN=${OMRS_MODULE_WEB_ADMIN:-true}
 OMRS_JAVA_MEMORY_OPTS=${OMRS_JAVA_MEMORY_OPTS:--XX:NewSize=128m}

@@ -6,7 +6,8 @@
 //   - it reads the installation properties that the image's start script writes
 //     (/openmrs/openmrs-server.properties: connection.url, connection.username,
 //     connection.password, admin_user_password, ...), as OpenMRS does at first start;
-//   - it connects to MariaDB with those credentials, creates its tables on first start (as
+//   - it connects to MariaDB with those credentials (and, for a jdbc:mariadb URL, with the TLS
+//     and certificate checks MariaDB Connector/J's sslMode and serverSslCert ask for), creates its tables on first start (as
 //     OpenMRS' installer and Liquibase do) and writes the runtime properties file into the data
 //     directory, as OpenMRS does after an install;
 //   - it logs "Failed login attempt (login=...)" for a refused login, as OpenMRS does;
@@ -25,13 +26,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -71,17 +76,21 @@ func readProperties(path string) (properties, error) {
 	return props, scanner.Err()
 }
 
-// dsnFromJDBC turns jdbc:mysql://host:port/db?... into a go-sql-driver DSN.
+// dsnFromJDBC turns jdbc:mysql://host:port/db?... or jdbc:mariadb://... into a go-sql-driver
+// DSN. With MariaDB Connector/J's TLS arguments (jdbc:mariadb only, as that driver reads them),
+// it connects as that driver does: sslMode=disable (its default) in plaintext, trust with TLS
+// and no check, verify-ca against the serverSslCert PEM file, verify-full against it and the
+// host's name.
 func dsnFromJDBC(url, user, password string) (string, error) {
-	rest, ok := strings.CutPrefix(url, "jdbc:mysql://")
-	if !ok {
-		rest, ok = strings.CutPrefix(url, "jdbc:mariadb://")
-	}
-	if !ok {
-		return "", fmt.Errorf("unsupported connection.url %q (the stand-in speaks MySQL/MariaDB only)", url)
+	rest, mariadb := strings.CutPrefix(url, "jdbc:mariadb://")
+	if !mariadb {
+		var ok bool
+		if rest, ok = strings.CutPrefix(url, "jdbc:mysql://"); !ok {
+			return "", fmt.Errorf("unsupported connection.url %q (the stand-in speaks MySQL/MariaDB only)", url)
+		}
 	}
 	hostPort, dbAndArgs, _ := strings.Cut(rest, "/")
-	db, _, _ := strings.Cut(dbAndArgs, "?")
+	db, rawArgs, _ := strings.Cut(dbAndArgs, "?")
 	cfg := mysql.NewConfig()
 	cfg.User = user
 	cfg.Passwd = password
@@ -91,7 +100,72 @@ func dsnFromJDBC(url, user, password string) (string, error) {
 	cfg.Timeout = 5 * time.Second
 	cfg.ReadTimeout = 10 * time.Second
 	cfg.ParseTime = true
+	if mariadb {
+		args, err := neturl.ParseQuery(rawArgs)
+		if err != nil {
+			return "", fmt.Errorf("connection.url arguments: %v", err)
+		}
+		tlsConfig, err := mariadbTLS(args, hostPort)
+		if err != nil {
+			return "", err
+		}
+		if tlsConfig != nil {
+			if err := mysql.RegisterTLSConfig("connector-j", tlsConfig); err != nil {
+				return "", err
+			}
+			cfg.TLSConfig = "connector-j"
+		}
+	}
 	return cfg.FormatDSN(), nil
+}
+
+// mariadbTLS is the TLS of MariaDB Connector/J's sslMode and serverSslCert (a PEM file path).
+func mariadbTLS(args neturl.Values, hostPort string) (*tls.Config, error) {
+	mode := args.Get("sslMode")
+	if mode == "" || mode == "disable" {
+		return nil, nil
+	}
+	if mode == "trust" {
+		return &tls.Config{InsecureSkipVerify: true}, nil
+	}
+	if mode != "verify-ca" && mode != "verify-full" {
+		return nil, fmt.Errorf("sslMode %q is not one of disable, trust, verify-ca, verify-full", mode)
+	}
+	roots := x509.NewCertPool()
+	if path := args.Get("serverSslCert"); path != "" {
+		pemData, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("serverSslCert: %v", err)
+		}
+		if !roots.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("serverSslCert %s holds no PEM certificate", path)
+		}
+	} else if system, err := x509.SystemCertPool(); err == nil {
+		roots = system
+	}
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		host = hostPort
+	}
+	if mode == "verify-full" {
+		return &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}, nil
+	}
+	// verify-ca: the chain, not the name.
+	return &tls.Config{
+		InsecureSkipVerify: true,
+		MinVersion:         tls.VersionTLS12,
+		VerifyConnection: func(state tls.ConnectionState) error {
+			if len(state.PeerCertificates) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			intermediates := x509.NewCertPool()
+			for _, c := range state.PeerCertificates[1:] {
+				intermediates.AddCert(c)
+			}
+			_, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates})
+			return err
+		},
+	}, nil
 }
 
 func hashPassword(password, salt string) string {

@@ -312,6 +312,32 @@ pub struct DatabaseSpec {
     #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.database.encryptAtRest: cannot be turned off once on, the data is encrypted with its key"))]
     pub encrypt_at_rest: bool,
 
+    /// TLS between MariaDB and its clients: MariaDB refuses plaintext connections
+    /// (`require_secure_transport`), and the backend and the exporter verify its certificate.
+    #[serde(default)]
+    pub tls: DatabaseTlsSpec,
+}
+
+/// Where MariaDB's certificate comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTlsSpec {
+    /// Serve TLS only (default). Off, MariaDB accepts plaintext connections and the backend
+    /// makes them: only for a database the clinic's NetworkPolicies alone protect.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// A cert-manager issuer for MariaDB's certificate (`Certificate` `<name>-db-tls`); it
+    /// must be a CA issuer, one that fills `ca.crt`. Without it the operator runs a CA of its
+    /// own for the clinic (Secret `<name>-db-ca`) and renews the certificate itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+impl Default for DatabaseTlsSpec {
+    fn default() -> Self {
+        Self { enabled: true, issuer_ref: None }
+    }
 }
 
 impl Default for DatabaseSpec {
@@ -324,6 +350,7 @@ impl Default for DatabaseSpec {
             credentials_secret_ref: None,
             placement: Placement::default(),
             encrypt_at_rest: true,
+            tls: DatabaseTlsSpec::default(),
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct ClinicPlatformStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_encryption_secret: Option<String>,
 
+    /// MariaDB's TLS certificate (`spec.database.tls`), as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_certificate: Option<DatabaseCertificateStatus>,
+
     /// Completion time of the newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<Time>,
@@ -110,12 +114,29 @@ pub struct Compliance {
     /// (`spec.database.encryptAtRest`), and its pod runs with that configuration.
     #[serde(default)]
     pub database_encrypted: bool,
+    /// MariaDB accepts TLS connections only (`spec.database.tls`), with a certificate its
+    /// clients verify, and its pod runs with that configuration.
+    #[serde(default)]
+    pub database_tls: bool,
+}
+
+/// MariaDB's TLS certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseCertificateStatus {
+    /// End of its validity (RFC 3339). The operator's CA renews it 30 days before; cert-manager
+    /// as its `renewBefore` says.
+    pub not_after: String,
+    /// Who signs it: the clinic's CA or a cert-manager issuer.
+    pub issuer: String,
+    /// `resourceVersion` of the Secret it was read from.
+    pub secret_version: String,
 }
 
 /// The controls behind `Compliant` are the fields of the status' `Compliance`.
 impl Compliance {
     /// (name in status, holds, what to do when it does not).
-    pub fn list(&self) -> [(&'static str, bool, &'static str); 7] {
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 8] {
         [
             (
                 "podSecurityRestricted",
@@ -147,6 +168,11 @@ impl Compliance {
                 "databaseEncrypted",
                 self.database_encrypted,
                 "MariaDB does not run with its own encryption at rest (spec.database.encryptAtRest)",
+            ),
+            (
+                "databaseTls",
+                self.database_tls,
+                "MariaDB does not run with TLS required and a certificate (spec.database.tls)",
             ),
         ]
     }

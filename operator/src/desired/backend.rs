@@ -69,7 +69,9 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     let db_secret = clinic.db_credentials_secret();
     let admin = clinic.admin_password();
     let mut vars = vec![
-        env("OMRS_DB", "mysql"),
+        // MariaDB Connector/J (in openmrs-core since 2.7) verifies a server certificate against
+        // a PEM CA file; MySQL Connector/J needs a Java keystore.
+        env("OMRS_DB", if clinic.database_tls() { "mariadb" } else { "mysql" }),
         env("OMRS_DB_HOSTNAME", database::name(clinic)),
         env("OMRS_DB_PORT", database::PORT.to_string()),
         env("OMRS_DB_NAME", database::DATABASE_NAME),
@@ -91,6 +93,18 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
                 .unwrap_or_else(|| "-XX:MaxRAMPercentage=75.0 -XX:+ExitOnOutOfMemoryError".into()),
         ),
     ];
+    if clinic.database_tls() {
+        // Appended to the start script's own arguments: TLS, the CA and the Service's name
+        // checked against the certificate.
+        vars.push(env(
+            "OMRS_DB_EXTRA_ARGS",
+            format!(
+                "&sslMode=verify-full&serverSslCert={}/{}",
+                database_tls::BACKEND_CA_DIR,
+                database_tls::KEY_CA_CERT
+            ),
+        ));
+    }
     if let Some(clustering) = &spec.backend.clustering {
         vars.push(env("OMRS_SEARCH", "elasticsearch"));
         vars.push(env("OMRS_SEARCH_ES_URIS", clustering.elasticsearch_uris.clone()));
@@ -228,6 +242,10 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
                 ..Default::default()
             });
         }
+    }
+    if clinic.database_tls() {
+        mounts.push(read_only_mount("db-ca", database_tls::BACKEND_CA_DIR));
+        volumes.push(database_tls::volume(clinic, "db-ca", true));
     }
     let mut init_containers = vec![stage];
     let mut annotations = BTreeMap::new();

@@ -29,6 +29,9 @@ pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("mariadb")
 }
 
+/// Key of the MariaDB ConfigMap with the exporter's client settings (`--config.my-cnf`).
+pub const EXPORTER_CNF_KEY: &str = "exporter.my-cnf";
+
 /// Server settings: utf8mb4 as OpenMRS requires, upstream's connection limit and row binlog.
 pub fn config_map(clinic: &Clinic) -> ConfigMap {
     let mut cnf = "\
@@ -63,6 +66,23 @@ aria_encrypt_tables = ON
             keyfile = super::secrets::KEY_KEYFILE,
         ));
     }
+    if clinic.database_tls() {
+        // Plaintext is refused over TCP (the socket, which the probes and the backup hook use,
+        // counts as secure); TLS 1.2 at least.
+        cnf.push_str(&format!(
+            "\
+ssl_cert = {dir}/{cert}
+ssl_key = {dir}/{key}
+ssl_ca = {dir}/{ca}
+require_secure_transport = ON
+tls_version = TLSv1.2,TLSv1.3
+",
+            dir = database_tls::TLS_DIR,
+            cert = database_tls::KEY_TLS_CERT,
+            key = database_tls::KEY_TLS_KEY,
+            ca = database_tls::KEY_CA_CERT,
+        ));
+    }
     if super::monitoring::enabled(clinic) {
         cnf.push_str(&format!(
             "init_file = {}/{}\n",
@@ -70,9 +90,17 @@ aria_encrypt_tables = ON
             super::monitoring::KEY_INIT_SQL
         ));
     }
+    let mut data = BTreeMap::from([("clinic.cnf".to_string(), cnf)]);
+    if clinic.database_tls() && super::monitoring::enabled(clinic) {
+        // Not `.cnf`: MariaDB's `!includedir` must not read the exporter's client settings.
+        data.insert(
+            EXPORTER_CNF_KEY.to_string(),
+            format!("[client]\nssl-ca = {}/{}\n", database_tls::TLS_DIR, database_tls::KEY_CA_CERT),
+        );
+    }
     ConfigMap {
         metadata: metadata(clinic, clinic.child_name("mariadb-config"), Component::Database),
-        data: Some(BTreeMap::from([("clinic.cnf".to_string(), cnf)])),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -184,9 +212,25 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
             .push(read_only_mount("encryption", ENCRYPTION_DIR));
         volumes.push(encryption_volume(clinic));
     }
+    if clinic.database_tls() {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(read_only_mount("tls", database_tls::TLS_DIR));
+        volumes.push(database_tls::volume(clinic, "tls", false));
+    }
     containers.push(container);
     if super::monitoring::enabled(clinic) {
-        containers.push(super::monitoring::mysqld_exporter(clinic));
+        let mut exporter = super::monitoring::mysqld_exporter(clinic);
+        if clinic.database_tls() {
+            exporter.volume_mounts = Some(vec![
+                read_only_mount("tls-ca", database_tls::TLS_DIR),
+                read_only_mount("exporter-config", super::monitoring::EXPORTER_CONFIG_DIR),
+            ]);
+            volumes.push(database_tls::volume(clinic, "tls-ca", true));
+            volumes.push(exporter_config_volume(config));
+        }
+        containers.push(exporter);
     }
     // One replica: no topology spread; a minute to flush InnoDB on shutdown.
     let pod = pod_spec(
@@ -194,6 +238,10 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
         &spec.placement,
         PodParts { uid: UID, containers, volumes, grace_seconds: Some(60), ..Default::default() },
     );
+    let mut annotations = config_hash(config);
+    if let Some(certificate) = clinic.database_certificate.as_ref().filter(|_| clinic.database_tls()) {
+        annotations.insert(database_tls::REVISION_ANNOTATION.to_string(), certificate.not_after.clone());
+    }
     StatefulSet {
         metadata: metadata(clinic, name(clinic), Component::Database),
         spec: Some(StatefulSetSpec {
@@ -207,7 +255,7 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
                     clinic,
                     Component::Database,
                     &pod,
-                    config_hash(config),
+                    annotations,
                     &[super::backup::DUMP_VOLUME],
                 )),
                 spec: Some(pod),
@@ -218,6 +266,20 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
                 &spec.storage.size,
                 spec.storage.storage_class_name.as_ref(),
             )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The exporter's client settings from MariaDB's ConfigMap, as `my.cnf`.
+fn exporter_config_volume(config: &ConfigMap) -> k8s_openapi::api::core::v1::Volume {
+    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, Volume};
+    Volume {
+        name: "exporter-config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config.metadata.name.clone().unwrap_or_default(),
+            items: Some(vec![KeyToPath { key: EXPORTER_CNF_KEY.into(), path: "my.cnf".into(), mode: None }]),
             ..Default::default()
         }),
         ..Default::default()

@@ -8,6 +8,7 @@ pub mod autoscaling;
 pub mod backend;
 pub mod backup;
 pub mod database;
+pub mod database_tls;
 pub mod frontend;
 pub mod gateway;
 pub mod ingress;
@@ -39,6 +40,9 @@ pub const CONFIG_HASH_ANNOTATION: &str = "clinic.audioprothese.fr/config-hash";
 pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObject> {
     let mut out = Vec::with_capacity(24);
     for secret in secrets::build(clinic, secret_values) {
+        push(&mut out, &secret);
+    }
+    for secret in database_tls::placeholders(clinic) {
         push(&mut out, &secret);
     }
     for policy in network::build(clinic) {
@@ -85,6 +89,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }
+    out.extend(database_tls::certificate(clinic));
     out.extend(route::build(clinic));
     out.extend(monitoring::service_monitor(clinic));
     out.extend(monitoring::prometheus_rule(clinic));
@@ -110,6 +115,7 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
     vec![
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.child_name("tls")),
+        (OptionalApi::CertManager, ingress::certificate_resource(), clinic.database_tls_secret()),
         (OptionalApi::GatewayApi, route::resource(), route::name(clinic)),
         (OptionalApi::GatewayApi, route::resource(), route::redirect_name(clinic)),
         (

@@ -84,6 +84,16 @@ pub enum Error {
     )]
     NameClash { object: String, holder: Option<String> },
 
+    /// MariaDB's certificate could not be issued with the clinic's CA.
+    #[error(
+        "could not issue MariaDB's certificate (Secret {secret}): {source}. The operator retries with backoff; if the CA Secret {ca} was edited, delete it and a new CA is made."
+    )]
+    Certificate { secret: String, ca: String, source: crate::desired::database_tls::CertificateError },
+
+    /// A certificate Secret the operator issues could not be written.
+    #[error("could not write Secret {name}: {}. The operator retries with backoff.", Cause(source))]
+    WriteCertificate { name: String, source: kube::Error },
+
     /// Reading the cluster failed.
     #[error("could not read {what}: {}. The operator retries with backoff.", Cause(source))]
     Read { what: String, source: kube::Error },
@@ -144,6 +154,8 @@ impl Error {
             Error::EncryptionKeyLost { .. } => "EncryptionKeyLost",
             Error::CredentialsSwitch { .. } => "CredentialsSwitch",
             Error::NameClash { .. } => "NameClash",
+            Error::Certificate { .. } => "CertificateFailed",
+            Error::WriteCertificate { .. } => "CertificateWriteFailed",
             Error::Read { .. } => "ReadFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize { .. } => "SerializationFailed",

@@ -1,7 +1,8 @@
 //! One pass over one ClinicPlatform, level-triggered, phase by phase; each phase lives in the
 //! module of its name (see `docs/architecture.md`):
 //!
-//! validate → gather → gate → desired → converge → uncached → observe → status → publish → next.
+//! validate → gather → gate → certificates → desired → converge → uncached → observe → status →
+//! publish → next.
 //!
 //! Around it: [`watch`] (the watches and the controller), [`caches`] (what they fill),
 //! [`context`] and [`memory`] (what every pass shares and remembers), [`finalizer`] (clean-up
@@ -9,6 +10,7 @@
 
 pub mod backups;
 pub mod caches;
+pub mod certificates;
 pub mod compare;
 pub mod context;
 pub mod converge;
@@ -69,8 +71,11 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
     let mut notices = Vec::new();
     let gathered = gather::gather(ctx, cp, &clinic).await;
     let gate = gate::decide(ctx, cp, &mut clinic, &gathered, &mut notices).await;
+    let certificate = certificates::ensure(ctx, cp, &mut clinic).await;
     let desired = desired::objects(&clinic, &SecretValues::Placeholder);
-    let applied = converge::converge(ctx, cp, &clinic, &desired, &mut notices).await;
+    let applied = converge::converge(ctx, cp, &clinic, &desired, &mut notices)
+        .await
+        .and_then(|a| certificate.map(|()| a));
     let uncached = uncached::sync(ctx, cp, &clinic, &desired, gathered.velero, applied.is_ok()).await;
     notices.extend(uncached.clashes());
     let outcome = converge::outcome(gate, applied);

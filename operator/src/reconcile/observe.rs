@@ -94,6 +94,10 @@ pub async fn observe(
         data_residency: ctx.policy.residency_approved(&clinic.spec),
         encryption_at_rest: encrypted,
         database_encrypted: clinic.spec.database.encrypt_at_rest && observed.database.is_ready(),
+        // The pod template carries the certificate's end of validity: a ready pod runs it.
+        database_tls: clinic.database_tls()
+            && clinic.database_certificate.is_some()
+            && observed.database.is_ready(),
     };
     observed.outside = match &outside {
         Some(o) => Some(o.record.clone()),

@@ -45,7 +45,12 @@ pub async fn status_and_events(
     let reference = cp.object_ref(&());
     let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
     let last_backup = new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0);
-    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, last_backup);
+    let certificate_expiry = new_status
+        .database_certificate
+        .as_ref()
+        .and_then(|c| c.not_after.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second() as f64);
+    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, last_backup, certificate_expiry);
     let key = (clinic.namespace.clone(), clinic.name.clone());
     let changed = status::differs(cp.status.as_ref(), new_status);
     let coalesce =

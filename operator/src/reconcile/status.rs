@@ -234,6 +234,7 @@ pub fn compute(
         compliance: Some(controls.clone()),
         database_credentials_secret: observed.database_credentials.clone(),
         database_encryption_secret: observed.database_encryption.clone(),
+        database_certificate: clinic.database_certificate.clone(),
         last_backup_time: observed
             .backup
             .last_success
@@ -681,6 +682,7 @@ mod tests {
             data_residency: all_controls,
             encryption_at_rest: all_controls,
             database_encrypted: all_controls,
+            database_tls: all_controls,
         };
         Observed {
             generation: Some(3),

@@ -71,7 +71,7 @@ pub fn exercised_metrics() -> Metrics {
     m.record_error("ApplyFailed");
     m.record_drift("Service");
     m.record_write("apply");
-    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0));
+    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0), Some(1_771_000_000.0));
     m.cleanup_blocked("clinic-lyon", "lyon");
     m
 }

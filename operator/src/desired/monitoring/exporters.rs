@@ -12,6 +12,9 @@ use super::*;
 const MYSQLD_EXPORTER_IMAGE: (&str, &str) = ("prom/mysqld-exporter", "v0.17.2");
 const NGINX_EXPORTER_IMAGE: (&str, &str) = ("nginx/nginx-prometheus-exporter", "1.4.2");
 
+/// Where the mysqld exporter reads its `my.cnf`.
+pub const EXPORTER_CONFIG_DIR: &str = "/etc/mysqld-exporter";
+
 pub fn exporter_secret_name(clinic: &Clinic) -> String {
     clinic.child_name("mariadb-exporter")
 }
@@ -40,17 +43,23 @@ fn metrics_port(port: i32) -> ContainerPort {
 /// mysqld-exporter, connecting over loopback with its own least-privilege account.
 pub fn mysqld_exporter(clinic: &Clinic) -> Container {
     let (path, tag) = MYSQLD_EXPORTER_IMAGE;
+    let mut args = vec![
+        format!("--mysqld.address=127.0.0.1:{}", super::database::PORT),
+        format!("--mysqld.username={EXPORTER_DB_USER}"),
+        format!("--web.listen-address=:{MYSQLD_EXPORTER_PORT}"),
+        // SHOW REPLICA STATUS needs more than REPLICATION CLIENT, and there is no replica.
+        "--no-collect.slave_status".into(),
+    ];
+    if clinic.database_tls() {
+        // `ssl-ca` from this file: the exporter verifies MariaDB's certificate for 127.0.0.1
+        // (the flags and the password variable give the rest).
+        args.push(format!("--config.my-cnf={EXPORTER_CONFIG_DIR}/my.cnf"));
+    }
     Container {
         name: "mysqld-exporter".into(),
         image: Some(clinic.image(None, path, tag)),
         image_pull_policy: Some(pull_policy(clinic)),
-        args: Some(vec![
-            format!("--mysqld.address=127.0.0.1:{}", super::database::PORT),
-            format!("--mysqld.username={EXPORTER_DB_USER}"),
-            format!("--web.listen-address=:{MYSQLD_EXPORTER_PORT}"),
-            // SHOW REPLICA STATUS needs more than REPLICATION CLIENT, and there is no replica.
-            "--no-collect.slave_status".into(),
-        ]),
+        args: Some(args),
         env: Some(vec![env_from_secret(
             "MYSQLD_EXPORTER_PASSWORD",
             &exporter_secret_name(clinic),

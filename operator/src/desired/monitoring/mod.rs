@@ -20,7 +20,8 @@ pub use dashboard::{
     Panel, dashboard, dashboard_json, dashboard_namespace, dashboard_outside, external_dashboard, panels,
 };
 pub use exporters::{
-    exporter_init_sql, exporter_secret_name, metrics_services, mysqld_exporter, nginx_exporter,
+    EXPORTER_CONFIG_DIR, exporter_init_sql, exporter_secret_name, metrics_services, mysqld_exporter,
+    nginx_exporter,
 };
 pub use logs::{
     AUTH_FAILURE_LINE, BACKEND_START_PATTERN, DATABASE_ERROR_PATTERN, ERROR_PATTERN, OUT_OF_MEMORY_LINE,

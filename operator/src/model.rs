@@ -99,6 +99,8 @@ pub struct Clinic {
     /// of validity goes into MariaDB's pod template, since MariaDB reads its certificate at
     /// start only. `None` before it exists (and in `render`).
     pub database_certificate: Option<crate::api::DatabaseCertificateStatus>,
+    /// TLS at the Ingress controller, as the policy says (its default until admitted).
+    pub ingress_tls: crate::policy::IngressTlsPolicy,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -376,6 +378,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         gateway: None,
         tracing: None,
         database_certificate: None,
+        ingress_tls: crate::policy::IngressTlsPolicy::default(),
         spec: spec.clone(),
         owner,
     })
@@ -470,6 +473,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         gateway: None,
         tracing: None,
         database_certificate: None,
+        ingress_tls: crate::policy::IngressTlsPolicy::default(),
     }
 }
 

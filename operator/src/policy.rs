@@ -67,6 +67,9 @@ pub struct Policy {
     /// and only the platform team says where they may go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingPolicy>,
+    /// TLS at the Ingress controller in front of the clinics (`spec.ingress`), as the platform
+    /// runs it: the cipher suites of each clinic's server and the TLS options of its router.
+    pub ingress_tls: IngressTlsPolicy,
     /// Any Gateway a route names is taken as listed (with an `https` listener), and a route
     /// naming none gets a stand-in one: only [`Policy::unrestricted`] sets it, never a file.
     #[serde(skip)]
@@ -93,6 +96,7 @@ impl Default for Policy {
             allow_pod_security_opt_out: false,
             backup_deletion_delay: "168h".into(),
             tracing: None,
+            ingress_tls: IngressTlsPolicy::default(),
             any_gateway: false,
         }
     }
@@ -186,6 +190,32 @@ impl AllowedGateway {
 
     fn shown(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The TLS 1.2 cipher suites a clinic's Ingress accepts by default: ECDHE key exchange and
+/// AEAD only (forward secrecy; no CBC, RSA key exchange or SHA-1), in OpenSSL's names, the
+/// order ingress-nginx prefers them. TLS 1.3's suites are all AEAD and the controller's own.
+pub const STRONG_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// TLS at the Ingress controller: what each controller lets an Ingress set. The minimum
+/// protocol version is the controller's own setting (docs/security.md#tls).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IngressTlsPolicy {
+    /// ingress-nginx: the `ssl-ciphers` of each clinic's server (OpenSSL names, `:`-separated),
+    /// served in this order (`ssl-prefer-server-ciphers`). Default [`STRONG_TLS12_CIPHERS`].
+    pub nginx_ciphers: String,
+    /// Traefik: the TLSOption each clinic's router uses, as Traefik names it
+    /// (`<namespace>-<name>@kubernetescrd`), where the platform sets `minVersion` and the cipher
+    /// suites. Unset: Traefik's default TLS options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traefik_tls_options: Option<String>,
+}
+
+impl Default for IngressTlsPolicy {
+    fn default() -> Self {
+        Self { nginx_ciphers: STRONG_TLS12_CIPHERS.into(), traefik_tls_options: None }
     }
 }
 
@@ -295,6 +325,10 @@ pub enum PolicyError {
         "the policy file {path}: tracing.javaAgent needs exactly one of instrumentation (namespace/name) or image"
     )]
     JavaAgent { path: String },
+    #[error(
+        "the policy file {path}: ingressTls.{field} {value:?} is not a cipher list (OpenSSL names separated by ':') or a Traefik TLSOption reference (<namespace>-<name>@kubernetescrd)"
+    )]
+    IngressTls { path: String, field: &'static str, value: String },
 }
 
 impl Policy {
@@ -348,6 +382,31 @@ impl Policy {
                 return Err(PolicyError::JavaAgent { path: origin.into() });
             }
         }
+        // Both end up in the controller's configuration: nothing but their own syntax.
+        let ciphers = &policy.ingress_tls.nginx_ciphers;
+        if ciphers.is_empty() || !ciphers.chars().all(|c| c.is_ascii_alphanumeric() || ":+!-_.@=".contains(c))
+        {
+            return Err(PolicyError::IngressTls {
+                path: origin.into(),
+                field: "nginxCiphers",
+                value: ciphers.clone(),
+            });
+        }
+        if let Some(options) = &policy.ingress_tls.traefik_tls_options {
+            let valid = options.split_once('@').is_some_and(|(name, provider)| {
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && !provider.is_empty()
+                    && provider.chars().all(|c| c.is_ascii_lowercase())
+            });
+            if !valid {
+                return Err(PolicyError::IngressTls {
+                    path: origin.into(),
+                    field: "traefikTlsOptions",
+                    value: options.clone(),
+                });
+            }
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
@@ -382,6 +441,7 @@ impl Policy {
             Some(route) => Some(self.gateway_for(route)?),
             None => None,
         };
+        clinic.ingress_tls = self.ingress_tls.clone();
         clinic.tracing = match (clinic.spec.tracing.enabled, &self.tracing) {
             (false, _) => None,
             (true, Some(tracing)) => Some(tracing.clone()),

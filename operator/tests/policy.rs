@@ -174,3 +174,67 @@ fn the_charts_default_policy_is_the_operators() {
     let values = std::fs::read_to_string(format!("{root}/charts/clinic-operator/values.yaml")).unwrap();
     assert_eq!(Policy::from_yaml(&values, "values.yaml").unwrap(), Policy::default());
 }
+
+fn ingress_annotations(policy: &Policy) -> std::collections::BTreeMap<String, String> {
+    let spec = "  ingress:\n    host: emr.lyon.example.fr\n    tls: {secretName: lyon-cert}\n";
+    let clinic = policy.admit(clinic(spec)).expect("allowed");
+    clinic_operator::desired::ingress::build(&clinic).unwrap().metadata.annotations.unwrap()
+}
+
+/// TLS at the edge: ingress-nginx serves each clinic the platform's cipher suites (strong ones
+/// by default), Traefik routes it with the platform's TLSOption when the policy names one.
+#[test]
+fn the_ingress_takes_the_platforms_tls_settings() {
+    let defaults = ingress_annotations(&Policy::default());
+    assert_eq!(
+        defaults["nginx.ingress.kubernetes.io/ssl-ciphers"],
+        clinic_operator::policy::STRONG_TLS12_CIPHERS
+    );
+    assert_eq!(defaults["nginx.ingress.kubernetes.io/ssl-prefer-server-ciphers"], "true");
+    assert!(!defaults.contains_key("traefik.ingress.kubernetes.io/router.tls.options"));
+
+    let policy = Policy::from_yaml(
+        "ingressTls:\n  nginxCiphers: ECDHE-ECDSA-AES256-GCM-SHA384\n  traefikTlsOptions: traefik-clinics@kubernetescrd\n",
+        "test",
+    )
+    .unwrap();
+    let annotations = ingress_annotations(&policy);
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/ssl-ciphers"], "ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert_eq!(
+        annotations["traefik.ingress.kubernetes.io/router.tls.options"],
+        "traefik-clinics@kubernetescrd"
+    );
+
+    // Both land in the controller's configuration: nothing else than their own syntax.
+    for bad in [
+        "ingressTls:\n  nginxCiphers: 'HIGH; return 200'\n",
+        "ingressTls:\n  nginxCiphers: ''\n",
+        "ingressTls:\n  traefikTlsOptions: clinics\n",
+        "ingressTls:\n  traefikTlsOptions: 'a@b c'\n",
+    ] {
+        let error = Policy::from_yaml(bad, "test").expect_err(bad).to_string();
+        assert!(error.contains("ingressTls."), "{bad}: {error}");
+    }
+}
+
+/// The default suites, as OpenSSL reads them: each one TLS 1.2, ECDHE (forward secrecy) and
+/// AEAD; none with CBC, RSA key exchange or SHA-1 MACs.
+#[test]
+fn the_default_ingress_ciphers_are_ecdhe_and_aead_only() {
+    let out = std::process::Command::new("openssl")
+        .args(["ciphers", "-v", clinic_operator::policy::STRONG_TLS12_CIPHERS])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8(out.stdout).unwrap();
+    // OpenSSL 3 lists its TLS 1.3 suites whatever the list says (all AEAD; the controller's).
+    let suites: Vec<&str> = listing.lines().filter(|l| !l.contains(" TLSv1.3 ")).collect();
+    assert_eq!(suites.len(), clinic_operator::policy::STRONG_TLS12_CIPHERS.split(':').count(), "{listing}");
+    for suite in suites {
+        let fields: Vec<&str> = suite.split_whitespace().collect();
+        assert_eq!(fields[1], "TLSv1.2", "{suite}");
+        assert_eq!(fields[2], "Kx=ECDH", "{suite}");
+        assert!(fields[4].starts_with("Enc=AESGCM") || fields[4].starts_with("Enc=CHACHA20"), "{suite}");
+        assert_eq!(fields[5], "Mac=AEAD", "{suite}");
+    }
+}

@@ -24,13 +24,21 @@ pub fn build(clinic: &Clinic) -> Option<Ingress> {
     // ingress-nginx: HTTP redirected to HTTPS, OpenMRS' long requests and uploads. Traefik: the
     // router serves TLS only, so the clinic is never answered over plain HTTP (the redirect is
     // the entry point's setting).
-    let annotations = BTreeMap::from([
+    // TLS suites: ingress-nginx takes the platform's per server, in its order; Traefik the
+    // platform's TLSOption when it names one (protocol versions are each controller's setting).
+    let tls = &clinic.ingress_tls;
+    let mut annotations = BTreeMap::from([
         ("nginx.ingress.kubernetes.io/ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/force-ssl-redirect".to_string(), "true".to_string()),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(), "300".to_string()),
         ("nginx.ingress.kubernetes.io/proxy-body-size".to_string(), "50m".to_string()),
+        ("nginx.ingress.kubernetes.io/ssl-ciphers".to_string(), tls.nginx_ciphers.clone()),
+        ("nginx.ingress.kubernetes.io/ssl-prefer-server-ciphers".to_string(), "true".to_string()),
         ("traefik.ingress.kubernetes.io/router.tls".to_string(), "true".to_string()),
     ]);
+    if let Some(options) = &tls.traefik_tls_options {
+        annotations.insert("traefik.ingress.kubernetes.io/router.tls.options".to_string(), options.clone());
+    }
     let secret_name = match (&spec.tls.secret_name, &spec.tls.issuer_ref) {
         (Some(secret), _) => secret.clone(),
         // The operator creates the Certificate itself (see `certificate`): no ingress-shim

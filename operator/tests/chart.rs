@@ -351,6 +351,23 @@ fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// The operator's per-clinic series name their clinic's namespace: the scrape keeps it.
+#[test]
+fn the_operators_service_monitor_keeps_each_clinics_namespace_label() {
+    let docs = documents(&helm_template(&["--set", "metrics.serviceMonitor.enabled=true"]).unwrap());
+    let monitor = find(&docs, "ServiceMonitor")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true, "{}", monitor["spec"]);
+    let rules = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    let groups = find(&rules, "PrometheusRule")[0]["spec"]["groups"].clone();
+    let per_clinic: Vec<&Value> = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["expr"].as_str().unwrap().contains("by (namespace, name)"))
+        .collect();
+    assert!(per_clinic.len() >= 2, "{per_clinic:?}");
+}
+
 #[test]
 fn an_unrenewed_database_certificate_alerts_two_weeks_before_its_end() {
     let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());

@@ -1211,6 +1211,87 @@ fn mariadb_data_and_dump_are_encrypted_at_rest(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// A clinic installed without TLS turns it on: OpenMRS connects with the runtime properties its
+/// installation wrote, so the new URL must reach them (the start script merges OMRS_EXTRA_
+/// variables into them at every start); the backend comes back over TLS with its data.
+fn an_installed_clinic_moves_to_tls(env: &Env) -> Result<()> {
+    let (ns, clinic) = ("e2e-to-tls", "totls");
+    env.namespace(ns)?;
+    env.clinic(
+        ns,
+        clinic,
+        &format!("{SMALL}    tls: {{enabled: false}}\n  monitoring: {{enabled: false}}\n"),
+    )?;
+    env.wait_ready(ns, clinic, READY)?;
+    let backend = format!("{clinic}-backend-0");
+    let installed = |env: &Env| {
+        env.kubectl(&[
+            "-n",
+            ns,
+            "exec",
+            &backend,
+            "-c",
+            "openmrs",
+            "--",
+            "cat",
+            "/openmrs/data/openmrs-runtime.properties",
+        ])
+    };
+    let before = installed(env)?;
+    ensure!(
+        before.contains("connection.url=jdbc:mysql://"),
+        "not installed without TLS: {}",
+        before.lines().filter(|l| l.starts_with("connection.url")).collect::<String>()
+    );
+    let started = Instant::now();
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        clinic,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"database":{"tls":{"enabled":true}}}}"#,
+    ])?;
+    eventually("MariaDB over TLS and the backend back", Duration::from_secs(300), || {
+        let cp = env.json(&["-n", ns, "get", "clinicplatform", clinic])?;
+        let ready = cp["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        Ok(ready
+            && cp["status"]["observedGeneration"] == cp["metadata"]["generation"]
+            && cp["status"]["compliance"]["databaseTls"] == true
+            && installed(env).is_ok_and(|p| p.contains("sslMode=verify-full")))
+    })?;
+    // Only the connection's URL and driver are shown: the file holds the database password.
+    let connection = |properties: &str| {
+        properties
+            .lines()
+            .filter(|l| l.starts_with("connection.url=") || l.starts_with("connection.driver_class="))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let after = installed(env)?;
+    let log = env.kubectl(&["-n", ns, "logs", &backend, "-c", "openmrs"])?;
+    let start: Vec<&str> = log.lines().take(12).collect();
+    let listing =
+        env.kubectl(&["-n", ns, "exec", &backend, "-c", "openmrs", "--", "ls", "-la", "/openmrs/data"]);
+    ensure!(
+        after.contains("connection.url=jdbc:mariadb://")
+            && after.contains("connection.driver_class=org.mariadb.jdbc.Driver"),
+        "the runtime properties did not follow: {}; the backend's start: {start:?}; {listing:?}",
+        connection(&after)
+    );
+    ensure!(
+        log.contains("connecting with the runtime properties"),
+        "the backend did not read its runtime properties: {start:?}"
+    );
+    eprintln!("    installed clinic on TLS and Ready again in {:.1}s", started.elapsed().as_secs_f64());
+    env.kubectl(&["delete", "namespace", ns, "--wait=false"])?;
+    Ok(())
+}
+
 /// No generated secret in any container's log, init containers included: the database and
 /// admin passwords, the exporter's, the dump passphrase, MariaDB's TLS key (the start scripts of
 /// the images run here print none; upstream's backend stopped printing its properties in
@@ -1482,6 +1563,7 @@ fn main() -> ExitCode {
         mariadb_pod_loss_keeps_data_and_credentials,
         mariadb_data_and_dump_are_encrypted_at_rest,
         mariadb_refuses_plaintext_and_verifies_its_certificate,
+        an_installed_clinic_moves_to_tls,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,
     ];

@@ -235,10 +235,11 @@ fn backend_is_configured_safely() {
     );
     // MariaDB Connector/J, which verifies MariaDB's certificate against a PEM CA and its name.
     assert_eq!(env_value(main, "OMRS_DB"), "mariadb");
-    assert_eq!(
-        env_value(main, "OMRS_DB_EXTRA_ARGS"),
-        "&sslMode=verify-full&serverSslCert=/etc/openmrs/db-tls/ca.crt"
-    );
+    let url = "jdbc:mariadb://lyon-mariadb:3306/openmrs?autoReconnect=true&sessionVariables=default_storage_engine=InnoDB&useUnicode=true&characterEncoding=UTF-8&sslMode=verify-full&serverSslCert=/etc/openmrs/db-tls/ca.crt";
+    assert_eq!(env_value(main, "OMRS_DB_URL"), url);
+    // Merged into the runtime properties at every start: an installed clinic follows too.
+    assert_eq!(env_value(main, "OMRS_EXTRA_CONNECTION_URL"), url);
+    assert_eq!(env_value(main, "OMRS_EXTRA_CONNECTION_DRIVER__CLASS"), "org.mariadb.jdbc.Driver");
     assert_eq!(env_value(main, "OMRS_DB_HOSTNAME"), "lyon-mariadb");
     assert_eq!(env_value(main, "OMRS_DB_PORT"), "3306");
     assert_eq!(env_value(main, "OMRS_DB_NAME"), "openmrs");

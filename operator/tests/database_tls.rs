@@ -72,10 +72,10 @@ fn mariadb_refuses_plaintext_and_every_client_verifies_it() {
     let backend = pod(&objects, "lyon-backend");
     let openmrs = container(&backend, "openmrs");
     assert_eq!(env(openmrs, "OMRS_DB").as_deref(), Some("mariadb"));
-    assert_eq!(
-        env(openmrs, "OMRS_DB_EXTRA_ARGS").as_deref(),
-        Some("&sslMode=verify-full&serverSslCert=/etc/openmrs/db-tls/ca.crt")
-    );
+    let url = env(openmrs, "OMRS_EXTRA_CONNECTION_URL").unwrap();
+    assert!(url.starts_with("jdbc:mariadb://lyon-mariadb:3306/openmrs?"), "{url}");
+    assert!(url.ends_with("&sslMode=verify-full&serverSslCert=/etc/openmrs/db-tls/ca.crt"), "{url}");
+    assert_eq!(env(openmrs, "OMRS_DB_URL"), Some(url));
     // The backend gets the CA, never MariaDB's key.
     assert_eq!(
         mounted(&backend, openmrs, "/etc/openmrs/db-tls"),
@@ -105,7 +105,9 @@ fn without_tls_nothing_of_it_is_declared() {
     let backend = pod(&objects, "lyon-backend");
     let openmrs = container(&backend, "openmrs");
     assert_eq!(env(openmrs, "OMRS_DB").as_deref(), Some("mysql"));
-    assert_eq!(env(openmrs, "OMRS_DB_EXTRA_ARGS"), None);
+    let url = env(openmrs, "OMRS_EXTRA_CONNECTION_URL").unwrap();
+    assert!(url.starts_with("jdbc:mysql://lyon-mariadb:3306/openmrs?") && !url.contains("ssl"), "{url}");
+    assert_eq!(env(openmrs, "OMRS_EXTRA_CONNECTION_DRIVER__CLASS").as_deref(), Some("com.mysql.jdbc.Driver"));
 }
 
 #[test]

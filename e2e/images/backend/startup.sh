@@ -59,6 +59,30 @@ auto_update_database=${OMRS_AUTO_UPDATE_DATABASE}
 admin_user_password=$(escape "$OMRS_ADMIN_USER_PASSWORD")
 PROPS
 
+# As upstream: every OMRS_EXTRA_<X> is a property (`_` -> `.`, `__` -> `_`, lowercased). Once
+# installed, OpenMRS reads its runtime properties, not the installation ones: the extra
+# properties are merged into them, taking precedence, at every start; at installation they go
+# into the installation properties, prefixed `property.`.
+OMRS_RUNTIME_PROPERTIES_FILE="$OMRS_DATA_DIR/$OMRS_WEBAPP_NAME-runtime.properties"
+extra=""
+for name in $(compgen -v OMRS_EXTRA_ || true); do
+  key=$(printf '%s' "${name#OMRS_EXTRA_}" | tr '[:upper:]' '[:lower:]')
+  key=${key//_/.}
+  key=${key//../_}
+  extra+="$key=${!name}"$'\n'
+done
+if [ -n "$extra" ]; then
+  if [ -f "$OMRS_RUNTIME_PROPERTIES_FILE" ]; then
+    echo "Found existing runtime properties file at $OMRS_RUNTIME_PROPERTIES_FILE. Merging with extra properties."
+    printf '%s' "$extra" >"$OMRS_DATA_DIR/openmrs-extra.properties"
+    awk -F= '!a[$1]++' "$OMRS_DATA_DIR/openmrs-extra.properties" "$OMRS_RUNTIME_PROPERTIES_FILE" >"$OMRS_DATA_DIR/openmrs-merged.properties"
+    mv "$OMRS_DATA_DIR/openmrs-merged.properties" "$OMRS_RUNTIME_PROPERTIES_FILE"
+    rm -f "$OMRS_DATA_DIR/openmrs-extra.properties"
+  else
+    printf '%s' "$extra" | sed -e '/^$/d' -e 's/^/property./' >>"$OMRS_SERVER_PROPERTIES_FILE"
+  fi
+fi
+
 echo "Waiting for database to initialize..."
 for _ in $(seq 1 3600); do
   if (exec 3<>"/dev/tcp/$OMRS_DB_HOSTNAME/$OMRS_DB_PORT") 2>/dev/null; then break; fi

@@ -9,7 +9,9 @@
 //   - it connects to MariaDB with those credentials (and, for a jdbc:mariadb URL, with the TLS
 //     and certificate checks MariaDB Connector/J's sslMode and serverSslCert ask for), creates its tables on first start (as
 //     OpenMRS' installer and Liquibase do) and writes the runtime properties file into the data
-//     directory, as OpenMRS does after an install;
+//     directory, as OpenMRS does after an install; once that file exists, it connects with its
+//     connection.* properties (which the start script merges OMRS_EXTRA_ variables into), as
+//     OpenMRS does;
 //   - it logs "Failed login attempt (login=...)" for a refused login, as OpenMRS does;
 //   - it answers the trace id of the request's W3C `traceparent` in a response header, and, when
 //     an OpenTelemetry Java agent jar is at JAVA_TOOL_OPTIONS' -javaagent path, exports a span
@@ -218,8 +220,7 @@ func install(db *sql.DB, adminPassword string) error {
 	return err
 }
 
-func writeRuntimeProperties(dataDir string, props properties) error {
-	path := filepath.Join(dataDir, "openmrs-runtime.properties")
+func writeRuntimeProperties(path string, props properties) error {
 	var b strings.Builder
 	b.WriteString("# Written by the OpenMRS stand-in of clinic-operator's tests (not OpenMRS)\n")
 	for _, key := range []string{"connection.url", "connection.username", "connection.password"} {
@@ -272,7 +273,16 @@ func main() {
 	if err != nil {
 		log.Fatalf("reading the installation properties: %v", err)
 	}
-	dsn, err := dsnFromJDBC(props["connection.url"], props["connection.username"], props["connection.password"])
+	// Installed once, OpenMRS connects with its runtime properties, not the installation ones.
+	runtimePath := filepath.Join(home, "data", envOr("OMRS_WEBAPP_NAME", "openmrs")+"-runtime.properties")
+	connection := props
+	runtime, err := readProperties(runtimePath)
+	installed := err == nil
+	if installed {
+		connection = runtime
+		log.Printf("connecting with the runtime properties of the installation")
+	}
+	dsn, err := dsnFromJDBC(connection["connection.url"], connection["connection.username"], connection["connection.password"])
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -321,8 +331,10 @@ func main() {
 			log.Printf("database not ready: %v", err)
 			time.Sleep(2 * time.Second)
 		}
-		if err := writeRuntimeProperties(filepath.Join(home, "data"), props); err != nil {
-			log.Fatalf("writing the runtime properties: %v", err)
+		if !installed {
+			if err := writeRuntimeProperties(runtimePath, props); err != nil {
+				log.Fatalf("writing the runtime properties: %v", err)
+			}
 		}
 		s.started.Store(true)
 		log.Printf("started")

@@ -93,18 +93,14 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
                 .unwrap_or_else(|| "-XX:MaxRAMPercentage=75.0 -XX:+ExitOnOutOfMemoryError".into()),
         ),
     ];
-    if clinic.database_tls() {
-        // Appended to the start script's own arguments: TLS, the CA and the Service's name
-        // checked against the certificate.
-        vars.push(env(
-            "OMRS_DB_EXTRA_ARGS",
-            format!(
-                "&sslMode=verify-full&serverSslCert={}/{}",
-                database_tls::BACKEND_CA_DIR,
-                database_tls::KEY_CA_CERT
-            ),
-        ));
-    }
+    // The start script writes the connection into the installation properties, which OpenMRS
+    // reads only when it installs; afterwards it reads the runtime properties the install wrote,
+    // into which the script merges every OMRS_EXTRA_ variable at each start. So the URL and the
+    // driver are given both ways: a clinic created before TLS (or turning it off) gets them too.
+    let (url, driver) = jdbc(clinic);
+    vars.push(env("OMRS_DB_URL", url.clone()));
+    vars.push(env("OMRS_EXTRA_CONNECTION_URL", url));
+    vars.push(env("OMRS_EXTRA_CONNECTION_DRIVER__CLASS", driver));
     if let Some(clustering) = &spec.backend.clustering {
         vars.push(env("OMRS_SEARCH", "elasticsearch"));
         vars.push(env("OMRS_SEARCH_ES_URIS", clustering.elasticsearch_uris.clone()));
@@ -113,6 +109,29 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         vars.extend(tracing_environment(clinic, tracing));
     }
     vars
+}
+
+/// The JDBC URL and driver of the backend: upstream's start script's defaults, and with TLS
+/// MariaDB Connector/J checking the clinic's CA and the Service's name (`verify-full`).
+pub fn jdbc(clinic: &Clinic) -> (String, String) {
+    let base = format!(
+        "//{}:{}/{}?autoReconnect=true&sessionVariables=default_storage_engine=InnoDB&useUnicode=true&characterEncoding=UTF-8",
+        database::name(clinic),
+        database::PORT,
+        database::DATABASE_NAME
+    );
+    if clinic.database_tls() {
+        (
+            format!(
+                "jdbc:mariadb:{base}&sslMode=verify-full&serverSslCert={}/{}",
+                database_tls::BACKEND_CA_DIR,
+                database_tls::KEY_CA_CERT
+            ),
+            "org.mariadb.jdbc.Driver".into(),
+        )
+    } else {
+        (format!("jdbc:mysql:{base}"), "com.mysql.jdbc.Driver".into())
+    }
 }
 
 /// Where the OpenTelemetry Java agent's jar lands in the backend when an init container copies

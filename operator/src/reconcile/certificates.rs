@@ -77,8 +77,29 @@ async fn issued(
     live: Option<&ObjectMeta>,
     now: jiff::Timestamp,
 ) -> Result<DatabaseCertificateStatus> {
-    let ca = ctx.caches.secret(&clinic.namespace, &clinic.database_ca_secret());
-    let ca_fingerprint = ca.as_ref().and_then(|s| annotation(&s.metadata, CA_FINGERPRINT_ANNOTATION));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
+    // The cache may lag behind the writes of the pass before (the CA and the certificate it
+    // made): what it does not hold is read before anything is issued again, or MariaDB would
+    // restart for nothing.
+    let read = |name: String| {
+        let api = api.clone();
+        async move {
+            api.get_metadata_opt(&name)
+                .await
+                .map(|found| found.map(|s| s.metadata))
+                .map_err(|source| Error::Read { what: format!("Secret {name}"), source })
+        }
+    };
+    let ca = match ctx.caches.secret(&clinic.namespace, &clinic.database_ca_secret()) {
+        Some(cached) => Some(cached.metadata.clone()),
+        None => read(clinic.database_ca_secret()).await?,
+    };
+    let live = match live {
+        Some(cached) => Some(cached.clone()),
+        None => read(clinic.database_tls_secret()).await?,
+    };
+    let live = live.as_ref();
+    let ca_fingerprint = ca.as_ref().and_then(|m| annotation(m, CA_FINGERPRINT_ANNOTATION));
     if let Some(live) = live {
         let not_after =
             annotation(live, NOT_AFTER_ANNOTATION).and_then(|t| t.parse::<jiff::Timestamp>().ok());
@@ -97,7 +118,6 @@ async fn issued(
         Error::Certificate { secret: name.clone(), ca: clinic.database_ca_secret(), source }
     })?;
     let secret = database_tls::tls_secret(clinic, &issued);
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
     let written = match live {
         None => {
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };

@@ -1,10 +1,11 @@
 //! Certificates: MariaDB's, before the children are built, since the end of validity of the
 //! certificate goes into MariaDB's pod template (MariaDB reads it at start only). With the
 //! clinic's own CA (no `spec.database.tls.issuerRef`), the CA is made once and the certificate
-//! issued, then issued again [`RENEW_BEFORE_DAYS`] before it ends, or at once when the CA
-//! changed. With cert-manager, the certificate is only read: cert-manager issues and renews it.
-//! Renewal is decided from the metadata cache; a Secret's data is read only to issue, or once
-//! per new cert-manager certificate.
+//! issued, then issued again `database_tls::RENEW_BEFORE_DAYS` before it ends, or at once when
+//! the CA changed. With cert-manager, the certificate is only read: cert-manager issues and
+//! renews it. Renewal is decided from the Secrets' metadata (the cache's, or the API server's
+//! for one the cache does not hold yet); a Secret's data is read only to issue, or once per new
+//! cert-manager certificate.
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

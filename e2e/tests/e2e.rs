@@ -2343,12 +2343,31 @@ fn getting_started_runs_as_written(_env: &Env) -> Result<()> {
         .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
     let mut operator = None;
     let mut ran = Vec::new();
+    // The `demo` block ends with `make demo-down`, which a failing `make demo` never reaches:
+    // whatever it started is stopped when this scenario ends, however it ends.
+    struct DemoDown(bool);
+    impl Drop for DemoDown {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = std::process::Command::new("make")
+                    .arg("-C")
+                    .arg(workspace_root())
+                    .arg("demo-down")
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let mut _demo_down = DemoDown(false);
     for (name, script) in blocks {
         let Some(name) = name else { continue };
         if name == "demo" && demo_running {
             // `make demo-down` would stop the developer's own demo.
             eprintln!("    getting started: block `demo` not run: a `make demo` is running");
             continue;
+        }
+        if name == "demo" {
+            _demo_down = DemoDown(true);
         }
         if name == "first-clinic" {
             // The chart's Deployment is placed on a kwok node, where no container runs: the

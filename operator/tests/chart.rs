@@ -379,9 +379,6 @@ fn an_unrenewed_database_certificate_alerts_two_weeks_before_its_end() {
         .find(|r| r["alert"] == "ClinicDatabaseCertificateExpiring")
         .expect("the alert")["annotations"]["runbook_url"]
         .clone();
-    let dir = tempdir("certificate-alert");
-    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(&json!({"groups": groups})).unwrap())
-        .unwrap();
     // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
     let metric = "clinic_operator_clinic_database_certificate_expiry_timestamp_seconds";
     let tests = json!({
@@ -405,11 +402,8 @@ fn an_unrenewed_database_certificate_alerts_two_weeks_before_its_end() {
             ],
         }],
     });
-    std::fs::write(dir.join("tests.yaml"), serde_yaml::to_string(&tests).unwrap()).unwrap();
-    let out =
-        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "{}", text(&out));
+    let (ok, out) = common::promtool_test_rules(&groups, &tests);
+    assert!(ok, "{out}");
 }
 
 /// A heading's anchor as GitHub and MkDocs write it (`## Operator down` -> `operator-down`).

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use clinic_operator::desired::{self, SecretValues, monitoring};
 use clinic_operator::model::Clinic;
-use common::{clinic, exercised_metrics, tempdir, tool, typed};
+use common::{clinic, exercised_metrics, promtool_test_rules, tempdir, tool, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use serde_json::{Value, json};
@@ -272,8 +272,6 @@ fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
         !names.contains("ClinicCertificateExpiringSoon"),
         "the Gateway's certificate is not the clinic's"
     );
-    let dir = tempdir("monitoring-traefik");
-    std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
     let backend = "clinic-lyon-lyon-gateway-http-80@kubernetesgateway";
     let series = |metric: &str, labels: &str| format!("{metric}{{service=\"{backend}\",{labels}}}");
     let alert = |name: &str, severity: &str, summary: &str, description: &str| {
@@ -316,21 +314,14 @@ fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
             ],
         }],
     });
-    let tests = serde_yaml::to_string(&tests).unwrap();
-    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
-    let out =
-        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "promtool test rules:\n{text}\n{tests}");
+    let (ok, out) = promtool_test_rules(&monitoring::rule_groups(&c), &tests);
+    assert!(ok, "promtool test rules:\n{out}");
 }
 
 /// Alert behaviour, not only syntax: promtool's rule unit tests feed series and expect alerts.
 #[test]
 fn backup_and_database_alerts_fire_when_they_should() {
     let c = clinic(PRODUCTION);
-    let dir = tempdir("monitoring-test");
-    std::fs::write(dir.join("rules.yaml"), rules_file(&monitoring::rule_groups(&c))).unwrap();
     let schedule = desired::backup::base_name(&c);
     // Backup: last success at t=0; RPO 12h; at 12h30 the alert fires, at 11h it does not.
     let tests = json!({
@@ -375,13 +366,8 @@ fn backup_and_database_alerts_fire_when_they_should() {
             },
         ],
     });
-    let tests = serde_yaml::to_string(&tests).unwrap();
-    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
-    let out =
-        Command::new(tool("promtool")).args(["test", "rules"]).arg(dir.join("tests.yaml")).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "promtool test rules:\n{text}\n{tests}");
+    let (ok, out) = promtool_test_rules(&monitoring::rule_groups(&c), &tests);
+    assert!(ok, "promtool test rules:\n{out}");
 }
 
 #[test]
@@ -454,7 +440,9 @@ fn docs_describe_every_alert_and_panel() {
     let runbooks = std::fs::read_to_string(format!("{root}/docs/operations/alerts.md")).unwrap();
     let page = std::fs::read_to_string(format!("{root}/docs/monitoring.md")).unwrap();
     let c = clinic(PRODUCTION);
-    for alert in monitoring::alerts(&c) {
+    let metric_alerts = monitoring::alerts(&c).into_iter().map(|a| (a, "table"));
+    let log_alerts = monitoring::log_alerts(&c).into_iter().map(|a| (a, "log alerts table"));
+    for (alert, table) in metric_alerts.chain(log_alerts) {
         assert!(
             runbooks.contains(&format!("\n## {}\n", alert.name)),
             "no runbook section for {}",
@@ -462,19 +450,7 @@ fn docs_describe_every_alert_and_panel() {
         );
         assert!(
             page.contains(&format!("| `{}` | {} |", alert.name, alert.severity)),
-            "{} not in the table",
-            alert.name
-        );
-    }
-    for alert in monitoring::log_alerts(&c) {
-        assert!(
-            runbooks.contains(&format!("\n## {}\n", alert.name)),
-            "no runbook section for {}",
-            alert.name
-        );
-        assert!(
-            page.contains(&format!("| `{}` | {} |", alert.name, alert.severity)),
-            "{} not in the log alerts table",
+            "{} not in the {table}",
             alert.name
         );
     }

@@ -326,23 +326,22 @@ async fn create_from_nothing() {
 
     // MariaDB's certificate first, since its end of validity goes into MariaDB's pod template:
     // the clinic's CA looked for, made, and the certificate it signs.
-    // Both looked for first (the cache may lag behind the pass before), then the CA read and
-    // made, and the certificate it signs.
+    // Both looked for first (the cache may lag behind the pass before), then the CA made, and
+    // the certificate it signs.
     assert_eq!(summary[0], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-ca");
     assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-tls");
-    assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-ca");
+    assert_eq!(summary[2], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    assert_eq!(calls[2].body["metadata"]["name"], "lyon-db-ca");
     assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(calls[3].body["metadata"]["name"], "lyon-db-ca");
-    assert_eq!(summary[4], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(calls[4].body["metadata"]["name"], "lyon-db-tls");
-    assert_eq!(calls[4].body["type"], "kubernetes.io/tls");
-    let not_after = calls[4].body["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"].clone();
-    let private_keys: Vec<String> = [&calls[3].body["data"]["ca.key"], &calls[4].body["data"]["tls.key"]]
+    assert_eq!(calls[3].body["metadata"]["name"], "lyon-db-tls");
+    assert_eq!(calls[3].body["type"], "kubernetes.io/tls");
+    let not_after = calls[3].body["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"].clone();
+    let private_keys: Vec<String> = [&calls[2].body["data"]["ca.key"], &calls[3].body["data"]["tls.key"]]
         .iter()
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
-    let calls = calls[5..].to_vec();
-    let summary = summary[5..].to_vec();
+    let calls = calls[4..].to_vec();
+    let summary = summary[4..].to_vec();
 
     // The namespace gets its Pod Security labels next.
     assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");

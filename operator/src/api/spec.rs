@@ -484,6 +484,16 @@ pub enum IssuerKind {
     Issuer,
 }
 
+impl IssuerKind {
+    /// The kind as cert-manager names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+            IssuerKind::Issuer => "Issuer",
+        }
+    }
+}
+
 /// Horizontal autoscaling of frontend and gateway.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -17,7 +17,6 @@ use rcgen::{
 use serde_json::json;
 
 use super::*;
-use crate::api::IssuerKind;
 
 /// Where MariaDB finds `tls.crt`, `tls.key` and `ca.crt`, and the exporter `ca.crt`.
 pub const TLS_DIR: &str = "/etc/mysql/tls";
@@ -69,34 +68,26 @@ pub fn dns_names(clinic: &Clinic) -> Vec<String> {
     ]
 }
 
+/// The exporter's address of MariaDB, beside it in the pod (`Ipv4Addr::LOCALHOST`).
 pub const LOOPBACK: &str = "127.0.0.1";
 
 /// The cert-manager `Certificate` for MariaDB, when the spec names an issuer.
 pub fn certificate(clinic: &Clinic) -> Option<DynamicObject> {
     let tls = &clinic.spec.database.tls;
     let issuer = tls.issuer_ref.as_ref().filter(|_| tls.enabled)?;
-    let name = clinic.database_tls_secret();
-    let mut certificate =
-        DynamicObject::new(&name, &super::ingress::certificate_resource()).within(&clinic.namespace);
-    certificate.metadata = metadata(clinic, name.clone(), Component::Database);
-    certificate.data = json!({
-        "spec": {
-            "secretName": name,
+    Some(super::ingress::cert_manager_certificate(
+        clinic,
+        clinic.database_tls_secret(),
+        Component::Database,
+        issuer,
+        json!({
             "commonName": super::database::name(clinic),
             "dnsNames": dns_names(clinic),
             "ipAddresses": [LOOPBACK],
             "duration": format!("{}h", CERTIFICATE_DAYS * 24),
             "renewBefore": format!("{}h", RENEW_BEFORE_DAYS * 24),
-            "issuerRef": {
-                "name": issuer.name,
-                "kind": match issuer.kind { IssuerKind::ClusterIssuer => "ClusterIssuer", IssuerKind::Issuer => "Issuer" },
-                "group": "cert-manager.io",
-            },
-            "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
-            "usages": ["digital signature", "key encipherment", "server auth"],
-        }
-    });
-    Some(certificate)
+        }),
+    ))
 }
 
 /// The SHA-256 of a PEM certificate's DER, in hex; `None` when it is not one.
@@ -159,7 +150,7 @@ pub fn issue(
         .map_err(|_| CertificateError::CaUnreadable(KEY_CA_CERT))?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(dns_names(clinic))?;
-    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, super::database::name(clinic));
     params.distinguished_name = dn;

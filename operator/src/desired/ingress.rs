@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
 };
 
 use super::*;
-use crate::api::IssuerKind;
+use crate::api::IssuerRef;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
@@ -93,21 +93,36 @@ pub fn certificate_resource() -> ApiResource {
 pub fn certificate(clinic: &Clinic) -> Option<DynamicObject> {
     let ingress = clinic.spec.ingress.as_ref()?;
     let issuer = ingress.tls.issuer_ref.as_ref()?;
-    let name = clinic.child_name("tls");
+    Some(cert_manager_certificate(
+        clinic,
+        clinic.child_name("tls"),
+        Component::Gateway,
+        issuer,
+        json!({ "dnsNames": [ingress.host] }),
+    ))
+}
+
+/// A cert-manager `Certificate` `name` of the clinic, for a server, issued by `issuer` into the
+/// Secret of the same name, its ECDSA P-256 key rotated at each renewal; `names` (an object)
+/// adds what it certifies and any other field of its spec.
+pub(crate) fn cert_manager_certificate(
+    clinic: &Clinic,
+    name: String,
+    component: Component,
+    issuer: &IssuerRef,
+    names: serde_json::Value,
+) -> DynamicObject {
     let mut certificate = DynamicObject::new(&name, &certificate_resource()).within(&clinic.namespace);
-    certificate.metadata = metadata(clinic, name.clone(), Component::Gateway);
-    certificate.data = json!({
-        "spec": {
-            "secretName": name,
-            "dnsNames": [ingress.host],
-            "issuerRef": {
-                "name": issuer.name,
-                "kind": match issuer.kind { IssuerKind::ClusterIssuer => "ClusterIssuer", IssuerKind::Issuer => "Issuer" },
-                "group": "cert-manager.io",
-            },
-            "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
-            "usages": ["digital signature", "key encipherment", "server auth"],
-        }
+    certificate.metadata = metadata(clinic, name.clone(), component);
+    let mut spec = json!({
+        "secretName": name,
+        "issuerRef": { "name": issuer.name, "kind": issuer.kind.as_str(), "group": "cert-manager.io" },
+        "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
+        "usages": ["digital signature", "key encipherment", "server auth"],
     });
-    Some(certificate)
+    if let (Some(spec), serde_json::Value::Object(names)) = (spec.as_object_mut(), names) {
+        spec.extend(names);
+    }
+    certificate.data = json!({ "spec": spec });
+    certificate
 }

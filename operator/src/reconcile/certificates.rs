@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::context::Context;
 use super::error::{Error, Result};
-use crate::api::{ClinicPlatform, DatabaseCertificateStatus, FIELD_MANAGER, IssuerKind};
+use crate::api::{ClinicPlatform, DatabaseCertificateStatus, FIELD_MANAGER};
 use crate::desired::database_tls::{
     self, CA_FINGERPRINT_ANNOTATION, KEY_CA_CERT, KEY_CA_KEY, KEY_TLS_CERT, NOT_AFTER_ANNOTATION,
 };
@@ -50,14 +50,7 @@ fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 
 fn issuer_text(clinic: &Clinic) -> String {
     match &clinic.spec.database.tls.issuer_ref {
-        Some(issuer) => format!(
-            "cert-manager {}/{}",
-            match issuer.kind {
-                IssuerKind::ClusterIssuer => "ClusterIssuer",
-                IssuerKind::Issuer => "Issuer",
-            },
-            issuer.name
-        ),
+        Some(issuer) => format!("cert-manager {}/{}", issuer.kind.as_str(), issuer.name),
         None => format!("the clinic's CA (Secret {})", clinic.database_ca_secret()),
     }
 }
@@ -113,7 +106,7 @@ async fn issued(
             return Ok(record(clinic, not_after, live));
         }
     }
-    let (ca_cert, ca_key) = certificate_authority(ctx, clinic, now).await?;
+    let (ca_cert, ca_key) = certificate_authority(ctx, clinic, ca.is_some(), now).await?;
     let name = clinic.database_tls_secret();
     let issued = database_tls::issue(clinic, &ca_cert, &ca_key, now).map_err(|source| {
         Error::Certificate { secret: name.clone(), ca: clinic.database_ca_secret(), source }
@@ -126,7 +119,7 @@ async fn issued(
             api.create(&params, &secret).await
         }
         Some(live) => {
-            // A merge patch of the data and annotations, on the version the cache saw (one
+            // A merge patch of the data and annotations, on the version read above (one
             // changed since is issued again next pass). The chart's admission policy lets the
             // operator change the data of this Secret only.
             let patch = json!({
@@ -146,10 +139,11 @@ async fn issued(
     Ok(record(clinic, issued.not_after, &written.metadata))
 }
 
-/// The clinic's CA: read, or made once when it does not exist.
+/// The clinic's CA: read when `exists` (its metadata was found), else made once.
 async fn certificate_authority(
     ctx: &Context,
     clinic: &Clinic,
+    exists: bool,
     now: jiff::Timestamp,
 ) -> Result<(String, String)> {
     let name = clinic.database_ca_secret();
@@ -159,7 +153,8 @@ async fn certificate_authority(
         ca: name.clone(),
         source: database_tls::CertificateError::CaUnreadable(what),
     };
-    match api.get_opt(&name).await {
+    let found = if exists { api.get_opt(&name).await } else { Ok(None) };
+    match found {
         Ok(Some(secret)) => {
             let data = secret.data.unwrap_or_default();
             let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());

@@ -75,3 +75,21 @@ pub fn exercised_metrics() -> Metrics {
     m.cleanup_blocked("clinic-lyon", "lyon");
     m
 }
+
+/// `promtool test rules` on `tests` (a rule unit-test file whose `rule_files` is
+/// `["rules.yaml"]`) with `groups` (a rule group list) as `rules.yaml`: (success, what promtool
+/// said, followed by the tests).
+pub fn promtool_test_rules(groups: &serde_json::Value, tests: &serde_json::Value) -> (bool, String) {
+    let dir = tempdir("promtool-test-rules");
+    let rules = serde_yaml::to_string(&serde_json::json!({ "groups": groups })).unwrap();
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+    let tests = serde_yaml::to_string(tests).unwrap();
+    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
+    let out = std::process::Command::new(tool("promtool"))
+        .args(["test", "rules"])
+        .arg(dir.join("tests.yaml"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), format!("{}\n{tests}", text(&out)))
+}

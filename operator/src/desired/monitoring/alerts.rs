@@ -229,23 +229,29 @@ fn rpo_seconds(clinic: &Clinic) -> u64 {
 
 /// `spec.groups` of the PrometheusRule (also what `promtool check rules` reads in the tests).
 pub fn rule_groups(clinic: &Clinic) -> Value {
-    let rules: Vec<Value> = alerts(clinic)
-        .into_iter()
-        .map(|a| {
-            json!({
-                "alert": a.name,
-                "expr": a.expr,
-                "for": a.for_,
-                "labels": { "severity": a.severity, "clinic": clinic.name },
-                "annotations": {
-                    "summary": a.summary,
-                    "description": a.description,
-                    "runbook_url": format!("{RUNBOOK_BASE}#{}", a.name.to_lowercase()),
-                },
-            })
-        })
-        .collect();
+    let labels = json!({ "clinic": clinic.name });
+    let rules: Vec<Value> = alerts(clinic).into_iter().map(|a| rule(a, &labels)).collect();
     json!([{ "name": format!("clinic-{}", clinic.name), "rules": rules }])
+}
+
+/// One alerting rule of the rule-group format (Prometheus' and the Loki ruler's), with its
+/// severity and `labels`, and its runbook.
+pub(super) fn rule(alert: Alert, labels: &Value) -> Value {
+    let mut all = json!({ "severity": alert.severity });
+    if let (Some(all), Some(labels)) = (all.as_object_mut(), labels.as_object()) {
+        all.extend(labels.clone());
+    }
+    json!({
+        "alert": alert.name,
+        "expr": alert.expr,
+        "for": alert.for_,
+        "labels": all,
+        "annotations": {
+            "summary": alert.summary,
+            "description": alert.description,
+            "runbook_url": format!("{RUNBOOK_BASE}#{}", alert.name.to_lowercase()),
+        },
+    })
 }
 
 /// Where each alert's runbook step is: the alerts page of the docs at this operator's release

@@ -117,22 +117,9 @@ pub fn log_alerts(clinic: &Clinic) -> Vec<Alert> {
 /// The rule-group file of the log alerts, in the format the Loki ruler reads (the Prometheus
 /// rule-group format with LogQL expressions).
 pub fn loki_rule_groups(clinic: &Clinic) -> Value {
-    let rules: Vec<Value> = log_alerts(clinic)
-        .into_iter()
-        .map(|a| {
-            json!({
-                "alert": a.name,
-                "expr": a.expr,
-                "for": a.for_,
-                "labels": { "severity": a.severity, "clinic": clinic.name, "namespace": clinic.namespace },
-                "annotations": {
-                    "summary": a.summary,
-                    "description": a.description,
-                    "runbook_url": format!("{RUNBOOK_BASE}#{}", a.name.to_lowercase()),
-                },
-            })
-        })
-        .collect();
+    // The ruler is shared by every tenant: the namespace says whose alert it is.
+    let labels = json!({ "clinic": clinic.name, "namespace": clinic.namespace });
+    let rules: Vec<Value> = log_alerts(clinic).into_iter().map(|a| super::alerts::rule(a, &labels)).collect();
     json!({ "groups": [{ "name": format!("clinic-{}-logs", clinic.name), "rules": rules }] })
 }
 

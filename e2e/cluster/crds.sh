@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the paths of the upstream CRD files the e2e cluster installs (Velero, Prometheus
-# Operator, cert-manager, Gateway API's standard channel, Argo CD's Application), downloading
+# Operator, cert-manager, Gateway API's standard channel, Istio, Argo CD's Application), downloading
 # the pinned modules into the Go module cache if needed.
 set -euo pipefail
 cd "$(dirname "$0")/crds"
@@ -11,6 +11,7 @@ prom=$(dir github.com/prometheus-operator/prometheus-operator)
 cm=$(dir github.com/cert-manager/cert-manager)
 argocd=$(dir github.com/argoproj/argo-cd/v3)
 gateway=$(dir sigs.k8s.io/gateway-api)
+istio=$(dir istio.io/api)
 for f in schedules backups restores backupstoragelocations deletebackuprequests; do
   echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
 done
@@ -25,5 +26,8 @@ done
 for f in "$gateway"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
   case $f in *_vap_*) ;; *) echo "$f" ;; esac
 done
+# Istio's released CRDs, all in one file (the operator writes PeerAuthentications and
+# AuthorizationPolicies for spec.security.mtls).
+echo "$istio/kubernetes/customresourcedefinitions.gen.yaml"
 # Argo CD's Application, for the GitOps example of examples/fleet.
 echo "$argocd/manifests/crds/application-crd.yaml"

@@ -1465,7 +1465,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     // attests it too).
     let full = "e2e-compliant";
     env.namespace(full)?;
-    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  database:\n    storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  openmrs:\n    backend:\n      storage: {size: 1Gi, storageClassName: encrypted-ssd}\n")?;
+    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  database:\n    storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  openmrs:\n    backend:\n      storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  security:\n    mtls: true\n")?;
     env.wait_ready(full, "ok", wait())?;
     env.velero_backup(full, "ok", "e2e-compliant-ok-20261121020000", "Completed", 1)?;
     env.poke(full, "ok")?;
@@ -1483,8 +1483,30 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "encryptionAtRest",
         "databaseEncrypted",
         "databaseTls",
+        "mutualTls",
     ] {
         ensure!(c[control] == true, "{control} does not hold: {c}");
+    }
+    // mutualTls: Istio's released schema admitted a STRICT PeerAuthentication and an
+    // AuthorizationPolicy per component, and every pod template joins the ambient mesh.
+    for component in ["mariadb", "backend", "frontend", "gateway"] {
+        let name = format!("ok-{component}");
+        let peer = env.json(&["-n", full, "get", "peerauthentications.security.istio.io", &name])?;
+        ensure!(peer["spec"]["mtls"]["mode"] == "STRICT", "{name}: {}", peer["spec"]);
+        let authz = env.json(&["-n", full, "get", "authorizationpolicies.security.istio.io", &name])?;
+        ensure!(authz["spec"]["action"] == "ALLOW", "{name}: {}", authz["spec"]);
+    }
+    for (kind, name) in [
+        ("statefulset", "ok-mariadb"),
+        ("statefulset", "ok-backend"),
+        ("deployment", "ok-frontend"),
+        ("deployment", "ok-gateway"),
+    ] {
+        let workload = env.json(&["-n", full, "get", kind, name])?;
+        ensure!(
+            workload["spec"]["template"]["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient",
+            "{name} does not join the mesh"
+        );
     }
     // The clinic's own CA signed MariaDB's certificate; its end is in the status and on
     // MariaDB's pod template.
@@ -2455,6 +2477,32 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         route_condition("GatewayApiNotInstalled")
     })
     .with_context(|| tail(&operator.output(), 20))?;
+    // Without Istio: a clinic asking for mutual TLS runs, and SecurityEnforced says what is
+    // missing (the suite's policy offers a mesh).
+    plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: meshed\n  namespace: late\nspec:\n  security: {mtls: true}\n")?;
+    let security = |reason: &str| -> Result<bool> {
+        let cp: Value = serde_json::from_str(&plane.kubectl(&[
+            "-n",
+            "late",
+            "get",
+            "clinicplatform",
+            "meshed",
+            "-o",
+            "json",
+        ])?)?;
+        Ok(cp["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "SecurityEnforced" && c["reason"] == reason))
+    };
+    eventually("SecurityEnforced says Istio is missing", Duration::from_secs(90), || {
+        security("MeshNotInstalled")
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
+    plane
+        .kubectl(&["-n", "late", "wait", "--for=condition=Ready", "clinicplatform/meshed", "--timeout=120s"])
+        .with_context(|| tail(&operator.output(), 20))?;
 
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
@@ -2481,6 +2529,18 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         "    Schedule and ServiceMonitor appeared {:.0}s after the CRDs",
         started.elapsed().as_secs_f64()
     );
+    // The mesh policies are declared once Istio's API is served (no restart), and the mesh is
+    // then reported in force.
+    eventually("mesh policies created once Istio appears", Duration::from_secs(120), || {
+        Ok(plane
+            .kubectl(&["-n", "late", "get", "peerauthentications.security.istio.io", "meshed-backend"])
+            .is_ok()
+            && plane
+                .kubectl(&["-n", "late", "get", "authorizationpolicies.security.istio.io", "meshed-backend"])
+                .is_ok()
+            && security("Enforced")?)
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
     // The route is declared once Gateway API is served (no restart), and waits for a Gateway.
     eventually("HTTPRoute created once Gateway API appears", Duration::from_secs(120), || {
         Ok(plane.kubectl(&["-n", "late", "get", "httproutes.gateway.networking.k8s.io", "routed"]).is_ok()

@@ -287,9 +287,11 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
         ns,
         clinic,
         // Traces to the suite policy's collector, and the Loki rules shipped (see
-        // logs_and_traces_join_at_the_gateway).
+        // logs_and_traces_join_at_the_gateway). Mutual TLS asked for: no mesh runs on this node
+        // (ztunnel cannot be built here), so its pods run with the mesh label and the mesh's
+        // NetworkPolicy rules, which network_policy_matrix holds to the same plain graph.
         &format!(
-            "{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n  monitoring:\n    logs: {{alertRules: true}}\n  tracing: {{enabled: true}}\n"
+            "{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n  monitoring:\n    logs: {{alertRules: true}}\n  tracing: {{enabled: true}}\n  security: {{mtls: true}}\n"
         ),
     )?;
     env.wait_ready(ns, clinic, READY)?;
@@ -905,6 +907,14 @@ fn an_ingress_on_traefik_is_served_over_tls_only(env: &Env) -> Result<()> {
 fn network_policy_matrix(env: &Env) -> Result<()> {
     let (ns, clinic) = NET;
     env.wait_ready(ns, clinic, READY)?;
+    // The clinic asks for mutual TLS: its policies carry the mesh's tunnel port and probe rule,
+    // and the graph below must be the same as without them.
+    let probes = env.json(&["-n", ns, "get", "networkpolicy", &format!("{clinic}-mesh-probes")])?;
+    ensure!(
+        probes["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] == "169.254.7.127/32",
+        "{}",
+        probes["spec"]
+    );
     let ingress = env.client_pod("ingress-nginx")?;
     let prometheus = env.client_pod("monitoring")?;
     let other = env.client_pod("e2e-other")?;

@@ -101,6 +101,9 @@ pub struct Clinic {
     pub database_certificate: Option<crate::api::DatabaseCertificateStatus>,
     /// TLS at the Ingress controller, as the policy says (its default until admitted).
     pub ingress_tls: crate::policy::IngressTlsPolicy,
+    /// The mesh the clinic's pods join, as the policy describes it; set when the policy admits
+    /// a clinic with `spec.security.mtls`, `None` otherwise.
+    pub mesh: Option<crate::policy::MeshPolicy>,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -379,6 +382,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         tracing: None,
         database_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
+        mesh: None,
         spec: spec.clone(),
         owner,
     })
@@ -474,6 +478,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         tracing: None,
         database_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
+        mesh: None,
     }
 }
 

@@ -70,6 +70,11 @@ pub struct Policy {
     /// TLS at the Ingress controller in front of the clinics (`spec.ingress`), as the platform
     /// runs it: the cipher suites of each clinic's server and the TLS options of its router.
     pub ingress_tls: IngressTlsPolicy,
+    /// The service mesh clinics that set `spec.security.mtls` join. None by default: a clinic
+    /// asking for mutual TLS is then refused, since only the platform team knows whether a mesh
+    /// runs and how its edge and Prometheus reach the clinics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshPolicy>,
     /// Any Gateway a route names is taken as listed (with an `https` listener), and a route
     /// naming none gets a stand-in one: only [`Policy::unrestricted`] sets it, never a file.
     #[serde(skip)]
@@ -97,6 +102,7 @@ impl Default for Policy {
             backup_deletion_delay: "168h".into(),
             tracing: None,
             ingress_tls: IngressTlsPolicy::default(),
+            mesh: None,
             any_gateway: false,
         }
     }
@@ -139,6 +145,7 @@ impl Policy {
                     ..Default::default()
                 },
             }),
+            mesh: Some(MeshPolicy::default()),
             ..Self::default()
         }
     }
@@ -217,6 +224,35 @@ impl Default for IngressTlsPolicy {
     fn default() -> Self {
         Self { nginx_ciphers: STRONG_TLS12_CIPHERS.into(), traefik_tls_options: None }
     }
+}
+
+/// The service mesh of the platform, as the platform team runs it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MeshPolicy {
+    /// Which mesh: `istioAmbient` (Istio in ambient mode, the only one known). Ambient needs no
+    /// sidecar nor `NET_ADMIN` init container, so the pods stay within Pod Security
+    /// `restricted`.
+    pub provider: MeshProvider,
+    /// The Ingress controllers and Gateway proxies that reach clinics are in the mesh: the
+    /// gateway's port is then STRICT and admits only their namespaces' identities. Default
+    /// false: that one port is PERMISSIVE (plain traffic from the edge), still held to the
+    /// edge's namespaces by the NetworkPolicy.
+    pub edge_in_mesh: bool,
+    /// Prometheus is in the mesh: the exporters' ports are then STRICT and admit only its
+    /// namespace's identities. Default false: they are PERMISSIVE, held to Prometheus'
+    /// namespace by the NetworkPolicy.
+    pub prometheus_in_mesh: bool,
+}
+
+/// Service meshes the operator knows.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum MeshProvider {
+    /// Istio in ambient mode (ztunnel on each node): pods join with the label
+    /// `istio.io/dataplane-mode: ambient`; policies are `security.istio.io/v1`.
+    #[default]
+    IstioAmbient,
 }
 
 /// Where traces go and how the Java agent reaches the backend.
@@ -442,6 +478,16 @@ impl Policy {
             None => None,
         };
         clinic.ingress_tls = self.ingress_tls.clone();
+        clinic.mesh = match (clinic.spec.security.mtls, &self.mesh) {
+            (false, _) => None,
+            (true, Some(mesh)) => Some(mesh.clone()),
+            (true, None) => {
+                return Err(InvalidSpec {
+                    field: "spec.security.mtls".into(),
+                    message: "true (its mesh: none): the platform runs no service mesh for clinics; remove the field or ask the platform team".into(),
+                });
+            }
+        };
         clinic.tracing = match (clinic.spec.tracing.enabled, &self.tracing) {
             (false, _) => None,
             (true, Some(tracing)) => Some(tracing.clone()),

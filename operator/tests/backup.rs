@@ -227,10 +227,13 @@ fn compliance_controls_and_storage_encryption() {
         encryption_at_rest: true,
         database_encrypted: true,
         database_tls: true,
+        mutual_tls: true,
     };
     assert!(all.all_hold());
     let plaintext_database = Controls { database_tls: false, ..all.clone() };
     assert!(!plaintext_database.all_hold());
+    let no_mesh = Controls { mutual_tls: false, ..all.clone() };
+    assert!(!no_mesh.all_hold());
     let no_tls = Controls { tls_at_edge: false, ..all };
     assert!(!no_tls.all_hold());
     let failing: Vec<_> =

@@ -10,5 +10,6 @@ require (
 	github.com/cert-manager/cert-manager v1.21.2
 	github.com/prometheus-operator/prometheus-operator v0.85.0
 	github.com/vmware-tanzu/velero v1.18.3
+	istio.io/api v1.32.0
 	sigs.k8s.io/gateway-api v1.6.3
 )

@@ -674,6 +674,17 @@ pub struct SecuritySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub extra_egress: Vec<EgressRule>,
+
+    /// Mutual TLS between the clinic's pods through the platform's service mesh (default
+    /// false). Allowed only where the platform's policy names a mesh (`mesh`, Istio in ambient
+    /// mode), else the spec is refused: the pods then join the mesh (label
+    /// `istio.io/dataplane-mode: ambient`), and a STRICT PeerAuthentication and an
+    /// AuthorizationPolicy per component admit only the flows the NetworkPolicies allow. The
+    /// gateway's port and the exporters' stay PERMISSIVE unless the policy says the edge and
+    /// Prometheus are meshed too. Without Istio's CRDs the clinic runs on and `SecurityEnforced`
+    /// says `MeshNotInstalled`.
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 impl Default for SecuritySpec {
@@ -683,6 +694,7 @@ impl Default for SecuritySpec {
             storage_encrypted: false,
             admin_password_secret_ref: None,
             extra_egress: Vec::new(),
+            mtls: false,
         }
     }
 }

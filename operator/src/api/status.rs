@@ -118,6 +118,12 @@ pub struct Compliance {
     /// clients verify, and its pod runs with that configuration.
     #[serde(default)]
     pub database_tls: bool,
+    /// Traffic between the clinic's pods is mutually authenticated and encrypted by the
+    /// platform's mesh (`spec.security.mtls`, which the platform's policy attests runs): Istio's
+    /// API is served, a STRICT PeerAuthentication and an AuthorizationPolicy per component are
+    /// in place, and every workload is ready with pods that carry the mesh label.
+    #[serde(default)]
+    pub mutual_tls: bool,
 }
 
 /// MariaDB's TLS certificate.
@@ -136,7 +142,7 @@ pub struct DatabaseCertificateStatus {
 /// The controls behind `Compliant` are the fields of the status' `Compliance`.
 impl Compliance {
     /// (name in status, holds, what to do when it does not).
-    pub fn list(&self) -> [(&'static str, bool, &'static str); 8] {
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 9] {
         [
             (
                 "podSecurityRestricted",
@@ -173,6 +179,11 @@ impl Compliance {
                 "databaseTls",
                 self.database_tls,
                 "MariaDB does not run with TLS required and a certificate (spec.database.tls)",
+            ),
+            (
+                "mutualTls",
+                self.mutual_tls,
+                "traffic between the pods is not mutually authenticated by the platform's mesh (spec.security.mtls; see SecurityEnforced)",
             ),
         ]
     }

@@ -12,6 +12,7 @@ pub mod database_tls;
 pub mod frontend;
 pub mod gateway;
 pub mod ingress;
+pub mod mesh;
 pub mod monitoring;
 pub mod network;
 pub mod pod;
@@ -91,6 +92,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     }
     out.extend(database_tls::certificate(clinic));
     out.extend(route::build(clinic));
+    out.extend(mesh::build(clinic));
     out.extend(monitoring::service_monitor(clinic));
     out.extend(monitoring::prometheus_rule(clinic));
     out
@@ -108,12 +110,12 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
     out
 }
 
-/// Children of APIs the operator uses only when installed (cert-manager, Gateway API,
+/// Children of APIs the operator uses only when installed (cert-manager, Gateway API, Istio,
 /// Prometheus Operator): part of [`objects`] and of `render`, applied by their own path once discovery
 /// says the CRDs are served. Every one the clinic may have, with its name, so that one no
 /// longer wanted can be removed.
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
-    vec![
+    let mut children = vec![
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.child_name("tls")),
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.database_tls_secret()),
         (OptionalApi::GatewayApi, route::resource(), route::name(clinic)),
@@ -128,7 +130,12 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
             monitoring::prometheus_rule_resource(),
             clinic.child_name("alerts"),
         ),
-    ]
+    ];
+    for (_, name) in mesh::components(clinic) {
+        children.push((OptionalApi::Istio, mesh::peer_authentication_resource(), name.clone()));
+        children.push((OptionalApi::Istio, mesh::authorization_policy_resource(), name));
+    }
+    children
 }
 
 /// An API the operator uses only when installed.
@@ -136,6 +143,8 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
 pub enum OptionalApi {
     CertManager,
     GatewayApi,
+    /// Istio's security API (PeerAuthentication, AuthorizationPolicy), for `spec.security.mtls`.
+    Istio,
     PrometheusOperator,
 }
 

@@ -2,6 +2,10 @@
 //! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and backend -> MariaDB, DNS, and
 //! the extra egress the spec declares, backend -> the trace collector the policy names (with
 //! `spec.tracing`), and Prometheus' namespace -> the exporters' ports.
+//!
+//! With `spec.security.mtls` the same flows between meshed pods also open the mesh's tunnel port
+//! (HBONE), and the kubelet's probes are admitted from the address the mesh gives them
+//! ([`super::mesh`]); nothing else widens.
 
 use std::collections::BTreeMap;
 
@@ -67,8 +71,23 @@ fn to(peers: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPo
     NetworkPolicyEgressRule { to: Some(peers), ports: Some(ports) }
 }
 
+/// `ports` of a flow between meshed pods: in the mesh the flow arrives on the tunnel port
+/// (HBONE), the destination port inside it (which the AuthorizationPolicy holds to `ports`).
+fn meshed(clinic: &Clinic, mut ports: Vec<NetworkPolicyPort>) -> Vec<NetworkPolicyPort> {
+    if clinic.mesh.is_some() {
+        ports.push(tcp(super::mesh::HBONE_PORT));
+    }
+    ports
+}
+
+/// `ports` of a flow from the edge or Prometheus: tunnelled too when the policy says they are
+/// in the mesh.
+fn meshed_if(clinic: &Clinic, in_mesh: bool, ports: Vec<NetworkPolicyPort>) -> Vec<NetworkPolicyPort> {
+    if in_mesh { meshed(clinic, ports) } else { ports }
+}
+
 pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
-    vec![
+    let mut policies = vec![
         policy(clinic, "default-deny", platform_pods(clinic), vec![], vec![]),
         allow_dns(clinic),
         gateway(clinic),
@@ -76,12 +95,40 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
             clinic,
             "frontend",
             selector(clinic, Component::Frontend),
-            vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(super::frontend::PORT)])],
+            vec![from(
+                vec![pods_of(clinic, Component::Gateway)],
+                meshed(clinic, vec![tcp(super::frontend::PORT)]),
+            )],
             vec![],
         ),
         backend(clinic),
         database(clinic),
-    ]
+    ];
+    if clinic.mesh.is_some() {
+        policies.push(mesh_probes(clinic));
+    }
+    policies
+}
+
+/// The kubelet's probes of meshed pods come from the address the mesh rewrites them to (they
+/// are plain and bypass the mesh); where the CNI holds the node's own traffic to the
+/// NetworkPolicies, the probes need this rule. Istio documents it for any port: the address is
+/// link-local and only the node's own rewrite produces it.
+fn mesh_probes(clinic: &Clinic) -> NetworkPolicy {
+    let probes = NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: super::mesh::PROBE_SOURCE.into(), except: None }),
+        ..Default::default()
+    };
+    let rule = NetworkPolicyIngressRule { from: Some(vec![probes]), ports: None };
+    NetworkPolicy {
+        metadata: metadata(clinic, clinic.child_name("mesh-probes"), Component::Platform),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(platform_pods(clinic)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![rule]),
+            egress: None,
+        }),
+    }
 }
 
 fn allow_dns(clinic: &Clinic) -> NetworkPolicy {
@@ -102,6 +149,12 @@ fn allow_dns(clinic: &Clinic) -> NetworkPolicy {
     )
 }
 
+/// An exporter's port, tunnelled too when the policy puts Prometheus in the mesh.
+fn exporter_ports(clinic: &Clinic, port: i32) -> Vec<NetworkPolicyPort> {
+    let in_mesh = clinic.mesh.as_ref().is_some_and(|m| m.prometheus_in_mesh);
+    meshed_if(clinic, in_mesh, vec![tcp(port)])
+}
+
 /// Prometheus' namespace, when monitoring is on: it reaches the exporters' ports and nothing else.
 fn prometheus(clinic: &Clinic) -> Option<NetworkPolicyPeer> {
     super::monitoring::enabled(clinic).then(|| NetworkPolicyPeer {
@@ -111,13 +164,15 @@ fn prometheus(clinic: &Clinic) -> Option<NetworkPolicyPeer> {
 }
 
 fn gateway(clinic: &Clinic) -> NetworkPolicy {
+    let edge_in_mesh = clinic.mesh.as_ref().is_some_and(|m| m.edge_in_mesh);
+    let edge_ports = || meshed_if(clinic, edge_in_mesh, vec![tcp(super::gateway::PORT)]);
     let mut ingress = Vec::new();
     if let Some(controller) = &clinic.spec.ingress {
         let controller = NetworkPolicyPeer {
             namespace_selector: Some(namespace_named(&controller.controller_namespace)),
             ..Default::default()
         };
-        ingress.push(from(vec![controller], vec![tcp(super::gateway::PORT)]));
+        ingress.push(from(vec![controller], edge_ports()));
     }
     // The Gateway's proxies, where the platform's policy says they run.
     if let Some(platform_gateway) = &clinic.gateway {
@@ -125,23 +180,29 @@ fn gateway(clinic: &Clinic) -> NetworkPolicy {
             namespace_selector: Some(namespace_named(platform_gateway.proxy_namespace())),
             ..Default::default()
         };
-        ingress.push(from(vec![proxies], vec![tcp(super::gateway::PORT)]));
+        ingress.push(from(vec![proxies], edge_ports()));
     }
     if let Some(prometheus) = prometheus(clinic) {
-        ingress.push(from(vec![prometheus], vec![tcp(super::monitoring::NGINX_EXPORTER_PORT)]));
+        ingress.push(from(vec![prometheus], exporter_ports(clinic, super::monitoring::NGINX_EXPORTER_PORT)));
     }
     let egress = vec![
-        to(vec![pods_of(clinic, Component::Frontend)], vec![tcp(super::frontend::PORT)]),
-        to(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::backend::PORT)]),
+        to(vec![pods_of(clinic, Component::Frontend)], meshed(clinic, vec![tcp(super::frontend::PORT)])),
+        to(vec![pods_of(clinic, Component::Backend)], meshed(clinic, vec![tcp(super::backend::PORT)])),
     ];
     policy(clinic, "gateway", selector(clinic, Component::Gateway), ingress, egress)
 }
 
 fn backend(clinic: &Clinic) -> NetworkPolicy {
-    let mut ingress = vec![from(vec![pods_of(clinic, Component::Gateway)], vec![tcp(super::backend::PORT)])];
-    let mut egress = vec![to(vec![pods_of(clinic, Component::Database)], vec![tcp(super::database::PORT)])];
+    let mut ingress = vec![from(
+        vec![pods_of(clinic, Component::Gateway)],
+        meshed(clinic, vec![tcp(super::backend::PORT)]),
+    )];
+    let mut egress = vec![to(
+        vec![pods_of(clinic, Component::Database)],
+        meshed(clinic, vec![tcp(super::database::PORT)]),
+    )];
     if clinic.spec.openmrs.backend.clustering.is_some() {
-        let jgroups: Vec<_> = super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect();
+        let jgroups = meshed(clinic, super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect());
         ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
         egress.push(to(vec![pods_of(clinic, Component::Backend)], jgroups));
     }
@@ -170,9 +231,12 @@ fn backend(clinic: &Clinic) -> NetworkPolicy {
 }
 
 fn database(clinic: &Clinic) -> NetworkPolicy {
-    let mut ingress = vec![from(vec![pods_of(clinic, Component::Backend)], vec![tcp(super::database::PORT)])];
+    let mut ingress = vec![from(
+        vec![pods_of(clinic, Component::Backend)],
+        meshed(clinic, vec![tcp(super::database::PORT)]),
+    )];
     if let Some(prometheus) = prometheus(clinic) {
-        ingress.push(from(vec![prometheus], vec![tcp(super::monitoring::MYSQLD_EXPORTER_PORT)]));
+        ingress.push(from(vec![prometheus], exporter_ports(clinic, super::monitoring::MYSQLD_EXPORTER_PORT)));
     }
     policy(clinic, "mariadb", selector(clinic, Component::Database), ingress, vec![])
 }

@@ -276,11 +276,9 @@ pub(crate) fn pod_template_metadata(
 ) -> ObjectMeta {
     let volumes = pod.volumes.as_deref().unwrap_or_default();
     annotations.extend(backup::pod_volume_annotations(clinic, volumes, keep_in_backups));
-    ObjectMeta {
-        labels: Some(clinic.labels(component)),
-        annotations: non_empty_map(&annotations),
-        ..Default::default()
-    }
+    let mut labels = clinic.labels(component);
+    labels.extend(super::mesh::pod_labels(clinic));
+    ObjectMeta { labels: Some(labels), annotations: non_empty_map(&annotations), ..Default::default() }
 }
 
 /// The annotation that rolls a pod when the ConfigMap it mounts changes.

@@ -1,5 +1,5 @@
-//! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, the Prometheus
-//! Operator), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
+//! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, Istio, the
+//! Prometheus Operator), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
 //! the operator started are picked up without a restart.
 
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ pub const DISCOVERY_TTL: Duration = Duration::from_secs(30);
 const VELERO: (&str, &[&str]) = ("velero.io/v1", &["schedules", "backups"]);
 const CERT_MANAGER: (&str, &[&str]) = ("cert-manager.io/v1", &["certificates"]);
 const GATEWAY_API: (&str, &[&str]) = ("gateway.networking.k8s.io/v1", &["httproutes"]);
+const ISTIO_SECURITY: (&str, &[&str]) =
+    ("security.istio.io/v1", &["peerauthentications", "authorizationpolicies"]);
 const PROMETHEUS_OPERATOR: (&str, &[&str]) =
     ("monitoring.coreos.com/v1", &["servicemonitors", "prometheusrules"]);
 
@@ -48,6 +50,7 @@ impl Discovery {
         match api {
             OptionalApi::CertManager => self.served(CERT_MANAGER).await,
             OptionalApi::GatewayApi => self.served(GATEWAY_API).await,
+            OptionalApi::Istio => self.served(ISTIO_SECURITY).await,
             OptionalApi::PrometheusOperator => self.served(PROMETHEUS_OPERATOR).await,
         }
     }

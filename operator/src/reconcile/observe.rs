@@ -17,11 +17,12 @@ use super::error::Error;
 use super::exposure::{self, RouteState};
 use super::gate::Gate;
 use super::gather::{Gathered, running_images};
-use super::status::{MonitoringState, Observed, WorkloadState};
+use super::status::{MeshState, MonitoringState, Observed, WorkloadState};
 use super::storage::storage_encrypted;
 use super::uncached::Uncached;
+use super::uncached::optional::OptionalState;
 use crate::api::{ClinicPlatform, Compliance, ComponentVersions};
-use crate::desired;
+use crate::desired::{self, OptionalApi};
 use crate::model::{BACKEND_IMAGE_PATH, Clinic, MARIADB_IMAGE_PATH};
 
 /// Everything the status of this pass is computed from.
@@ -34,7 +35,7 @@ pub async fn observe(
     outcome: &Outcome,
     uncached: Uncached,
 ) -> Observed {
-    let Uncached { outside, certificates, routes, monitors, .. } = uncached;
+    let Uncached { outside, certificates, routes, monitors, mesh, .. } = uncached;
     let (schedule_error, dashboard_error) = match &outside {
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
@@ -98,7 +99,12 @@ pub async fn observe(
         database_tls: clinic.database_tls()
             && clinic.database_certificate.is_some()
             && observed.database.is_ready(),
+        mutual_tls: false,
     };
+    observed.mesh = clinic.mesh.as_ref().map(|_| mesh_state(clinic, mesh.as_ref()));
+    // Ready workloads run the pod template that carries the mesh label.
+    observed.controls.mutual_tls =
+        observed.mesh == Some(MeshState::InForce) && observed.database.is_ready() && observed.openmrs_ready();
     observed.outside = match &outside {
         Some(o) => Some(o.record.clone()),
         None => cp.status.as_ref().and_then(|s| s.outside_objects.clone()),
@@ -190,7 +196,24 @@ fn workloads(
         namespace_visible: true,
         monitoring: MonitoringState::default(),
         route: None,
+        mesh: None,
         outside: None,
+    }
+}
+
+/// The mesh policies of a clinic with `spec.security.mtls`, from this pass's look at them.
+fn mesh_state(clinic: &Clinic, looked: Option<&OptionalState>) -> MeshState {
+    let Some(looked) = looked else {
+        return MeshState::Pending;
+    };
+    let expected =
+        desired::optional_children(clinic).iter().filter(|(api, _, _)| *api == OptionalApi::Istio).count();
+    match looked {
+        OptionalState { installed: false, .. } => MeshState::NotInstalled,
+        OptionalState { in_place, error: None, .. } if in_place.len() == expected => MeshState::InForce,
+        OptionalState { in_place, error, .. } => {
+            MeshState::Incomplete { in_place: in_place.len(), expected, error: error.clone() }
+        }
     }
 }
 

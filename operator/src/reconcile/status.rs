@@ -147,8 +147,23 @@ pub struct Observed {
     pub monitoring: MonitoringState,
     /// The clinic's HTTPRoutes with their Gateway (`None` without `spec.route`).
     pub route: Option<RouteState>,
+    /// The clinic's mesh policies (`None` without `spec.security.mtls`).
+    pub mesh: Option<MeshState>,
     /// What is outside the namespace on the clinic's behalf (`status.outsideObjects`).
     pub outside: Option<Vec<crate::api::OutsideObject>>,
+}
+
+/// The mesh policies of a clinic with `spec.security.mtls`, as this pass found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshState {
+    /// Not declared yet: they follow the other children once those are in place.
+    Pending,
+    /// Istio's security API (`security.istio.io/v1`) is not served.
+    NotInstalled,
+    /// Some of the PeerAuthentications and AuthorizationPolicies are not in place.
+    Incomplete { in_place: usize, expected: usize, error: Option<Problem> },
+    /// Every one is in place as declared.
+    InForce,
 }
 
 /// What the monitoring of a clinic looks like this pass.
@@ -253,7 +268,7 @@ impl Observed {
         [&self.backend, &self.frontend, &self.gateway]
     }
 
-    fn openmrs_ready(&self) -> bool {
+    pub(crate) fn openmrs_ready(&self) -> bool {
         self.openmrs_parts().iter().all(|w| w.is_ready())
     }
 
@@ -353,6 +368,14 @@ fn security_enforced(clinic: &Clinic, observed: &Observed) -> Condition {
         (false, "PoliciesMissing", "NetworkPolicies are not all in place yet")
     } else if observed.namespace_visible && !observed.controls.pod_security_restricted {
         (false, "PodSecurityMissing", "the namespace does not enforce Pod Security restricted yet")
+    } else if let Some((reason, message)) = observed.mesh.as_ref().and_then(mesh_shortfall) {
+        return condition(SECURITY_ENFORCED, false, reason, message, generation);
+    } else if observed.mesh.is_some() {
+        (
+            true,
+            "Enforced",
+            "default-deny NetworkPolicies, restricted Pod Security, hardened pods and STRICT mutual TLS through the mesh are in place",
+        )
     } else {
         (
             true,
@@ -361,6 +384,26 @@ fn security_enforced(clinic: &Clinic, observed: &Observed) -> Condition {
         )
     };
     condition(SECURITY_ENFORCED, ok, reason, message.into(), generation)
+}
+
+/// Why the mesh does not hold the clinic's traffic yet, if it does not.
+fn mesh_shortfall(mesh: &MeshState) -> Option<(&'static str, String)> {
+    match mesh {
+        MeshState::InForce => None,
+        MeshState::Pending => Some((
+            "MeshPending",
+            "spec.security.mtls: the mesh policies are declared once the other children are in place".into(),
+        )),
+        MeshState::NotInstalled => Some((
+            "MeshNotInstalled",
+            "spec.security.mtls: the cluster serves no Istio security API (security.istio.io/v1 PeerAuthentication and AuthorizationPolicy); the pods carry the mesh label but their traffic is not mutually authenticated until Istio is installed".into(),
+        )),
+        MeshState::Incomplete { error: Some(e), .. } => Some((e.reason, e.message.clone())),
+        MeshState::Incomplete { in_place, expected, error: None } => Some((
+            "MeshPoliciesMissing",
+            format!("spec.security.mtls: {in_place} of {expected} PeerAuthentications and AuthorizationPolicies are in place"),
+        )),
+    }
 }
 
 fn compliant(controls: &crate::api::Compliance, generation: Option<i64>) -> Condition {
@@ -683,6 +726,7 @@ mod tests {
             encryption_at_rest: all_controls,
             database_encrypted: all_controls,
             database_tls: all_controls,
+            mutual_tls: all_controls,
         };
         Observed {
             generation: Some(3),
@@ -703,6 +747,7 @@ mod tests {
             namespace_visible: true,
             monitoring,
             route: None,
+            mesh: None,
             outside: None,
         }
     }
@@ -871,6 +916,29 @@ mod tests {
                 passes.push((routed.clone(), pass));
             }
         }
+        // Mutual TLS asked for: every state of the mesh policies.
+        let mut meshed = spec.clone();
+        meshed.security.mtls = true;
+        let mesh_states = [
+            MeshState::Pending,
+            MeshState::NotInstalled,
+            MeshState::Incomplete { in_place: 3, expected: 8, error: None },
+            MeshState::Incomplete {
+                in_place: 0,
+                expected: 8,
+                error: Some(Problem::from(&Error::Apply {
+                    kind: "PeerAuthentication".into(),
+                    name: "lyon-backend".into(),
+                    source: api(403, "Forbidden", "peerauthentications.security.istio.io is forbidden"),
+                })),
+            },
+            MeshState::InForce,
+        ];
+        for state in mesh_states {
+            let mut pass = settled(true);
+            pass.mesh = Some(state);
+            passes.push((meshed.clone(), pass));
+        }
 
         let mut seen = BTreeSet::new();
         let mut problems = BTreeSet::new();
@@ -948,6 +1016,10 @@ mod tests {
             "SecurityEnforced/PodSecurityOptOut",
             "SecurityEnforced/PoliciesMissing",
             "SecurityEnforced/PodSecurityMissing",
+            "SecurityEnforced/MeshPending",
+            "SecurityEnforced/MeshNotInstalled",
+            "SecurityEnforced/MeshPoliciesMissing",
+            "SecurityEnforced/ApplyFailed",
             "SecurityEnforced/Enforced",
             "BackupReady/BackupDisabled",
             "BackupReady/VeleroNotInstalled",

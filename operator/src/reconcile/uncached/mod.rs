@@ -30,6 +30,8 @@ pub struct Uncached {
     /// The clinic's HTTPRoutes; `None` when they were not looked at this pass.
     pub routes: Option<optional::OptionalState>,
     pub monitors: optional::OptionalState,
+    /// The clinic's mesh policies (Istio); `None` when they were not looked at this pass.
+    pub mesh: Option<optional::OptionalState>,
     /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
     /// is read again on the next pass.
     pub route_unsettled: bool,
@@ -47,6 +49,7 @@ impl Uncached {
             && self.certificates.error.is_none()
             && self.routes.as_ref().is_some_and(|r| r.error.is_none())
             && self.monitors.error.is_none()
+            && self.mesh.as_ref().is_none_or(|m| m.error.is_none())
     }
 
     /// Names held by something else, for Warning events.
@@ -90,9 +93,22 @@ pub async fn sync(
     let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
     let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
     let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
+    // Eight names to read: only where the mesh is wanted, or the spec just changed (mTLS turned
+    // off: the policies go with that pass).
+    let spec_changed = cp.status.as_ref().and_then(|s| s.observed_generation) != cp.metadata.generation;
+    let mesh = match clinic.mesh.is_some() || spec_changed {
+        true => Some(optional::ensure(ctx, clinic, OptionalApi::Istio, desired).await),
+        false => None,
+    };
     let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
-    let checked =
-        Uncached { outside: Some(outside), certificates, routes: Some(routes), monitors, route_unsettled };
+    let checked = Uncached {
+        outside: Some(outside),
+        certificates,
+        routes: Some(routes),
+        monitors,
+        mesh,
+        route_unsettled,
+    };
     ctx.memory.remember_uncached(&key, version, &checked);
     checked
 }

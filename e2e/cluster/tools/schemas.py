@@ -96,6 +96,12 @@ def crds(out_dir, paths):
                     # metadata is not described by CRD schemas; kubeconform checks the rest.
                     schema.setdefault("properties", {}).pop("metadata", None)
                     schema["properties"]["metadata"] = {"type": "object"}
+                    # Some CRDs (Istio's) leave apiVersion and kind out of their schema, which
+                    # strictness would then refuse: they must name this very kind, as for the
+                    # built-in kinds.
+                    api_version = f"{spec['group']}/{version['name']}"
+                    schema["properties"]["apiVersion"] = {"type": "string", "enum": [api_version]}
+                    schema["properties"]["kind"] = {"type": "string", "enum": [spec["names"]["kind"]]}
                     with open(os.path.join(out_dir, file_name(spec["group"], version["name"], spec["names"]["kind"])), "w") as f:
                         json.dump(schema, f)
                     count += 1

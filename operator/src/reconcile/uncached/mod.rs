@@ -93,9 +93,10 @@ pub async fn sync(
     let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
     let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
     let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
-    // Eight names to read: only where the mesh is wanted, or the spec just changed (mTLS turned
-    // off: the policies go with that pass).
-    let spec_changed = cp.status.as_ref().and_then(|s| s.observed_generation) != cp.metadata.generation;
+    // Eight names to read: only where the mesh is wanted, or the spec of a clinic already
+    // reconciled just changed (mTLS turned off: the policies go with that pass). A new clinic
+    // has none to remove.
+    let spec_changed = cp.status.as_ref().is_some_and(|s| s.observed_generation != cp.metadata.generation);
     let mesh = match clinic.mesh.is_some() || spec_changed {
         true => Some(optional::ensure(ctx, clinic, OptionalApi::Istio, desired).await),
         false => None,

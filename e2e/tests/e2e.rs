@@ -2309,7 +2309,7 @@ fn kind_workflow_steps_pass_locally(_env: &Env) -> Result<()> {
     let plane = ControlPlane::start()?;
     let mut operator = None;
     for name in [
-        "Upstream CRDs (Velero, Prometheus Operator, cert-manager)",
+        "Upstream CRDs (the pinned releases of e2e/cluster/crds.sh)",
         "helm install",
         "Apply the examples",
         "The minimal clinic turns Ready with real containers",
@@ -2479,7 +2479,21 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     .with_context(|| tail(&operator.output(), 20))?;
     // Without Istio: a clinic asking for mutual TLS runs, and SecurityEnforced says what is
     // missing (the suite's policy offers a mesh).
-    plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: meshed\n  namespace: late\nspec:\n  security: {mtls: true}\n")?;
+    plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: meshed\n  namespace: late\nspec:\n  security: {mtls: true}\n  autoscaling: {verticalRecommendations: true}\n")?;
+    let monitoring_says = |text: &str| -> Result<bool> {
+        let cp: Value = serde_json::from_str(&plane.kubectl(&[
+            "-n",
+            "late",
+            "get",
+            "clinicplatform",
+            "meshed",
+            "-o",
+            "json",
+        ])?)?;
+        Ok(cp["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == "MonitoringReady" && c["message"].as_str().is_some_and(|m| m.contains(text))
+        }))
+    };
     let security = |reason: &str| -> Result<bool> {
         let cp: Value = serde_json::from_str(&plane.kubectl(&[
             "-n",
@@ -2499,6 +2513,12 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     eventually("SecurityEnforced says Istio is missing", Duration::from_secs(90), || {
         security("MeshNotInstalled")
     })
+    .with_context(|| tail(&operator.output(), 20))?;
+    eventually(
+        "MonitoringReady says the Vertical Pod Autoscaler is missing",
+        Duration::from_secs(30),
+        || monitoring_says("does not serve autoscaling.k8s.io/v1"),
+    )
     .with_context(|| tail(&operator.output(), 20))?;
     plane
         .kubectl(&["-n", "late", "wait", "--for=condition=Ready", "clinicplatform/meshed", "--timeout=120s"])
@@ -2529,9 +2549,13 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
         "    Schedule and ServiceMonitor appeared {:.0}s after the CRDs",
         started.elapsed().as_secs_f64()
     );
-    // The mesh policies are declared once Istio's API is served (no restart), and the mesh is
-    // then reported in force.
+    // The mesh policies are declared once Istio's API is served, at the clinic's next reconcile
+    // (no restart; poked here rather than waiting for the periodic one), and the mesh is then
+    // reported in force.
     eventually("mesh policies created once Istio appears", Duration::from_secs(120), || {
+        let stamp = format!("e2e/poke={}", started.elapsed().as_millis());
+        let _ = plane.kubectl(&["-n", "late", "annotate", "clinicplatform", "meshed", &stamp, "--overwrite"]);
+        std::thread::sleep(Duration::from_secs(2));
         Ok(plane
             .kubectl(&["-n", "late", "get", "peerauthentications.security.istio.io", "meshed-backend"])
             .is_ok()
@@ -2541,6 +2565,27 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
             && security("Enforced")?)
     })
     .with_context(|| tail(&operator.output(), 20))?;
+    // The VerticalPodAutoscalers too, in the upstream schema, recommending only.
+    eventually("VerticalPodAutoscalers created once their CRDs appear", Duration::from_secs(120), || {
+        monitoring_says("recommendations for the 4 workloads")
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
+    let vpa: Value = serde_json::from_str(&plane.kubectl(&[
+        "-n",
+        "late",
+        "get",
+        "verticalpodautoscalers.autoscaling.k8s.io",
+        "meshed-backend",
+        "-o",
+        "json",
+    ])?)?;
+    ensure!(
+        vpa["spec"]["updatePolicy"]["updateMode"] == "Off"
+            && vpa["spec"]["targetRef"]["kind"] == "StatefulSet"
+            && vpa["spec"]["targetRef"]["name"] == "meshed-backend",
+        "{}",
+        vpa["spec"]
+    );
     // The route is declared once Gateway API is served (no restart), and waits for a Gateway.
     eventually("HTTPRoute created once Gateway API appears", Duration::from_secs(120), || {
         Ok(plane.kubectl(&["-n", "late", "get", "httproutes.gateway.networking.k8s.io", "routed"]).is_ok()

@@ -101,14 +101,58 @@ pub fn render_with(input: &str, default_namespace: &str, policy: &Policy) -> Res
     for clinic in &clinics {
         for object in desired::objects(clinic, &SecretValues::Placeholder) {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&object)?);
+            out.push_str(&yaml_for_kubectl(&object)?);
         }
         // Objects outside the clinic's namespace (the Velero Schedule, a dashboard in
         // Grafana's namespace) are written by their own path, not among the owned children; a
         // reviewer still wants to see them.
         for object in desired::outside(clinic) {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&object)?);
+            out.push_str(&yaml_for_kubectl(&object)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Words YAML 1.1 reads as booleans, which serde_yaml (YAML 1.2) leaves unquoted.
+const YAML11_BOOLEANS: &[&str] =
+    &["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"];
+
+/// `object` as YAML that YAML 1.1 parsers read back the same: kubectl, Helm and kubeconform
+/// (go-yaml) turn a plain `Off` into `false`, so the VerticalPodAutoscaler's `updateMode: Off`
+/// would be refused. Plain scalars that are such words are quoted; block scalars (`|`) are
+/// left as they are.
+fn yaml_for_kubectl<T: serde::Serialize>(object: &T) -> Result<String, serde_yaml::Error> {
+    let yaml = serde_yaml::to_string(object)?;
+    let mut out = String::with_capacity(yaml.len() + 16);
+    let mut block_parent: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(parent) = block_parent {
+            if line.trim().is_empty() || indent > parent {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            block_parent = None;
+        }
+        let value_at = line
+            .rfind(": ")
+            .map(|i| i + 2)
+            .or_else(|| line.trim_start().starts_with("- ").then_some(indent + 2));
+        match value_at {
+            Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => {
+                out.push_str(&line[..at]);
+                out.push('\'');
+                out.push_str(&line[at..]);
+                out.push('\'');
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+        let trimmed = line.trim_end();
+        if ["|", "|-", "|+", ">", ">-", ">+"].iter().any(|b| trimmed.ends_with(&format!(" {b}"))) {
+            block_parent = Some(indent);
         }
     }
     Ok(out)
@@ -180,5 +224,27 @@ fn fields(path: &str, node: &serde_json::Value, out: &mut String) {
                 fields(&format!("{here}[]"), &field["items"], out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml_for_kubectl;
+    use serde_json::json;
+
+    #[test]
+    fn yaml_11_booleans_are_quoted_and_block_scalars_kept() {
+        let object = json!({
+            "spec": {"updatePolicy": {"updateMode": "Off"}, "list": ["yes", "On", "other"], "truth": true},
+            "data": {"nginx.conf": "sendfile on;\nkey: off\n- no\n", "plain": "offline"},
+        });
+        let yaml = yaml_for_kubectl(&object).unwrap();
+        assert!(yaml.contains("updateMode: 'Off'"), "{yaml}");
+        assert!(yaml.contains("- 'yes'") && yaml.contains("- 'On'") && yaml.contains("- other"), "{yaml}");
+        assert!(yaml.contains("truth: true") && yaml.contains("plain: offline"), "{yaml}");
+        // The block scalar's lines are its content: untouched.
+        assert!(yaml.contains("    key: off\n") && yaml.contains("    - no\n"), "{yaml}");
+        let back: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, object);
     }
 }

@@ -638,6 +638,72 @@ fn placement_reaches_the_pods() {
 }
 
 #[test]
+fn vertical_recommendations_watch_every_workload_and_change_no_pod() {
+    let plain = objects(&clinic("  {}\n"));
+    assert!(plain.iter().all(|o| o.types.as_ref().unwrap().kind != "VerticalPodAutoscaler"));
+    let asked = objects(&clinic("  autoscaling: {verticalRecommendations: true}\n"));
+    let vpas: Vec<&DynamicObject> =
+        asked.iter().filter(|o| o.types.as_ref().unwrap().kind == "VerticalPodAutoscaler").collect();
+    let targets: BTreeSet<(String, String)> = vpas
+        .iter()
+        .map(|v| {
+            let target = &v.data["spec"]["targetRef"];
+            assert_eq!(target["apiVersion"], "apps/v1");
+            // Named after its workload, in recommendation mode only: "Off" never evicts nor
+            // resizes, so it cannot fight the HorizontalPodAutoscalers.
+            assert_eq!(v.metadata.name.as_deref(), target["name"].as_str());
+            assert_eq!(v.data["spec"]["updatePolicy"]["updateMode"], "Off");
+            assert_eq!(
+                v.data["spec"]["resourcePolicy"]["containerPolicies"],
+                serde_json::json!([{"containerName": "*", "controlledResources": ["cpu", "memory"]}])
+            );
+            (target["kind"].as_str().unwrap().to_string(), target["name"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let workloads: BTreeSet<(String, String)> = asked
+        .iter()
+        .filter(|o| matches!(o.types.as_ref().unwrap().kind.as_str(), "StatefulSet" | "Deployment"))
+        .map(|o| (o.types.as_ref().unwrap().kind.clone(), o.metadata.name.clone().unwrap()))
+        .collect();
+    assert_eq!(targets, workloads);
+    // The pods are the same with or without.
+    assert_eq!(pod_specs(&plain), pod_specs(&asked));
+}
+
+#[test]
+fn replicas_prefer_distinct_nodes_and_zones_unless_told_otherwise() {
+    let spread = |c: &Clinic| -> BTreeMap<String, Vec<(String, String)>> {
+        pod_specs(&objects(c))
+            .into_iter()
+            .map(|(name, pod)| {
+                let constraints = pod.topology_spread_constraints.unwrap_or_default();
+                (name, constraints.into_iter().map(|t| (t.topology_key, t.when_unsatisfiable)).collect())
+            })
+            .collect()
+    };
+    let preferred = |key: &str| (key.to_string(), "ScheduleAnyway".to_string());
+    let defaults = spread(&clinic("  {}\n"));
+    for name in ["lyon-backend", "lyon-frontend", "lyon-gateway"] {
+        assert_eq!(
+            defaults[name],
+            [preferred("kubernetes.io/hostname"), preferred("topology.kubernetes.io/zone")],
+            "{name}"
+        );
+    }
+    // A single MariaDB has nothing to spread.
+    assert!(defaults["lyon-mariadb"].is_empty());
+    // The component's own constraints replace the defaults.
+    let own = spread(&clinic(
+        "  openmrs:\n    frontend:\n      placement:\n        topologySpreadConstraints:\n          - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}\n",
+    ));
+    assert_eq!(
+        own["lyon-frontend"],
+        [("topology.kubernetes.io/zone".to_string(), "DoNotSchedule".to_string())]
+    );
+    assert_eq!(own["lyon-gateway"], defaults["lyon-gateway"]);
+}
+
+#[test]
 fn residency_pins_every_pod_to_the_declared_regions() {
     let objects = objects(&clinic("  residency:\n    regions: [fr-par]\n    zones: [fr-par-1, fr-par-2]\n"));
     let pods = pod_specs(&objects);

@@ -11,5 +11,6 @@ require (
 	github.com/prometheus-operator/prometheus-operator v0.85.0
 	github.com/vmware-tanzu/velero v1.18.3
 	istio.io/api v1.32.0
+	k8s.io/autoscaler/vertical-pod-autoscaler v1.8.1
 	sigs.k8s.io/gateway-api v1.6.3
 )

@@ -383,7 +383,9 @@ pub struct Placement {
     #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
 
-    /// Topology spread constraints. When empty, replicas of a component prefer distinct nodes.
+    /// Topology spread constraints. When empty, replicas of a component prefer distinct nodes
+    /// and distinct zones (`topology.kubernetes.io/zone`; a preference, so nodes without zones
+    /// schedule as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
@@ -510,11 +512,25 @@ pub struct AutoscalingSpec {
     /// Autoscaling bounds of the gateway.
     #[serde(default)]
     pub gateway: ScalingBounds,
+
+    /// A VerticalPodAutoscaler per workload (MariaDB, backend, frontend, gateway) in
+    /// recommendation mode (`updateMode: "Off"`; default false): the Vertical Pod Autoscaler's
+    /// recommender computes CPU and memory requests from what the pods really use (`kubectl
+    /// describe vpa`), and never evicts or resizes a pod, so it never fights the
+    /// HorizontalPodAutoscalers. Without the `autoscaling.k8s.io/v1` CRDs the clinic runs on and
+    /// `MonitoringReady`'s message says so.
+    #[serde(default)]
+    pub vertical_recommendations: bool,
 }
 
 impl Default for AutoscalingSpec {
     fn default() -> Self {
-        Self { enabled: true, frontend: ScalingBounds::default(), gateway: ScalingBounds::default() }
+        Self {
+            enabled: true,
+            frontend: ScalingBounds::default(),
+            gateway: ScalingBounds::default(),
+            vertical_recommendations: false,
+        }
     }
 }
 

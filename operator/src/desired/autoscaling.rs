@@ -1,7 +1,8 @@
 //! HorizontalPodAutoscalers for the stateless components and PodDisruptionBudgets where the
 //! replica count allows one pod to go: the frontend and gateway, and the clustered backend
 //! (`spec.openmrs.backend.replicas` of 2 or more). MariaDB is single-replica: a budget there
-//! would only block node drains.
+//! would only block node drains. With `spec.autoscaling.verticalRecommendations`, a
+//! VerticalPodAutoscaler per workload in recommendation mode (an optional API).
 
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
@@ -10,8 +11,59 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
+
 use super::*;
 use crate::api::ScalingBounds;
+
+pub fn vertical_pod_autoscaler_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler"),
+        "verticalpodautoscalers",
+    )
+}
+
+/// The workloads a VerticalPodAutoscaler watches: (component, kind, name); each VPA is named
+/// after its workload.
+pub fn vertical_targets(clinic: &Clinic) -> [(Component, &'static str, String); 4] {
+    [
+        (Component::Database, "StatefulSet", super::database::name(clinic)),
+        (Component::Backend, "StatefulSet", super::backend::name(clinic)),
+        (Component::Frontend, "Deployment", super::frontend::name(clinic)),
+        (Component::Gateway, "Deployment", super::gateway::name(clinic)),
+    ]
+}
+
+/// One VerticalPodAutoscaler per workload, in recommendation mode: `updateMode: "Off"` never
+/// evicts nor resizes a pod (so it never fights the HorizontalPodAutoscalers, which scale on
+/// CPU), it only publishes requests computed from real use. None unless asked.
+pub fn vertical_pod_autoscalers(clinic: &Clinic) -> Vec<DynamicObject> {
+    if !clinic.spec.autoscaling.vertical_recommendations {
+        return Vec::new();
+    }
+    let resource = vertical_pod_autoscaler_resource();
+    vertical_targets(clinic)
+        .into_iter()
+        .map(|(component, kind, name)| {
+            let mut vpa = DynamicObject::new(&name, &resource).within(&clinic.namespace);
+            vpa.metadata = metadata(clinic, name.clone(), component);
+            vpa.data = json!({
+                "spec": {
+                    "targetRef": { "apiVersion": "apps/v1", "kind": kind, "name": name },
+                    "updatePolicy": { "updateMode": "Off" },
+                    "resourcePolicy": {
+                        "containerPolicies": [{
+                            "containerName": "*",
+                            "controlledResources": ["cpu", "memory"],
+                        }],
+                    },
+                },
+            });
+            vpa
+        })
+        .collect()
+}
 
 fn scalable(clinic: &Clinic) -> [(Component, String, &ScalingBounds, i32); 2] {
     let spec = &clinic.spec;

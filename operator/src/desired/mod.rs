@@ -93,6 +93,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     out.extend(database_tls::certificate(clinic));
     out.extend(route::build(clinic));
     out.extend(mesh::build(clinic));
+    out.extend(autoscaling::vertical_pod_autoscalers(clinic));
     out.extend(monitoring::service_monitor(clinic));
     out.extend(monitoring::prometheus_rule(clinic));
     out
@@ -111,7 +112,7 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
 }
 
 /// Children of APIs the operator uses only when installed (cert-manager, Gateway API, Istio,
-/// Prometheus Operator): part of [`objects`] and of `render`, applied by their own path once discovery
+/// Prometheus Operator, Vertical Pod Autoscaler): part of [`objects`] and of `render`, applied by their own path once discovery
 /// says the CRDs are served. Every one the clinic may have, with its name, so that one no
 /// longer wanted can be removed.
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
@@ -135,6 +136,13 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
         children.push((OptionalApi::Istio, mesh::peer_authentication_resource(), name.clone()));
         children.push((OptionalApi::Istio, mesh::authorization_policy_resource(), name));
     }
+    for (_, _, name) in autoscaling::vertical_targets(clinic) {
+        children.push((
+            OptionalApi::VerticalPodAutoscaler,
+            autoscaling::vertical_pod_autoscaler_resource(),
+            name,
+        ));
+    }
     children
 }
 
@@ -146,6 +154,8 @@ pub enum OptionalApi {
     /// Istio's security API (PeerAuthentication, AuthorizationPolicy), for `spec.security.mtls`.
     Istio,
     PrometheusOperator,
+    /// The Vertical Pod Autoscaler's API, for `spec.autoscaling.verticalRecommendations`.
+    VerticalPodAutoscaler,
 }
 
 fn push<K>(out: &mut Vec<DynamicObject>, object: &K)

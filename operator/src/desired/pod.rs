@@ -84,7 +84,13 @@ pub(crate) fn pull_policy(clinic: &Clinic) -> String {
     format!("{:?}", clinic.spec.images.pull_policy)
 }
 
-/// Topology spread: the user's constraints, or by default replicas prefer distinct nodes.
+/// The node labels replicas spread over by default: nodes, then zones (a zone lost takes one
+/// replica, not all).
+pub const SPREAD_TOPOLOGY_KEYS: [&str; 2] = ["kubernetes.io/hostname", "topology.kubernetes.io/zone"];
+
+/// Topology spread: the user's constraints, or by default replicas prefer distinct nodes and
+/// distinct zones. Both are preferences (`ScheduleAnyway`): a cluster whose nodes carry no zone
+/// label, or has one zone, schedules as before.
 pub(crate) fn topology_spread(
     clinic: &Clinic,
     component: Component,
@@ -93,13 +99,14 @@ pub(crate) fn topology_spread(
     if !placement.topology_spread_constraints.is_empty() {
         return Some(placement.topology_spread_constraints.clone());
     }
-    Some(vec![TopologySpreadConstraint {
+    let spread = |key: &str| TopologySpreadConstraint {
         max_skew: 1,
-        topology_key: "kubernetes.io/hostname".into(),
+        topology_key: key.into(),
         when_unsatisfiable: "ScheduleAnyway".into(),
         label_selector: Some(selector(clinic, component)),
         ..Default::default()
-    }])
+    };
+    Some(SPREAD_TOPOLOGY_KEYS.iter().map(|key| spread(key)).collect())
 }
 
 /// An environment variable with a literal value.

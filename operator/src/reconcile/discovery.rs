@@ -1,5 +1,5 @@
 //! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, Istio, the
-//! Prometheus Operator), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
+//! Prometheus Operator, the Vertical Pod Autoscaler), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
 //! the operator started are picked up without a restart.
 
 use std::collections::HashMap;
@@ -19,6 +19,7 @@ const CERT_MANAGER: (&str, &[&str]) = ("cert-manager.io/v1", &["certificates"]);
 const GATEWAY_API: (&str, &[&str]) = ("gateway.networking.k8s.io/v1", &["httproutes"]);
 const ISTIO_SECURITY: (&str, &[&str]) =
     ("security.istio.io/v1", &["peerauthentications", "authorizationpolicies"]);
+const VERTICAL_POD_AUTOSCALER: (&str, &[&str]) = ("autoscaling.k8s.io/v1", &["verticalpodautoscalers"]);
 const PROMETHEUS_OPERATOR: (&str, &[&str]) =
     ("monitoring.coreos.com/v1", &["servicemonitors", "prometheusrules"]);
 
@@ -51,6 +52,7 @@ impl Discovery {
             OptionalApi::CertManager => self.served(CERT_MANAGER).await,
             OptionalApi::GatewayApi => self.served(GATEWAY_API).await,
             OptionalApi::Istio => self.served(ISTIO_SECURITY).await,
+            OptionalApi::VerticalPodAutoscaler => self.served(VERTICAL_POD_AUTOSCALER).await,
             OptionalApi::PrometheusOperator => self.served(PROMETHEUS_OPERATOR).await,
         }
     }

@@ -67,7 +67,7 @@ pub fn state(clinic: &Clinic, routes: Option<&OptionalState>) -> Option<RouteSta
     }
     let mut controller = String::new();
     for (name, listener) in listeners {
-        let Some(live) = routes.in_place.get(&name) else {
+        let Some(live) = routes.in_place.get(&(route::resource().kind, name.clone())) else {
             return Some(RouteState::Applying { route: name });
         };
         match judge(live, gateway, listener) {
@@ -230,7 +230,10 @@ mod tests {
     fn routes(entries: &[(&str, InPlace)]) -> OptionalState {
         OptionalState {
             installed: true,
-            in_place: entries.iter().map(|(n, p)| (n.to_string(), p.clone())).collect::<BTreeMap<_, _>>(),
+            in_place: entries
+                .iter()
+                .map(|(n, p)| (("HTTPRoute".to_string(), n.to_string()), p.clone()))
+                .collect::<BTreeMap<_, _>>(),
             error: None,
         }
     }

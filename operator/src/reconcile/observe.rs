@@ -35,13 +35,23 @@ pub async fn observe(
     outcome: &Outcome,
     uncached: Uncached,
 ) -> Observed {
-    let Uncached { outside, certificates, routes, monitors, mesh, .. } = uncached;
+    let Uncached { outside, certificates, routes, monitors, mesh, vertical, .. } = uncached;
     let (schedule_error, dashboard_error) = match &outside {
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
     };
     let route_error = routes.as_ref().and_then(|r| r.error.as_ref());
-    for e in certificates.error.iter().chain(route_error).chain(&monitors.error).chain(&dashboard_error) {
+    let mesh_error = mesh.as_ref().and_then(|m| m.error.as_ref());
+    let vertical_error = vertical.as_ref().and_then(|v| v.error.as_ref());
+    for e in certificates
+        .error
+        .iter()
+        .chain(route_error)
+        .chain(&monitors.error)
+        .chain(&dashboard_error)
+        .chain(mesh_error)
+        .chain(vertical_error)
+    {
         warn!(error = %e, "optional child not applied");
     }
     let monitoring = MonitoringState {
@@ -50,6 +60,7 @@ pub async fn observe(
         in_place: monitors.in_place.len(),
         error: monitors.error.clone().or(dashboard_error),
         logs_and_traces: crate::desired::monitoring::logs_and_traces(clinic),
+        vertical: vertical_recommendations(clinic, vertical.as_ref(), cp),
     };
     let created = cp.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut backup =
@@ -58,7 +69,9 @@ pub async fn observe(
         warn!(error = %e, "Velero Schedule not applied");
         backup = backups::schedule_failed(clinic, &e, backup.last_success);
     }
-    let certificate_in_place = certificates.in_place.contains_key(&clinic.child_name("tls"));
+    let certificate_in_place = certificates
+        .in_place
+        .contains_key(&(desired::ingress::certificate_resource().kind, clinic.child_name("tls")));
     let route = exposure::state(clinic, routes.as_ref());
     // Routes not looked at this pass count as their last answer said.
     let route_accepted = match &route {
@@ -201,6 +214,39 @@ fn workloads(
     }
 }
 
+/// Where the VerticalPodAutoscalers of a clinic that asks for them stand; when they were not
+/// looked at this pass, what the last status said.
+fn vertical_recommendations(
+    clinic: &Clinic,
+    looked: Option<&OptionalState>,
+    cp: &ClinicPlatform,
+) -> Option<String> {
+    if !clinic.spec.autoscaling.vertical_recommendations {
+        return None;
+    }
+    let expected = desired::autoscaling::vertical_targets(clinic).len();
+    Some(match looked {
+        None => previous_vertical(cp).unwrap_or_else(|| "VerticalPodAutoscalers: pending".into()),
+        Some(OptionalState { installed: false, .. }) => {
+            "VerticalPodAutoscalers: not created, the cluster does not serve autoscaling.k8s.io/v1 (install the Vertical Pod Autoscaler)".into()
+        }
+        Some(OptionalState { error: Some(e), .. }) => format!("VerticalPodAutoscalers: {}", e.message),
+        Some(OptionalState { in_place, .. }) if in_place.len() == expected => {
+            format!("VerticalPodAutoscalers: recommendations for the {expected} workloads (updateMode Off)")
+        }
+        Some(OptionalState { in_place, .. }) => {
+            format!("VerticalPodAutoscalers: {} of {expected} in place", in_place.len())
+        }
+    })
+}
+
+/// The VerticalPodAutoscalers' part of the last `MonitoringReady` message.
+fn previous_vertical(cp: &ClinicPlatform) -> Option<String> {
+    let conditions = &cp.status.as_ref()?.conditions;
+    let message = &conditions.iter().find(|c| c.type_ == super::status::MONITORING_READY)?.message;
+    message.split("; ").find(|part| part.starts_with("VerticalPodAutoscalers: ")).map(String::from)
+}
+
 /// The mesh policies of a clinic with `spec.security.mtls`, from this pass's look at them.
 fn mesh_state(clinic: &Clinic, looked: Option<&OptionalState>) -> MeshState {
     let Some(looked) = looked else {
@@ -236,4 +282,103 @@ async fn pod_creation_failure(ctx: &Context, namespace: &str, statefulset: &str)
         .filter(|(at, _)| *at >= recent)
         .max_by_key(|(at, _)| *at)
         .map(|(_, message)| message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ClinicPlatformSpec, ClinicPlatformStatus, Condition};
+    use crate::reconcile::uncached::optional::InPlace;
+
+    fn clinic_platform(vertical: bool) -> ClinicPlatform {
+        let mut spec = ClinicPlatformSpec::default();
+        spec.autoscaling.vertical_recommendations = vertical;
+        let mut cp = ClinicPlatform::new("lyon", spec);
+        cp.metadata.namespace = Some("clinic-lyon".into());
+        cp
+    }
+
+    fn state(installed: bool, in_place: usize) -> OptionalState {
+        let names = ["lyon-mariadb", "lyon-backend", "lyon-frontend", "lyon-gateway"];
+        OptionalState {
+            installed,
+            in_place: names
+                .iter()
+                .take(in_place)
+                .map(|n| (("VerticalPodAutoscaler".to_string(), n.to_string()), InPlace::default()))
+                .collect(),
+            error: None,
+        }
+    }
+
+    /// A component's PeerAuthentication and AuthorizationPolicy share its name: both count.
+    #[test]
+    fn the_mesh_is_in_force_once_all_eight_policies_are() {
+        let mut spec = ClinicPlatformSpec::default();
+        spec.security.mtls = true;
+        let mut cp = ClinicPlatform::new("lyon", spec);
+        cp.metadata.namespace = Some("clinic-lyon".into());
+        let mut clinic = crate::model::validate(&cp).unwrap();
+        clinic.mesh = Some(crate::policy::MeshPolicy::default());
+        let looked = |kinds: &[&str]| OptionalState {
+            installed: true,
+            in_place: desired::mesh::components(&clinic)
+                .into_iter()
+                .flat_map(|(_, name)| {
+                    kinds.iter().map(move |k| ((k.to_string(), name.clone()), InPlace::default()))
+                })
+                .collect(),
+            error: None,
+        };
+        assert_eq!(
+            mesh_state(&clinic, Some(&looked(&["PeerAuthentication", "AuthorizationPolicy"]))),
+            MeshState::InForce
+        );
+        assert_eq!(
+            mesh_state(&clinic, Some(&looked(&["PeerAuthentication"]))),
+            MeshState::Incomplete { in_place: 4, expected: 8, error: None }
+        );
+        assert_eq!(mesh_state(&clinic, Some(&OptionalState::default())), MeshState::NotInstalled);
+        assert_eq!(mesh_state(&clinic, None), MeshState::Pending);
+    }
+
+    #[test]
+    fn vertical_recommendations_say_where_they_stand() {
+        let cp = clinic_platform(true);
+        let clinic = crate::model::validate(&cp).unwrap();
+        let say = |looked: Option<&OptionalState>, cp: &ClinicPlatform| {
+            vertical_recommendations(&clinic, looked, cp)
+        };
+        assert_eq!(
+            say(Some(&state(true, 4)), &cp).as_deref(),
+            Some("VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)")
+        );
+        assert_eq!(
+            say(Some(&state(true, 1)), &cp).as_deref(),
+            Some("VerticalPodAutoscalers: 1 of 4 in place")
+        );
+        assert!(say(Some(&state(false, 0)), &cp).unwrap().contains("does not serve autoscaling.k8s.io/v1"));
+        // Not looked at this pass: the last status' word stands.
+        assert_eq!(say(None, &cp).as_deref(), Some("VerticalPodAutoscalers: pending"));
+        let mut settled = cp.clone();
+        settled.status = Some(ClinicPlatformStatus {
+            conditions: vec![Condition {
+                type_: super::super::status::MONITORING_READY.into(),
+                status: "True".into(),
+                reason: "Monitored".into(),
+                message: "exporters, ServiceMonitor and PrometheusRule are in place; logs: none shipped; traces: off; VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)".into(),
+                last_transition_time: None,
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            say(None, &settled).as_deref(),
+            Some("VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)")
+        );
+        // Not asked: nothing said.
+        let quiet = clinic_platform(false);
+        let quiet_clinic = crate::model::validate(&quiet).unwrap();
+        assert_eq!(vertical_recommendations(&quiet_clinic, Some(&state(true, 0)), &quiet), None);
+    }
 }

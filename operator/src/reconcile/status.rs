@@ -178,6 +178,9 @@ pub struct MonitoringState {
     /// What the clinic gives the log and trace pipelines (see
     /// [`crate::desired::monitoring::logs_and_traces`]), said in the condition's message.
     pub logs_and_traces: String,
+    /// Where the VerticalPodAutoscalers' recommendations stand, when the clinic asks for them
+    /// (`spec.autoscaling.verticalRecommendations`), said in the condition's message.
+    pub vertical: Option<String>,
 }
 
 fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
@@ -199,6 +202,10 @@ fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Conditi
     };
     let message =
         if m.logs_and_traces.is_empty() { message } else { format!("{message}; {}", m.logs_and_traces) };
+    let message = match &m.vertical {
+        Some(vertical) => format!("{message}; {vertical}"),
+        None => message,
+    };
     condition(MONITORING_READY, ok, reason, message, generation)
 }
 

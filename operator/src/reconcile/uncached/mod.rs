@@ -32,6 +32,8 @@ pub struct Uncached {
     pub monitors: optional::OptionalState,
     /// The clinic's mesh policies (Istio); `None` when they were not looked at this pass.
     pub mesh: Option<optional::OptionalState>,
+    /// The clinic's VerticalPodAutoscalers; `None` when they were not looked at this pass.
+    pub vertical: Option<optional::OptionalState>,
     /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
     /// is read again on the next pass.
     pub route_unsettled: bool,
@@ -50,6 +52,7 @@ impl Uncached {
             && self.routes.as_ref().is_some_and(|r| r.error.is_none())
             && self.monitors.error.is_none()
             && self.mesh.as_ref().is_none_or(|m| m.error.is_none())
+            && self.vertical.as_ref().is_none_or(|v| v.error.is_none())
     }
 
     /// Names held by something else, for Warning events.
@@ -93,14 +96,19 @@ pub async fn sync(
     let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
     let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
     let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
-    // Eight names to read: only where the mesh is wanted, or the spec of a clinic already
-    // reconciled just changed (mTLS turned off: the policies go with that pass). A new clinic
-    // has none to remove.
+    // Opt-in children are read only where they are wanted, or when the spec of a clinic
+    // already reconciled just changed (turned off: they go with that pass). A new clinic has
+    // none to remove.
     let spec_changed = cp.status.as_ref().is_some_and(|s| s.observed_generation != cp.metadata.generation);
-    let mesh = match clinic.mesh.is_some() || spec_changed {
-        true => Some(optional::ensure(ctx, clinic, OptionalApi::Istio, desired).await),
-        false => None,
+    let opt_in = |api: OptionalApi, wanted: bool| async move {
+        match wanted || spec_changed {
+            true => Some(optional::ensure(ctx, clinic, api, desired).await),
+            false => None,
+        }
     };
+    let mesh = opt_in(OptionalApi::Istio, clinic.mesh.is_some()).await;
+    let vertical =
+        opt_in(OptionalApi::VerticalPodAutoscaler, clinic.spec.autoscaling.vertical_recommendations).await;
     let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),
@@ -108,6 +116,7 @@ pub async fn sync(
         routes: Some(routes),
         monitors,
         mesh,
+        vertical,
         route_unsettled,
     };
     ctx.memory.remember_uncached(&key, version, &checked);

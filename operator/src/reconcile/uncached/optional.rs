@@ -21,8 +21,9 @@ const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub struct OptionalState {
     /// The API's CRDs are served.
     pub installed: bool,
-    /// The wanted children that are in place as declared, by name.
-    pub in_place: BTreeMap<String, InPlace>,
+    /// The wanted children that are in place as declared, by kind and name (Istio's
+    /// PeerAuthentication and AuthorizationPolicy of a component share a name).
+    pub in_place: BTreeMap<(String, String), InPlace>,
     /// The first error.
     pub error: Option<Problem>,
 }
@@ -53,7 +54,8 @@ pub async fn ensure(
         match ensure_one(ctx, &resource, &clinic.namespace, &name, wanted).await {
             Ok(Some(object)) => {
                 let status = object.data.get("status").filter(|s| !s.is_null()).cloned();
-                state.in_place.insert(name, InPlace { generation: object.metadata.generation, status });
+                let key = (resource.kind.clone(), name);
+                state.in_place.insert(key, InPlace { generation: object.metadata.generation, status });
             }
             Ok(None) => {}
             Err(e) => {

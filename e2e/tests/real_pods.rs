@@ -994,6 +994,7 @@ fn mariadb_pod_loss_keeps_data_and_credentials(env: &Env) -> Result<()> {
     )?;
     let credentials = secret_fingerprint(env, ns, &secret)?;
     let uid = env.json(&["-n", ns, "get", "pod", &pod])?["metadata"]["uid"].clone();
+    let lost = Instant::now();
     env.kubectl(&["-n", ns, "delete", "pod", &pod, "--wait=true"])?;
     eventually("a new MariaDB pod Ready", READY, || {
         let p = env.json(&["-n", ns, "get", "pod", &pod])?;
@@ -1010,7 +1011,14 @@ fn mariadb_pod_loss_keeps_data_and_credentials(env: &Env) -> Result<()> {
     let backend = env.pod_ip(ns, clinic, "backend")?;
     eventually("the backend serves again", Duration::from_secs(60), || {
         Ok(env.http(&gateway, &format!("http://{backend}:8080/openmrs/ws/rest/v1/session"), &[])?.0 == 200)
-    })
+    })?;
+    // The figure docs/availability.md quotes: a single MariaDB's loss, as users see it (the
+    // stand-in backend reconnects as fast as its driver retries; the real OpenMRS may differ).
+    eprintln!(
+        "    MariaDB pod lost: the REST API answers again {:.1}s after the deletion",
+        lost.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The Schedule's pre-backup hook for `clinic` (selector, container, command), as Velero reads it.

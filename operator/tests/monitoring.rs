@@ -318,6 +318,83 @@ fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
     assert!(ok, "promtool test rules:\n{out}");
 }
 
+/// The 99.9 % objective's error-budget alerts: a fast burn pages, a slow one opens a ticket, a
+/// clinic within its budget stays quiet.
+#[test]
+fn availability_budget_alerts_fire_on_a_burn_and_stay_quiet_within_the_budget() {
+    let c = routed_on_traefik();
+    let backend = "clinic-lyon-lyon-gateway-http-80@kubernetesgateway";
+    let requests =
+        |code: &str| format!("traefik_service_requests_total{{service=\"{backend}\",code=\"{code}\"}}");
+    let expected = |name: &str, severity: &str, summary: &str, description: &str| {
+        json!([{
+            "exp_labels": { "severity": severity, "clinic": "lyon" },
+            "exp_annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": format!("{}#{}", monitoring::RUNBOOK_BASE, name.to_lowercase()),
+            },
+        }])
+    };
+    let fast = expected(
+        "ClinicErrorBudgetBurningFast",
+        "critical",
+        "The clinic burns its 99.9 % availability budget fast: a month's budget in days at this pace.",
+        "clinic-lyon/lyon: more than 1.44 % of emr.lyon.example.fr's requests over the last hour (or 0.6 % over six hours) answered 5xx, and they still do.",
+    );
+    let slow = expected(
+        "ClinicErrorBudgetBurningSlowly",
+        "warning",
+        "The clinic burns its 99.9 % availability budget faster than it can afford over a month.",
+        "clinic-lyon/lyon: more than 0.3 % of emr.lyon.example.fr's requests over a day (or 0.1 % over three days) answered 5xx.",
+    );
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                // 1,000 requests a minute; from minute 10, 2 % answer 502.
+                "interval": "1m",
+                "input_series": [
+                    { "series": requests("200"), "values": "0+1000x100" },
+                    { "series": requests("502"), "values": "0x10 0+20x90" },
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "9m", "alertname": "ClinicErrorBudgetBurningFast", "exp_alerts": [] },
+                    { "eval_time": "80m", "alertname": "ClinicErrorBudgetBurningFast", "exp_alerts": fast },
+                ],
+            },
+            {
+                // 0.05 % failing for six hours: within the budget.
+                "interval": "1m",
+                "input_series": [
+                    { "series": requests("200"), "values": "0+2000x400" },
+                    { "series": requests("500"), "values": "0+1x400" },
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "6h", "alertname": "ClinicErrorBudgetBurningFast", "exp_alerts": [] },
+                    { "eval_time": "6h", "alertname": "ClinicErrorBudgetBurningSlowly", "exp_alerts": [] },
+                ],
+            },
+            {
+                // 0.5 % failing for 30 hours (samples every 5 minutes): too slow to page, too
+                // much for the month.
+                "interval": "5m",
+                "input_series": [
+                    { "series": requests("200"), "values": "0+5000x360" },
+                    { "series": requests("503"), "values": "0+25x360" },
+                ],
+                "alert_rule_test": [
+                    { "eval_time": "26h", "alertname": "ClinicErrorBudgetBurningFast", "exp_alerts": [] },
+                    { "eval_time": "26h", "alertname": "ClinicErrorBudgetBurningSlowly", "exp_alerts": slow },
+                ],
+            },
+        ],
+    });
+    let (ok, out) = promtool_test_rules(&monitoring::rule_groups(&c), &tests);
+    assert!(ok, "promtool test rules:\n{out}");
+}
+
 /// Alert behaviour, not only syntax: promtool's rule unit tests feed series and expect alerts.
 #[test]
 fn backup_and_database_alerts_fire_when_they_should() {

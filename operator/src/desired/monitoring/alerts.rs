@@ -137,6 +137,37 @@ pub fn alerts(clinic: &Clinic) -> Vec<Alert> {
             summary: "More than 5% of the requests to the clinic answer 5xx.",
             description: format!("{instance}: {host} answers 5xx to more than 5% of requests."),
         });
+        // The 99.9 % availability objective (the hospital brief), as error-budget burn rates
+        // over two windows each (the Google SRE workbook's multi-window, multi-burn-rate
+        // alerts): the long window says the budget really goes, the short one that it still
+        // does now (so the alert stops soon after the clinic recovers).
+        let ratio = |window: &str| {
+            format!("(sum(rate({requests},{code}=~\"5..\"}}[{window}])) / sum(rate({requests}}}[{window}])))")
+        };
+        let burning = |long: &str, short: &str, rate: f64| {
+            let threshold = rate * ERROR_BUDGET;
+            format!("({} > {threshold:.4} and {} > {threshold:.4})", ratio(long), ratio(short))
+        };
+        alerts.push(Alert {
+            name: "ClinicErrorBudgetBurningFast",
+            expr: format!("{} or {}", burning("1h", "5m", 14.4), burning("6h", "30m", 6.0)),
+            for_: "2m",
+            severity: "critical",
+            summary: "The clinic burns its 99.9 % availability budget fast: a month's budget in days at this pace.",
+            description: format!(
+                "{instance}: more than 1.44 % of {host}'s requests over the last hour (or 0.6 % over six hours) answered 5xx, and they still do."
+            ),
+        });
+        alerts.push(Alert {
+            name: "ClinicErrorBudgetBurningSlowly",
+            expr: format!("{} or {}", burning("1d", "2h", 3.0), burning("3d", "6h", 1.0)),
+            for_: "15m",
+            severity: "warning",
+            summary: "The clinic burns its 99.9 % availability budget faster than it can afford over a month.",
+            description: format!(
+                "{instance}: more than 0.3 % of {host}'s requests over a day (or 0.1 % over three days) answered 5xx."
+            ),
+        });
         alerts.push(Alert {
             name: "ClinicSlowResponses",
             expr: format!(
@@ -166,6 +197,9 @@ pub fn alerts(clinic: &Clinic) -> Vec<Alert> {
 
 /// The hospital brief's bound on one action's response time.
 const SLOW_RESPONSE_SECONDS: u32 = 3;
+
+/// The share of requests that may fail under the brief's 99.9 % availability objective.
+const ERROR_BUDGET: f64 = 0.001;
 
 /// Where a published clinic's request metrics come from: its Ingress controller's
 /// (ingress-nginx), or the Gateway implementation the policy names for its route. Each field is

@@ -16,7 +16,7 @@ vpa=$(dir k8s.io/autoscaler/vertical-pod-autoscaler)
 for f in schedules backups restores backupstoragelocations deletebackuprequests; do
   echo "$velero/config/crd/v1/bases/velero.io_$f.yaml"
 done
-for f in servicemonitors podmonitors prometheusrules; do
+for f in servicemonitors podmonitors prometheusrules alertmanagerconfigs; do
   echo "$prom/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml"
 done
 for f in certificates issuers clusterissuers; do

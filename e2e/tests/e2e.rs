@@ -2515,9 +2515,12 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     })
     .with_context(|| tail(&operator.output(), 20))?;
     eventually(
-        "MonitoringReady says the Vertical Pod Autoscaler is missing",
+        "MonitoringReady says the Vertical Pod Autoscaler and AlertmanagerConfig are missing",
         Duration::from_secs(30),
-        || monitoring_says("does not serve autoscaling.k8s.io/v1"),
+        || {
+            Ok(monitoring_says("does not serve autoscaling.k8s.io/v1")?
+                && monitoring_says("alert routing: not declared")?)
+        },
     )
     .with_context(|| tail(&operator.output(), 20))?;
     plane
@@ -2565,9 +2568,11 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
             && security("Enforced")?)
     })
     .with_context(|| tail(&operator.output(), 20))?;
-    // The VerticalPodAutoscalers too, in the upstream schema, recommending only.
+    // The VerticalPodAutoscalers too, in the upstream schema, recommending only, and the
+    // platform's alert routing.
     eventually("VerticalPodAutoscalers created once their CRDs appear", Duration::from_secs(120), || {
-        monitoring_says("recommendations for the 4 workloads")
+        Ok(monitoring_says("recommendations for the 4 workloads")?
+            && monitoring_says("AlertmanagerConfig meshed-alert-routing sends critical alerts")?)
     })
     .with_context(|| tail(&operator.output(), 20))?;
     let vpa: Value = serde_json::from_str(&plane.kubectl(&[

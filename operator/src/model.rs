@@ -101,6 +101,9 @@ pub struct Clinic {
     pub database_certificate: Option<crate::api::DatabaseCertificateStatus>,
     /// TLS at the Ingress controller, as the policy says (its default until admitted).
     pub ingress_tls: crate::policy::IngressTlsPolicy,
+    /// Where the clinic's alerts go, by severity, as the policy says (`None` until admitted, and
+    /// without the policy's `alertRouting`).
+    pub alert_routing: Option<crate::policy::AlertRouting>,
     /// The mesh the clinic's pods join, as the policy describes it; set when the policy admits
     /// a clinic with `spec.security.mtls`, `None` otherwise.
     pub mesh: Option<crate::policy::MeshPolicy>,
@@ -382,6 +385,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         tracing: None,
         database_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
+        alert_routing: None,
         mesh: None,
         spec: spec.clone(),
         owner,
@@ -478,6 +482,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         tracing: None,
         database_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
+        alert_routing: None,
         mesh: None,
     }
 }

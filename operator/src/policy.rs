@@ -70,6 +70,11 @@ pub struct Policy {
     /// TLS at the Ingress controller in front of the clinics (`spec.ingress`), as the platform
     /// runs it: the cipher suites of each clinic's server and the TLS options of its router.
     pub ingress_tls: IngressTlsPolicy,
+    /// Where the alerts of every monitored clinic go, by severity (an `AlertmanagerConfig` per
+    /// clinic, for the Prometheus Operator's Alertmanager). None by default: the clinics'
+    /// alerts then follow the Alertmanager's own routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_routing: Option<AlertRouting>,
     /// The service mesh clinics that set `spec.security.mtls` join. None by default: a clinic
     /// asking for mutual TLS is then refused, since only the platform team knows whether a mesh
     /// runs and how its edge and Prometheus reach the clinics.
@@ -102,6 +107,7 @@ impl Default for Policy {
             backup_deletion_delay: "168h".into(),
             tracing: None,
             ingress_tls: IngressTlsPolicy::default(),
+            alert_routing: None,
             mesh: None,
             any_gateway: false,
         }
@@ -224,6 +230,17 @@ impl Default for IngressTlsPolicy {
     fn default() -> Self {
         Self { nginx_ciphers: STRONG_TLS12_CIPHERS.into(), traefik_tls_options: None }
     }
+}
+
+/// Where clinics' alerts go: the platform's receivers, one per severity. Webhooks, the one
+/// integration every paging and ticketing system takes (directly or through a relay).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertRouting {
+    /// The webhook of the on-call pager: `critical` alerts, repeated every hour while firing.
+    pub critical_webhook: String,
+    /// The webhook of the ticket queue: `warning` alerts (and any other), every 4 hours.
+    pub warning_webhook: String,
 }
 
 /// The service mesh of the platform, as the platform team runs it.
@@ -361,6 +378,8 @@ pub enum PolicyError {
         "the policy file {path}: tracing.javaAgent needs exactly one of instrumentation (namespace/name) or image"
     )]
     JavaAgent { path: String },
+    #[error("the policy file {path}: alertRouting.{field} {value:?} is not an http(s) URL")]
+    Webhook { path: String, field: &'static str, value: String },
     #[error(
         "the policy file {path}: ingressTls.{field} {value:?} is not a cipher list (OpenSSL names separated by ':') or a Traefik TLSOption reference (<namespace>-<name>@kubernetescrd)"
     )]
@@ -443,6 +462,19 @@ impl Policy {
                 });
             }
         }
+        if let Some(routing) = &policy.alert_routing {
+            for (field, url) in
+                [("criticalWebhook", &routing.critical_webhook), ("warningWebhook", &routing.warning_webhook)]
+            {
+                // It ends up in the Alertmanager's configuration: a URL and nothing else.
+                let valid = (url.starts_with("https://") || url.starts_with("http://"))
+                    && url.len() <= 2048
+                    && url.chars().all(|c| c.is_ascii_graphic() && !"\"'`\\{}<>".contains(c));
+                if !valid {
+                    return Err(PolicyError::Webhook { path: origin.into(), field, value: url.clone() });
+                }
+            }
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
@@ -478,6 +510,7 @@ impl Policy {
             None => None,
         };
         clinic.ingress_tls = self.ingress_tls.clone();
+        clinic.alert_routing = self.alert_routing.clone();
         clinic.mesh = match (clinic.spec.security.mtls, &self.mesh) {
             (false, _) => None,
             (true, Some(mesh)) => Some(mesh.clone()),

@@ -548,3 +548,44 @@ fn docs_describe_every_alert_and_panel() {
         assert!(page.contains(&format!("`{metric}`")), "{metric} missing from the sources table");
     }
 }
+
+/// The platform's alert routing: every monitored clinic's alerts, by severity, to the receivers
+/// the policy names, and nothing a tenant chooses.
+#[test]
+fn alerts_are_routed_by_severity_to_the_platforms_receivers() {
+    use clinic_operator::policy::{Policy, PolicyError};
+    let routing = "alertRouting:\n  criticalWebhook: https://alerts.example.fr/pager\n  warningWebhook: https://alerts.example.fr/tickets\n";
+    let policy = Policy::from_yaml(routing, "test").unwrap();
+    let routed = policy.admit(clinic("  monitoring: {labels: {release: kube-prometheus-stack}}\n")).unwrap();
+    let config = monitoring::alertmanager_config(&routed).expect("an AlertmanagerConfig");
+    assert_eq!(config.metadata.name.as_deref(), Some("lyon-alert-routing"));
+    // The Alertmanager's alertmanagerConfigSelector finds it by the clinic's monitoring labels.
+    assert_eq!(config.metadata.labels.as_ref().unwrap()["release"], "kube-prometheus-stack");
+    let spec = &config.data["spec"];
+    assert_eq!(spec["route"]["matchers"], json!([{"name": "clinic", "value": "lyon", "matchType": "="}]));
+    assert_eq!(spec["route"]["receiver"], "warning");
+    assert_eq!(
+        spec["route"]["routes"],
+        json!([{"receiver": "critical", "matchers": [{"name": "severity", "value": "critical", "matchType": "="}], "repeatInterval": "1h"}])
+    );
+    assert_eq!(
+        spec["receivers"],
+        json!([
+            {"name": "critical", "webhookConfigs": [{"url": "https://alerts.example.fr/pager", "sendResolved": true}]},
+            {"name": "warning", "webhookConfigs": [{"url": "https://alerts.example.fr/tickets", "sendResolved": true}]},
+        ])
+    );
+    // Every severity the rules carry has a route.
+    for alert in monitoring::alerts(&routed) {
+        assert!(["critical", "warning"].contains(&alert.severity), "{}: {}", alert.name, alert.severity);
+    }
+    // No routing in the policy, or monitoring off: none.
+    assert!(monitoring::alertmanager_config(&Policy::default().admit(clinic("  {}\n")).unwrap()).is_none());
+    let quiet = policy.admit(clinic("  monitoring: {enabled: false}\n")).unwrap();
+    assert!(monitoring::alertmanager_config(&quiet).is_none());
+    // A receiver is a URL and nothing else.
+    for bad in ["ftp://x", "https://a b", "https://x/{{ .Values }}", "https://x/\"quote"] {
+        let yaml = format!("alertRouting:\n  criticalWebhook: '{bad}'\n  warningWebhook: https://x\n");
+        assert!(matches!(Policy::from_yaml(&yaml, "test"), Err(PolicyError::Webhook { .. })), "{bad}");
+    }
+}

@@ -276,6 +276,9 @@ fn cached_read(c: &Call) -> bool {
             || c.path == "/apis/cert-manager.io/v1"
             || c.path == "/apis/gateway.networking.k8s.io/v1"
             || c.path == "/apis/monitoring.coreos.com/v1"
+            || c.path == "/apis/monitoring.coreos.com/v1alpha1"
+            || c.path == "/apis/security.istio.io/v1"
+            || c.path == "/apis/autoscaling.k8s.io/v1"
             || c.path.starts_with("/apis/storage.k8s.io/v1/storageclasses"))
 }
 

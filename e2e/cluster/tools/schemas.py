@@ -80,11 +80,19 @@ def builtin(out_dir, swagger_path):
     return count
 
 
+class CrdLoader(yaml.SafeLoader):
+    """PyYAML reads a plain `=` (an enum value of the AlertmanagerConfig CRD) as YAML 1.1's
+    `value` tag, which it cannot construct; the API server reads it as the string it is."""
+
+
+CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
 def crds(out_dir, paths):
     count = 0
     for path in paths:
         with open(path) as f:
-            for doc in yaml.safe_load_all(f):
+            for doc in yaml.load_all(f, Loader=CrdLoader):
                 if not doc or doc.get("kind") != "CustomResourceDefinition":
                     continue
                 spec = doc["spec"]

@@ -133,7 +133,7 @@ impl Env {
             "-n",
             namespace,
             "get",
-            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io,httproutes.gateway.networking.k8s.io,peerauthentications.security.istio.io,authorizationpolicies.security.istio.io,verticalpodautoscalers.autoscaling.k8s.io",
+            "secrets,configmaps,services,statefulsets,deployments,networkpolicies,horizontalpodautoscalers,poddisruptionbudgets,ingresses,servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,certificates.cert-manager.io,httproutes.gateway.networking.k8s.io,peerauthentications.security.istio.io,authorizationpolicies.security.istio.io,verticalpodautoscalers.autoscaling.k8s.io,alertmanagerconfigs.monitoring.coreos.com",
             "-l",
             &format!("{INSTANCE}={name}"),
         ])?;

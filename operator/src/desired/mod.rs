@@ -96,6 +96,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     out.extend(autoscaling::vertical_pod_autoscalers(clinic));
     out.extend(monitoring::service_monitor(clinic));
     out.extend(monitoring::prometheus_rule(clinic));
+    out.extend(monitoring::alertmanager_config(clinic));
     out
 }
 
@@ -112,7 +113,7 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
 }
 
 /// Children of APIs the operator uses only when installed (cert-manager, Gateway API, Istio,
-/// Prometheus Operator, Vertical Pod Autoscaler): part of [`objects`] and of `render`, applied by their own path once discovery
+/// Prometheus Operator and its AlertmanagerConfig, Vertical Pod Autoscaler): part of [`objects`] and of `render`, applied by their own path once discovery
 /// says the CRDs are served. Every one the clinic may have, with its name, so that one no
 /// longer wanted can be removed.
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
@@ -136,6 +137,11 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
         children.push((OptionalApi::Istio, mesh::peer_authentication_resource(), name.clone()));
         children.push((OptionalApi::Istio, mesh::authorization_policy_resource(), name));
     }
+    children.push((
+        OptionalApi::AlertmanagerConfig,
+        monitoring::alertmanager_config_resource(),
+        clinic.child_name("alert-routing"),
+    ));
     for (_, _, name) in autoscaling::vertical_targets(clinic) {
         children.push((
             OptionalApi::VerticalPodAutoscaler,
@@ -156,6 +162,9 @@ pub enum OptionalApi {
     PrometheusOperator,
     /// The Vertical Pod Autoscaler's API, for `spec.autoscaling.verticalRecommendations`.
     VerticalPodAutoscaler,
+    /// The Prometheus Operator's `AlertmanagerConfig` (v1alpha1), for the policy's
+    /// `alertRouting`.
+    AlertmanagerConfig,
 }
 
 fn push<K>(out: &mut Vec<DynamicObject>, object: &K)

@@ -1,6 +1,6 @@
 //! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, Istio, the
-//! Prometheus Operator, the Vertical Pod Autoscaler), asked through discovery and trusted for [`DISCOVERY_TTL`]: CRDs installed after
-//! the operator started are picked up without a restart.
+//! Prometheus Operator and its AlertmanagerConfig, the Vertical Pod Autoscaler), asked through discovery and trusted for
+//! [`DISCOVERY_TTL`]: CRDs installed after the operator started are picked up without a restart.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ const GATEWAY_API: (&str, &[&str]) = ("gateway.networking.k8s.io/v1", &["httprou
 const ISTIO_SECURITY: (&str, &[&str]) =
     ("security.istio.io/v1", &["peerauthentications", "authorizationpolicies"]);
 const VERTICAL_POD_AUTOSCALER: (&str, &[&str]) = ("autoscaling.k8s.io/v1", &["verticalpodautoscalers"]);
+const ALERTMANAGER_CONFIG: (&str, &[&str]) = ("monitoring.coreos.com/v1alpha1", &["alertmanagerconfigs"]);
 const PROMETHEUS_OPERATOR: (&str, &[&str]) =
     ("monitoring.coreos.com/v1", &["servicemonitors", "prometheusrules"]);
 
@@ -53,6 +54,7 @@ impl Discovery {
             OptionalApi::GatewayApi => self.served(GATEWAY_API).await,
             OptionalApi::Istio => self.served(ISTIO_SECURITY).await,
             OptionalApi::VerticalPodAutoscaler => self.served(VERTICAL_POD_AUTOSCALER).await,
+            OptionalApi::AlertmanagerConfig => self.served(ALERTMANAGER_CONFIG).await,
             OptionalApi::PrometheusOperator => self.served(PROMETHEUS_OPERATOR).await,
         }
     }

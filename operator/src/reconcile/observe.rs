@@ -35,7 +35,7 @@ pub async fn observe(
     outcome: &Outcome,
     uncached: Uncached,
 ) -> Observed {
-    let Uncached { outside, certificates, routes, monitors, mesh, vertical, .. } = uncached;
+    let Uncached { outside, certificates, routes, monitors, mesh, vertical, alert_routing, .. } = uncached;
     let (schedule_error, dashboard_error) = match &outside {
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
@@ -51,6 +51,7 @@ pub async fn observe(
         .chain(&dashboard_error)
         .chain(mesh_error)
         .chain(vertical_error)
+        .chain(&alert_routing.error)
     {
         warn!(error = %e, "optional child not applied");
     }
@@ -61,6 +62,7 @@ pub async fn observe(
         error: monitors.error.clone().or(dashboard_error),
         logs_and_traces: crate::desired::monitoring::logs_and_traces(clinic),
         vertical: vertical_recommendations(clinic, vertical.as_ref(), cp),
+        routing: routing(clinic, &alert_routing),
     };
     let created = cp.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut backup =
@@ -114,7 +116,12 @@ pub async fn observe(
             && observed.database.is_ready(),
         mutual_tls: false,
     };
-    observed.mesh = clinic.mesh.as_ref().map(|_| mesh_state(clinic, mesh.as_ref()));
+    // Not looked at this pass (paused, or children not converged): as the last status said.
+    let was_in_force = cp.status.as_ref().and_then(|s| s.compliance.as_ref()).is_some_and(|c| c.mutual_tls);
+    observed.mesh = clinic.mesh.as_ref().map(|_| match (mesh.as_ref(), was_in_force) {
+        (None, true) => MeshState::InForce,
+        (looked, _) => mesh_state(clinic, looked),
+    });
     // Ready workloads run the pod template that carries the mesh label.
     observed.controls.mutual_tls =
         observed.mesh == Some(MeshState::InForce) && observed.database.is_ready() && observed.openmrs_ready();
@@ -237,6 +244,22 @@ fn vertical_recommendations(
         Some(OptionalState { in_place, .. }) => {
             format!("VerticalPodAutoscalers: {} of {expected} in place", in_place.len())
         }
+    })
+}
+
+/// Where a monitored clinic's alerts go, when the policy names receivers.
+fn routing(clinic: &Clinic, looked: &OptionalState) -> Option<String> {
+    desired::monitoring::alertmanager_config(clinic)?;
+    let name = clinic.child_name("alert-routing");
+    Some(match looked {
+        OptionalState { installed: false, .. } => {
+            "alert routing: not declared, the cluster does not serve monitoring.coreos.com/v1alpha1 AlertmanagerConfig".into()
+        }
+        OptionalState { error: Some(e), .. } => format!("alert routing: {}", e.message),
+        OptionalState { in_place, .. } if in_place.keys().any(|(_, n)| *n == name) => {
+            format!("alert routing: AlertmanagerConfig {name} sends critical alerts to the platform's pager, the others to its ticket queue")
+        }
+        OptionalState { .. } => format!("alert routing: AlertmanagerConfig {name} being applied"),
     })
 }
 

@@ -181,6 +181,9 @@ pub struct MonitoringState {
     /// Where the VerticalPodAutoscalers' recommendations stand, when the clinic asks for them
     /// (`spec.autoscaling.verticalRecommendations`), said in the condition's message.
     pub vertical: Option<String>,
+    /// Where the clinic's alerts are routed, when the policy names receivers (`alertRouting`),
+    /// said in the condition's message.
+    pub routing: Option<String>,
 }
 
 fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Condition {
@@ -202,10 +205,10 @@ fn monitoring_condition(m: &MonitoringState, generation: Option<i64>) -> Conditi
     };
     let message =
         if m.logs_and_traces.is_empty() { message } else { format!("{message}; {}", m.logs_and_traces) };
-    let message = match &m.vertical {
-        Some(vertical) => format!("{message}; {vertical}"),
-        None => message,
-    };
+    let message = [&m.vertical, &m.routing]
+        .into_iter()
+        .flatten()
+        .fold(message, |message, part| format!("{message}; {part}"));
     condition(MONITORING_READY, ok, reason, message, generation)
 }
 

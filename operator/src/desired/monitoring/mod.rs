@@ -74,6 +74,48 @@ pub fn prometheus_rule_resource() -> ApiResource {
     )
 }
 
+pub fn alertmanager_config_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1alpha1", "AlertmanagerConfig"),
+        "alertmanagerconfigs",
+    )
+}
+
+/// The clinic's alert routes for the Prometheus Operator's Alertmanager: its alerts (the
+/// `clinic` label; the Prometheus Operator adds the namespace's matcher) to the platform's
+/// receivers by severity — `critical` to the pager, the rest to the ticket queue. Only where
+/// the policy names them (`alertRouting`) and monitoring is on.
+pub fn alertmanager_config(clinic: &Clinic) -> Option<DynamicObject> {
+    let routing = clinic.alert_routing.as_ref().filter(|_| enabled(clinic))?;
+    let name = clinic.child_name("alert-routing");
+    let mut config = DynamicObject::new(&name, &alertmanager_config_resource()).within(&clinic.namespace);
+    config.metadata = monitoring_metadata(clinic, name);
+    let receiver = |name: &str, url: &str| json!({ "name": name, "webhookConfigs": [{ "url": url, "sendResolved": true }] });
+    let matcher = |name: &str, value: &str| json!({ "name": name, "value": value, "matchType": "=" });
+    config.data = json!({
+        "spec": {
+            "route": {
+                "receiver": "warning",
+                "groupBy": ["alertname", "clinic"],
+                "groupWait": "30s",
+                "groupInterval": "5m",
+                "repeatInterval": "4h",
+                "matchers": [matcher("clinic", &clinic.name)],
+                "routes": [{
+                    "receiver": "critical",
+                    "matchers": [matcher("severity", "critical")],
+                    "repeatInterval": "1h",
+                }],
+            },
+            "receivers": [
+                receiver("critical", &routing.critical_webhook),
+                receiver("warning", &routing.warning_webhook),
+            ],
+        },
+    });
+    Some(config)
+}
+
 /// Metadata of a monitoring object: the standard labels plus the spec's extra labels.
 pub(super) fn monitoring_metadata(clinic: &Clinic, name: String) -> kube::api::ObjectMeta {
     let mut meta = metadata(clinic, name, Component::Platform);

@@ -51,7 +51,7 @@ pub async fn observe(
         .chain(&dashboard_error)
         .chain(mesh_error)
         .chain(vertical_error)
-        .chain(&alert_routing.error)
+        .chain(alert_routing.as_ref().and_then(|a| a.error.as_ref()))
     {
         warn!(error = %e, "optional child not applied");
     }
@@ -62,7 +62,7 @@ pub async fn observe(
         error: monitors.error.clone().or(dashboard_error),
         logs_and_traces: crate::desired::monitoring::logs_and_traces(clinic),
         vertical: vertical_recommendations(clinic, vertical.as_ref(), cp),
-        routing: routing(clinic, &alert_routing),
+        routing: routing(clinic, alert_routing.as_ref(), cp),
     };
     let created = cp.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut backup =
@@ -233,7 +233,8 @@ fn vertical_recommendations(
     }
     let expected = desired::autoscaling::vertical_targets(clinic).len();
     Some(match looked {
-        None => previous_vertical(cp).unwrap_or_else(|| "VerticalPodAutoscalers: pending".into()),
+        None => previous_part(cp, "VerticalPodAutoscalers: ")
+            .unwrap_or_else(|| "VerticalPodAutoscalers: pending".into()),
         Some(OptionalState { installed: false, .. }) => {
             "VerticalPodAutoscalers: not created, the cluster does not serve autoscaling.k8s.io/v1 (install the Vertical Pod Autoscaler)".into()
         }
@@ -247,10 +248,14 @@ fn vertical_recommendations(
     })
 }
 
-/// Where a monitored clinic's alerts go, when the policy names receivers.
-fn routing(clinic: &Clinic, looked: &OptionalState) -> Option<String> {
+/// Where a monitored clinic's alerts go, when the policy names receivers; when they were not
+/// looked at this pass, what the last status said.
+fn routing(clinic: &Clinic, looked: Option<&OptionalState>, cp: &ClinicPlatform) -> Option<String> {
     desired::monitoring::alertmanager_config(clinic)?;
     let name = clinic.child_name("alert-routing");
+    let Some(looked) = looked else {
+        return Some(previous_part(cp, "alert routing: ").unwrap_or_else(|| "alert routing: pending".into()));
+    };
     Some(match looked {
         OptionalState { installed: false, .. } => {
             "alert routing: not declared, the cluster does not serve monitoring.coreos.com/v1alpha1 AlertmanagerConfig".into()
@@ -263,11 +268,11 @@ fn routing(clinic: &Clinic, looked: &OptionalState) -> Option<String> {
     })
 }
 
-/// The VerticalPodAutoscalers' part of the last `MonitoringReady` message.
-fn previous_vertical(cp: &ClinicPlatform) -> Option<String> {
+/// The part of the last `MonitoringReady` message that starts with `prefix`.
+fn previous_part(cp: &ClinicPlatform, prefix: &str) -> Option<String> {
     let conditions = &cp.status.as_ref()?.conditions;
     let message = &conditions.iter().find(|c| c.type_ == super::status::MONITORING_READY)?.message;
-    message.split("; ").find(|part| part.starts_with("VerticalPodAutoscalers: ")).map(String::from)
+    message.split("; ").find(|part| part.starts_with(prefix)).map(String::from)
 }
 
 /// The mesh policies of a clinic with `spec.security.mtls`, from this pass's look at them.
@@ -363,6 +368,50 @@ mod tests {
         );
         assert_eq!(mesh_state(&clinic, Some(&OptionalState::default())), MeshState::NotInstalled);
         assert_eq!(mesh_state(&clinic, None), MeshState::Pending);
+    }
+
+    #[test]
+    fn alert_routing_says_where_the_alerts_go() {
+        let cp = clinic_platform(false);
+        let mut clinic = crate::model::validate(&cp).unwrap();
+        assert_eq!(routing(&clinic, None, &cp), None, "no routing in the policy: nothing said");
+        clinic.alert_routing = Some(crate::policy::AlertRouting {
+            critical_webhook: "https://alerts.example.fr/pager".into(),
+            warning_webhook: "https://alerts.example.fr/tickets".into(),
+        });
+        let looked = |installed: bool, in_place: bool| OptionalState {
+            installed,
+            in_place: in_place
+                .then(|| {
+                    (("AlertmanagerConfig".to_string(), "lyon-alert-routing".to_string()), InPlace::default())
+                })
+                .into_iter()
+                .collect(),
+            error: None,
+        };
+        let said = routing(&clinic, Some(&looked(true, true)), &cp).unwrap();
+        assert!(
+            said.starts_with("alert routing: AlertmanagerConfig lyon-alert-routing sends critical"),
+            "{said}"
+        );
+        let missing = routing(&clinic, Some(&looked(false, false)), &cp).unwrap();
+        assert!(missing.contains("does not serve monitoring.coreos.com/v1alpha1"), "{missing}");
+        // Not looked at this pass (children not converged): the last word stands, never a
+        // "not served" the pass did not see.
+        let mut settled = cp.clone();
+        settled.status = Some(ClinicPlatformStatus {
+            conditions: vec![Condition {
+                type_: super::super::status::MONITORING_READY.into(),
+                status: "True".into(),
+                reason: "Monitored".into(),
+                message: format!("exporters are in place; logs: none shipped; traces: off; {said}"),
+                last_transition_time: None,
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        assert_eq!(routing(&clinic, None, &settled), Some(said));
+        assert_eq!(routing(&clinic, None, &cp).as_deref(), Some("alert routing: pending"));
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub struct Uncached {
     pub mesh: Option<optional::OptionalState>,
     /// The clinic's VerticalPodAutoscalers; `None` when they were not looked at this pass.
     pub vertical: Option<optional::OptionalState>,
-    /// The clinic's AlertmanagerConfig (the policy's `alertRouting`).
-    pub alert_routing: optional::OptionalState,
+    /// The clinic's AlertmanagerConfig (the policy's `alertRouting`); `None` when it was not
+    /// looked at this pass.
+    pub alert_routing: Option<optional::OptionalState>,
     /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
     /// is read again on the next pass.
     pub route_unsettled: bool,
@@ -55,7 +56,7 @@ impl Uncached {
             && self.monitors.error.is_none()
             && self.mesh.as_ref().is_none_or(|m| m.error.is_none())
             && self.vertical.as_ref().is_none_or(|v| v.error.is_none())
-            && self.alert_routing.error.is_none()
+            && self.alert_routing.as_ref().is_none_or(|a| a.error.is_none())
     }
 
     /// Names held by something else, for Warning events.
@@ -114,7 +115,7 @@ pub async fn sync(
         opt_in(OptionalApi::VerticalPodAutoscaler, clinic.spec.autoscaling.vertical_recommendations).await;
     // The platform's routing applies to every monitored clinic: always looked at, so that one
     // the policy no longer names goes.
-    let alert_routing = optional::ensure(ctx, clinic, OptionalApi::AlertmanagerConfig, desired).await;
+    let alert_routing = Some(optional::ensure(ctx, clinic, OptionalApi::AlertmanagerConfig, desired).await);
     let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),

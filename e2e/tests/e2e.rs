@@ -2457,21 +2457,21 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     ensure!(!operator.output().contains("\"level\":\"ERROR\""), "errors logged without Velero");
     // Without Gateway API: a clinic asking for a route is built and says what is missing.
     plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: routed\n  namespace: late\nspec:\n  route: {host: emr.late.example.fr}\n")?;
-    let route_condition = |reason: &str| -> Result<bool> {
+    // Whether a condition of clinic `late/<name>` passes `test`.
+    let condition = |name: &str, test: &dyn Fn(&Value) -> bool| -> Result<bool> {
         let cp: Value = serde_json::from_str(&plane.kubectl(&[
             "-n",
             "late",
             "get",
             "clinicplatform",
-            "routed",
+            name,
             "-o",
             "json",
         ])?)?;
-        Ok(cp["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "RouteAccepted" && c["reason"] == reason))
+        Ok(cp["status"]["conditions"].as_array().into_iter().flatten().any(test))
+    };
+    let route_condition = |reason: &str| -> Result<bool> {
+        condition("routed", &|c| c["type"] == "RouteAccepted" && c["reason"] == reason)
     };
     eventually("RouteAccepted says Gateway API is missing", Duration::from_secs(60), || {
         route_condition("GatewayApiNotInstalled")
@@ -2481,34 +2481,12 @@ fn velero_installed_later_is_picked_up(_env: &Env) -> Result<()> {
     // missing (the suite's policy offers a mesh).
     plane.apply_yaml("apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: meshed\n  namespace: late\nspec:\n  security: {mtls: true}\n  autoscaling: {verticalRecommendations: true}\n")?;
     let monitoring_says = |text: &str| -> Result<bool> {
-        let cp: Value = serde_json::from_str(&plane.kubectl(&[
-            "-n",
-            "late",
-            "get",
-            "clinicplatform",
-            "meshed",
-            "-o",
-            "json",
-        ])?)?;
-        Ok(cp["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+        condition("meshed", &|c| {
             c["type"] == "MonitoringReady" && c["message"].as_str().is_some_and(|m| m.contains(text))
-        }))
+        })
     };
     let security = |reason: &str| -> Result<bool> {
-        let cp: Value = serde_json::from_str(&plane.kubectl(&[
-            "-n",
-            "late",
-            "get",
-            "clinicplatform",
-            "meshed",
-            "-o",
-            "json",
-        ])?)?;
-        Ok(cp["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "SecurityEnforced" && c["reason"] == reason))
+        condition("meshed", &|c| c["type"] == "SecurityEnforced" && c["reason"] == reason)
     };
     eventually("SecurityEnforced says Istio is missing", Duration::from_secs(90), || {
         security("MeshNotInstalled")

@@ -274,16 +274,7 @@ fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
     );
     let backend = "clinic-lyon-lyon-gateway-http-80@kubernetesgateway";
     let series = |metric: &str, labels: &str| format!("{metric}{{service=\"{backend}\",{labels}}}");
-    let alert = |name: &str, severity: &str, summary: &str, description: &str| {
-        json!({
-            "exp_labels": { "severity": severity, "clinic": "lyon" },
-            "exp_annotations": {
-                "summary": summary,
-                "description": description,
-                "runbook_url": format!("{}#{}", monitoring::RUNBOOK_BASE, name.to_lowercase()),
-            },
-        })
-    };
+    let alert = expected_alert;
     let tests = json!({
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "1m",
@@ -318,6 +309,18 @@ fn request_alerts_of_a_clinic_on_traefik_fire_on_its_series() {
     assert!(ok, "promtool test rules:\n{out}");
 }
 
+/// An alert of clinic `lyon` as promtool's `exp_alerts` spells it.
+fn expected_alert(name: &str, severity: &str, summary: &str, description: &str) -> Value {
+    json!({
+        "exp_labels": { "severity": severity, "clinic": "lyon" },
+        "exp_annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": format!("{}#{}", monitoring::RUNBOOK_BASE, name.to_lowercase()),
+        },
+    })
+}
+
 /// The 99.9 % objective's error-budget alerts: a fast burn pages, a slow one opens a ticket, a
 /// clinic within its budget stays quiet.
 #[test]
@@ -327,14 +330,7 @@ fn availability_budget_alerts_fire_on_a_burn_and_stay_quiet_within_the_budget() 
     let requests =
         |code: &str| format!("traefik_service_requests_total{{service=\"{backend}\",code=\"{code}\"}}");
     let expected = |name: &str, severity: &str, summary: &str, description: &str| {
-        json!([{
-            "exp_labels": { "severity": severity, "clinic": "lyon" },
-            "exp_annotations": {
-                "summary": summary,
-                "description": description,
-                "runbook_url": format!("{}#{}", monitoring::RUNBOOK_BASE, name.to_lowercase()),
-            },
-        }])
+        json!([expected_alert(name, severity, summary, description)])
     };
     let fast = expected(
         "ClinicErrorBudgetBurningFast",

@@ -24,17 +24,6 @@ pub fn vertical_pod_autoscaler_resource() -> ApiResource {
     )
 }
 
-/// The workloads a VerticalPodAutoscaler watches: (component, kind, name); each VPA is named
-/// after its workload.
-pub fn vertical_targets(clinic: &Clinic) -> [(Component, &'static str, String); 4] {
-    [
-        (Component::Database, "StatefulSet", super::database::name(clinic)),
-        (Component::Backend, "StatefulSet", super::backend::name(clinic)),
-        (Component::Frontend, "Deployment", super::frontend::name(clinic)),
-        (Component::Gateway, "Deployment", super::gateway::name(clinic)),
-    ]
-}
-
 /// One VerticalPodAutoscaler per workload, in recommendation mode: `updateMode: "Off"` never
 /// evicts nor resizes a pod (so it never fights the HorizontalPodAutoscalers, which scale on
 /// CPU), it only publishes requests computed from real use. None unless asked.
@@ -43,7 +32,8 @@ pub fn vertical_pod_autoscalers(clinic: &Clinic) -> Vec<DynamicObject> {
         return Vec::new();
     }
     let resource = vertical_pod_autoscaler_resource();
-    vertical_targets(clinic)
+    // Each VerticalPodAutoscaler is named after its workload.
+    workloads(clinic)
         .into_iter()
         .map(|(component, kind, name)| {
             let mut vpa = DynamicObject::new(&name, &resource).within(&clinic.namespace);

@@ -43,17 +43,6 @@ pub fn authorization_policy_resource() -> ApiResource {
     )
 }
 
-/// The meshed components and the name of their policies: that of the component's
-/// NetworkPolicy, so the three that decide who reaches a component read side by side.
-pub fn components(clinic: &Clinic) -> [(Component, String); 4] {
-    [
-        (Component::Database, clinic.child_name("mariadb")),
-        (Component::Backend, clinic.child_name("backend")),
-        (Component::Frontend, clinic.child_name("frontend")),
-        (Component::Gateway, clinic.child_name("gateway")),
-    ]
-}
-
 /// The labels a pod template of `clinic` gets to join the mesh (none without `spec.security.mtls`).
 pub fn pod_labels(clinic: &Clinic) -> BTreeMap<String, String> {
     match &clinic.mesh {
@@ -144,7 +133,9 @@ pub fn build(clinic: &Clinic) -> Vec<DynamicObject> {
         return Vec::new();
     };
     let mut out = Vec::with_capacity(8);
-    for (component, name) in components(clinic) {
+    // Named after the workload, as its NetworkPolicy is: the three that decide who reaches a
+    // component read side by side.
+    for (component, _, name) in workloads(clinic) {
         let flows = inbound(clinic, mesh, component);
         out.push(peer_authentication(clinic, component, name.clone(), &flows));
         out.push(authorization_policy(clinic, component, name, &flows));

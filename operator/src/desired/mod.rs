@@ -133,7 +133,7 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
             clinic.child_name("alerts"),
         ),
     ];
-    for (_, name) in mesh::components(clinic) {
+    for (_, _, name) in workloads(clinic) {
         children.push((OptionalApi::Istio, mesh::peer_authentication_resource(), name.clone()));
         children.push((OptionalApi::Istio, mesh::authorization_policy_resource(), name));
     }
@@ -142,7 +142,7 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
         monitoring::alertmanager_config_resource(),
         clinic.child_name("alert-routing"),
     ));
-    for (_, _, name) in autoscaling::vertical_targets(clinic) {
+    for (_, _, name) in workloads(clinic) {
         children.push((
             OptionalApi::VerticalPodAutoscaler,
             autoscaling::vertical_pod_autoscaler_resource(),
@@ -165,6 +165,17 @@ pub enum OptionalApi {
     /// The Prometheus Operator's `AlertmanagerConfig` (v1alpha1), for the policy's
     /// `alertRouting`.
     AlertmanagerConfig,
+}
+
+/// The clinic's workloads: (component, kind, name). Each one's NetworkPolicy, mesh policies and
+/// VerticalPodAutoscaler carry its name.
+pub fn workloads(clinic: &Clinic) -> [(Component, &'static str, String); 4] {
+    [
+        (Component::Database, "StatefulSet", database::name(clinic)),
+        (Component::Backend, "StatefulSet", backend::name(clinic)),
+        (Component::Frontend, "Deployment", frontend::name(clinic)),
+        (Component::Gateway, "Deployment", gateway::name(clinic)),
+    ]
 }
 
 fn push<K>(out: &mut Vec<DynamicObject>, object: &K)

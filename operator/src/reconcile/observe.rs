@@ -231,7 +231,7 @@ fn vertical_recommendations(
     if !clinic.spec.autoscaling.vertical_recommendations {
         return None;
     }
-    let expected = desired::autoscaling::vertical_targets(clinic).len();
+    let expected = desired::workloads(clinic).len();
     Some(match looked {
         None => previous_part(cp, "VerticalPodAutoscalers: ")
             .unwrap_or_else(|| "VerticalPodAutoscalers: pending".into()),
@@ -326,6 +326,23 @@ mod tests {
         cp
     }
 
+    /// `cp` whose last status has `MonitoringReady` with `message`.
+    fn monitored_with(cp: &ClinicPlatform, message: &str) -> ClinicPlatform {
+        let mut settled = cp.clone();
+        settled.status = Some(ClinicPlatformStatus {
+            conditions: vec![Condition {
+                type_: super::super::status::MONITORING_READY.into(),
+                status: "True".into(),
+                reason: "Monitored".into(),
+                message: message.into(),
+                last_transition_time: None,
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        settled
+    }
+
     fn state(installed: bool, in_place: usize) -> OptionalState {
         let names = ["lyon-mariadb", "lyon-backend", "lyon-frontend", "lyon-gateway"];
         OptionalState {
@@ -350,9 +367,9 @@ mod tests {
         clinic.mesh = Some(crate::policy::MeshPolicy::default());
         let looked = |kinds: &[&str]| OptionalState {
             installed: true,
-            in_place: desired::mesh::components(&clinic)
+            in_place: desired::workloads(&clinic)
                 .into_iter()
-                .flat_map(|(_, name)| {
+                .flat_map(|(_, _, name)| {
                     kinds.iter().map(move |k| ((k.to_string(), name.clone()), InPlace::default()))
                 })
                 .collect(),
@@ -398,18 +415,8 @@ mod tests {
         assert!(missing.contains("does not serve monitoring.coreos.com/v1alpha1"), "{missing}");
         // Not looked at this pass (children not converged): the last word stands, never a
         // "not served" the pass did not see.
-        let mut settled = cp.clone();
-        settled.status = Some(ClinicPlatformStatus {
-            conditions: vec![Condition {
-                type_: super::super::status::MONITORING_READY.into(),
-                status: "True".into(),
-                reason: "Monitored".into(),
-                message: format!("exporters are in place; logs: none shipped; traces: off; {said}"),
-                last_transition_time: None,
-                observed_generation: None,
-            }],
-            ..Default::default()
-        });
+        let settled =
+            monitored_with(&cp, &format!("exporters are in place; logs: none shipped; traces: off; {said}"));
         assert_eq!(routing(&clinic, None, &settled), Some(said));
         assert_eq!(routing(&clinic, None, &cp).as_deref(), Some("alert routing: pending"));
     }
@@ -432,18 +439,10 @@ mod tests {
         assert!(say(Some(&state(false, 0)), &cp).unwrap().contains("does not serve autoscaling.k8s.io/v1"));
         // Not looked at this pass: the last status' word stands.
         assert_eq!(say(None, &cp).as_deref(), Some("VerticalPodAutoscalers: pending"));
-        let mut settled = cp.clone();
-        settled.status = Some(ClinicPlatformStatus {
-            conditions: vec![Condition {
-                type_: super::super::status::MONITORING_READY.into(),
-                status: "True".into(),
-                reason: "Monitored".into(),
-                message: "exporters, ServiceMonitor and PrometheusRule are in place; logs: none shipped; traces: off; VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)".into(),
-                last_transition_time: None,
-                observed_generation: None,
-            }],
-            ..Default::default()
-        });
+        let settled = monitored_with(
+            &cp,
+            "exporters, ServiceMonitor and PrometheusRule are in place; logs: none shipped; traces: off; VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)",
+        );
         assert_eq!(
             say(None, &settled).as_deref(),
             Some("VerticalPodAutoscalers: recommendations for the 4 workloads (updateMode Off)")

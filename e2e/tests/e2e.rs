@@ -1078,8 +1078,8 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         "the operator's account could rewrite a Secret: {rewrite:?}"
     );
     refused += 1;
-    // The one exception: MariaDB's certificate the operator's CA issued and renews. The same
-    // rewrite of another TLS Secret (an Ingress certificate) is refused.
+    // The one exception: a certificate the operator's CA issued and renews (MariaDB's, the
+    // backend's). The same rewrite of another TLS Secret (an Ingress certificate) is refused.
     let tls_secret = |name: &str, annotated: bool| -> Result<()> {
         let annotations = if annotated {
             "\n  annotations: {clinic.audioprothese.fr/not-after: '2027-01-01T00:00:00Z'}"
@@ -1092,6 +1092,7 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         .map(drop)
     };
     tls_secret("guard-db-tls", true)?;
+    tls_secret("guard-backend-tls", true)?;
     tls_secret("guard-tls", false)?;
     let renew = |name: &str| {
         env.plane.kubectl_as(
@@ -1110,6 +1111,7 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         )
     };
     renew("guard-db-tls").context("the operator's account could not renew a database certificate")?;
+    renew("guard-backend-tls").context("the operator's account could not renew a backend certificate")?;
     let ingress_certificate = renew("guard-tls");
     ensure!(
         ingress_certificate.as_ref().is_err_and(|e| format!("{e:#}").contains("never changes the data")),
@@ -1424,7 +1426,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     env.clinic(
         ns,
         "tls",
-        "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n  database:\n    tls:\n      issuerRef: {name: clinic-ca, kind: Issuer}\n",
+        "  ingress:\n    host: emr.clinic-tls.example.fr\n    tls:\n      issuerRef:\n        name: letsencrypt\n  database:\n    tls:\n      issuerRef: {name: clinic-ca, kind: Issuer}\n  openmrs:\n    backend:\n      tls: {enabled: true, issuerRef: {name: clinic-ca, kind: Issuer}}\n",
     )?;
     env.wait_ready(ns, "tls", wait())?;
     // Accepted by cert-manager's real schema.
@@ -1448,6 +1450,15 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "{}",
         database["spec"]
     );
+    // The backend's, from the same Issuer, for its Service's names.
+    let backend = env.json(&["-n", ns, "get", "certificates.cert-manager.io", "tls-backend-tls"])?;
+    ensure!(
+        backend["spec"]["dnsNames"][0] == "tls-backend"
+            && backend["spec"]["secretName"] == "tls-backend-tls"
+            && backend["spec"]["issuerRef"]["kind"] == "Issuer",
+        "{}",
+        backend["spec"]
+    );
     ensure!(
         env.kubectl(&["-n", ns, "get", "secret", "tls-db-ca"]).is_err(),
         "a CA of the operator's own while cert-manager issues the certificate"
@@ -1465,7 +1476,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
     // attests it too).
     let full = "e2e-compliant";
     env.namespace(full)?;
-    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  database:\n    storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  openmrs:\n    backend:\n      storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  security:\n    mtls: true\n")?;
+    env.clinic(full, "ok", "  ingress:\n    host: emr.clinic-ok.example.fr\n    tls:\n      secretName: ok-cert\n  residency:\n    regions: [fr-par]\n  database:\n    storage: {size: 1Gi, storageClassName: encrypted-ssd}\n  openmrs:\n    backend:\n      storage: {size: 1Gi, storageClassName: encrypted-ssd}\n      tls: {enabled: true}\n  security:\n    mtls: true\n")?;
     env.wait_ready(full, "ok", wait())?;
     env.velero_backup(full, "ok", "e2e-compliant-ok-20261121020000", "Completed", 1)?;
     env.poke(full, "ok")?;
@@ -1484,6 +1495,7 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         "databaseEncrypted",
         "databaseTls",
         "mutualTls",
+        "backendTls",
     ] {
         ensure!(c[control] == true, "{control} does not hold: {c}");
     }
@@ -1519,6 +1531,22 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         tls["metadata"]
     );
     env.kubectl(&["-n", full, "get", "secret", "ok-db-ca"])?;
+    // The same CA signed the backend's certificate, recorded in the status too.
+    let backend_tls = env.json(&["-n", full, "get", "secret", "ok-backend-tls"])?;
+    let signer = |secret: &serde_json::Value| {
+        secret["metadata"]["annotations"]["clinic.audioprothese.fr/ca-sha256"].clone()
+    };
+    ensure!(
+        signer(&backend_tls) == signer(&tls) && signer(&tls).is_string(),
+        "the backend's certificate is not signed by the clinic's CA: {}",
+        backend_tls["metadata"]
+    );
+    ensure!(
+        cp["status"]["backendCertificate"]["notAfter"]
+            == backend_tls["metadata"]["annotations"]["clinic.audioprothese.fr/not-after"],
+        "status.backendCertificate: {}",
+        cp["status"]["backendCertificate"]
+    );
     let mariadb = env.json(&["-n", full, "get", "statefulset", "ok-mariadb"])?;
     ensure!(
         mariadb["spec"]["template"]["metadata"]["annotations"]["clinic.audioprothese.fr/db-tls-not-after"]

@@ -289,9 +289,11 @@ fn gateway_serves_frontend_and_backend(env: &Env) -> Result<()> {
         // Traces to the suite policy's collector, and the Loki rules shipped (see
         // logs_and_traces_join_at_the_gateway). Mutual TLS asked for: no mesh runs on this node
         // (ztunnel cannot be built here), so its pods run with the mesh label and the mesh's
-        // NetworkPolicy rules, which network_policy_matrix holds to the same plain graph.
+        // NetworkPolicy rules, which network_policy_matrix holds to the same plain graph. The
+        // gateway reaches the backend over TLS (the_backend_serves_the_gateway_over_tls_only).
         &format!(
-            "{SMALL}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n  monitoring:\n    logs: {{alertRules: true}}\n  tracing: {{enabled: true}}\n  security: {{mtls: true}}\n"
+            "{}  ingress:\n    host: emr.net.example.fr\n    tls: {{secretName: net-tls}}\n  monitoring:\n    logs: {{alertRules: true}}\n  tracing: {{enabled: true}}\n  security: {{mtls: true}}\n",
+            SMALL.replace("    backend:\n", "    backend:\n      tls: {enabled: true}\n")
         ),
     )?;
     env.wait_ready(ns, clinic, READY)?;
@@ -942,14 +944,15 @@ fn network_policy_matrix(env: &Env) -> Result<()> {
     let flows: Vec<(&str, &str, &str, u16, bool)> = vec![
         ("ingress controller -> gateway", &ingress, &gateway, 8080, true),
         ("gateway -> frontend", &gateway, &frontend, 80, true),
-        ("gateway -> backend", &gateway, &backend, 8080, true),
+        ("gateway -> backend's TLS proxy", &gateway, &backend, 8443, true),
         ("backend -> MariaDB", &backend, &db, 3306, true),
         ("backend -> DNS", &backend, &dns, 53, true),
         ("Prometheus -> mysqld-exporter", &prometheus, &db, 9104, true),
         ("Prometheus -> nginx-exporter", &prometheus, &gateway, 9113, true),
         ("other namespace -> outside listener (control)", &other, NODE_IP, outside_port, true),
         ("other namespace -> MariaDB", &other, &db, 3306, false),
-        ("other namespace -> backend", &other, &backend, 8080, false),
+        ("other namespace -> backend", &other, &backend, 8443, false),
+        ("gateway -> OpenMRS in plaintext", &gateway, &backend, 8080, false),
         ("other namespace -> gateway", &other, &gateway, 8080, false),
         ("Prometheus -> MariaDB", &prometheus, &db, 3306, false),
         ("frontend -> MariaDB", &frontend, &db, 3306, false),
@@ -1008,9 +1011,9 @@ fn mariadb_pod_loss_keeps_data_and_credentials(env: &Env) -> Result<()> {
     ensure!(secret_fingerprint(env, ns, &secret)? == credentials, "database credentials changed");
     env.wait_ready(ns, clinic, READY)?;
     let gateway = env.pod_ip(ns, clinic, "gateway")?;
-    let backend = env.pod_ip(ns, clinic, "backend")?;
+    let ingress = env.client_pod("ingress-nginx")?;
     eventually("the backend serves again", Duration::from_secs(60), || {
-        Ok(env.http(&gateway, &format!("http://{backend}:8080/openmrs/ws/rest/v1/session"), &[])?.0 == 200)
+        Ok(env.http(&ingress, &format!("http://{gateway}:8080/openmrs/ws/rest/v1/session"), &[])?.0 == 200)
     })?;
     // The figure docs/availability.md quotes: a single MariaDB's loss, as users see it (the
     // stand-in backend reconnects as fast as its driver retries; the real OpenMRS may differ).
@@ -1270,9 +1273,9 @@ fn an_installed_clinic_moves_to_tls(env: &Env) -> Result<()> {
         clinic,
         "--type=merge",
         "-p",
-        r#"{"spec":{"database":{"tls":{"enabled":true}}}}"#,
+        r#"{"spec":{"database":{"tls":{"enabled":true}},"openmrs":{"backend":{"tls":{"enabled":true}}}}}"#,
     ])?;
-    eventually("MariaDB over TLS and the backend back", Duration::from_secs(300), || {
+    eventually("MariaDB and the backend over TLS, the backend back", Duration::from_secs(300), || {
         let cp = env.json(&["-n", ns, "get", "clinicplatform", clinic])?;
         let ready = cp["status"]["conditions"]
             .as_array()
@@ -1280,8 +1283,14 @@ fn an_installed_clinic_moves_to_tls(env: &Env) -> Result<()> {
         Ok(ready
             && cp["status"]["observedGeneration"] == cp["metadata"]["generation"]
             && cp["status"]["compliance"]["databaseTls"] == true
+            && cp["status"]["compliance"]["backendTls"] == true
             && installed(env).is_ok_and(|p| p.contains("sslMode=verify-full")))
     })?;
+    // The gateway serves the REST API again, through the backend's TLS proxy (asked from the
+    // gateway's own network: without `spec.ingress` no other pod may reach it).
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    let (code, out) = env.http(&gateway, "http://127.0.0.1:8080/openmrs/ws/rest/v1/session", &[])?;
+    ensure!(code == 200, "the REST API after the move to TLS: {out}");
     // Only the connection's URL and driver are shown: the file holds the database password.
     let connection = |properties: &str| {
         properties
@@ -1305,7 +1314,10 @@ fn an_installed_clinic_moves_to_tls(env: &Env) -> Result<()> {
         log.contains("connecting with the runtime properties"),
         "the backend did not read its runtime properties: {start:?}"
     );
-    eprintln!("    installed clinic on TLS and Ready again in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "    installed clinic on TLS (MariaDB's and the backend's) and Ready again in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     env.kubectl(&["delete", "namespace", ns, "--wait=false"])?;
     Ok(())
 }
@@ -1324,6 +1336,7 @@ fn no_generated_secret_in_any_container_log(env: &Env) -> Result<()> {
         ("mariadb-exporter", &["password"][..]),
         ("db-encryption", &["dump-passphrase"][..]),
         ("db-tls", &["tls.key"][..]),
+        ("backend-tls", &["tls.key"][..]),
     ] {
         let secret = env.json(&["-n", ns, "get", "secret", &format!("{clinic}-{name}")])?;
         for key in keys {
@@ -1447,6 +1460,88 @@ fn mariadb_refuses_plaintext_and_verifies_its_certificate(env: &Env) -> Result<(
     env.wait_ready(ns, clinic, READY)?;
     eprintln!(
         "    new certificate served and the clinic Ready again in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The backend's TLS proxy (`spec.openmrs.backend.tls`): it serves TLS 1.3 with a certificate
+/// that verifies against the clinic's CA for the backend Service's name, a client trusting
+/// another CA is refused, OpenMRS's own port is closed to the gateway (network_policy_matrix),
+/// and every request of the scenarios above went through it. A renewed certificate is served
+/// without restarting the backend.
+fn the_backend_serves_the_gateway_over_tls_only(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let gateway = env.pod_ip(ns, clinic, "gateway")?;
+    let (backend_pod, backend) =
+        env.pods(ns, clinic, "backend")?.into_iter().next().context("no running backend pod")?;
+    let name = format!("{clinic}-backend.{ns}.svc");
+    let dir = std::env::temp_dir().join(format!("e2e-backend-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let secret = env.json(&["-n", ns, "get", "secret", &format!("{clinic}-backend-tls")])?;
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, base64_decode(secret["data"]["ca.crt"].as_str().unwrap_or_default()))?;
+    let other_ca = dir.join("other-ca.crt");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-keyout", &dir.join("other.key").to_string_lossy(), "-out", &other_ca.to_string_lossy()])
+        .args(["-subj", "/CN=other-ca", "-days", "1"])
+        .output()?;
+    ensure!(made.status.success(), "openssl req: {}", String::from_utf8_lossy(&made.stderr));
+    // From the gateway's network, as its nginx connects: (verified, what openssl said).
+    let handshake = |trusted: &std::path::Path| -> Result<(bool, String)> {
+        let connect = format!("{backend}:8443");
+        let script = format!(
+            "openssl s_client -connect {connect} -servername {name} -verify_hostname {name} -CAfile {} -verify_return_error -brief </dev/null 2>&1; \
+             openssl s_client -connect {connect} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -enddate",
+            trusted.display()
+        );
+        let (_, out) = env.node().in_pod_network(&gateway, "bash", &["-c", &script])?;
+        Ok((out.contains("Verification: OK"), out))
+    };
+    let (verified, out) = handshake(&ca)?;
+    ensure!(verified && out.contains("Protocol version: TLSv1.3"), "TLS with the clinic's CA: {out}");
+    let (verified, refused) = handshake(&other_ca)?;
+    ensure!(!verified, "a client trusting another CA accepted the backend: {refused}");
+    let served_end = |out: &str| -> Result<jiff::Timestamp> {
+        let line = out.lines().find_map(|l| l.strip_prefix("notAfter=")).context("no notAfter")?;
+        openssl_time(line)
+    };
+    let cp = env.json(&["-n", ns, "get", "clinicplatform", clinic])?;
+    ensure!(cp["status"]["compliance"]["backendTls"] == true, "compliance: {}", cp["status"]["compliance"]);
+    let recorded: jiff::Timestamp =
+        cp["status"]["backendCertificate"]["notAfter"].as_str().unwrap_or_default().parse()?;
+    ensure!(
+        served_end(&out)? == recorded,
+        "the proxy serves a certificate ending {out}, the status records {recorded}"
+    );
+    eprintln!("    TLSv1.3 verified for {name} with the clinic's CA; another CA refused");
+
+    // Renewed (its Secret deleted: the clinic's CA signs another): served by the same pod.
+    let uid = env.json(&["-n", ns, "get", "pod", &backend_pod])?["metadata"]["uid"].clone();
+    let started = Instant::now();
+    env.kubectl(&["-n", ns, "delete", "secret", &format!("{clinic}-backend-tls")])?;
+    eventually("the new certificate served", Duration::from_secs(240), || {
+        let (verified, out) = handshake(&ca)?;
+        Ok(verified && served_end(&out).is_ok_and(|end| end != recorded))
+    })?;
+    let pod = env.json(&["-n", ns, "get", "pod", &backend_pod])?;
+    ensure!(pod["metadata"]["uid"] == uid, "the backend pod was replaced");
+    let restarts: Vec<i64> = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(-1))
+        .collect();
+    ensure!(restarts.iter().all(|r| *r == 0), "containers restarted: {restarts:?}");
+    let ingress = env.client_pod("ingress-nginx")?;
+    let (code, out) =
+        env.http(&ingress, &format!("http://{gateway}:8080/openmrs/ws/rest/v1/session"), &[])?;
+    ensure!(code == 200, "the gateway after the renewal: {out}");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "    renewed certificate served by the same pod, no restart, in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -1581,6 +1676,7 @@ fn main() -> ExitCode {
         mariadb_pod_loss_keeps_data_and_credentials,
         mariadb_data_and_dump_are_encrypted_at_rest,
         mariadb_refuses_plaintext_and_verifies_its_certificate,
+        the_backend_serves_the_gateway_over_tls_only,
         an_installed_clinic_moves_to_tls,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,

@@ -42,6 +42,17 @@ struct ClinicLabel {
     name: String,
 }
 
+/// A clinic's times the metrics show (Unix seconds), when known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClinicTimes {
+    /// Completion of its newest successful backup.
+    pub last_backup: Option<f64>,
+    /// End of validity of MariaDB's certificate.
+    pub database_certificate_expiry: Option<f64>,
+    /// End of validity of the backend's certificate.
+    pub backend_certificate_expiry: Option<f64>,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconcile_duration: Histogram,
@@ -52,6 +63,7 @@ pub struct Metrics {
     clinics: Family<ReadyLabel, Gauge>,
     last_backup: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     database_certificate_expiry: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    backend_certificate_expiry: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     cleanup_blocked: Family<ClinicLabel, Gauge>,
     /// Ready state per clinic, to count clinics by state.
     ready: Mutex<HashMap<ClinicKey, bool>>,
@@ -76,6 +88,7 @@ impl Metrics {
         let clinics = Family::<ReadyLabel, Gauge>::default();
         let last_backup = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         let database_certificate_expiry = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
+        let backend_certificate_expiry = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         let cleanup_blocked = Family::<ClinicLabel, Gauge>::default();
         registry.register(
             "reconcile_duration_seconds",
@@ -102,6 +115,11 @@ impl Metrics {
             database_certificate_expiry.clone(),
         );
         registry.register(
+            "clinic_backend_certificate_expiry_timestamp_seconds",
+            "End of validity of each clinic's backend certificate (spec.openmrs.backend.tls)",
+            backend_certificate_expiry.clone(),
+        );
+        registry.register(
             "clinic_cleanup_blocked",
             "1 while a deleted clinic's clean-up fails and its finalizer holds it",
             cleanup_blocked.clone(),
@@ -116,6 +134,7 @@ impl Metrics {
             clinics,
             last_backup,
             database_certificate_expiry,
+            backend_certificate_expiry,
             cleanup_blocked,
             ready: Mutex::new(HashMap::new()),
         }
@@ -139,22 +158,16 @@ impl Metrics {
     }
 
     /// Records a clinic's state after a reconcile: whether it is Ready, and (Unix seconds) its
-    /// newest backup and the end of its database certificate, when known.
-    pub fn observe_clinic(
-        &self,
-        namespace: &str,
-        name: &str,
-        ready: bool,
-        last_backup_unix: Option<f64>,
-        certificate_expiry_unix: Option<f64>,
-    ) {
+    /// newest backup and the ends of its certificates, when known.
+    pub fn observe_clinic(&self, namespace: &str, name: &str, ready: bool, times: ClinicTimes) {
         let mut states = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         states.insert((namespace.to_string(), name.to_string()), ready);
         self.publish_ready_counts(&states);
         let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
         for (family, value) in [
-            (&self.last_backup, last_backup_unix),
-            (&self.database_certificate_expiry, certificate_expiry_unix),
+            (&self.last_backup, times.last_backup),
+            (&self.database_certificate_expiry, times.database_certificate_expiry),
+            (&self.backend_certificate_expiry, times.backend_certificate_expiry),
         ] {
             match value {
                 Some(t) => {
@@ -182,6 +195,7 @@ impl Metrics {
         let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
         self.last_backup.remove(&label);
         self.database_certificate_expiry.remove(&label);
+        self.backend_certificate_expiry.remove(&label);
         self.cleanup_blocked.remove(&label);
     }
 

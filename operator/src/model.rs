@@ -98,7 +98,10 @@ pub struct Clinic {
     /// MariaDB's certificate (Secret `<name>-db-tls`) as this pass found or issued it: its end
     /// of validity goes into MariaDB's pod template, since MariaDB reads its certificate at
     /// start only. `None` before it exists (and in `render`).
-    pub database_certificate: Option<crate::api::DatabaseCertificateStatus>,
+    pub database_certificate: Option<crate::api::CertificateStatus>,
+    /// The backend's certificate (Secret `<name>-backend-tls`) as this pass found or issued it
+    /// (`None` without `spec.openmrs.backend.tls`, before it exists, and in `render`).
+    pub backend_certificate: Option<crate::api::CertificateStatus>,
     /// TLS at the Ingress controller, as the policy says (its default until admitted).
     pub ingress_tls: crate::policy::IngressTlsPolicy,
     /// Where the clinic's alerts go, by severity, as the policy says (`None` until admitted, and
@@ -194,9 +197,15 @@ impl Clinic {
         self.spec.database.tls.enabled
     }
 
-    /// Whether the operator's own CA signs MariaDB's certificate (TLS on, no issuer named).
-    pub fn runs_database_ca(&self) -> bool {
-        self.database_tls() && self.spec.database.tls.issuer_ref.is_none()
+    /// Whether the gateway reaches the backend over TLS.
+    pub fn backend_tls(&self) -> bool {
+        self.spec.openmrs.backend.tls.enabled
+    }
+
+    /// Whether the clinic's own CA signs a certificate of the clinic (one wanted without an
+    /// issuer named).
+    pub fn runs_clinic_ca(&self) -> bool {
+        crate::desired::internal_tls::Leaf::ALL.iter().any(|leaf| leaf.runs_ca(self))
     }
 
     /// The Secret with MariaDB's certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`), from
@@ -205,8 +214,14 @@ impl Clinic {
         self.child_name("db-tls")
     }
 
-    /// The generated Secret of the clinic's database CA (`ca.crt`, `ca.key`).
-    pub fn database_ca_secret(&self) -> String {
+    /// The backend's certificate, key and CA, from cert-manager or the clinic's CA.
+    pub fn backend_tls_secret(&self) -> String {
+        self.child_name("backend-tls")
+    }
+
+    /// The generated Secret of the clinic's CA (`ca.crt`, `ca.key`); named when it signed
+    /// MariaDB's certificate alone.
+    pub fn clinic_ca_secret(&self) -> String {
         self.child_name("db-ca")
     }
 
@@ -384,6 +399,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         gateway: None,
         tracing: None,
         database_certificate: None,
+        backend_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
         alert_routing: None,
         mesh: None,
@@ -481,6 +497,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         gateway: None,
         tracing: None,
         database_certificate: None,
+        backend_certificate: None,
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
         alert_routing: None,
         mesh: None,

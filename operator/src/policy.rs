@@ -28,9 +28,9 @@ pub struct Policy {
     pub prometheus_namespaces: Vec<String>,
     /// Namespaces a clinic may open its gateway to (`spec.ingress.controllerNamespace`).
     pub ingress_controller_namespaces: Vec<String>,
-    /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef` and
-    /// `spec.database.tls.issuerRef`. An `Issuer` lives in the clinic's own namespace and is
-    /// always allowed.
+    /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`,
+    /// `spec.database.tls.issuerRef` and `spec.openmrs.backend.tls.issuerRef`. An `Issuer`
+    /// lives in the clinic's own namespace and is always allowed.
     pub cluster_issuers: Vec<String>,
     /// Host names a clinic may serve (`spec.ingress.host`, `spec.route.host`): exact names, or
     /// `*.example.fr` for every name under that domain.
@@ -645,19 +645,14 @@ impl Policy {
                 ));
             }
         }
-        if let Some(issuer) = spec
-            .database
-            .tls
-            .issuer_ref
-            .as_ref()
-            .filter(|i| spec.database.tls.enabled && i.kind == IssuerKind::ClusterIssuer)
-        {
-            requests.push(Request::named(
-                "spec.database.tls.issuerRef.name",
-                &issuer.name,
-                &self.cluster_issuers,
-                "clusterIssuers",
-            ));
+        let backend_tls = &spec.openmrs.backend.tls;
+        for (field, enabled, issuer) in [
+            ("spec.database.tls.issuerRef.name", spec.database.tls.enabled, &spec.database.tls.issuer_ref),
+            ("spec.openmrs.backend.tls.issuerRef.name", backend_tls.enabled, &backend_tls.issuer_ref),
+        ] {
+            if let Some(issuer) = issuer.as_ref().filter(|i| enabled && i.kind == IssuerKind::ClusterIssuer) {
+                requests.push(Request::named(field, &issuer.name, &self.cluster_issuers, "clusterIssuers"));
+            }
         }
         for (field, shown, image) in images(spec) {
             requests.push(Request {

@@ -80,7 +80,7 @@ fn velero_backs_up_the_dump_volume_and_no_scratch_or_generated_config() {
     );
     let db_annotations = annotations(&db.spec.as_ref().unwrap().template);
     assert_eq!(db_annotations[backup::VOLUMES_EXCLUDES_ANNOTATION], "run,tmp");
-    let backend: StatefulSet = clinic_operator::desired::backend::stateful_set(&c);
+    let backend: StatefulSet = clinic_operator::desired::backend::stateful_set(&c, None);
     assert_eq!(
         annotations(&backend.spec.as_ref().unwrap().template)[backup::VOLUMES_EXCLUDES_ANNOTATION],
         "openmrs-home,tomcat,tmp",
@@ -228,8 +228,11 @@ fn compliance_controls_and_storage_encryption() {
         database_encrypted: true,
         database_tls: true,
         mutual_tls: true,
+        backend_tls: true,
     };
     assert!(all.all_hold());
+    let plaintext_backend = Controls { backend_tls: false, ..all.clone() };
+    assert!(!plaintext_backend.all_hold());
     let plaintext_database = Controls { database_tls: false, ..all.clone() };
     assert!(!plaintext_database.all_hold());
     let no_mesh = Controls { mutual_tls: false, ..all.clone() };

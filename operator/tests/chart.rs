@@ -369,41 +369,53 @@ fn the_operators_service_monitor_keeps_each_clinics_namespace_label() {
 }
 
 #[test]
-fn an_unrenewed_database_certificate_alerts_two_weeks_before_its_end() {
+fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
     let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
     let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
-    let runbook = groups[0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["alert"] == "ClinicDatabaseCertificateExpiring")
-        .expect("the alert")["annotations"]["runbook_url"]
-        .clone();
-    // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
-    let metric = "clinic_operator_clinic_database_certificate_expiry_timestamp_seconds";
-    let tests = json!({
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "864000x180"},
-                {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1728000x180"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "30m", "alertname": "ClinicDatabaseCertificateExpiring", "exp_alerts": []},
-                {"eval_time": "2h", "alertname": "ClinicDatabaseCertificateExpiring", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "namespace": "clinic-lyon", "name": "lyon"},
-                    "exp_annotations": {
-                        "summary": "MariaDB's certificate of clinic clinic-lyon/lyon ends in less than 14 days: it was not renewed.",
-                        "runbook_url": runbook,
-                    },
-                }]},
-            ],
-        }],
-    });
-    let (ok, out) = common::promtool_test_rules(&groups, &tests);
-    assert!(ok, "{out}");
+    for (alert, metric, whose) in [
+        (
+            "ClinicDatabaseCertificateExpiring",
+            "clinic_operator_clinic_database_certificate_expiry_timestamp_seconds",
+            "MariaDB's certificate",
+        ),
+        (
+            "ClinicBackendCertificateExpiring",
+            "clinic_operator_clinic_backend_certificate_expiry_timestamp_seconds",
+            "The backend's certificate",
+        ),
+    ] {
+        let runbook = groups[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"))["annotations"]["runbook_url"]
+            .clone();
+        // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
+        let tests = json!({
+            "rule_files": ["rules.yaml"],
+            "evaluation_interval": "1m",
+            "tests": [{
+                "interval": "1m",
+                "input_series": [
+                    {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "864000x180"},
+                    {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1728000x180"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": alert, "exp_alerts": []},
+                    {"eval_time": "2h", "alertname": alert, "exp_alerts": [{
+                        "exp_labels": {"severity": "warning", "namespace": "clinic-lyon", "name": "lyon"},
+                        "exp_annotations": {
+                            "summary": format!("{whose} of clinic clinic-lyon/lyon ends in less than 14 days: it was not renewed."),
+                            "runbook_url": runbook,
+                        },
+                    }]},
+                ],
+            }],
+        });
+        let (ok, out) = common::promtool_test_rules(&groups, &tests);
+        assert!(ok, "{alert}: {out}");
+    }
 }
 
 /// A heading's anchor as GitHub and MkDocs write it (`## Operator down` -> `operator-down`).

@@ -8,7 +8,8 @@ mod common;
 
 use std::process::Command;
 
-use clinic_operator::desired::{self, SecretValues, database_tls};
+use clinic_operator::desired::internal_tls::{self, Leaf};
+use clinic_operator::desired::{self, SecretValues};
 use clinic_operator::policy::Policy;
 use common::{clinic, tempdir, typed};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -171,8 +172,8 @@ fn openssl(args: &[&str]) -> (bool, String) {
 fn the_clinics_ca_signs_a_server_certificate_openssl_accepts_for_mariadbs_names() {
     let c = clinic("  {}\n");
     let now = jiff::Timestamp::now();
-    let (ca_cert, ca_key) = database_tls::new_ca(&c, now).unwrap();
-    let issued = database_tls::issue(&c, &ca_cert, &ca_key, now).unwrap();
+    let (ca_cert, ca_key) = internal_tls::new_ca(&c, now).unwrap();
+    let issued = internal_tls::issue(&c, Leaf::Database, &ca_cert, &ca_key, now).unwrap();
     let dir = tempdir("db-tls");
     let ca = dir.join("ca.crt");
     let cert = dir.join("tls.crt");
@@ -190,7 +191,7 @@ fn the_clinics_ca_signs_a_server_certificate_openssl_accepts_for_mariadbs_names(
     // Another clinic's name, and a certificate from another CA, are refused.
     let (ok, _) = openssl(&["verify", "-CAfile", ca, "-verify_hostname", "nice-mariadb", cert]);
     assert!(!ok, "a name the certificate does not carry");
-    let (other_ca, _) = database_tls::new_ca(&c, now).unwrap();
+    let (other_ca, _) = internal_tls::new_ca(&c, now).unwrap();
     let other = dir.join("other.crt");
     std::fs::write(&other, other_ca).unwrap();
     let (ok, _) = openssl(&["verify", "-CAfile", other.to_str().unwrap(), cert]);
@@ -205,37 +206,37 @@ fn the_clinics_ca_signs_a_server_certificate_openssl_accepts_for_mariadbs_names(
     assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
 
     // 90 days, read back the way the reconcile reads a cert-manager certificate.
-    let not_after = database_tls::not_after(&issued.certificate).unwrap();
+    let not_after = internal_tls::not_after(&issued.certificate).unwrap();
     assert_eq!(not_after, issued.not_after);
     let days = now.duration_until(not_after).as_hours() / 24;
     assert!((89..=90).contains(&days), "{days} days");
-    assert!(!database_tls::due(not_after, now));
-    assert!(database_tls::due(not_after, now + jiff::SignedDuration::from_hours(24 * 61)));
-    assert_eq!(database_tls::fingerprint(&ca_cert).unwrap().len(), 64);
-    assert_eq!(database_tls::fingerprint("not a certificate"), None);
+    assert!(!internal_tls::due(not_after, now));
+    assert!(internal_tls::due(not_after, now + jiff::SignedDuration::from_hours(24 * 61)));
+    assert_eq!(internal_tls::fingerprint(&ca_cert).unwrap().len(), 64);
+    assert_eq!(internal_tls::fingerprint("not a certificate"), None);
 }
 
 #[test]
 fn the_certificate_secrets_hold_what_mariadb_and_cert_managers_layout_name() {
     let c = clinic("  {}\n");
     let now = jiff::Timestamp::now();
-    let (ca_cert, ca_key) = database_tls::new_ca(&c, now).unwrap();
-    let issued = database_tls::issue(&c, &ca_cert, &ca_key, now).unwrap();
-    let tls = database_tls::tls_secret(&c, &issued);
+    let (ca_cert, ca_key) = internal_tls::new_ca(&c, now).unwrap();
+    let issued = internal_tls::issue(&c, Leaf::Database, &ca_cert, &ca_key, now).unwrap();
+    let tls = internal_tls::tls_secret(&c, Leaf::Database, &issued);
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
     let keys: Vec<&String> = tls.data.as_ref().unwrap().keys().collect();
     assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
     let annotations = tls.metadata.annotations.unwrap();
-    assert_eq!(annotations[database_tls::NOT_AFTER_ANNOTATION], issued.not_after.to_string());
+    assert_eq!(annotations[internal_tls::NOT_AFTER_ANNOTATION], issued.not_after.to_string());
     assert_eq!(
-        annotations[database_tls::CA_FINGERPRINT_ANNOTATION],
-        database_tls::fingerprint(&ca_cert).unwrap()
+        annotations[internal_tls::CA_FINGERPRINT_ANNOTATION],
+        internal_tls::fingerprint(&ca_cert).unwrap()
     );
-    let ca = database_tls::ca_secret(&c, &ca_cert, &ca_key);
+    let ca = internal_tls::ca_secret(&c, &ca_cert, &ca_key);
     assert_eq!(ca.metadata.name.as_deref(), Some("lyon-db-ca"));
     // Both go with the clinic, whatever its deletion policy: no data depends on them.
     assert_eq!(ca.metadata.owner_references.unwrap()[0].uid, common::CLINIC_UID);
     // A tampered CA is refused with the key it lacks, not a panic.
-    let broken = database_tls::issue(&c, &ca_cert, "garbage", now).unwrap_err();
+    let broken = internal_tls::issue(&c, Leaf::Database, &ca_cert, "garbage", now).unwrap_err();
     assert!(broken.to_string().contains("ca.key"), "{broken}");
 }

@@ -262,7 +262,7 @@ fn traced(policy_yaml: &str) -> Clinic {
 }
 
 fn backend_parts(c: &Clinic) -> (StatefulSet, Container, BTreeMap<String, EnvVar>) {
-    let set = backend::stateful_set(c);
+    let set = backend::stateful_set(c, None);
     let pod = set.spec.clone().unwrap().template.spec.unwrap();
     let main = pod.containers.into_iter().find(|c| c.name == "openmrs").unwrap();
     let env = main.env.clone().unwrap_or_default().into_iter().map(|e| (e.name.clone(), e)).collect();

@@ -1,6 +1,6 @@
 //! The operator's metrics: names, bounded labels, per-clinic series removed with the clinic.
 
-use clinic_operator::metrics::Metrics;
+use clinic_operator::metrics::{ClinicTimes, Metrics};
 
 #[test]
 fn exposition_has_the_operator_metrics() {
@@ -9,8 +9,17 @@ fn exposition_has_the_operator_metrics() {
     m.record_error("ApplyFailed");
     m.record_drift("NetworkPolicy");
     m.record_write("apply");
-    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0), Some(1_771_000_000.0));
-    m.observe_clinic("clinic-nice", "nice", false, None, None);
+    m.observe_clinic(
+        "clinic-lyon",
+        "lyon",
+        true,
+        ClinicTimes {
+            last_backup: Some(1_763_700_000.0),
+            database_certificate_expiry: Some(1_771_000_000.0),
+            backend_certificate_expiry: Some(1_772_000_000.0),
+        },
+    );
+    m.observe_clinic("clinic-nice", "nice", false, ClinicTimes::default());
     let text = m.encode();
     for line in [
         "clinic_operator_reconciliations_total 1",
@@ -20,6 +29,8 @@ fn exposition_has_the_operator_metrics() {
         "clinic_operator_clinics{ready=\"true\"} 1",
         "clinic_operator_clinics{ready=\"false\"} 1",
         "clinic_operator_clinic_last_backup_timestamp_seconds{namespace=\"clinic-lyon\",name=\"lyon\"} 1763700000.0",
+        "clinic_operator_clinic_database_certificate_expiry_timestamp_seconds{namespace=\"clinic-lyon\",name=\"lyon\"} 1771000000.0",
+        "clinic_operator_clinic_backend_certificate_expiry_timestamp_seconds{namespace=\"clinic-lyon\",name=\"lyon\"} 1772000000.0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }

@@ -39,11 +39,10 @@ fn live_children(cp: &ClinicPlatform) -> Vec<DynamicObject> {
 /// [`live_children`], MariaDB started with a certificate that ends at `not_after`.
 fn live_children_with_certificate(cp: &ClinicPlatform, not_after: &str) -> Vec<DynamicObject> {
     let mut clinic = model::validate(cp).unwrap();
-    clinic.database_certificate =
-        clinic.database_tls().then(|| clinic_operator::api::DatabaseCertificateStatus {
-            not_after: not_after.into(),
-            ..seeded_certificate()
-        });
+    clinic.database_certificate = clinic.database_tls().then(|| clinic_operator::api::CertificateStatus {
+        not_after: not_after.into(),
+        ..seeded_certificate()
+    });
     desired::objects(&clinic, &SecretValues::Placeholder)
         .iter()
         .filter(|o| o.types.as_ref().unwrap().kind != "Secret")
@@ -77,8 +76,8 @@ fn live_children_with_certificate(cp: &ClinicPlatform, not_after: &str) -> Vec<D
 const SEEDED_NOT_AFTER: &str = "2099-01-01T00:00:00Z";
 const SEEDED_CA_SHA256: &str = "ab12";
 
-fn seeded_certificate() -> clinic_operator::api::DatabaseCertificateStatus {
-    clinic_operator::api::DatabaseCertificateStatus {
+fn seeded_certificate() -> clinic_operator::api::CertificateStatus {
+    clinic_operator::api::CertificateStatus {
         not_after: SEEDED_NOT_AFTER.into(),
         issuer: String::new(),
         secret_version: String::new(),
@@ -106,22 +105,24 @@ fn secret_meta(
 
 /// The Secrets of a converged clinic: the generated ones, and its database CA and certificate.
 fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
-    use clinic_operator::desired::database_tls::{CA_FINGERPRINT_ANNOTATION, NOT_AFTER_ANNOTATION};
+    use clinic_operator::desired::internal_tls::{CA_FINGERPRINT_ANNOTATION, Leaf, NOT_AFTER_ANNOTATION};
     let clinic = model::validate(cp).unwrap();
     let labels = clinic.labels(model::Component::Platform);
     let mut out: Vec<_> = desired::secrets::generated(&clinic)
         .into_iter()
         .map(|g| secret_meta(g.name, labels.clone(), &[]))
         .collect();
-    if clinic.runs_database_ca() {
+    if clinic.runs_clinic_ca() {
         out.push(secret_meta(
-            clinic.database_ca_secret(),
+            clinic.clinic_ca_secret(),
             labels.clone(),
             &[(CA_FINGERPRINT_ANNOTATION, SEEDED_CA_SHA256)],
         ));
+    }
+    for leaf in Leaf::ALL.into_iter().filter(|leaf| leaf.runs_ca(&clinic)) {
         out.push(secret_meta(
-            clinic.database_tls_secret(),
-            labels,
+            leaf.secret_name(&clinic),
+            labels.clone(),
             &[(CA_FINGERPRINT_ANNOTATION, SEEDED_CA_SHA256), (NOT_AFTER_ANNOTATION, SEEDED_NOT_AFTER)],
         ));
     }
@@ -317,6 +318,52 @@ fn written_condition(calls: &[Call], type_: &str) -> Value {
         .find(|c| c["type"] == type_)
         .cloned()
         .unwrap_or_else(|| panic!("no {type_} written"))
+}
+
+#[tokio::test]
+async fn the_backends_certificate_comes_from_the_same_ca_made_once() {
+    let cp = clinic_platform("  openmrs: {backend: {tls: {enabled: true}}}\n");
+    let (result, calls) = run(&cp, seeded(vec![], vec![]).await).await;
+    result.unwrap();
+    let secrets: Vec<String> = calls
+        .iter()
+        .take_while(|c| {
+            !c.path.starts_with("/api/v1/namespaces/clinic-lyon?")
+                && c.path != "/api/v1/namespaces/clinic-lyon"
+        })
+        .map(|c| match c.method.as_str() {
+            "POST" => format!("POST {}", c.body["metadata"]["name"].as_str().unwrap()),
+            method => format!("{method} {}", c.path.split('?').next().unwrap().rsplit('/').next().unwrap()),
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            "GET lyon-db-ca",
+            "GET lyon-db-tls",
+            "POST lyon-db-ca",
+            "POST lyon-db-tls",
+            "GET lyon-backend-tls",
+            "POST lyon-backend-tls",
+        ],
+        "the CA made for MariaDB's certificate signs the backend's, without being read again"
+    );
+    let fingerprint = |name: &str| {
+        let call = calls.iter().find(|c| c.method == "POST" && c.body["metadata"]["name"] == name).unwrap();
+        call.body["metadata"]["annotations"]["clinic.audioprothese.fr/ca-sha256"].clone()
+    };
+    assert_eq!(fingerprint("lyon-db-tls"), fingerprint("lyon-backend-tls"));
+    assert_eq!(fingerprint("lyon-db-ca"), fingerprint("lyon-db-tls"));
+    let status = written_status(&calls);
+    assert!(status["backendCertificate"]["notAfter"].is_string(), "{status}");
+    assert_eq!(status["backendCertificate"]["issuer"], "the clinic's CA (Secret lyon-db-ca)");
+
+    // Converged, nothing is issued again.
+    let mut converged = cp.clone();
+    converged.status = serde_json::from_value(status).unwrap();
+    let (result, calls) = run(&converged, seeded(vec![], secret_metadata(&converged)).await).await;
+    result.unwrap();
+    assert!(!calls.iter().any(|c| c.path.contains("/secrets") && c.mutating()), "{calls:?}");
 }
 
 #[tokio::test]
@@ -978,12 +1025,12 @@ async fn certificate_case_cached(
     signed_by_the_ca: bool,
     cached: bool,
 ) -> (Vec<Call>, String) {
-    use clinic_operator::desired::database_tls;
+    use clinic_operator::desired::internal_tls;
     let cp = clinic_platform("  {}\n");
     let clinic = model::validate(&cp).unwrap();
     let now = jiff::Timestamp::now();
-    let (ca_cert, ca_key) = database_tls::new_ca(&clinic, now).unwrap();
-    let fingerprint = database_tls::fingerprint(&ca_cert).unwrap();
+    let (ca_cert, ca_key) = internal_tls::new_ca(&clinic, now).unwrap();
+    let fingerprint = internal_tls::fingerprint(&ca_cert).unwrap();
     let not_after = (now + jiff::SignedDuration::from_hours(24 * days_left)).to_string();
     let children = live_children_with_certificate(&cp, &not_after);
     let signer = if signed_by_the_ca { fingerprint.clone() } else { "another-ca".to_string() };
@@ -996,14 +1043,14 @@ async fn certificate_case_cached(
     let ca_meta = secret_meta(
         "lyon-db-ca".into(),
         labels.clone(),
-        &[(database_tls::CA_FINGERPRINT_ANNOTATION, &fingerprint)],
+        &[(internal_tls::CA_FINGERPRINT_ANNOTATION, &fingerprint)],
     );
     let mut tls = secret_meta(
         "lyon-db-tls".into(),
         labels,
         &[
-            (database_tls::CA_FINGERPRINT_ANNOTATION, &signer),
-            (database_tls::NOT_AFTER_ANNOTATION, &not_after),
+            (internal_tls::CA_FINGERPRINT_ANNOTATION, &signer),
+            (internal_tls::NOT_AFTER_ANNOTATION, &not_after),
         ],
     );
     tls.metadata.resource_version = Some("41".into());
@@ -1017,7 +1064,7 @@ async fn certificate_case_cached(
     }
     let mut seeded = seeded(children, secrets).await;
     let ca: DynamicObject = serde_json::from_value(
-        serde_json::to_value(database_tls::ca_secret(&clinic, &ca_cert, &ca_key)).unwrap(),
+        serde_json::to_value(internal_tls::ca_secret(&clinic, &ca_cert, &ca_key)).unwrap(),
     )
     .unwrap();
     seeded.live.push(ca);

@@ -205,6 +205,30 @@ pub struct BackendSpec {
     /// Node placement of the backend pods.
     #[serde(default)]
     pub placement: Placement,
+
+    /// TLS between the gateway and the backend, for a platform without a mesh: a proxy beside
+    /// OpenMRS in its pod serves TLS 1.3 on port 8443 with a certificate the gateway verifies,
+    /// and the NetworkPolicies admit that port alone. Turning it on or off restarts the backend
+    /// once.
+    #[serde(default)]
+    pub tls: BackendTlsSpec,
+}
+
+/// Where the backend's certificate comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsSpec {
+    /// Serve the gateway over TLS only (default false). A renewed certificate is picked up
+    /// without a restart: the proxy and the gateway reload nginx within 30 seconds of the
+    /// kubelet updating the mounted Secret.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// A cert-manager issuer for the backend's certificate (`Certificate` `<name>-backend-tls`);
+    /// it must be a CA issuer, one that fills `ca.crt`. Without it the clinic's CA (Secret
+    /// `<name>-db-ca`, the one that signs MariaDB's) signs it and the operator renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
 }
 
 impl Default for BackendSpec {
@@ -217,6 +241,7 @@ impl Default for BackendSpec {
             storage: default_backend_storage(),
             clustering: None,
             placement: Placement::default(),
+            tls: BackendTlsSpec::default(),
         }
     }
 }

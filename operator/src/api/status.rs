@@ -44,7 +44,11 @@ pub struct ClinicPlatformStatus {
 
     /// MariaDB's TLS certificate (`spec.database.tls`), as last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_certificate: Option<DatabaseCertificateStatus>,
+    pub database_certificate: Option<CertificateStatus>,
+
+    /// The backend's TLS certificate (`spec.openmrs.backend.tls`), as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_certificate: Option<CertificateStatus>,
 
     /// Completion time of the newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,12 +128,17 @@ pub struct Compliance {
     /// in place, and every workload is ready with pods that carry the mesh label.
     #[serde(default)]
     pub mutual_tls: bool,
+    /// The gateway reaches the backend over TLS, verifying its certificate: by the backend's
+    /// TLS listener (`spec.openmrs.backend.tls`), its pods running with it, or inside the mesh
+    /// (`mutualTls`).
+    #[serde(default)]
+    pub backend_tls: bool,
 }
 
-/// MariaDB's TLS certificate.
+/// A certificate of a server inside the clinic.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DatabaseCertificateStatus {
+pub struct CertificateStatus {
     /// End of its validity (RFC 3339). The operator's CA renews it 30 days before; cert-manager
     /// as its `renewBefore` says.
     pub not_after: String,
@@ -142,7 +151,7 @@ pub struct DatabaseCertificateStatus {
 /// The controls behind `Compliant` are the fields of the status' `Compliance`.
 impl Compliance {
     /// (name in status, holds, what to do when it does not).
-    pub fn list(&self) -> [(&'static str, bool, &'static str); 9] {
+    pub fn list(&self) -> [(&'static str, bool, &'static str); 10] {
         [
             (
                 "podSecurityRestricted",
@@ -179,6 +188,11 @@ impl Compliance {
                 "databaseTls",
                 self.database_tls,
                 "MariaDB does not run with TLS required and a certificate (spec.database.tls)",
+            ),
+            (
+                "backendTls",
+                self.backend_tls,
+                "the gateway reaches the backend in plaintext (spec.openmrs.backend.tls, or spec.security.mtls)",
             ),
             (
                 "mutualTls",

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -29,9 +29,20 @@ pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("backend")
 }
 
-/// The backend Service, plus a headless one for cluster discovery when clustering is on.
+/// The port the gateway reaches the backend on: the TLS listener's with
+/// `spec.openmrs.backend.tls`, OpenMRS's own otherwise.
+pub fn serving_port(clinic: &Clinic) -> i32 {
+    if clinic.backend_tls() { super::tls_proxy::PORT } else { PORT }
+}
+
+/// The backend Service (its `https` port alone with TLS on, so nothing reaches OpenMRS in
+/// plaintext through it), plus a headless one for cluster discovery when clustering is on.
 pub fn services(clinic: &Clinic) -> Vec<Service> {
-    let mut main = http_service(clinic, name(clinic), Component::Backend, PORT);
+    let mut main = if clinic.backend_tls() {
+        port_service(clinic, name(clinic), Component::Backend, "https", super::tls_proxy::PORT)
+    } else {
+        http_service(clinic, name(clinic), Component::Backend, PORT)
+    };
     if let Some(spec) = main.spec.as_mut() {
         // Sessions live in one backend's memory.
         spec.session_affinity = Some("ClientIP".into());
@@ -124,8 +135,8 @@ pub fn jdbc(clinic: &Clinic) -> (String, String) {
         (
             format!(
                 "jdbc:mariadb:{base}&sslMode=verify-full&serverSslCert={}/{}",
-                database_tls::BACKEND_CA_DIR,
-                database_tls::KEY_CA_CERT
+                internal_tls::BACKEND_CA_DIR,
+                internal_tls::KEY_CA_CERT
             ),
             "org.mariadb.jdbc.Driver".into(),
         )
@@ -209,7 +220,9 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
+/// The backend's StatefulSet; `tls_proxy` is the TLS proxy's configuration, with
+/// `spec.openmrs.backend.tls` ([`super::tls_proxy::config_map`]).
+pub fn stateful_set(clinic: &Clinic, tls_proxy: Option<&ConfigMap>) -> StatefulSet {
     let spec = &clinic.spec.openmrs.backend;
     let image = clinic.backend_image();
     let security = container_security_context_as(UID, GID);
@@ -263,11 +276,18 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
         }
     }
     if clinic.database_tls() {
-        mounts.push(read_only_mount("db-ca", database_tls::BACKEND_CA_DIR));
-        volumes.push(database_tls::volume(clinic, "db-ca", true));
+        mounts.push(read_only_mount("db-ca", internal_tls::BACKEND_CA_DIR));
+        volumes.push(internal_tls::volume(clinic, internal_tls::Leaf::Database, "db-ca", true));
+    }
+    let mut containers = Vec::new();
+    let mut annotations = BTreeMap::new();
+    if let Some(config) = tls_proxy {
+        let (proxy, proxy_volumes) = super::tls_proxy::container(clinic, config);
+        containers.push(proxy);
+        volumes.extend(proxy_volumes);
+        annotations.extend(config_hash(config));
     }
     let mut init_containers = vec![stage];
-    let mut annotations = BTreeMap::new();
     if let Some(tracing) = &clinic.tracing {
         match (&tracing.java_agent.image, &tracing.java_agent.instrumentation) {
             (Some(image), _) => {
@@ -306,7 +326,7 @@ pub fn stateful_set(clinic: &Clinic) -> StatefulSet {
             uid: UID,
             gid: Some(GID),
             init_containers,
-            containers: vec![main],
+            containers: std::iter::once(main).chain(containers).collect(),
             volumes,
             spread: Some(Component::Backend),
             grace_seconds: Some(60),

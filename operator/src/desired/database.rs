@@ -77,10 +77,10 @@ ssl_ca = {dir}/{ca}
 require_secure_transport = ON
 tls_version = TLSv1.2,TLSv1.3
 ",
-            dir = database_tls::TLS_DIR,
-            cert = database_tls::KEY_TLS_CERT,
-            key = database_tls::KEY_TLS_KEY,
-            ca = database_tls::KEY_CA_CERT,
+            dir = internal_tls::TLS_DIR,
+            cert = internal_tls::KEY_TLS_CERT,
+            key = internal_tls::KEY_TLS_KEY,
+            ca = internal_tls::KEY_CA_CERT,
         ));
     }
     if super::monitoring::enabled(clinic) {
@@ -95,7 +95,7 @@ tls_version = TLSv1.2,TLSv1.3
         // Not `.cnf`: MariaDB's `!includedir` must not read the exporter's client settings.
         data.insert(
             EXPORTER_CNF_KEY.to_string(),
-            format!("[client]\nssl-ca = {}/{}\n", database_tls::TLS_DIR, database_tls::KEY_CA_CERT),
+            format!("[client]\nssl-ca = {}/{}\n", internal_tls::TLS_DIR, internal_tls::KEY_CA_CERT),
         );
     }
     ConfigMap {
@@ -216,18 +216,18 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
         container
             .volume_mounts
             .get_or_insert_with(Vec::new)
-            .push(read_only_mount("tls", database_tls::TLS_DIR));
-        volumes.push(database_tls::volume(clinic, "tls", false));
+            .push(read_only_mount("tls", internal_tls::TLS_DIR));
+        volumes.push(internal_tls::volume(clinic, internal_tls::Leaf::Database, "tls", false));
     }
     containers.push(container);
     if super::monitoring::enabled(clinic) {
         let mut exporter = super::monitoring::mysqld_exporter(clinic);
         if clinic.database_tls() {
             exporter.volume_mounts = Some(vec![
-                read_only_mount("tls-ca", database_tls::TLS_DIR),
+                read_only_mount("tls-ca", internal_tls::TLS_DIR),
                 read_only_mount("exporter-config", super::monitoring::EXPORTER_CONFIG_DIR),
             ]);
-            volumes.push(database_tls::volume(clinic, "tls-ca", true));
+            volumes.push(internal_tls::volume(clinic, internal_tls::Leaf::Database, "tls-ca", true));
             volumes.push(exporter_config_volume(config));
         }
         containers.push(exporter);
@@ -240,7 +240,7 @@ pub fn stateful_set(clinic: &Clinic, config: &ConfigMap) -> StatefulSet {
     );
     let mut annotations = config_hash(config);
     if let Some(certificate) = clinic.database_certificate.as_ref().filter(|_| clinic.database_tls()) {
-        annotations.insert(database_tls::REVISION_ANNOTATION.to_string(), certificate.not_after.clone());
+        annotations.insert(internal_tls::REVISION_ANNOTATION.to_string(), certificate.not_after.clone());
     }
     StatefulSet {
         metadata: metadata(clinic, name(clinic), Component::Database),

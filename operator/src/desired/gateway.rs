@@ -3,7 +3,9 @@
 //! The upstream gateway config resolves upstreams through Docker's embedded DNS (127.0.0.11),
 //! which does not exist on Kubernetes, and writes into the image at start. We mount a config that
 //! reproduces upstream's routing and security headers with the clinic's Service names, listens on
-//! an unprivileged port and writes only to emptyDirs.
+//! an unprivileged port and writes only to emptyDirs. With `spec.openmrs.backend.tls` it
+//! reaches the backend over TLS 1.3, verifying its certificate against the clinic's CA and the
+//! backend Service's name ([`super::tls_proxy`]).
 
 use std::collections::BTreeMap;
 
@@ -98,7 +100,7 @@ http {{
 
   upstream backend {{
     server {backend}:{backend_port};
-  }}
+  }}{backend_tls}
 
   server {{
     listen {port};
@@ -141,7 +143,7 @@ http {{
 
     location /openmrs {{
       proxy_read_timeout 300s;
-      proxy_pass http://backend;
+      proxy_pass {backend_scheme}://backend;
     }}
   }}
 
@@ -162,9 +164,36 @@ http {{
   }}
 }}
 "#,
-        backend_port = super::backend::PORT,
+        backend_port = super::backend::serving_port(clinic),
+        backend_scheme = if clinic.backend_tls() { "https" } else { "http" },
+        backend_tls = backend_tls_settings(clinic),
         port = PORT,
         health_port = HEALTH_PORT,
+    )
+}
+
+/// The `http` settings by which the gateway verifies the backend: the clinic's CA, the Service's
+/// name, TLS 1.3. Nothing at all without `spec.openmrs.backend.tls`, so that the configuration
+/// of a clinic without it (and its hash, which rolls the gateway) stays what it was.
+fn backend_tls_settings(clinic: &Clinic) -> String {
+    if !clinic.backend_tls() {
+        return String::new();
+    }
+    format!(
+        r#"
+
+  # The backend serves TLS (spec.openmrs.backend.tls): its certificate must chain to the
+  # clinic's CA and name the backend's Service.
+  proxy_ssl_verify on;
+  proxy_ssl_verify_depth 2;
+  proxy_ssl_trusted_certificate {ca};
+  proxy_ssl_name {backend}.{namespace}.svc;
+  proxy_ssl_server_name on;
+  proxy_ssl_protocols TLSv1.3;
+  proxy_ssl_session_reuse on;"#,
+        ca = super::tls_proxy::gateway_ca_file(),
+        backend = super::backend::name(clinic),
+        namespace = clinic.namespace,
     )
 }
 
@@ -182,28 +211,32 @@ pub fn service(clinic: &Clinic) -> Service {
 
 pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
     let spec = &clinic.spec.openmrs.gateway;
+    let mut mounts =
+        vec![read_only_mount("config", CONFIG_DIR), mount("cache", "/var/cache/nginx"), mount("tmp", "/tmp")];
+    let mut volumes =
+        vec![config_volume("config", config), empty_dir("cache", "64Mi"), empty_dir("tmp", "256Mi")];
+    let backend_ca = super::tls_proxy::gateway_ca(clinic);
+    let ca_file = backend_ca.as_ref().map(|_| super::tls_proxy::gateway_ca_file());
+    if let Some((mount, volume)) = backend_ca {
+        mounts.push(mount);
+        volumes.push(volume);
+    }
     let main = Container {
         name: "gateway".into(),
         image: Some(clinic.gateway_image()),
         image_pull_policy: Some(pull_policy(clinic)),
-        // Bypass the image's entrypoint, which templates config into the read-only image.
-        command: Some(vec![
-            "nginx".into(),
-            "-c".into(),
-            format!("{CONFIG_DIR}/nginx.conf"),
-            "-g".into(),
-            "daemon off;".into(),
-        ]),
+        // Bypass the image's entrypoint, which templates config into the read-only image. With
+        // the backend's TLS, reload when the clinic's CA changes.
+        command: Some(super::tls_proxy::nginx_command(
+            &format!("{CONFIG_DIR}/nginx.conf"),
+            &ca_file.iter().cloned().collect::<Vec<_>>(),
+        )),
         ports: Some(vec![container_port("http", PORT), container_port("health", HEALTH_PORT)]),
         resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),
         readiness_probe: Some(web_probe(IntOrString::String("health".into()), "/healthz", 10)),
         liveness_probe: Some(tcp_probe("health", 20)),
-        volume_mounts: Some(vec![
-            read_only_mount("config", CONFIG_DIR),
-            mount("cache", "/var/cache/nginx"),
-            mount("tmp", "/tmp"),
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let pod = pod_spec(
@@ -216,11 +249,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             } else {
                 vec![main]
             },
-            volumes: vec![
-                config_volume("config", config),
-                empty_dir("cache", "64Mi"),
-                empty_dir("tmp", "256Mi"),
-            ],
+            volumes,
             spread: Some(Component::Gateway),
             ..Default::default()
         },

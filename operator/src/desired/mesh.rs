@@ -88,7 +88,7 @@ pub fn inbound(clinic: &Clinic, mesh: &MeshPolicy, component: Component) -> Vec<
             }
         }
         Component::Backend => {
-            let mut ports = vec![super::backend::PORT];
+            let mut ports = vec![super::backend::serving_port(clinic)];
             if clinic.spec.openmrs.backend.clustering.is_some() {
                 ports.extend(super::backend::JGROUPS_PORTS);
             }

@@ -8,16 +8,17 @@ pub mod autoscaling;
 pub mod backend;
 pub mod backup;
 pub mod database;
-pub mod database_tls;
 pub mod frontend;
 pub mod gateway;
 pub mod ingress;
+pub mod internal_tls;
 pub mod mesh;
 pub mod monitoring;
 pub mod network;
 pub mod pod;
 pub mod route;
 pub mod secrets;
+pub mod tls_proxy;
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     for secret in secrets::build(clinic, secret_values) {
         push(&mut out, &secret);
     }
-    for secret in database_tls::placeholders(clinic) {
+    for secret in internal_tls::placeholders(clinic) {
         push(&mut out, &secret);
     }
     for policy in network::build(clinic) {
@@ -57,7 +58,11 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     for service in backend::services(clinic) {
         push(&mut out, &service);
     }
-    push(&mut out, &backend::stateful_set(clinic));
+    let tls_proxy = tls_proxy::config_map(clinic);
+    if let Some(config) = &tls_proxy {
+        push(&mut out, config);
+    }
+    push(&mut out, &backend::stateful_set(clinic, tls_proxy.as_ref()));
 
     push(&mut out, &frontend::service(clinic));
     push(&mut out, &frontend::deployment(clinic));
@@ -90,7 +95,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }
-    out.extend(database_tls::certificate(clinic));
+    out.extend(internal_tls::certificates(clinic));
     out.extend(route::build(clinic));
     out.extend(mesh::build(clinic));
     out.extend(autoscaling::vertical_pod_autoscalers(clinic));
@@ -120,6 +125,7 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
     let mut children = vec![
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.child_name("tls")),
         (OptionalApi::CertManager, ingress::certificate_resource(), clinic.database_tls_secret()),
+        (OptionalApi::CertManager, ingress::certificate_resource(), clinic.backend_tls_secret()),
         (OptionalApi::GatewayApi, route::resource(), route::name(clinic)),
         (OptionalApi::GatewayApi, route::resource(), route::redirect_name(clinic)),
         (

@@ -1,5 +1,6 @@
 //! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
-//! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and backend -> MariaDB, DNS, and
+//! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and
+//! backend (its TLS port with `spec.openmrs.backend.tls`) -> MariaDB, DNS, and
 //! the extra egress the spec declares, backend -> the trace collector the policy names (with
 //! `spec.tracing`), and Prometheus' namespace -> the exporters' ports.
 //!
@@ -187,15 +188,19 @@ fn gateway(clinic: &Clinic) -> NetworkPolicy {
     }
     let egress = vec![
         to(vec![pods_of(clinic, Component::Frontend)], meshed(clinic, vec![tcp(super::frontend::PORT)])),
-        to(vec![pods_of(clinic, Component::Backend)], meshed(clinic, vec![tcp(super::backend::PORT)])),
+        to(
+            vec![pods_of(clinic, Component::Backend)],
+            meshed(clinic, vec![tcp(super::backend::serving_port(clinic))]),
+        ),
     ];
     policy(clinic, "gateway", selector(clinic, Component::Gateway), ingress, egress)
 }
 
 fn backend(clinic: &Clinic) -> NetworkPolicy {
+    // With the backend's TLS, its TLS port alone: OpenMRS's own is reached over loopback only.
     let mut ingress = vec![from(
         vec![pods_of(clinic, Component::Gateway)],
-        meshed(clinic, vec![tcp(super::backend::PORT)]),
+        meshed(clinic, vec![tcp(super::backend::serving_port(clinic))]),
     )];
     let mut egress = vec![to(
         vec![pods_of(clinic, Component::Database)],

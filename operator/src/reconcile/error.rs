@@ -88,7 +88,7 @@ pub enum Error {
     #[error(
         "could not issue MariaDB's certificate (Secret {secret}): {source}. The operator retries with backoff; if the CA Secret {ca} was edited, delete it and a new CA is made."
     )]
-    Certificate { secret: String, ca: String, source: crate::desired::database_tls::CertificateError },
+    Certificate { secret: String, ca: String, source: crate::desired::internal_tls::CertificateError },
 
     /// A certificate Secret the operator issues could not be written.
     #[error("could not write Secret {name}: {}. The operator retries with backoff.", Cause(source))]

@@ -115,6 +115,7 @@ pub async fn observe(
             && clinic.database_certificate.is_some()
             && observed.database.is_ready(),
         mutual_tls: false,
+        backend_tls: false,
     };
     // Not looked at this pass (paused, or children not converged): as the last status said.
     let was_in_force = cp.status.as_ref().and_then(|s| s.compliance.as_ref()).is_some_and(|c| c.mutual_tls);
@@ -125,6 +126,9 @@ pub async fn observe(
     // Ready workloads run the pod template that carries the mesh label.
     observed.controls.mutual_tls =
         observed.mesh == Some(MeshState::InForce) && observed.database.is_ready() && observed.openmrs_ready();
+    // The backend's template carries the proxy and the gateway's the CA: ready pods run them.
+    observed.controls.backend_tls = observed.controls.mutual_tls
+        || (clinic.backend_tls() && clinic.backend_certificate.is_some() && observed.openmrs_ready());
     observed.outside = match &outside {
         Some(o) => Some(o.record.clone()),
         None => cp.status.as_ref().and_then(|s| s.outside_objects.clone()),

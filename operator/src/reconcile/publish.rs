@@ -21,6 +21,7 @@ use super::status::{self, SECURITY_ENFORCED};
 use crate::api::{
     CONFIRM_DELETION_ANNOTATION, ClinicPlatform, ClinicPlatformStatus, DeletionPolicy, FIELD_MANAGER,
 };
+use crate::metrics::ClinicTimes;
 use crate::model::Clinic;
 
 /// What publishing did with the status.
@@ -44,13 +45,18 @@ pub async fn status_and_events(
 ) -> Result<Published> {
     let reference = cp.object_ref(&());
     let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
-    let last_backup = new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0);
-    let certificate_expiry = new_status
-        .database_certificate
-        .as_ref()
-        .and_then(|c| c.not_after.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_second() as f64);
-    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, last_backup, certificate_expiry);
+    let expiry = |certificate: &Option<crate::api::CertificateStatus>| {
+        certificate
+            .as_ref()
+            .and_then(|c| c.not_after.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second() as f64)
+    };
+    let times = ClinicTimes {
+        last_backup: new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0),
+        database_certificate_expiry: expiry(&new_status.database_certificate),
+        backend_certificate_expiry: expiry(&new_status.backend_certificate),
+    };
+    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, times);
     let key = (clinic.namespace.clone(), clinic.name.clone());
     let changed = status::differs(cp.status.as_ref(), new_status);
     let coalesce =

@@ -260,6 +260,7 @@ pub fn compute(
         database_credentials_secret: observed.database_credentials.clone(),
         database_encryption_secret: observed.database_encryption.clone(),
         database_certificate: clinic.database_certificate.clone(),
+        backend_certificate: clinic.backend_certificate.clone(),
         last_backup_time: observed
             .backup
             .last_success
@@ -737,6 +738,7 @@ mod tests {
             database_encrypted: all_controls,
             database_tls: all_controls,
             mutual_tls: all_controls,
+            backend_tls: all_controls,
         };
         Observed {
             generation: Some(3),

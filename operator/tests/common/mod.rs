@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use clinic_operator::api::ClinicPlatform;
-use clinic_operator::metrics::Metrics;
+use clinic_operator::metrics::{ClinicTimes, Metrics};
 use clinic_operator::model::{self, Clinic};
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
@@ -71,7 +71,16 @@ pub fn exercised_metrics() -> Metrics {
     m.record_error("ApplyFailed");
     m.record_drift("Service");
     m.record_write("apply");
-    m.observe_clinic("clinic-lyon", "lyon", true, Some(1_763_700_000.0), Some(1_771_000_000.0));
+    m.observe_clinic(
+        "clinic-lyon",
+        "lyon",
+        true,
+        ClinicTimes {
+            last_backup: Some(1_763_700_000.0),
+            database_certificate_expiry: Some(1_771_000_000.0),
+            backend_certificate_expiry: Some(1_772_000_000.0),
+        },
+    );
     m.cleanup_blocked("clinic-lyon", "lyon");
     m
 }

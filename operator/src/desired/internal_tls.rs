@@ -1,9 +1,11 @@
-//! MariaDB's TLS: the names its certificate carries, cert-manager's `Certificate` when the spec
-//! names an issuer, and otherwise the clinic's own CA and the certificates it signs (issued and
-//! renewed by the reconcile, [`crate::reconcile::certificates`]).
+//! TLS inside the clinic: MariaDB's certificate and the backend's ([`Leaf`]), the names they
+//! carry, cert-manager's `Certificate` when the spec names an issuer, and otherwise the clinic's
+//! own CA and the certificates it signs (issued and renewed by the reconcile,
+//! [`crate::reconcile::certificates`]).
 //!
-//! Every client verifies the server: the backend's JDBC driver against `ca.crt` and the
-//! service's name, the exporter against `ca.crt` and `127.0.0.1`.
+//! Every client verifies the server: the backend's JDBC driver against `ca.crt` and MariaDB's
+//! Service name, the exporter against `ca.crt` and `127.0.0.1`, the gateway against `ca.crt`
+//! and the backend's Service name.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,7 @@ use rcgen::{
 use serde_json::json;
 
 use super::*;
+use crate::api::IssuerRef;
 
 /// Where MariaDB finds `tls.crt`, `tls.key` and `ca.crt`, and the exporter `ca.crt`.
 pub const TLS_DIR: &str = "/etc/mysql/tls";
@@ -54,40 +57,123 @@ pub enum CertificateError {
     Time,
 }
 
-/// The names clients reach MariaDB by: its Service (short, namespaced and fully qualified),
-/// `localhost`, and `127.0.0.1` for the exporter beside it.
-pub fn dns_names(clinic: &Clinic) -> Vec<String> {
-    let service = super::database::name(clinic);
-    let ns = &clinic.namespace;
-    vec![
-        service.clone(),
-        format!("{service}.{ns}"),
-        format!("{service}.{ns}.svc"),
-        format!("{service}.{ns}.svc.cluster.local"),
-        "localhost".to_string(),
-    ]
+/// A certificate the clinic's servers present inside the clinic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Leaf {
+    /// MariaDB's (`spec.database.tls`): the backend and the exporter verify it.
+    Database,
+    /// The backend's TLS listener (`spec.openmrs.backend.tls`): the gateway verifies it.
+    Backend,
+}
+
+impl Leaf {
+    pub const ALL: [Leaf; 2] = [Leaf::Database, Leaf::Backend];
+
+    /// How messages and logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leaf::Database => "database",
+            Leaf::Backend => "backend",
+        }
+    }
+
+    /// Whether the clinic's spec asks for it.
+    pub fn wanted(self, clinic: &Clinic) -> bool {
+        match self {
+            Leaf::Database => clinic.database_tls(),
+            Leaf::Backend => clinic.backend_tls(),
+        }
+    }
+
+    /// The cert-manager issuer the spec names for it, if it is wanted.
+    pub fn issuer_ref(self, clinic: &Clinic) -> Option<&IssuerRef> {
+        let issuer = match self {
+            Leaf::Database => clinic.spec.database.tls.issuer_ref.as_ref(),
+            Leaf::Backend => clinic.spec.openmrs.backend.tls.issuer_ref.as_ref(),
+        };
+        issuer.filter(|_| self.wanted(clinic))
+    }
+
+    /// Whether the clinic's own CA signs it (wanted, no issuer named).
+    pub fn runs_ca(self, clinic: &Clinic) -> bool {
+        self.wanted(clinic) && self.issuer_ref(clinic).is_none()
+    }
+
+    /// The Secret with its certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`), from
+    /// cert-manager or the clinic's CA.
+    pub fn secret_name(self, clinic: &Clinic) -> String {
+        match self {
+            Leaf::Database => clinic.database_tls_secret(),
+            Leaf::Backend => clinic.backend_tls_secret(),
+        }
+    }
+
+    pub fn component(self) -> Component {
+        match self {
+            Leaf::Database => Component::Database,
+            Leaf::Backend => Component::Backend,
+        }
+    }
+
+    /// The Service its clients reach it by.
+    fn service(self, clinic: &Clinic) -> String {
+        match self {
+            Leaf::Database => super::database::name(clinic),
+            Leaf::Backend => super::backend::name(clinic),
+        }
+    }
+
+    /// The names clients reach it by: its Service (short, namespaced and fully qualified) and
+    /// `localhost`.
+    pub fn dns_names(self, clinic: &Clinic) -> Vec<String> {
+        let service = self.service(clinic);
+        let ns = &clinic.namespace;
+        vec![
+            service.clone(),
+            format!("{service}.{ns}"),
+            format!("{service}.{ns}.svc"),
+            format!("{service}.{ns}.svc.cluster.local"),
+            "localhost".to_string(),
+        ]
+    }
+
+    /// The addresses it also carries: MariaDB's exporter reaches it by loopback.
+    fn ip_addresses(self) -> Vec<std::net::IpAddr> {
+        match self {
+            Leaf::Database => vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+            Leaf::Backend => Vec::new(),
+        }
+    }
 }
 
 /// The exporter's address of MariaDB, beside it in the pod (`Ipv4Addr::LOCALHOST`).
 pub const LOOPBACK: &str = "127.0.0.1";
 
-/// The cert-manager `Certificate` for MariaDB, when the spec names an issuer.
-pub fn certificate(clinic: &Clinic) -> Option<DynamicObject> {
-    let tls = &clinic.spec.database.tls;
-    let issuer = tls.issuer_ref.as_ref().filter(|_| tls.enabled)?;
-    Some(super::ingress::cert_manager_certificate(
-        clinic,
-        clinic.database_tls_secret(),
-        Component::Database,
-        issuer,
-        json!({
-            "commonName": super::database::name(clinic),
-            "dnsNames": dns_names(clinic),
-            "ipAddresses": [LOOPBACK],
-            "duration": format!("{}h", CERTIFICATE_DAYS * 24),
-            "renewBefore": format!("{}h", RENEW_BEFORE_DAYS * 24),
-        }),
-    ))
+/// The cert-manager `Certificate`s of the leaves whose spec names an issuer.
+pub fn certificates(clinic: &Clinic) -> Vec<DynamicObject> {
+    Leaf::ALL
+        .into_iter()
+        .filter_map(|leaf| {
+            let issuer = leaf.issuer_ref(clinic)?;
+            let addresses: Vec<String> = leaf.ip_addresses().iter().map(ToString::to_string).collect();
+            let mut spec = json!({
+                "commonName": leaf.service(clinic),
+                "dnsNames": leaf.dns_names(clinic),
+                "duration": format!("{}h", CERTIFICATE_DAYS * 24),
+                "renewBefore": format!("{}h", RENEW_BEFORE_DAYS * 24),
+            });
+            if !addresses.is_empty() {
+                spec["ipAddresses"] = json!(addresses);
+            }
+            Some(super::ingress::cert_manager_certificate(
+                clinic,
+                leaf.secret_name(clinic),
+                leaf.component(),
+                issuer,
+                spec,
+            ))
+        })
+        .collect()
 }
 
 /// The SHA-256 of a PEM certificate's DER, in hex; `None` when it is not one.
@@ -112,12 +198,12 @@ fn days(n: i64) -> jiff::SignedDuration {
     jiff::SignedDuration::from_hours(24 * n)
 }
 
-/// A new CA for the clinic's database: (certificate, key), both PEM.
+/// A new CA for the clinic: (certificate, key), both PEM.
 pub fn new_ca(clinic: &Clinic, now: jiff::Timestamp) -> Result<(String, String), CertificateError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("{}/{} database CA", clinic.namespace, clinic.name));
+    dn.push(DnType::CommonName, format!("{}/{} clinic CA", clinic.namespace, clinic.name));
     dn.push(DnType::OrganizationName, "clinic-operator");
     params.distinguished_name = dn;
     // It signs server certificates only, never another CA.
@@ -129,7 +215,7 @@ pub fn new_ca(clinic: &Clinic, now: jiff::Timestamp) -> Result<(String, String),
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// MariaDB's certificate, key and CA, as issued by the operator's CA.
+/// A leaf's certificate, key and CA, as issued by the operator's CA.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub certificate: String,
@@ -138,9 +224,10 @@ pub struct Issued {
     pub not_after: jiff::Timestamp,
 }
 
-/// Signs a certificate for MariaDB with the clinic's CA, valid [`CERTIFICATE_DAYS`].
+/// Signs `leaf`'s certificate with the clinic's CA, valid [`CERTIFICATE_DAYS`].
 pub fn issue(
     clinic: &Clinic,
+    leaf: Leaf,
     ca_cert: &str,
     ca_key: &str,
     now: jiff::Timestamp,
@@ -149,10 +236,10 @@ pub fn issue(
     let issuer = Issuer::from_ca_cert_pem(ca_cert, &ca_key)
         .map_err(|_| CertificateError::CaUnreadable(KEY_CA_CERT))?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(dns_names(clinic))?;
-    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
+    let mut params = CertificateParams::new(leaf.dns_names(clinic))?;
+    params.subject_alt_names.extend(leaf.ip_addresses().into_iter().map(SanType::IpAddress));
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, super::database::name(clinic));
+    dn.push(DnType::CommonName, leaf.service(clinic));
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -173,8 +260,14 @@ pub fn due(not_after: jiff::Timestamp, now: jiff::Timestamp) -> bool {
     now.duration_until(not_after) < days(RENEW_BEFORE_DAYS)
 }
 
-fn secret_with(clinic: &Clinic, name: String, type_: &str, data: BTreeMap<String, String>) -> Secret {
-    let mut meta = metadata(clinic, name, Component::Database);
+fn secret_with(
+    clinic: &Clinic,
+    name: String,
+    component: Component,
+    type_: &str,
+    data: BTreeMap<String, String>,
+) -> Secret {
+    let mut meta = metadata(clinic, name, component);
     meta.owner_references = clinic.owner.clone().map(|o| vec![o]);
     Secret {
         metadata: meta,
@@ -184,12 +277,14 @@ fn secret_with(clinic: &Clinic, name: String, type_: &str, data: BTreeMap<String
     }
 }
 
-/// The CA Secret `<name>-db-ca`. Owned by the clinic, whatever its deletion policy: no data
-/// depends on it (a new CA signs a new certificate).
+/// The CA Secret `<name>-db-ca` (named when it signed MariaDB's certificate alone). Owned by
+/// the clinic, whatever its deletion policy: no data depends on it (a new CA signs new
+/// certificates).
 pub fn ca_secret(clinic: &Clinic, cert: &str, key: &str) -> Secret {
     let mut secret = secret_with(
         clinic,
-        clinic.database_ca_secret(),
+        clinic.clinic_ca_secret(),
+        Component::Database,
         "Opaque",
         BTreeMap::from([(KEY_CA_CERT.into(), cert.into()), (KEY_CA_KEY.into(), key.into())]),
     );
@@ -199,11 +294,13 @@ pub fn ca_secret(clinic: &Clinic, cert: &str, key: &str) -> Secret {
     secret
 }
 
-/// The certificate Secret `<name>-db-tls`, in the layout cert-manager writes.
-pub fn tls_secret(clinic: &Clinic, issued: &Issued) -> Secret {
+/// A leaf's certificate Secret (`<name>-db-tls`, `<name>-backend-tls`), in the layout
+/// cert-manager writes.
+pub fn tls_secret(clinic: &Clinic, leaf: Leaf, issued: &Issued) -> Secret {
     let mut secret = secret_with(
         clinic,
-        clinic.database_tls_secret(),
+        leaf.secret_name(clinic),
+        leaf.component(),
         "kubernetes.io/tls",
         BTreeMap::from([
             (KEY_TLS_CERT.into(), issued.certificate.clone()),
@@ -219,32 +316,39 @@ pub fn tls_secret(clinic: &Clinic, issued: &Issued) -> Secret {
     secret
 }
 
-/// What `render` shows of the two Secrets the operator's CA makes (placeholders, like the
+/// What `render` shows of the Secrets the operator's CA makes (placeholders, like the
 /// generated Secrets'): the reconcile issues them ([`crate::reconcile::certificates`]).
 pub fn placeholders(clinic: &Clinic) -> Vec<Secret> {
-    if !clinic.runs_database_ca() {
+    if !clinic.runs_clinic_ca() {
         return Vec::new();
     }
     let placeholder = super::secrets::PLACEHOLDER.to_string();
-    let shown = |name: String, type_: &str, keys: &[&str]| {
-        let mut secret = secret_with(clinic, name, type_, BTreeMap::new());
+    let shown = |name: String, component: Component, type_: &str, keys: &[&str]| {
+        let mut secret = secret_with(clinic, name, component, type_, BTreeMap::new());
         secret.data = None;
         secret.string_data = Some(keys.iter().map(|k| (k.to_string(), placeholder.clone())).collect());
         secret
     };
-    vec![
-        shown(clinic.database_ca_secret(), "Opaque", &[KEY_CA_CERT, KEY_CA_KEY]),
-        shown(clinic.database_tls_secret(), "kubernetes.io/tls", &[KEY_TLS_CERT, KEY_TLS_KEY, KEY_CA_CERT]),
-    ]
+    let mut out =
+        vec![shown(clinic.clinic_ca_secret(), Component::Database, "Opaque", &[KEY_CA_CERT, KEY_CA_KEY])];
+    for leaf in Leaf::ALL.into_iter().filter(|l| l.runs_ca(clinic)) {
+        out.push(shown(
+            leaf.secret_name(clinic),
+            leaf.component(),
+            "kubernetes.io/tls",
+            &[KEY_TLS_CERT, KEY_TLS_KEY, KEY_CA_CERT],
+        ));
+    }
+    out
 }
 
-/// A volume of the certificate Secret: every key (MariaDB) or `ca.crt` alone (its clients),
-/// readable by the pod's group only.
-pub fn volume(clinic: &Clinic, name: &str, ca_only: bool) -> Volume {
+/// A volume of a leaf's certificate Secret: every key (its server) or `ca.crt` alone (its
+/// clients), readable by the pod's group only.
+pub fn volume(clinic: &Clinic, leaf: Leaf, name: &str, ca_only: bool) -> Volume {
     Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(clinic.database_tls_secret()),
+            secret_name: Some(leaf.secret_name(clinic)),
             items: ca_only
                 .then(|| vec![KeyToPath { key: KEY_CA_CERT.into(), path: KEY_CA_CERT.into(), mode: None }]),
             default_mode: Some(0o440),

@@ -1547,6 +1547,75 @@ fn the_backend_serves_the_gateway_over_tls_only(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// Every process of a pod stopped (SIGSTOP) until dropped, also on a panic: the pod still
+/// exists and its containers still run, they just no longer answer.
+struct Frozen(Vec<i32>);
+
+impl Frozen {
+    fn signal(pids: &[i32], signal: &str) {
+        for pid in pids {
+            let _ = std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        Self::signal(&self.0, "-CONT");
+    }
+}
+
+/// The operator's own probe (the suite's policy has `clinicProbe`): while the NET clinic's
+/// backend is frozen, its pods still Running and (for a while) Ready, the login page still
+/// served, `OpenMRSReady` turns False with `NotAnswering` and the probe's metric drops to 0;
+/// thawed, the clinic is Ready again.
+fn the_operator_sees_what_users_see(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let success = format!("clinic_operator_clinic_probe_success{{namespace=\"{ns}\",name=\"{clinic}\"}}");
+    let probe_metric = |env: &Env| -> Result<Option<String>> {
+        let (_, metrics) = env.operator().http_get("/metrics")?;
+        Ok(metrics.lines().find(|l| l.starts_with(&success)).map(|l| l[success.len()..].trim().to_string()))
+    };
+    eventually("the clinic probed and answering", Duration::from_secs(30), || {
+        Ok(probe_metric(env)?.as_deref() == Some("1"))
+    })?;
+    let (pod, _) = env.pods(ns, clinic, "backend")?.into_iter().next().context("no running backend pod")?;
+    let uid = env.json(&["-n", ns, "get", "pod", &pod])?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pids = env.node().pod_processes(&uid);
+    ensure!(!pids.is_empty(), "no process of {pod} found");
+    Frozen::signal(&pids, "-STOP");
+    let frozen = Frozen(pids);
+    let stopped = Instant::now();
+    let mut pods_ready_then = false;
+    eventually("OpenMRSReady=False NotAnswering", Duration::from_secs(60), || {
+        let said = env.condition(ns, clinic, "OpenMRSReady")?;
+        if said.as_ref().is_some_and(|c| c["status"] == "False" && c["reason"] == "NotAnswering") {
+            let backend = env.json(&["-n", ns, "get", "pod", &pod])?;
+            pods_ready_then = backend["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let detected = stopped.elapsed().as_secs_f64();
+    ensure!(probe_metric(env)?.as_deref() == Some("0"), "the probe's metric still says 1");
+    let ready = env.condition(ns, clinic, "Ready")?.context("no Ready")?;
+    ensure!(ready["status"] == "False" && ready["reason"] == "NotAnswering", "Ready: {ready}");
+    drop(frozen);
+    let thawed = Instant::now();
+    env.wait_ready(ns, clinic, READY)?;
+    eprintln!(
+        "    backend frozen: NotAnswering after {detected:.1}s (its pod still Ready then: {pods_ready_then}); thawed: Ready again after {:.1}s",
+        thawed.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The operator SIGKILLed in the middle of converging a clinic with real pods converges it on
 /// restart, with no regenerated secret and no duplicate workload.
 fn operator_killed_mid_converge(env: &Env) -> Result<()> {
@@ -1635,8 +1704,20 @@ fn setup() -> Result<Env> {
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
     let node = RealNode::start(&plane)?;
     let operator_kubeconfig = plane.operator_kubeconfig()?;
-    let operator =
-        OperatorProcess::start(&operator::binary()?, &operator_kubeconfig, &plane.dir.join("logs"))?;
+    // The suite's policy, and the operator probing every clinic as users reach it, often enough
+    // for a scenario to see a verdict change (the_operator_sees_what_users_see).
+    let mut policy: serde_yaml::Value = serde_yaml::from_str(&operator::suite_policy()?)?;
+    policy["clinicProbe"] = serde_yaml::from_str(
+        "{operatorNamespace: clinic-operator, intervalSeconds: 5, timeoutSeconds: 3, failuresBeforeDown: 2}",
+    )?;
+    let policy_file = plane.dir.join("policy-probing.yaml");
+    std::fs::write(&policy_file, serde_yaml::to_string(&policy)?)?;
+    let operator = OperatorProcess::start_with(
+        &operator::binary()?,
+        &operator_kubeconfig,
+        &plane.dir.join("logs"),
+        &["--policy", &policy_file.display().to_string()],
+    )?;
     let env = Env { plane, node: Some(node), operator: Some(Mutex::new(operator)), operator_kubeconfig };
     eventually("operator /readyz", Duration::from_secs(60), || {
         Ok(env.operator().http_get("/readyz").is_ok_and(|(c, _)| c == 200))
@@ -1677,6 +1758,7 @@ fn main() -> ExitCode {
         mariadb_data_and_dump_are_encrypted_at_rest,
         mariadb_refuses_plaintext_and_verifies_its_certificate,
         the_backend_serves_the_gateway_over_tls_only,
+        the_operator_sees_what_users_see,
         an_installed_clinic_moves_to_tls,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,

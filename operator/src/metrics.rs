@@ -1,7 +1,7 @@
 //! Operator metrics (prometheus-client). Every label is bounded: reasons and verbs are fixed
-//! sets, kinds are the operator's child kinds. The two per-clinic families (last backup, blocked
-//! clean-up) carry the clinic's namespace and name: their series are bounded by the number of
-//! ClinicPlatforms and removed when one is deleted.
+//! sets, kinds are the operator's child kinds. The per-clinic families (last backup, the ends
+//! of the certificates, blocked clean-up, the probes) carry the clinic's namespace and name:
+//! their series are bounded by the number of ClinicPlatforms and removed when one is deleted.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +42,14 @@ struct ClinicLabel {
     name: String,
 }
 
+/// A clinic's probes by outcome (`answered`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabel {
+    namespace: String,
+    name: String,
+    outcome: String,
+}
+
 /// A clinic's times the metrics show (Unix seconds), when known.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClinicTimes {
@@ -65,6 +73,9 @@ pub struct Metrics {
     database_certificate_expiry: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     backend_certificate_expiry: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
     cleanup_blocked: Family<ClinicLabel, Gauge>,
+    probe_success: Family<ClinicLabel, Gauge>,
+    probe_duration: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    probes: Family<ProbeLabel, Counter>,
     /// Ready state per clinic, to count clinics by state.
     ready: Mutex<HashMap<ClinicKey, bool>>,
 }
@@ -90,6 +101,9 @@ impl Metrics {
         let database_certificate_expiry = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         let backend_certificate_expiry = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
         let cleanup_blocked = Family::<ClinicLabel, Gauge>::default();
+        let probe_success = Family::<ClinicLabel, Gauge>::default();
+        let probe_duration = Family::<ClinicLabel, Gauge<f64, AtomicU64>>::default();
+        let probes = Family::<ProbeLabel, Counter>::default();
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile of a ClinicPlatform",
@@ -124,6 +138,21 @@ impl Metrics {
             "1 while a deleted clinic's clean-up fails and its finalizer holds it",
             cleanup_blocked.clone(),
         );
+        registry.register(
+            "clinic_probe_success",
+            "1 when the last probe of the clinic through its gateway (login page and an authenticated REST call) answered in time, else 0",
+            probe_success.clone(),
+        );
+        registry.register(
+            "clinic_probe_duration_seconds",
+            "How long the last probe of the clinic took",
+            probe_duration.clone(),
+        );
+        registry.register(
+            "clinic_probes",
+            "Probes of each clinic through its gateway, by outcome (answered, failed)",
+            probes.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
@@ -136,6 +165,9 @@ impl Metrics {
             database_certificate_expiry,
             backend_certificate_expiry,
             cleanup_blocked,
+            probe_success,
+            probe_duration,
+            probes,
             ready: Mutex::new(HashMap::new()),
         }
     }
@@ -180,6 +212,21 @@ impl Metrics {
         }
     }
 
+    /// Records a probe of a clinic through its gateway.
+    pub fn observe_probe(&self, namespace: &str, name: &str, answered: bool, seconds: f64) {
+        let label = ClinicLabel { namespace: namespace.into(), name: name.into() };
+        self.probe_success.get_or_create(&label).set(i64::from(answered));
+        self.probe_duration.get_or_create(&label).set(seconds);
+        let outcome = if answered { "answered" } else { "failed" };
+        self.probes
+            .get_or_create(&ProbeLabel {
+                namespace: namespace.into(),
+                name: name.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// Marks a deleted clinic whose clean-up fails; the series goes with [`Self::forget_clinic`]
     /// once the clinic is released.
     pub fn cleanup_blocked(&self, namespace: &str, name: &str) {
@@ -197,6 +244,15 @@ impl Metrics {
         self.database_certificate_expiry.remove(&label);
         self.backend_certificate_expiry.remove(&label);
         self.cleanup_blocked.remove(&label);
+        self.probe_success.remove(&label);
+        self.probe_duration.remove(&label);
+        for outcome in ["answered", "failed"] {
+            self.probes.remove(&ProbeLabel {
+                namespace: namespace.into(),
+                name: name.into(),
+                outcome: outcome.into(),
+            });
+        }
     }
 
     fn publish_ready_counts(&self, states: &HashMap<ClinicKey, bool>) {

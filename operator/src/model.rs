@@ -110,6 +110,9 @@ pub struct Clinic {
     /// The mesh the clinic's pods join, as the policy describes it; set when the policy admits
     /// a clinic with `spec.security.mtls`, `None` otherwise.
     pub mesh: Option<crate::policy::MeshPolicy>,
+    /// How the operator probes the clinic through its gateway, as the policy says (`None`
+    /// until admitted, and without the policy's `clinicProbe`).
+    pub probe: Option<crate::policy::ClinicProbePolicy>,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -403,6 +406,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
         alert_routing: None,
         mesh: None,
+        probe: None,
         spec: spec.clone(),
         owner,
     })
@@ -501,6 +505,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         ingress_tls: crate::policy::IngressTlsPolicy::default(),
         alert_routing: None,
         mesh: None,
+        probe: None,
     }
 }
 

@@ -80,6 +80,11 @@ pub struct Policy {
     /// runs and how its edge and Prometheus reach the clinics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<MeshPolicy>,
+    /// The operator's own probe of every clinic through its gateway, as users reach it. None by
+    /// default: the operator must reach the clinics' Services (it does when it runs in the
+    /// cluster), and a clinic whose pods are simulated would never answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clinic_probe: Option<ClinicProbePolicy>,
     /// Any Gateway a route names is taken as listed (with an `https` listener), and a route
     /// naming none gets a stand-in one: only [`Policy::unrestricted`] sets it, never a file.
     #[serde(skip)]
@@ -109,6 +114,7 @@ impl Default for Policy {
             ingress_tls: IngressTlsPolicy::default(),
             alert_routing: None,
             mesh: None,
+            clinic_probe: None,
             any_gateway: false,
         }
     }
@@ -262,6 +268,35 @@ pub struct MeshPolicy {
     pub prometheus_in_mesh: bool,
 }
 
+/// How the operator probes each clinic: the login page and one authenticated REST call through
+/// the clinic's gateway Service, as a user's browser would.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClinicProbePolicy {
+    /// The operator's namespace: each gateway's NetworkPolicy admits the probe from it, and
+    /// from nowhere else beyond the clinic's edge.
+    pub operator_namespace: String,
+    /// Seconds between two probes of a clinic (5 to 600; default 30).
+    pub interval_seconds: u64,
+    /// Seconds both requests of a probe may take together (1 to 30; default 3, the brief's
+    /// objective per action): slower counts as not answering.
+    pub timeout_seconds: u64,
+    /// Failed probes in a row before `OpenMRSReady` turns False (1 to 10; default 2), so that
+    /// one lost request does not page anyone.
+    pub failures_before_down: u32,
+}
+
+impl Default for ClinicProbePolicy {
+    fn default() -> Self {
+        Self {
+            operator_namespace: "clinic-operator".into(),
+            interval_seconds: 30,
+            timeout_seconds: 3,
+            failures_before_down: 2,
+        }
+    }
+}
+
 /// Service meshes the operator knows.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -378,6 +413,8 @@ pub enum PolicyError {
         "the policy file {path}: tracing.javaAgent needs exactly one of instrumentation (namespace/name) or image"
     )]
     JavaAgent { path: String },
+    #[error("the policy file {path}: clinicProbe.{field} must be {range} ({value})")]
+    ClinicProbe { path: String, field: &'static str, range: &'static str, value: String },
     #[error("the policy file {path}: alertRouting.{field} {value:?} is not an http(s) URL")]
     Webhook { path: String, field: &'static str, value: String },
     #[error(
@@ -475,6 +512,30 @@ impl Policy {
                 }
             }
         }
+        if let Some(probe) = &policy.clinic_probe {
+            let invalid = |field, range, value: String| PolicyError::ClinicProbe {
+                path: origin.into(),
+                field,
+                range,
+                value,
+            };
+            if !(5..=600).contains(&probe.interval_seconds) {
+                return Err(invalid("intervalSeconds", "5 to 600", probe.interval_seconds.to_string()));
+            }
+            if !(1..=30).contains(&probe.timeout_seconds) {
+                return Err(invalid("timeoutSeconds", "1 to 30", probe.timeout_seconds.to_string()));
+            }
+            if !(1..=10).contains(&probe.failures_before_down) {
+                return Err(invalid("failuresBeforeDown", "1 to 10", probe.failures_before_down.to_string()));
+            }
+            if !is_dns_label(&probe.operator_namespace) {
+                return Err(invalid(
+                    "operatorNamespace",
+                    "a namespace name",
+                    probe.operator_namespace.clone(),
+                ));
+            }
+        }
         for (index, value) in policy.denied_egress_cidrs.iter().enumerate() {
             if value.parse::<IpNet>().is_err() {
                 return Err(PolicyError::Cidr { path: origin.into(), index, value: value.clone() });
@@ -511,6 +572,7 @@ impl Policy {
         };
         clinic.ingress_tls = self.ingress_tls.clone();
         clinic.alert_routing = self.alert_routing.clone();
+        clinic.probe = self.clinic_probe.clone();
         clinic.mesh = match (clinic.spec.security.mtls, &self.mesh) {
             (false, _) => None,
             (true, Some(mesh)) => Some(mesh.clone()),
@@ -796,4 +858,12 @@ fn images(spec: &ClinicPlatformSpec) -> Vec<(&'static str, String, String)> {
 /// Whether two networks share any address.
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }

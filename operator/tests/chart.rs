@@ -188,6 +188,7 @@ fn values_outside_the_schema_are_refused() {
         "policy.veleroNamespaces={Kube_System}",
         // Traces need a collector and exactly one way for the agent to get in.
         "policy.tracing.collector.namespace=observability",
+        "policy.clinicProbe.operatorNamespace=clinic-operator,policy.clinicProbe.intervalSeconds=1",
         "policy.tracing.collector.namespace=o,policy.tracing.collector.service=c,policy.tracing.javaAgent.image=a,policy.tracing.javaAgent.instrumentation=o/java",
         "policy.tracing.collector.namespace=o,policy.tracing.collector.service=c,policy.tracing.collector.protocol=zipkin,policy.tracing.javaAgent.image=a",
     ] {
@@ -472,6 +473,31 @@ fn runbook_links_resolve_to_the_docs_of_the_release() {
 
 /// The policy the chart hands the operator is the values' `policy`, read by the same parser, and
 /// the operator is started with it.
+#[test]
+fn a_probing_operator_may_reach_the_gateways_and_nothing_more() {
+    let egress = |args: &[&str]| {
+        let docs = documents(&helm_template(args).unwrap());
+        find(&docs, "NetworkPolicy")[0]["spec"]["egress"].clone()
+    };
+    let plain = egress(&[]);
+    let probing = egress(&["--set", "policy.clinicProbe.operatorNamespace=clinic-operator"]);
+    let added: Vec<&Value> =
+        probing.as_array().unwrap().iter().filter(|r| !plain.as_array().unwrap().contains(r)).collect();
+    assert_eq!(
+        added,
+        [&json!({
+            "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+                "app.kubernetes.io/component": "gateway",
+                "app.kubernetes.io/managed-by": "clinic-operator",
+            }}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        })],
+        "{probing}"
+    );
+    // The gateway's port is the operator's (a changed port must change the chart too).
+    assert_eq!(clinic_operator::desired::gateway::PORT, 8080);
+}
+
 #[test]
 fn the_policy_values_reach_the_operator() {
     let values = root().join("examples/platform-values.yaml");

@@ -2,7 +2,8 @@
 //! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and
 //! backend (its TLS port with `spec.openmrs.backend.tls`) -> MariaDB, DNS, and
 //! the extra egress the spec declares, backend -> the trace collector the policy names (with
-//! `spec.tracing`), and Prometheus' namespace -> the exporters' ports.
+//! `spec.tracing`), Prometheus' namespace -> the exporters' ports, and the operator's namespace
+//! -> the gateway's port when the policy has the operator probe the clinics.
 //!
 //! With `spec.security.mtls` the same flows between meshed pods also open the mesh's tunnel port
 //! (HBONE), and the kubelet's probes are admitted from the address the mesh gives them
@@ -185,6 +186,15 @@ fn gateway(clinic: &Clinic) -> NetworkPolicy {
     }
     if let Some(prometheus) = prometheus(clinic) {
         ingress.push(from(vec![prometheus], exporter_ports(clinic, super::monitoring::NGINX_EXPORTER_PORT)));
+    }
+    // The operator's own probe (the policy's `clinicProbe`): the gateway's port, plain, as a
+    // user's request arrives.
+    if let Some(probe) = &clinic.probe {
+        let operator = NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(&probe.operator_namespace)),
+            ..Default::default()
+        };
+        ingress.push(from(vec![operator], vec![tcp(super::gateway::PORT)]));
     }
     let egress = vec![
         to(vec![pods_of(clinic, Component::Frontend)], meshed(clinic, vec![tcp(super::frontend::PORT)])),

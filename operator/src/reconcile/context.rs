@@ -27,6 +27,8 @@ pub struct Context {
     pub discovery: Discovery,
     pub storage_classes: StorageClassCache,
     pub memory: Memory,
+    /// What the operator's own probes of the clinics found (the policy's `clinicProbe`).
+    pub probes: super::probe::Probes,
 }
 
 impl Context {
@@ -42,6 +44,7 @@ impl Context {
             cluster_scope: true,
             storage_classes: StorageClassCache::default(),
             memory: Memory::default(),
+            probes: super::probe::Probes::default(),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod gate;
 pub mod gather;
 pub mod memory;
 pub mod observe;
+pub mod probe;
 pub mod publish;
 pub mod status;
 pub mod storage;

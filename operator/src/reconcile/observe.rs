@@ -129,6 +129,8 @@ pub async fn observe(
     // The backend's template carries the proxy and the gateway's the CA: ready pods run them.
     observed.controls.backend_tls = observed.controls.mutual_tls
         || (clinic.backend_tls() && clinic.backend_certificate.is_some() && observed.openmrs_ready());
+    observed.probe =
+        clinic.probe.as_ref().and_then(|p| ctx.probes.verdict(&clinic.namespace, &clinic.name, p));
     observed.outside = match &outside {
         Some(o) => Some(o.record.clone()),
         None => cp.status.as_ref().and_then(|s| s.outside_objects.clone()),
@@ -222,6 +224,7 @@ fn workloads(
         route: None,
         mesh: None,
         outside: None,
+        probe: None,
     }
 }
 

@@ -151,6 +151,9 @@ pub struct Observed {
     pub mesh: Option<MeshState>,
     /// What is outside the namespace on the clinic's behalf (`status.outsideObjects`).
     pub outside: Option<Vec<crate::api::OutsideObject>>,
+    /// The operator's own probes of the clinic (`None` without the policy's `clinicProbe`, or
+    /// before the first).
+    pub probe: Option<super::probe::Verdict>,
 }
 
 /// The mesh policies of a clinic with `spec.security.mtls`, as this pass found them.
@@ -296,6 +299,20 @@ fn database_ready(observed: &Observed) -> Condition {
 }
 
 fn openmrs_ready(observed: &Observed) -> Condition {
+    // What users get wins over what the pods say.
+    if let Some(probe) = observed.probe.as_ref().filter(|p| !p.answering) {
+        let why = probe.failure.as_ref().map(ToString::to_string).unwrap_or_default();
+        let pods = if observed.openmrs_ready() {
+            "backend, frontend and gateway are ready".to_string()
+        } else {
+            observed.openmrs_not_ready().join("; ")
+        };
+        let message = format!(
+            "the application does not answer through its gateway: {why} ({} probes in a row; {pods})",
+            probe.failures_in_row
+        );
+        return condition(OPENMRS_READY, false, "NotAnswering", message, observed.generation);
+    }
     if observed.openmrs_ready() {
         let message = "backend, frontend and gateway are ready".into();
         condition(OPENMRS_READY, true, "Ready", message, observed.generation)
@@ -430,8 +447,16 @@ fn compliant(controls: &crate::api::Compliance, generation: Option<i64>) -> Cond
 /// `routed`: the clinic has no route, or its Gateway accepts it.
 fn ready(clinic: &Clinic, observed: &Observed, routed: bool) -> Condition {
     let generation = observed.generation;
-    if observed.database.is_ready() && observed.openmrs_ready() && observed.error.is_none() && routed {
+    let answering = observed.probe.as_ref().is_none_or(|p| p.answering);
+    if observed.database.is_ready()
+        && observed.openmrs_ready()
+        && observed.error.is_none()
+        && routed
+        && answering
+    {
         condition(READY, true, "Ready", format!("OpenMRS is serving at {}", clinic.url()), generation)
+    } else if !answering {
+        condition(READY, false, "NotAnswering", "see the OpenMRSReady condition".into(), generation)
     } else if let Some(e) = &observed.error {
         condition(READY, false, e.reason, "see the Degraded condition".into(), generation)
     } else if !routed {
@@ -547,6 +572,7 @@ mod tests {
     use crate::api::{ClinicPlatform, ClinicPlatformSpec};
     use crate::reconcile::backups::{self, BackupRecord};
     use crate::reconcile::gate::Gate;
+    use crate::reconcile::probe::{ProbeFailure, Verdict};
 
     fn clinic(spec: ClinicPlatformSpec) -> Clinic {
         let mut cp = ClinicPlatform::new("lyon", spec);
@@ -761,6 +787,7 @@ mod tests {
             route: None,
             mesh: None,
             outside: None,
+            probe: None,
         }
     }
 
@@ -951,6 +978,14 @@ mod tests {
             pass.mesh = Some(state);
             passes.push((meshed.clone(), pass));
         }
+        // The operator's own probes: answering or not, whatever the pods say.
+        for ready in [true, false] {
+            for failure in [None, Some(ProbeFailure::Timeout), Some(ProbeFailure::Rest(502))] {
+                let mut pass = settled(ready);
+                pass.probe = Some(probed(failure));
+                passes.push((spec.clone(), pass));
+            }
+        }
 
         let mut seen = BTreeSet::new();
         let mut problems = BTreeSet::new();
@@ -1025,6 +1060,8 @@ mod tests {
             "DatabaseReady/NotReady",
             "OpenMRSReady/Ready",
             "OpenMRSReady/NotReady",
+            "OpenMRSReady/NotAnswering",
+            "Ready/NotAnswering",
             "SecurityEnforced/PodSecurityOptOut",
             "SecurityEnforced/PoliciesMissing",
             "SecurityEnforced/PodSecurityMissing",
@@ -1066,6 +1103,48 @@ mod tests {
         ];
         let missing: Vec<&&str> = expected.iter().filter(|r| !seen.contains(**r)).collect();
         assert!(missing.is_empty(), "reasons not walked: {missing:?}");
+    }
+
+    fn probed(failure: Option<ProbeFailure>) -> Verdict {
+        Verdict {
+            answering: failure.is_none(),
+            failures_in_row: if failure.is_some() { 2 } else { 0 },
+            failure,
+        }
+    }
+
+    /// What users get wins over what the pods say: ready pods and a clinic that does not answer
+    /// its probes are not Ready, and the condition says why and how the pods are.
+    #[test]
+    fn a_clinic_that_does_not_answer_is_not_ready_whatever_its_pods_say() {
+        let c = clinic(ClinicPlatformSpec::default());
+        let monitored =
+            MonitoringState { enabled: true, operator_installed: true, in_place: 2, ..Default::default() };
+        let mut pass =
+            observed(workloads(true), None, Gate::Open, backup_healths()[0].clone(), monitored, true);
+        let find =
+            |s: &ClinicPlatformStatus, t: &str| s.conditions.iter().find(|x| x.type_ == t).cloned().unwrap();
+        pass.probe = Some(probed(None));
+        let answering = compute(&c, &pass, None);
+        assert_eq!(find(&answering, OPENMRS_READY).status, "True");
+        assert_eq!(find(&answering, READY).status, "True");
+        pass.probe = Some(probed(Some(ProbeFailure::Timeout)));
+        let silent = compute(&c, &pass, Some(&answering));
+        let openmrs = find(&silent, OPENMRS_READY);
+        assert_eq!((openmrs.status.as_str(), openmrs.reason.as_str()), ("False", "NotAnswering"));
+        assert!(
+            openmrs.message.contains("no answer within the timeout")
+                && openmrs.message.contains("2 probes in a row")
+                && openmrs.message.contains("backend, frontend and gateway are ready"),
+            "{}",
+            openmrs.message
+        );
+        let ready = find(&silent, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotAnswering"));
+        // One failed probe below the policy's threshold is still answering.
+        pass.probe =
+            Some(Verdict { answering: true, failure: Some(ProbeFailure::Timeout), failures_in_row: 1 });
+        assert_eq!(find(&compute(&c, &pass, Some(&silent)), READY).status, "True");
     }
 
     /// A paused clinic does not look at its routes: their last answer stands, and so does Ready.

@@ -65,6 +65,7 @@ pub async fn run(
 ) {
     let scope = config.namespace.as_deref();
     let (clinics, clinics_reader) = clinic_stream(&client, scope);
+    let probed_clinics = clinics_reader.clone();
     let mut controller = Controller::for_stream(clinics, clinics_reader);
     for (ar, writer) in writers.children {
         let stream = child_events(&client, scope, &ar).default_backoff().reflect(writer).touched_objects();
@@ -83,18 +84,29 @@ pub async fn run(
         synced.wait_ready().await;
         info!("watches synced");
     });
+    let probe_policy = config.policy.clinic_probe.clone();
     let mut context = Context::new(client, caches, metrics, config.instance).with_policy(config.policy);
     context.cluster_scope = scope.is_none();
+    let context = Arc::new(context);
+    // The operator's own probes ask for a reconcile when a clinic's verdict changes.
+    let (probe_verdicts, changed_verdicts) = futures::channel::mpsc::channel(256);
+    let prober = probe_policy.map(|policy| {
+        tokio::spawn(super::probe::run(context.clone(), policy, probed_clinics, probe_verdicts))
+    });
     controller
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
+        .reconcile_on(changed_verdicts)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(context))
+        .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "controller event");
             }
         })
         .await;
+    if let Some(prober) = prober {
+        prober.abort();
+    }
     info!("controller stopped");
 }
 

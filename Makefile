@@ -22,7 +22,7 @@ node: ## Build (or find cached) the real node's add-ons (CoreDNS, kube-router, T
 	@e2e/images/build.sh >/dev/null
 
 .PHONY: tools
-tools: ## Build (or find cached) promtool, helm, kubeconform, actionlint and kube-score from their Go modules.
+tools: ## Build (or find cached) promtool, helm, kubeconform, actionlint, kube-score and vegeta (hack/loadtest.sh) from their Go modules.
 	@e2e/cluster/tools/build.sh >/dev/null
 
 .PHONY: build

@@ -1547,6 +1547,99 @@ fn the_backend_serves_the_gateway_over_tls_only(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// What hack/loadtest.sh reported: its summary line and the figures the scenario checks.
+struct LoadReport {
+    line: String,
+    success_percent: f64,
+    p95_seconds: f64,
+}
+
+/// hack/loadtest.sh, as the docs show it, run from the network of the pod with `from` against
+/// `url` at `rate` requests/s for `duration`.
+fn load(env: &Env, from: &str, url: &str, password: &str, rate: u32, duration: &str) -> Result<LoadReport> {
+    let tools = std::env::var("CLINIC_TOOLS_BIN").context("CLINIC_TOOLS_BIN (make test sets it)")?;
+    let kit = workspace_root().join("hack/loadtest.sh");
+    let (ok, out) = env.node().in_pod_network(
+        from,
+        "env",
+        &[
+            &format!("OPENMRS_PASSWORD={password}"),
+            &format!("VEGETA={tools}/vegeta"),
+            "bash",
+            &kit.display().to_string(),
+            url,
+            &rate.to_string(),
+            duration,
+        ],
+    )?;
+    ensure!(ok, "hack/loadtest.sh failed: {out}");
+    let line = out.lines().last().unwrap_or_default().to_string();
+    let field = |name: &str| -> Result<f64> {
+        let value = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .with_context(|| format!("no {name} in {line:?}"))?;
+        Ok(value.trim_end_matches(['%', 's']).parse()?)
+    };
+    Ok(LoadReport { success_percent: field("success")?, p95_seconds: field("p95")?, line })
+}
+
+/// The load kit (hack/loadtest.sh, vegeta) against the NET clinic through its gateway Service,
+/// as users reach it: at rest, then while one gateway pod is deleted, while the operator is
+/// killed, and while MariaDB's pod is deleted. The stand-in backend answers, so the figures
+/// prove the kit and the path, not OpenMRS's own speed.
+fn load_through_faults(env: &Env) -> Result<()> {
+    let (ns, clinic) = NET;
+    env.wait_ready(ns, clinic, READY)?;
+    let ingress = env.client_pod("ingress-nginx")?;
+    let service = env.json(&["-n", ns, "get", "service", &format!("{clinic}-gateway")])?;
+    let url = format!("http://{}", service["spec"]["clusterIP"].as_str().context("no cluster IP")?);
+    let secret = env.json(&["-n", ns, "get", "secret", &format!("{clinic}-openmrs-admin")])?;
+    let password = base64_decode(secret["data"]["password"].as_str().unwrap_or_default());
+
+    let at_rest = load(env, &ingress, &url, &password, 20, "20s")?;
+    eprintln!("    at rest:               {}", at_rest.line);
+    ensure!(
+        at_rest.success_percent == 100.0 && at_rest.p95_seconds <= 3.0,
+        "the clinic at rest misses the objectives: {}",
+        at_rest.line
+    );
+    // Each fault 8 s into a 30 s run at 10 requests/s.
+    let under = |what: &str, fault: &dyn Fn() -> Result<()>| -> Result<LoadReport> {
+        std::thread::scope(|scope| {
+            let running = scope.spawn(|| load(env, &ingress, &url, &password, 10, "30s"));
+            std::thread::sleep(Duration::from_secs(8));
+            let injected = fault();
+            let report = running.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+            injected?;
+            eprintln!("    {what:<22} {}", report.line);
+            Ok(report)
+        })
+    };
+    let (gateway_pod, _) =
+        env.pods(ns, clinic, "gateway")?.into_iter().next().context("no running gateway pod")?;
+    under("gateway pod deleted:", &|| {
+        env.kubectl(&["-n", ns, "delete", "pod", &gateway_pod, "--wait=false"]).map(drop)
+    })?;
+    env.wait_ready(ns, clinic, READY)?;
+    let operator_killed = under("operator killed:", &|| {
+        env.operator().kill();
+        std::thread::sleep(Duration::from_secs(10));
+        env.operator().restart()
+    })?;
+    ensure!(
+        operator_killed.success_percent == 100.0,
+        "users saw the operator's death: {}",
+        operator_killed.line
+    );
+    env.wait_ready(ns, clinic, READY)?;
+    under("MariaDB pod deleted:", &|| {
+        env.kubectl(&["-n", ns, "delete", "pod", &format!("{clinic}-mariadb-0"), "--wait=false"]).map(drop)
+    })?;
+    env.wait_ready(ns, clinic, READY)?;
+    Ok(())
+}
+
 /// Every process of a pod stopped (SIGSTOP) until dropped, also on a panic: the pod still
 /// exists and its containers still run, they just no longer answer.
 struct Frozen(Vec<i32>);
@@ -1759,6 +1852,7 @@ fn main() -> ExitCode {
         mariadb_refuses_plaintext_and_verifies_its_certificate,
         the_backend_serves_the_gateway_over_tls_only,
         the_operator_sees_what_users_see,
+        load_through_faults,
         an_installed_clinic_moves_to_tls,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the check tools the tests call (promtool, helm, kubeconform, actionlint, kube-score) from the Go
-# modules in this folder (one module per tool, so their dependency graphs never meet), into a
-# cache keyed by the module files and this script, and prints that directory.
+# Builds the check tools the tests call (promtool, helm, kubeconform, actionlint, kube-score, and
+# the load generator vegeta) from the Go modules in this folder (one module per tool, so their
+# dependency graphs never meet), into a cache keyed by the module files and this script, and
+# prints that directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-tools=(promtool helm kubeconform actionlint kube-score)
+tools=(promtool helm kubeconform actionlint kube-score vegeta)
 key=$(for t in "${tools[@]}"; do cat "$here/$t/go.mod" "$here/$t/go.sum"; done | cat - "$here/build.sh" |
       sha256sum | cut -c1-16)
 cache=${E2E_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/clinic-operator-e2e}

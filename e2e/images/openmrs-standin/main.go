@@ -18,7 +18,9 @@
 //     per request continuing that trace, as the agent does (tracing.go);
 //   - it serves on :8080 under the context path /openmrs: /openmrs/health/started,
 //     /openmrs/health/alive and /openmrs/ws/rest/v1/session (which needs the database, and
-//     authenticates the admin user with HTTP Basic), the paths the probes and the gateway use.
+//     authenticates the admin user with HTTP Basic), the paths the probes and the gateway use,
+//     and the clinical calls the load kit drives (clinical.go: patient search and creation,
+//     visit, observation), authenticated and on MariaDB.
 //
 // Every response carries the header X-OpenMRS-Stand-In so that nobody mistakes it for OpenMRS.
 package main
@@ -198,6 +200,7 @@ func install(db *sql.DB, adminPassword string) error {
 			salt VARCHAR(128) NOT NULL
 		) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci`,
 	}
+	statements = append(statements, clinicalSchema...)
 	for _, s := range statements {
 		if _, err := db.Exec(s); err != nil {
 			return err
@@ -306,6 +309,7 @@ func main() {
 		fmt.Fprintln(w, "started")
 	})
 	mux.HandleFunc("GET /openmrs/ws/rest/v1/session", s.session)
+	s.clinical(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found (OpenMRS stand-in)", http.StatusNotFound)
 	})

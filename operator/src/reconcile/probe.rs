@@ -159,8 +159,12 @@ pub async fn run(
     clinics: Store<DeserializeGuard<ClinicPlatform>>,
     reconcile: mpsc::Sender<ObjectRef<DeserializeGuard<ClinicPlatform>>>,
 ) {
+    // A new connection for every request, as a new user's browser makes: a kept-alive one
+    // would always reach the same gateway pod (or, opened before kube-proxy knew the Service,
+    // whatever answered then).
     let client = match reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(policy.timeout_seconds))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -419,6 +419,44 @@ fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
     }
 }
 
+#[test]
+fn a_clinic_that_stops_answering_pages_after_five_minutes() {
+    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
+    let runbook = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == "ClinicNotAnswering")
+        .expect("the alert")["annotations"]["runbook_url"]
+        .clone();
+    let metric = "clinic_operator_clinic_probe_success";
+    // lyon stops answering at 10 minutes; nice misses one probe now and then.
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "1x10 0x20"},
+                {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1 1 0 1 1 0 1 1 1 0 1 1 0 1 1 1 0 1 1 1 1 1 1 1 1 1 1 1 1 1"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "13m", "alertname": "ClinicNotAnswering", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "ClinicNotAnswering", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "namespace": "clinic-lyon", "name": "lyon"},
+                    "exp_annotations": {
+                        "summary": "Clinic clinic-lyon/lyon does not answer its login page or REST API through its gateway, whatever its pods say.",
+                        "runbook_url": runbook,
+                    },
+                }]},
+            ],
+        }],
+    });
+    let (ok, out) = common::promtool_test_rules(&groups, &tests);
+    assert!(ok, "{out}");
+}
+
 /// A heading's anchor as GitHub and MkDocs write it (`## Operator down` -> `operator-down`).
 fn anchor(heading: &str) -> String {
     heading

@@ -82,6 +82,7 @@ pub fn exercised_metrics() -> Metrics {
         },
     );
     m.cleanup_blocked("clinic-lyon", "lyon");
+    m.observe_probe("clinic-lyon", "lyon", true, 0.02);
     m
 }
 

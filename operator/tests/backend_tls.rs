@@ -11,7 +11,7 @@ use std::process::Command;
 use clinic_operator::desired::internal_tls::{self, Leaf};
 use clinic_operator::desired::{self, OptionalApi, SecretValues, tls_proxy};
 use clinic_operator::policy::Policy;
-use common::{clinic, tempdir, typed};
+use common::{clinic, mounted_secret, tempdir, typed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -36,19 +36,6 @@ fn gateway_pod(objects: &[DynamicObject]) -> PodSpec {
 
 fn container<'a>(pod: &'a PodSpec, name: &str) -> Option<&'a Container> {
     pod.containers.iter().find(|c| c.name == name)
-}
-
-/// The Secret and keys a container mounts at `path`.
-fn mounted_secret(pod: &PodSpec, c: &Container, path: &str) -> (String, Option<Vec<String>>) {
-    let mount = c.volume_mounts.iter().flatten().find(|m| m.mount_path == path).unwrap();
-    assert_eq!(mount.read_only, Some(true), "{path} is read-only");
-    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
-    let secret = volume.secret.as_ref().unwrap();
-    assert_eq!(secret.default_mode, Some(0o440), "group-readable only");
-    (
-        secret.secret_name.clone().unwrap(),
-        secret.items.as_ref().map(|items| items.iter().map(|i| i.key.clone()).collect()),
-    )
 }
 
 /// (port, protocol) of every rule of a NetworkPolicy's ingress and egress.

@@ -369,6 +369,17 @@ fn the_operators_service_monitor_keeps_each_clinics_namespace_label() {
     assert!(per_clinic.len() >= 2, "{per_clinic:?}");
 }
 
+/// The runbook link of an alert of the chart's operator rules.
+fn runbook_of(groups: &Value, alert: &str) -> Value {
+    groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == alert)
+        .unwrap_or_else(|| panic!("no alert {alert}"))["annotations"]["runbook_url"]
+        .clone()
+}
+
 #[test]
 fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
     let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
@@ -385,13 +396,7 @@ fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
             "The backend's certificate",
         ),
     ] {
-        let runbook = groups[0]["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["alert"] == alert)
-            .unwrap_or_else(|| panic!("no alert {alert}"))["annotations"]["runbook_url"]
-            .clone();
+        let runbook = runbook_of(&groups, alert);
         // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
         let tests = json!({
             "rule_files": ["rules.yaml"],
@@ -423,13 +428,7 @@ fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
 fn a_clinic_that_stops_answering_pages_after_five_minutes() {
     let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
     let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
-    let runbook = groups[0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["alert"] == "ClinicNotAnswering")
-        .expect("the alert")["annotations"]["runbook_url"]
-        .clone();
+    let runbook = runbook_of(&groups, "ClinicNotAnswering");
     let metric = "clinic_operator_clinic_probe_success";
     // lyon stops answering at 10 minutes; nice misses one probe now and then.
     let tests = json!({

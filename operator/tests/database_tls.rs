@@ -11,7 +11,7 @@ use std::process::Command;
 use clinic_operator::desired::internal_tls::{self, Leaf};
 use clinic_operator::desired::{self, SecretValues};
 use clinic_operator::policy::Policy;
-use common::{clinic, tempdir, typed};
+use common::{clinic, mounted_secret, tempdir, typed};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec};
 use kube::api::DynamicObject;
@@ -31,18 +31,6 @@ fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
 
 fn env(c: &Container, name: &str) -> Option<String> {
     c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
-}
-
-fn mounted(pod: &PodSpec, c: &Container, path: &str) -> (String, Option<Vec<String>>) {
-    let mount = c.volume_mounts.iter().flatten().find(|m| m.mount_path == path).unwrap();
-    assert_eq!(mount.read_only, Some(true), "{path} is read-only");
-    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
-    let secret = volume.secret.as_ref().unwrap();
-    assert_eq!(secret.default_mode, Some(0o440), "group-readable only");
-    (
-        secret.secret_name.clone().unwrap(),
-        secret.items.as_ref().map(|items| items.iter().map(|i| i.key.clone()).collect()),
-    )
 }
 
 #[test]
@@ -65,10 +53,13 @@ fn mariadb_refuses_plaintext_and_every_client_verifies_it() {
 
     let db = pod(&objects, "lyon-mariadb");
     let mariadb = container(&db, "mariadb");
-    assert_eq!(mounted(&db, mariadb, "/etc/mysql/tls"), ("lyon-db-tls".into(), None));
+    assert_eq!(mounted_secret(&db, mariadb, "/etc/mysql/tls"), ("lyon-db-tls".into(), None));
     let exporter = container(&db, "mysqld-exporter");
     assert!(exporter.args.iter().flatten().any(|a| a == "--config.my-cnf=/etc/mysqld-exporter/my.cnf"));
-    assert_eq!(mounted(&db, exporter, "/etc/mysql/tls"), ("lyon-db-tls".into(), Some(vec!["ca.crt".into()])));
+    assert_eq!(
+        mounted_secret(&db, exporter, "/etc/mysql/tls"),
+        ("lyon-db-tls".into(), Some(vec!["ca.crt".into()]))
+    );
 
     let backend = pod(&objects, "lyon-backend");
     let openmrs = container(&backend, "openmrs");
@@ -79,7 +70,7 @@ fn mariadb_refuses_plaintext_and_every_client_verifies_it() {
     assert_eq!(env(openmrs, "OMRS_DB_URL"), Some(url));
     // The backend gets the CA, never MariaDB's key.
     assert_eq!(
-        mounted(&backend, openmrs, "/etc/openmrs/db-tls"),
+        mounted_secret(&backend, openmrs, "/etc/openmrs/db-tls"),
         ("lyon-db-tls".into(), Some(vec!["ca.crt".into()]))
     );
     // No cert-manager Certificate: the clinic's CA signs it.

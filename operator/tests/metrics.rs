@@ -1,5 +1,7 @@
 //! The operator's metrics: names, bounded labels, per-clinic series removed with the clinic.
 
+mod common;
+
 use clinic_operator::metrics::{ClinicTimes, Metrics};
 
 #[test]
@@ -9,16 +11,7 @@ fn exposition_has_the_operator_metrics() {
     m.record_error("ApplyFailed");
     m.record_drift("NetworkPolicy");
     m.record_write("apply");
-    m.observe_clinic(
-        "clinic-lyon",
-        "lyon",
-        true,
-        ClinicTimes {
-            last_backup: Some(1_763_700_000.0),
-            database_certificate_expiry: Some(1_771_000_000.0),
-            backend_certificate_expiry: Some(1_772_000_000.0),
-        },
-    );
+    m.observe_clinic("clinic-lyon", "lyon", true, common::lyon_times());
     m.observe_clinic("clinic-nice", "nice", false, ClinicTimes::default());
     let text = m.encode();
     for line in [

@@ -28,6 +28,15 @@ pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("gateway")
 }
 
+/// Where nginx writes its temporary files: the `/tmp` emptyDir, the root filesystem being
+/// read-only (the gateway's and the backend's TLS proxy's).
+pub(crate) const TEMP_PATHS: &str = "  client_body_temp_path /tmp/client_temp;
+  proxy_temp_path /tmp/proxy_temp;
+  fastcgi_temp_path /tmp/fastcgi_temp;
+  uwsgi_temp_path /tmp/uwsgi_temp;
+  scgi_temp_path /tmp/scgi_temp;
+";
+
 /// The nginx configuration for `clinic`.
 pub fn nginx_conf(clinic: &Clinic) -> String {
     let frontend = super::frontend::name(clinic);
@@ -60,12 +69,7 @@ http {{
   server_tokens off;
   client_max_body_size 50m;
 
-  client_body_temp_path /tmp/client_temp;
-  proxy_temp_path /tmp/proxy_temp;
-  fastcgi_temp_path /tmp/fastcgi_temp;
-  uwsgi_temp_path /tmp/uwsgi_temp;
-  scgi_temp_path /tmp/scgi_temp;
-
+{temp_paths}
   map $request_uri $csp_header {{
     default "default-src 'self' 'unsafe-inline' 'unsafe-eval'; base-uri 'self'; font-src 'self'; img-src 'self' data:; object-src 'self' blob:; frame-ancestors 'self';";
     "~^/openmrs/(?:admin|dictionary|module|patientDashboard.form)/" "default-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; base-uri 'self'; font-src 'self'; frame-ancestors 'self';";
@@ -164,6 +168,7 @@ http {{
   }}
 }}
 "#,
+        temp_paths = TEMP_PATHS,
         backend_port = super::backend::serving_port(clinic),
         backend_scheme = if clinic.backend_tls() { "https" } else { "http" },
         backend_tls = backend_tls_settings(clinic),

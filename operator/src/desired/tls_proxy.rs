@@ -77,12 +77,7 @@ http {{
   server_tokens off;
   client_max_body_size 50m;
 
-  client_body_temp_path /tmp/client_temp;
-  proxy_temp_path /tmp/proxy_temp;
-  fastcgi_temp_path /tmp/fastcgi_temp;
-  uwsgi_temp_path /tmp/uwsgi_temp;
-  scgi_temp_path /tmp/scgi_temp;
-
+{temp_paths}
   upstream openmrs {{
     server 127.0.0.1:{backend_port};
     keepalive 16;
@@ -117,6 +112,7 @@ http {{
   }}
 }}
 "#,
+        temp_paths = super::gateway::TEMP_PATHS,
         backend_port = super::backend::PORT,
         port = PORT,
         health_port = HEALTH_PORT,

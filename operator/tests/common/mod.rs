@@ -64,6 +64,32 @@ pub fn tempdir(prefix: &str) -> PathBuf {
     dir
 }
 
+/// The Secret and keys `c` mounts at `path` (read-only, group-readable only).
+pub fn mounted_secret(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    c: &k8s_openapi::api::core::v1::Container,
+    path: &str,
+) -> (String, Option<Vec<String>>) {
+    let mount = c.volume_mounts.iter().flatten().find(|m| m.mount_path == path).unwrap();
+    assert_eq!(mount.read_only, Some(true), "{path} is read-only");
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.default_mode, Some(0o440), "group-readable only");
+    (
+        secret.secret_name.clone().unwrap(),
+        secret.items.as_ref().map(|items| items.iter().map(|i| i.key.clone()).collect()),
+    )
+}
+
+/// The times of clinic-lyon/lyon the metrics tests record.
+pub fn lyon_times() -> ClinicTimes {
+    ClinicTimes {
+        last_backup: Some(1_763_700_000.0),
+        database_certificate_expiry: Some(1_771_000_000.0),
+        backend_certificate_expiry: Some(1_772_000_000.0),
+    }
+}
+
 /// Operator metrics with one sample in every family (so each appears in the exposition).
 pub fn exercised_metrics() -> Metrics {
     let m = Metrics::new();
@@ -71,16 +97,7 @@ pub fn exercised_metrics() -> Metrics {
     m.record_error("ApplyFailed");
     m.record_drift("Service");
     m.record_write("apply");
-    m.observe_clinic(
-        "clinic-lyon",
-        "lyon",
-        true,
-        ClinicTimes {
-            last_backup: Some(1_763_700_000.0),
-            database_certificate_expiry: Some(1_771_000_000.0),
-            backend_certificate_expiry: Some(1_772_000_000.0),
-        },
-    );
+    m.observe_clinic("clinic-lyon", "lyon", true, lyon_times());
     m.cleanup_blocked("clinic-lyon", "lyon");
     m.observe_probe("clinic-lyon", "lyon", true, 0.02);
     m

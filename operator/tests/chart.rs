@@ -314,9 +314,7 @@ fn fleet_dashboard_and_operator_alerts_use_real_operator_metrics() {
             p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string())
         })
         .collect();
-    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
-    let rule = find(&docs, "PrometheusRule")[0];
-    let groups = rule["spec"]["groups"].clone();
+    let groups = operator_rule_groups();
     for r in groups[0]["rules"].as_array().unwrap() {
         exprs.push(r["expr"].as_str().unwrap().to_string());
     }
@@ -358,8 +356,7 @@ fn the_operators_service_monitor_keeps_each_clinics_namespace_label() {
     let docs = documents(&helm_template(&["--set", "metrics.serviceMonitor.enabled=true"]).unwrap());
     let monitor = find(&docs, "ServiceMonitor")[0];
     assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true, "{}", monitor["spec"]);
-    let rules = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
-    let groups = find(&rules, "PrometheusRule")[0]["spec"]["groups"].clone();
+    let groups = operator_rule_groups();
     let per_clinic: Vec<&Value> = groups[0]["rules"]
         .as_array()
         .unwrap()
@@ -369,21 +366,53 @@ fn the_operators_service_monitor_keeps_each_clinics_namespace_label() {
     assert!(per_clinic.len() >= 2, "{per_clinic:?}");
 }
 
-/// The runbook link of an alert of the chart's operator rules.
-fn runbook_of(groups: &Value, alert: &str) -> Value {
-    groups[0]["rules"]
+/// The rule groups of the chart's PrometheusRule for the operator.
+fn operator_rule_groups() -> Value {
+    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
+    find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone()
+}
+
+/// The alert `alert` of `groups` as promtool expects it for clinic-lyon/lyon, with its runbook.
+fn lyon_alert(groups: &Value, alert: &str, severity: &str, summary: &str) -> Value {
+    let runbook = groups[0]["rules"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["alert"] == alert)
         .unwrap_or_else(|| panic!("no alert {alert}"))["annotations"]["runbook_url"]
-        .clone()
+        .clone();
+    json!({
+        "exp_labels": {"severity": severity, "namespace": "clinic-lyon", "name": "lyon"},
+        "exp_annotations": {"summary": summary, "runbook_url": runbook},
+    })
+}
+
+/// `promtool test rules` of `groups` on `metric` of clinic-lyon/lyon and clinic-nice/nice (one
+/// sample a minute each, in promtool's notation), checking `alerts`.
+fn two_clinics_through_the_rules(
+    groups: &Value,
+    metric: &str,
+    [lyon, nice]: [&str; 2],
+    alerts: Value,
+) -> (bool, String) {
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": lyon},
+                {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": nice},
+            ],
+            "alert_rule_test": alerts,
+        }],
+    });
+    common::promtool_test_rules(groups, &tests)
 }
 
 #[test]
 fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
-    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
-    let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
+    let groups = operator_rule_groups();
     for (alert, metric, whose) in [
         (
             "ClinicDatabaseCertificateExpiring",
@@ -396,63 +425,43 @@ fn an_unrenewed_certificate_alerts_two_weeks_before_its_end() {
             "The backend's certificate",
         ),
     ] {
-        let runbook = runbook_of(&groups, alert);
         // promtool's clock starts at 0: a certificate ending at 10 days is 10 days away; at 20, 20.
-        let tests = json!({
-            "rule_files": ["rules.yaml"],
-            "evaluation_interval": "1m",
-            "tests": [{
-                "interval": "1m",
-                "input_series": [
-                    {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "864000x180"},
-                    {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1728000x180"},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "30m", "alertname": alert, "exp_alerts": []},
-                    {"eval_time": "2h", "alertname": alert, "exp_alerts": [{
-                        "exp_labels": {"severity": "warning", "namespace": "clinic-lyon", "name": "lyon"},
-                        "exp_annotations": {
-                            "summary": format!("{whose} of clinic clinic-lyon/lyon ends in less than 14 days: it was not renewed."),
-                            "runbook_url": runbook,
-                        },
-                    }]},
-                ],
-            }],
-        });
-        let (ok, out) = common::promtool_test_rules(&groups, &tests);
+        let (ok, out) = two_clinics_through_the_rules(
+            &groups,
+            metric,
+            ["864000x180", "1728000x180"],
+            json!([
+                {"eval_time": "30m", "alertname": alert, "exp_alerts": []},
+                {"eval_time": "2h", "alertname": alert, "exp_alerts": [lyon_alert(
+                    &groups,
+                    alert,
+                    "warning",
+                    &format!("{whose} of clinic clinic-lyon/lyon ends in less than 14 days: it was not renewed."),
+                )]},
+            ]),
+        );
         assert!(ok, "{alert}: {out}");
     }
 }
 
 #[test]
 fn a_clinic_that_stops_answering_pages_after_five_minutes() {
-    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
-    let groups = find(&docs, "PrometheusRule")[0]["spec"]["groups"].clone();
-    let runbook = runbook_of(&groups, "ClinicNotAnswering");
-    let metric = "clinic_operator_clinic_probe_success";
+    let groups = operator_rule_groups();
     // lyon stops answering at 10 minutes; nice misses one probe now and then.
-    let tests = json!({
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": format!("{metric}{{namespace=\"clinic-lyon\",name=\"lyon\"}}"), "values": "1x10 0x20"},
-                {"series": format!("{metric}{{namespace=\"clinic-nice\",name=\"nice\"}}"), "values": "1 1 0 1 1 0 1 1 1 0 1 1 0 1 1 1 0 1 1 1 1 1 1 1 1 1 1 1 1 1"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "13m", "alertname": "ClinicNotAnswering", "exp_alerts": []},
-                {"eval_time": "20m", "alertname": "ClinicNotAnswering", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "namespace": "clinic-lyon", "name": "lyon"},
-                    "exp_annotations": {
-                        "summary": "Clinic clinic-lyon/lyon does not answer its login page or REST API through its gateway, whatever its pods say.",
-                        "runbook_url": runbook,
-                    },
-                }]},
-            ],
-        }],
-    });
-    let (ok, out) = common::promtool_test_rules(&groups, &tests);
+    let (ok, out) = two_clinics_through_the_rules(
+        &groups,
+        "clinic_operator_clinic_probe_success",
+        ["1x10 0x20", "1 1 0 1 1 0 1 1 1 0 1 1 0 1 1 1 0 1 1 1 1 1 1 1 1 1 1 1 1 1"],
+        json!([
+            {"eval_time": "13m", "alertname": "ClinicNotAnswering", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "ClinicNotAnswering", "exp_alerts": [lyon_alert(
+                &groups,
+                "ClinicNotAnswering",
+                "critical",
+                "Clinic clinic-lyon/lyon does not answer its login page or REST API through its gateway, whatever its pods say.",
+            )]},
+        ]),
+    );
     assert!(ok, "{out}");
 }
 
@@ -482,8 +491,7 @@ fn runbook_links_resolve_to_the_docs_of_the_release() {
     let tag_prefix = format!("{}/blob/v{}/", env!("CARGO_PKG_REPOSITORY"), env!("CARGO_PKG_VERSION"));
 
     let mut urls: Vec<String> = Vec::new();
-    let docs = documents(&helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap());
-    for rule in find(&docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"].as_array().unwrap() {
+    for rule in operator_rule_groups()[0]["rules"].as_array().unwrap() {
         urls.push(rule["annotations"]["runbook_url"].as_str().unwrap().to_string());
     }
     let cp: clinic_operator::api::ClinicPlatform = serde_yaml::from_str(

@@ -220,22 +220,19 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
         vec![read_only_mount("config", CONFIG_DIR), mount("cache", "/var/cache/nginx"), mount("tmp", "/tmp")];
     let mut volumes =
         vec![config_volume("config", config), empty_dir("cache", "64Mi"), empty_dir("tmp", "256Mi")];
-    let backend_ca = super::tls_proxy::gateway_ca(clinic);
-    let ca_file = backend_ca.as_ref().map(|_| super::tls_proxy::gateway_ca_file());
-    if let Some((mount, volume)) = backend_ca {
+    // With the backend's TLS, the clinic's CA, and nginx reloads when it changes.
+    let mut watched = Vec::new();
+    if let Some((mount, volume)) = super::tls_proxy::gateway_ca(clinic) {
         mounts.push(mount);
         volumes.push(volume);
+        watched.push(super::tls_proxy::gateway_ca_file());
     }
     let main = Container {
         name: "gateway".into(),
         image: Some(clinic.gateway_image()),
         image_pull_policy: Some(pull_policy(clinic)),
-        // Bypass the image's entrypoint, which templates config into the read-only image. With
-        // the backend's TLS, reload when the clinic's CA changes.
-        command: Some(super::tls_proxy::nginx_command(
-            &format!("{CONFIG_DIR}/nginx.conf"),
-            &ca_file.iter().cloned().collect::<Vec<_>>(),
-        )),
+        // Bypass the image's entrypoint, which templates config into the read-only image.
+        command: Some(super::tls_proxy::nginx_command(&format!("{CONFIG_DIR}/nginx.conf"), &watched)),
         ports: Some(vec![container_port("http", PORT), container_port("health", HEALTH_PORT)]),
         resources: Some(resources(spec.resources.as_ref(), ("50m", "64Mi"), ("500m", "256Mi"))),
         security_context: Some(container_security_context(UID)),

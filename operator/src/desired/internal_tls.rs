@@ -146,9 +146,6 @@ impl Leaf {
     }
 }
 
-/// The exporter's address of MariaDB, beside it in the pod (`Ipv4Addr::LOCALHOST`).
-pub const LOOPBACK: &str = "127.0.0.1";
-
 /// The cert-manager `Certificate`s of the leaves whose spec names an issuer.
 pub fn certificates(clinic: &Clinic) -> Vec<DynamicObject> {
     Leaf::ALL

@@ -158,10 +158,7 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
     for (ar, writer) in &mut writers {
         writer.apply_watcher_event(&Event::Init);
         for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
-            // What the watch stream keeps of it (metadata, workload status).
-            let mut cached = child.clone();
-            clinic_operator::reconcile::caches::slim(&mut cached);
-            writer.apply_watcher_event(&Event::InitApply(cached));
+            writer.apply_watcher_event(&Event::InitApply(child.clone()));
         }
         writer.apply_watcher_event(&Event::InitDone);
     }

@@ -2,8 +2,6 @@
 //! served, the clinic's Backups (reused for a minute while nothing waits on them) and the
 //! images the workloads run now.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-
 use super::backups::{self, BackupRecord};
 use super::context::Context;
 use super::error::Problem;
@@ -45,20 +43,12 @@ pub async fn gather(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Gath
 /// The images the workloads run now (their pod templates), if the backend exists.
 pub fn running_images(ctx: &Context, clinic: &Clinic) -> Option<HeldImages> {
     let ns = &clinic.namespace;
-    let first_image = |spec: Option<k8s_openapi::api::core::v1::PodSpec>, name: &str| {
-        spec.and_then(|p| p.containers.into_iter().find(|c| c.name == name)).and_then(|c| c.image)
+    let image = |kind: &str, name: String, container: &str| {
+        ctx.caches.workload(kind, ns, &name).and_then(|w| w.image(container).map(String::from))
     };
-    let stateful_set = |name: String, container: &str| {
-        ctx.caches
-            .get_typed::<StatefulSet>(ns, &name)
-            .and_then(|s| first_image(s.spec.and_then(|s| s.template.spec), container))
-    };
+    let stateful_set = |name: String, container: &str| image("StatefulSet", name, container);
+    let deployment = |name: String, container: &str| image("Deployment", name, container);
     let backend = stateful_set(crate::desired::backend::name(clinic), "openmrs")?;
-    let deployment = |name: String, container: &str| {
-        ctx.caches
-            .get_typed::<Deployment>(ns, &name)
-            .and_then(|d| first_image(d.spec.and_then(|s| s.template.spec), container))
-    };
     Some(HeldImages {
         backend: Some(backend),
         frontend: deployment(crate::desired::frontend::name(clinic), "frontend"),

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::backups::BackupRecord;
+use super::caches::Marker;
 use super::uncached::Uncached;
 
 /// A clinic by namespace and name.
@@ -65,12 +66,12 @@ pub struct Memory {
     /// Children known to match their declaration, with the [`super::caches::marker`] they had
     /// then. An unchanged marker needs no read; a moved one is read and compared (drift, or a
     /// controller's harmless change).
-    children: Mutex<HashMap<ChildKey, String>>,
+    children: Mutex<HashMap<ChildKey, Marker>>,
     clinics: Mutex<HashMap<ClinicKey, ClinicMemory>>,
 }
 
 impl Memory {
-    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, String>> {
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<ChildKey, Marker>> {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -80,8 +81,8 @@ impl Memory {
     }
 
     /// Whether the child was verified with this marker.
-    pub fn is_verified(&self, key: &ChildKey, marker: &str) -> bool {
-        self.children().get(key).is_some_and(|m| m == marker)
+    pub fn is_verified(&self, key: &ChildKey, marker: Marker) -> bool {
+        self.children().get(key).is_some_and(|m| *m == marker)
     }
 
     /// Whether this process wrote or verified the child (with any marker) and has not let it
@@ -90,7 +91,7 @@ impl Memory {
         self.children().contains_key(key)
     }
 
-    pub fn set_verified(&self, key: ChildKey, marker: String) {
+    pub fn set_verified(&self, key: ChildKey, marker: Marker) {
         self.children().insert(key, marker);
     }
 

@@ -2,7 +2,6 @@
 //! images from the caches, the NetworkPolicies as verified, backup health, the security
 //! controls — gathered into [`status::Observed`], from which the status is computed.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -10,9 +9,8 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use tracing::warn;
 
 use super::backups::{self, BackupHealth};
-use super::caches::marker;
 use super::context::Context;
-use super::converge::{self, DESIRED_HASH_ANNOTATION, Outcome};
+use super::converge::{self, Outcome};
 use super::error::Error;
 use super::exposure::{self, RouteState};
 use super::gate::Gate;
@@ -151,8 +149,7 @@ fn network_policies_enforced(ctx: &Context, clinic: &Clinic, desired: &[DynamicO
             return false;
         };
         let key = (kind.kind.clone(), clinic.namespace.clone(), name);
-        live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash)
-            && ctx.memory.is_verified(&key, &marker(&kind.kind, &live.metadata))
+        live.declared_hash.as_deref() == Some(hash.as_str()) && ctx.memory.is_verified(&key, live.marker)
     })
 }
 
@@ -167,12 +164,12 @@ fn workloads(
 ) -> Observed {
     let ns = &clinic.namespace;
     let sts = |name: String| {
-        let live = ctx.caches.get_typed::<StatefulSet>(ns, &name);
-        WorkloadState::from_stateful_set(name, live.as_ref())
+        let live = ctx.caches.workload("StatefulSet", ns, &name);
+        WorkloadState::of(name, live.as_ref())
     };
     let deploy = |name: String| {
-        let live = ctx.caches.get_typed::<Deployment>(ns, &name);
-        WorkloadState::from_deployment(name, live.as_ref())
+        let live = ctx.caches.workload("Deployment", ns, &name);
+        WorkloadState::of(name, live.as_ref())
     };
     let database = sts(desired::database::name(clinic));
     let backend = sts(desired::backend::name(clinic));

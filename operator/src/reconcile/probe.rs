@@ -22,6 +22,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{debug, info, warn};
 
+use super::caches::Marker;
 use super::context::Context;
 use crate::api::ClinicPlatform;
 use crate::model::Clinic;
@@ -87,8 +88,8 @@ struct Record {
     failures_in_row: u32,
     last_failure: Option<ProbeFailure>,
     probed: bool,
-    /// (Service uid, cluster IP) of the gateway Service.
-    address: Option<(String, String)>,
+    /// (cache marker, cluster IP) of the gateway Service.
+    address: Option<(Marker, String)>,
     credentials: Option<(String, Instant)>,
 }
 
@@ -254,16 +255,17 @@ fn sent(e: reqwest::Error) -> ProbeFailure {
     if e.is_timeout() { ProbeFailure::Timeout } else { ProbeFailure::Unreachable }
 }
 
-/// The gateway Service's cluster IP: read once per Service (by uid, from the metadata cache).
+/// The gateway Service's cluster IP: read again only when the cache shows the Service changed
+/// (or made again).
 async fn gateway_address(ctx: &Context, clinic: &Clinic, key: &ClinicKey) -> Result<String, ProbeFailure> {
     let name = crate::desired::gateway::name(clinic);
     let kind = kube::api::ApiResource::erase::<Service>(&());
-    let uid = ctx
+    let marker = ctx
         .caches
         .get(&kind, &clinic.namespace, &name)
-        .and_then(|s| s.metadata.uid.clone())
+        .map(|s| s.marker)
         .ok_or(ProbeFailure::NoGatewayAddress)?;
-    let known = ctx.probes.with(key, |r| r.address.clone().filter(|(u, _)| *u == uid));
+    let known = ctx.probes.with(key, |r| r.address.clone().filter(|(m, _)| *m == marker));
     if let Some((_, ip)) = known {
         return Ok(ip);
     }
@@ -274,7 +276,7 @@ async fn gateway_address(ctx: &Context, clinic: &Clinic, key: &ClinicKey) -> Res
         .and_then(|s| s.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None")
         .ok_or(ProbeFailure::NoGatewayAddress)?;
-    ctx.probes.with(key, |r| r.address = Some((service.metadata.uid.unwrap_or(uid), ip.clone())));
+    ctx.probes.with(key, |r| r.address = Some((marker, ip.clone())));
     Ok(ip)
 }
 

@@ -2,10 +2,10 @@
 //! children (ready replicas, observed generations), written only when something besides
 //! timestamps changed.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::backups::BackupHealth;
+use super::caches::WorkloadRecord;
 use super::error::{Error, Problem};
 use super::exposure::{self, RouteState};
 use super::gate::Gate;
@@ -59,44 +59,20 @@ impl WorkloadState {
         }
     }
 
-    pub fn from_stateful_set(name: String, sts: Option<&StatefulSet>) -> Self {
-        let Some(sts) = sts else {
+    /// What the cache records of a workload, or a missing one.
+    pub fn of(name: String, record: Option<&WorkloadRecord>) -> Self {
+        let Some(w) = record else {
             return Self::missing(name);
         };
-        let status = sts.status.clone().unwrap_or_default();
-        let generation = sts.metadata.generation.unwrap_or(0);
         Self {
             name,
             exists: true,
-            desired: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            created: status.replicas,
-            ready: status.ready_replicas.unwrap_or(0),
-            updated: status.updated_replicas.unwrap_or(0),
-            current: status.observed_generation.unwrap_or(0) >= generation,
-            failure: None,
-        }
-    }
-
-    pub fn from_deployment(name: String, deployment: Option<&Deployment>) -> Self {
-        let Some(d) = deployment else {
-            return Self::missing(name);
-        };
-        let status = d.status.clone().unwrap_or_default();
-        let generation = d.metadata.generation.unwrap_or(0);
-        Self {
-            name,
-            exists: true,
-            desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            created: status.replicas.unwrap_or(0),
-            ready: status.available_replicas.unwrap_or(0),
-            updated: status.updated_replicas.unwrap_or(0),
-            current: status.observed_generation.unwrap_or(0) >= generation,
-            failure: status
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
-                .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default())),
+            desired: w.desired,
+            created: w.created,
+            ready: w.ready,
+            updated: w.updated,
+            current: w.current,
+            failure: w.failure.as_deref().map(String::from),
         }
     }
 

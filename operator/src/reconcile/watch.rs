@@ -1,6 +1,7 @@
 //! The watches that fill the caches and trigger reconciles, and the controller that runs them:
 //! ClinicPlatforms (whole, listed in pages), every child kind by the managed-by label
-//! (workloads slimmed, the rest as metadata only), Secrets and namespaces as metadata.
+//! (workloads whole, the rest as metadata only; both kept as records), Secrets and namespaces
+//! as metadata.
 
 use std::sync::Arc;
 
@@ -67,8 +68,11 @@ pub async fn run(
     let (clinics, clinics_reader) = clinic_stream(&client, scope);
     let probed_clinics = clinics_reader.clone();
     let mut controller = Controller::for_stream(clinics, clinics_reader);
-    for (ar, writer) in writers.children {
-        let stream = child_events(&client, scope, &ar).default_backoff().reflect(writer).touched_objects();
+    for (ar, mut writer) in writers.children {
+        let stream = child_events(&client, scope, &ar)
+            .default_backoff()
+            .inspect_ok(move |event| writer.apply_watcher_event(event))
+            .touched_objects();
         controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
     }
     let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config())
@@ -164,21 +168,21 @@ fn clinic_stream(
 }
 
 /// The events of one child kind. Workloads are watched whole (status and images are read from
-/// them) and slimmed on arrival; every other kind as metadata only, so that the API server never
-/// sends, and the operator never decodes, their bodies (dashboards, nginx configurations...).
+/// them); every other kind as metadata only, so that the API server never sends, and the
+/// operator never decodes, their bodies (dashboards, nginx configurations...).
 fn child_events(
     client: &Client,
     scope: Option<&str>,
     ar: &ApiResource,
 ) -> BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>> {
     let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
-    if matches!(ar.kind.as_str(), "StatefulSet" | "Deployment") {
+    if caches::is_workload(&ar.kind) {
         let config = watcher::Config::default().labels(&caches::managed_selector()).page_size(LIST_PAGE);
         watcher(scoped_with::<DynamicObject>(client, scope, ar), config)
             .modify(move |o| {
-                // List items carry no apiVersion/kind; slimming needs them.
+                // List items carry no apiVersion/kind; the record needs them.
                 o.types = Some(types.clone());
-                caches::slim(o);
+                o.managed_fields_mut().clear();
             })
             .boxed()
     } else {

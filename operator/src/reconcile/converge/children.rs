@@ -214,10 +214,8 @@ async fn apply_child(
     let remembered = ctx.memory.remembers(&key);
     let mut live_hash = None;
     if let Some(cached) = &cached {
-        live_hash = cached.annotations().get(DESIRED_HASH_ANNOTATION).cloned();
-        if live_hash.as_ref() == Some(&hash)
-            && ctx.memory.is_verified(&key, &marker(&ar.kind, &cached.metadata))
-        {
+        live_hash = cached.declared_hash.as_deref().map(String::from);
+        if live_hash.as_ref() == Some(&hash) && ctx.memory.is_verified(&key, cached.marker) {
             return Ok(outcome);
         }
     }
@@ -322,8 +320,7 @@ pub async fn prune(
     let wanted: BTreeSet<KindAndName> = desired.iter().map(key).collect();
     let mut pruned = 0;
     let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (ar, object) in ctx.caches.owned_by(&clinic.namespace, &owner.uid) {
-        let name = object.name_any();
+    for (ar, name) in ctx.caches.owned_by(&clinic.namespace, &owner.uid) {
         if wanted.contains(&(ar.kind.clone(), name.clone())) {
             continue;
         }

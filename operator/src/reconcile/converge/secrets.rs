@@ -29,10 +29,7 @@ pub fn credentials_source_unchanged(
     };
     let to = clinic.db_credentials_secret();
     let database = crate::desired::database::name(clinic);
-    let initialised = ctx
-        .caches
-        .get_typed::<k8s_openapi::api::apps::v1::StatefulSet>(&clinic.namespace, &database)
-        .is_some();
+    let initialised = ctx.caches.workload("StatefulSet", &clinic.namespace, &database).is_some();
     let moved = cp.annotations().get(crate::api::CREDENTIALS_MOVED_ANNOTATION) == Some(&to);
     if from == to || !initialised || moved {
         return Ok(());

@@ -485,11 +485,20 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
 }
 
 /// Whether a status change may wait: only the progress of a convergence moved (`Progressing`,
-/// `DatabaseReady`, `OpenMRSReady`, replica counts in messages). Everything a user or an alert
-/// acts on — `Ready`, `Degraded`, backups, security, compliance, monitoring, the generation — is
-/// as already written. Such updates are coalesced.
+/// `DatabaseReady`, `OpenMRSReady`, and the messages of other conditions, which carry replica
+/// counts and what is awaited). The phase a user or an alert acts on — the status and reason of
+/// `Ready`, `Degraded`, backups, security, compliance, monitoring, and every field outside the
+/// conditions — is as already written. Such updates are coalesced, so that a first convergence
+/// is written once per phase, not once per step the API server's pace shows.
 pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
-    old.is_some_and(|old| settled(old, &PROGRESS) == settled(new, &PROGRESS))
+    let phase = |status: &ClinicPlatformStatus| {
+        let mut s = settled(status, &PROGRESS);
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    };
+    old.is_some_and(|old| phase(old) == phase(new))
 }
 
 /// Sets each of `conditions` in `status`, replacing one of the same type.
@@ -1121,6 +1130,34 @@ mod tests {
         pass.probe =
             Some(Verdict { answering: true, failure: Some(ProbeFailure::Timeout), failures_in_row: 1 });
         assert_eq!(find(&compute(&c, &pass, Some(&silent)), READY).status, "True");
+    }
+
+    /// A convergence is written once per phase: a step that only moves counts and messages
+    /// waits, one that changes what `Ready` says (or bad news elsewhere) goes out at once.
+    #[test]
+    fn a_convergence_is_written_once_per_phase() {
+        let c = clinic(ClinicPlatformSpec::default());
+        let monitored =
+            MonitoringState { enabled: true, operator_installed: true, in_place: 2, ..Default::default() };
+        let health = backup_healths()[0].clone();
+        let pass =
+            |w: [WorkloadState; 4]| observed(w, None, Gate::Open, health.clone(), monitored.clone(), true);
+        let mut starting = workloads(false);
+        starting[0].created = 0;
+        let first = compute(&c, &pass(starting), None);
+        assert!(!may_coalesce(None, &first), "the first status is written at once");
+        let mut one_pod = workloads(false);
+        one_pod[0].ready = 1;
+        let step = compute(&c, &pass(one_pod), Some(&first));
+        assert!(differs(Some(&first), &step), "progress is a change");
+        assert!(may_coalesce(Some(&first), &step), "progress waits");
+        let ready = compute(&c, &pass(workloads(true)), Some(&step));
+        assert!(!may_coalesce(Some(&step), &ready), "Ready turning True is written at once");
+        let mut unmonitored = pass(workloads(true));
+        unmonitored.monitoring.in_place = 0;
+        let lost = compute(&c, &unmonitored, Some(&ready));
+        assert!(differs(Some(&ready), &lost));
+        assert!(!may_coalesce(Some(&ready), &lost), "lost monitoring is written at once");
     }
 
     /// A paused clinic does not look at its routes: their last answer stands, and so does Ready.

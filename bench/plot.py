@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Plots the convergence curves of the fleet benchmark (bench/results/curve-<N>.csv) as the
-fraction of clinics Ready over time, one line per fleet size.
+"""Plots the convergence curves of the fleet benchmark: clinics Ready over time through the
+operator (bench/results/curve-<N>.csv, solid) and, beside each, the floor — the same children
+written by server-side apply with no operator, clinics whose workloads are ready
+(floor-curve-<N>.csv, dashed, same colour).
 
 usage: plot.py RESULTS_DIR OUT_PNG
 """
@@ -16,21 +18,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def read_curve(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["seconds"]) for r in rows], [int(r["ready"]) for r in rows]
+
+
 def main():
     results, out = sys.argv[1], sys.argv[2]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     files = sorted(glob.glob(os.path.join(results, "curve-*.csv")), key=lambda p: int(p.split("-")[-1][:-4]))
     for path in files:
         n = int(path.split("-")[-1][:-4])
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        t = [float(r["seconds"]) for r in rows]
-        ready = [int(r["ready"]) for r in rows]
-        ax.plot(t, ready, label=f"{n} clinics", linewidth=2)
+        t, ready = read_curve(path)
+        (line,) = ax.plot(t, ready, label=f"{n} clinics, operator", linewidth=2)
+        floor = os.path.join(results, f"floor-curve-{n}.csv")
+        if os.path.exists(floor):
+            t, ready = read_curve(floor)
+            ax.plot(t, ready, label=f"{n} clinics, floor (no operator)", linewidth=1.5,
+                    linestyle="--", color=line.get_color())
     ax.axvline(180, color="grey", linestyle="--", linewidth=1)
     ax.text(182, 5, "3 min target", color="grey")
-    ax.set_xlabel("seconds since the first ClinicPlatform was applied")
-    ax.set_ylabel("ClinicPlatforms Ready")
+    ax.set_xlabel("seconds since the first object was applied")
+    ax.set_ylabel("clinics Ready")
     summary = os.path.join(results, "summary.json")
     if os.path.exists(summary):
         with open(summary) as f:

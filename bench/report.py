@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints the Markdown tables of docs/benchmarks.md from bench/results/fleet-<N>.json.
+"""Prints the Markdown tables of docs/benchmarks.md from bench/results/fleet-<N>.json and, when
+present, the floor beside it (floor-<N>.json).
 
 usage: report.py RESULTS_DIR
 """
@@ -27,7 +28,24 @@ def main():
     head = "| | " + " | ".join(f"{r['clinics']} clinics" for r in runs) + " | target |"
     print(head)
     print("|---|" + "---|" * len(runs) + "---|")
+    floors = {}
+    for path in glob.glob(os.path.join(results, "floor-*.json")):
+        with open(path) as f:
+            floor = json.load(f)
+            floors[floor["clinics"]] = floor
+
+    def floor_of(r, key):
+        return floors.get(r["clinics"], {}).get(key)
+
+    def ratio(r):
+        floor = floor_of(r, "converged_in_seconds")
+        if not (r["converged"] and floor):
+            return "—"
+        return fmt(r["converged_in_seconds"] / floor, 2)
+
     rows = [
+        ("floor: workloads of all clinics ready, no operator (s)", lambda r: fmt(floor_of(r, "converged_in_seconds")), ""),
+        ("operator / floor", ratio, "≤ 1.1"),
         ("all Ready after (s)", lambda r: fmt(r["converged_in_seconds"]) if r["converged"] else "not all in time", "≤ 180 at 1,000"),
         ("ClinicPlatforms applied in (s)", lambda r: fmt(r["created_in_seconds"]), ""),
         ("operator writes per clinic", lambda r: fmt(r["operator_writes_per_clinic"], 2), "≤ children + 2 = " + str(runs[0]["children_per_clinic"] + 2)),

@@ -9,6 +9,10 @@
 //!   clinic reconciled again from fresh caches);
 //! - operator peak RSS and CPU seconds; reconcile latency p50/p99 from its histogram.
 //!
+//! Before the operator, at each N, the floor: the same children (what `render` prints) written
+//! by server-side apply with no operator, on a control plane started the same way, waited on
+//! until every clinic's workloads are ready (`<out>/floor-<N>.json`, `floor-curve-<N>.csv`).
+//!
 //! Results go to `<out>/fleet-<N>.json` and `<out>/curve-<N>.csv`. Bounded: each N stops at its
 //! timeout. `make bench` runs it; not part of `make test`.
 
@@ -21,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use clinic_operator_e2e::cluster::{self, ControlPlane, Options};
 use clinic_operator_e2e::operator::{self, OperatorProcess};
 use clinic_operator_e2e::workspace_root;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 struct Args {
@@ -28,6 +33,8 @@ struct Args {
     out: PathBuf,
     concurrency: u16,
     timeout: Duration,
+    /// Measure the floor (no operator) before the operator at each size.
+    floor: bool,
 }
 
 fn args() -> Result<Args> {
@@ -36,6 +43,7 @@ fn args() -> Result<Args> {
         out: workspace_root().join("bench/results"),
         concurrency: 16,
         timeout: Duration::from_secs(900),
+        floor: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,9 +55,10 @@ fn args() -> Result<Args> {
             "--out" => args.out = PathBuf::from(value()?),
             "--concurrency" => args.concurrency = value()?.parse()?,
             "--timeout" => args.timeout = Duration::from_secs(value()?.parse()?),
+            "--no-floor" => args.floor = false,
             "-h" | "--help" => {
                 println!(
-                    "fleet-bench [--clinics 100,300,1000] [--concurrency 16] [--timeout 900] [--out bench/results]"
+                    "fleet-bench [--clinics 100,300,1000] [--concurrency 16] [--timeout 900] [--no-floor] [--out bench/results]"
                 );
                 std::process::exit(0);
             }
@@ -235,19 +244,32 @@ fn ready_count(plane: &ControlPlane) -> Result<usize> {
     Ok(out.lines().filter(|l| l.trim() == "True").count())
 }
 
-fn create_clinics(plane: &ControlPlane, n: usize) -> Result<()> {
-    // In batches: one kubectl apply per 50 clinics, as a GitOps sync would.
+/// The namespace of clinic `i`, labelled for Pod Security as the docs ask.
+fn namespace_yaml(i: usize) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: clinic-{i:04}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/audit: restricted\n    pod-security.kubernetes.io/warn: restricted\n"
+    )
+}
+
+/// The ClinicPlatform of clinic `i`: the defaults.
+fn clinic_yaml(i: usize) -> String {
+    format!(
+        "---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: clinic-{i:04}\n  namespace: clinic-{i:04}\nspec: {{}}\n"
+    )
+}
+
+/// Applies `document(i)` for every clinic, one kubectl apply per 50 clinics, as a GitOps sync
+/// would.
+fn apply_in_batches(plane: &ControlPlane, n: usize, document: impl Fn(usize) -> String) -> Result<()> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
-        let mut yaml = String::new();
-        for i in chunk {
-            let _ = write!(
-                yaml,
-                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: clinic-{i:04}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/audit: restricted\n    pod-security.kubernetes.io/warn: restricted\n---\napiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata:\n  name: clinic-{i:04}\n  namespace: clinic-{i:04}\nspec: {{}}\n"
-            );
-        }
+        let yaml: String = chunk.iter().map(|&i| document(i)).collect();
         plane.apply_yaml(&yaml)?;
     }
     Ok(())
+}
+
+fn create_clinics(plane: &ControlPlane, n: usize) -> Result<()> {
+    apply_in_batches(plane, n, |i| namespace_yaml(i) + &clinic_yaml(i))
 }
 
 fn writes_of(requests: &BTreeMap<(String, String), f64>, filter: impl Fn(&str) -> bool) -> f64 {
@@ -268,17 +290,24 @@ fn table(requests: &BTreeMap<(String, String), f64>) -> Value {
     )
 }
 
-fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
-    eprintln!("== {n} clinics");
-    let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("clinic-bench-{}-{n}", std::process::id()));
+/// A fresh control plane sized for `n` clinics, with every CRD a clinic's children need. The
+/// floor and the operator each get one, started the same way.
+fn start_plane(n: usize, dir: &Path) -> Result<(ControlPlane, usize)> {
     // ~6 pods per clinic (MariaDB, backend, 2 frontend, 2 gateway), 500 pods per fake node.
     let nodes = (n * 7).div_ceil(500).max(2);
     let options = Options { nodes, pods_per_node: 500, controller_qps: Some(300), ..Options::default() };
-    let plane = ControlPlane::start_with(&cluster::binaries()?, &dir, options)?;
+    let plane = ControlPlane::start_with(&cluster::binaries()?, dir, options)?;
     plane.install_crds(&cluster::upstream_crds()?)?;
     plane.install_crds(&[workspace_root().join("crds/clinicplatform.yaml")])?;
     plane.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
+    Ok((plane, nodes))
+}
+
+fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
+    eprintln!("== {n} clinics through the operator");
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("clinic-bench-{}-{n}", std::process::id()));
+    let (plane, nodes) = start_plane(n, &dir)?;
     let kubeconfig = plane.operator_kubeconfig()?;
     let concurrency = format!("--concurrency={}", args.concurrency);
     let extra = [concurrency.as_str(), "--log-filter=info,kube=warn"];
@@ -436,6 +465,182 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     Ok(result)
 }
 
+/// The children `render` prints for clinics `0..n`, as the operator would declare them.
+fn rendered_children(n: usize) -> Result<Vec<kube::api::DynamicObject>> {
+    let input: String = (0..n).map(clinic_yaml).collect();
+    let mut child = std::process::Command::new(operator::binary()?)
+        .args(["render", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running clinic-operator render")?;
+    let mut stdin = child.stdin.take().context("render's stdin")?;
+    // Written from a thread: render's output may fill its pipe before the input is all read.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(input.as_bytes())
+    });
+    let out = child.wait_with_output()?;
+    writer.join().map_err(|_| anyhow::anyhow!("render input thread"))??;
+    if !out.status.success() {
+        bail!("render failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let value = serde_yaml::Value::deserialize(document)?;
+        if !value.is_null() {
+            objects.push(serde_yaml::from_value(value)?);
+        }
+    }
+    Ok(objects)
+}
+
+/// Namespaces whose StatefulSets and Deployments (at least `workloads` of them) are all ready as
+/// the operator judges a workload: the newest spec observed, every replica updated and ready
+/// (available, for a Deployment).
+fn namespaces_with_ready_workloads(plane: &ControlPlane, workloads: usize) -> Result<usize> {
+    let out = plane.kubectl(&[
+        "get",
+        "statefulsets,deployments",
+        "-A",
+        "--no-headers",
+        "-o",
+        "custom-columns=NS:.metadata.namespace,KIND:.kind,WANT:.spec.replicas,READY:.status.readyReplicas,AVAILABLE:.status.availableReplicas,UPDATED:.status.updatedReplicas,GEN:.metadata.generation,SEEN:.status.observedGeneration",
+    ])?;
+    let mut by_namespace: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [ns, kind, want, ready, available, updated, generation, seen] = f[..] else { continue };
+        let number = |v: &str| v.parse::<i64>().unwrap_or(0);
+        let want = number(want).max(1);
+        let ready = if kind == "Deployment" { number(available) } else { number(ready) };
+        let ok = ready >= want && number(updated) >= want && number(seen) >= number(generation);
+        let entry = by_namespace.entry(ns.to_string()).or_insert((0, true));
+        entry.0 += 1;
+        entry.1 &= ok;
+    }
+    Ok(by_namespace.values().filter(|(count, ok)| *count >= workloads && *ok).count())
+}
+
+/// The floor: the same children written by server-side apply with no operator, 16 requests in
+/// flight (the operator's concurrency), on a control plane started as the operator's is, and
+/// waited on until every clinic's workloads are ready.
+fn run_floor(n: usize, args: &Args) -> Result<Value> {
+    eprintln!("== floor: {n} clinics' children by server-side apply, no operator");
+    let dir = std::env::temp_dir().join(format!("clinic-bench-floor-{}-{n}", std::process::id()));
+    let (plane, nodes) = start_plane(n, &dir)?;
+    let objects = rendered_children(n)?;
+    let children = objects.len() / n.max(1);
+    let workloads = objects
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| matches!(t.kind.as_str(), "StatefulSet" | "Deployment")))
+        .count()
+        / n.max(1);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&plane.kubeconfig)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let client = runtime.block_on(async {
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await?;
+        anyhow::Ok(kube::Client::try_from(config)?)
+    })?;
+    let before = apiserver_requests(&plane)?;
+    let t0 = Instant::now();
+    apply_in_batches(&plane, n, namespace_yaml)?;
+    let writer = std::thread::spawn(move || runtime.block_on(write_all(client, objects)));
+    let mut curve = vec![(0.0, 0usize)];
+    let mut converged_in = None;
+    let mut written_in = None;
+    while t0.elapsed() < args.timeout {
+        std::thread::sleep(Duration::from_secs(1));
+        if written_in.is_none() && writer.is_finished() {
+            written_in = Some(t0.elapsed().as_secs_f64());
+        }
+        let ready = namespaces_with_ready_workloads(&plane, workloads)?;
+        let t = t0.elapsed().as_secs_f64();
+        curve.push((t, ready));
+        if ready == n {
+            converged_in = Some(t);
+            break;
+        }
+        if curve.len() % 15 == 0 {
+            eprintln!("   {t:>5.0}s  {ready}/{n} clinics' workloads ready");
+        }
+    }
+    let writes = writer.join().map_err(|_| anyhow::anyhow!("floor writer panicked"))??;
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = delta(&apiserver_requests(&plane)?, &before);
+    eprintln!(
+        "   floor: {} in {:.1}s ({writes} applies, written in {:.1}s)",
+        if converged_in.is_some() { "all ready" } else { "NOT all ready" },
+        converged_in.unwrap_or(f64::NAN),
+        written_in.unwrap_or(f64::NAN)
+    );
+    let result = json!({
+        "clinics": n,
+        "fake_nodes": nodes,
+        "children_per_clinic": children,
+        "concurrency": FLOOR_CONCURRENCY,
+        "converged": converged_in.is_some(),
+        "converged_in_seconds": converged_in,
+        "written_in_seconds": written_in,
+        "applies": writes,
+        "api_writes_on_operator_resources": writes_of(&requests, operator_resource),
+        "api_writes_all": writes_of(&requests, |_| true),
+        "api_requests": table(&requests),
+    });
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join(format!("floor-{n}.json")), serde_json::to_string_pretty(&result)?)?;
+    let mut csv = String::from("seconds,ready\n");
+    for (t, r) in &curve {
+        let _ = writeln!(csv, "{t:.1},{r}");
+    }
+    std::fs::write(args.out.join(format!("floor-curve-{n}.csv")), csv)?;
+    drop(plane);
+    Ok(result)
+}
+
+/// Requests in flight while the floor writes: the operator's default concurrency.
+const FLOOR_CONCURRENCY: usize = 16;
+
+/// Server-side applies every object (field manager `floor`), [`FLOOR_CONCURRENCY`] at a time;
+/// returns how many were written.
+async fn write_all(client: kube::Client, objects: Vec<kube::api::DynamicObject>) -> Result<usize> {
+    use futures::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    let mut kinds: BTreeMap<(String, String), ApiResource> = BTreeMap::new();
+    for o in &objects {
+        let types = o.types.clone().context("an object without apiVersion/kind")?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = kinds.entry((types.api_version, types.kind))
+        {
+            let (group, version) = match slot.key().0.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), slot.key().0.clone()),
+            };
+            let gvk = GroupVersionKind::gvk(&group, &version, &slot.key().1);
+            let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await?;
+            slot.insert(resource);
+        }
+    }
+    let params = PatchParams::apply("floor").force();
+    let writes = futures::stream::iter(objects.into_iter().map(|o| {
+        let types = o.types.clone().unwrap_or_default();
+        let resource = kinds[&(types.api_version, types.kind)].clone();
+        let (client, params) = (client.clone(), params.clone());
+        async move {
+            let namespace = o.metadata.namespace.clone().unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
+            api.patch(&name, &params, &Patch::Apply(&o)).await.with_context(|| format!("{namespace}/{name}"))
+        }
+    }))
+    .buffer_unordered(FLOOR_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    writes.into_iter().try_fold(0, |count, w| w.map(|_| count + 1))
+}
+
 /// Objects the operator makes for a default clinic: what `render` prints, the Velero Schedule among them.
 fn clinic_operator_children() -> usize {
     let yaml = "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata: {name: c, namespace: c}\nspec: {}\n";
@@ -463,10 +668,14 @@ fn main() -> Result<()> {
         "memory_gib": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok())).map(|k| (k / 1024.0 / 1024.0).round()),
     });
     let mut results = Vec::new();
+    let mut floors = Vec::new();
     for &n in &args.sizes {
+        if args.floor {
+            floors.push(run_floor(n, &args)?);
+        }
         results.push(run_one(n, &args, &bin)?);
     }
-    let summary = json!({ "machine": machine, "results": results });
+    let summary = json!({ "machine": machine, "results": results, "floors": floors });
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     eprintln!("results in {}", args.out.display());
     Ok(())

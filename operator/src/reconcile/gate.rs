@@ -42,7 +42,7 @@ pub async fn decide(
     let key = (clinic.namespace.clone(), clinic.name.clone());
     match (&gathered.backups, &gate) {
         (Ok(list), Ok(Gate::Open)) => {
-            ctx.memory.remember_backups(&key, cp.metadata.resource_version.as_ref(), list)
+            ctx.memory.remember_backups(&key, Some(&super::memory::user_version(&cp.metadata)), list)
         }
         _ => ctx.memory.forget_backups(&key),
     }

@@ -27,7 +27,9 @@ pub async fn gather(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Gath
     let key: ClinicKey = (clinic.namespace.clone(), clinic.name.clone());
     let backups = if !(clinic.spec.backup.enabled && velero) {
         Ok(Vec::new())
-    } else if let Some(recent) = ctx.memory.recent_backups(&key, cp.metadata.resource_version.as_ref()) {
+    } else if let Some(recent) =
+        ctx.memory.recent_backups(&key, Some(&super::memory::user_version(&cp.metadata)))
+    {
         Ok(recent)
     } else {
         backups::list_backups(ctx, clinic).await.map_err(Problem::from)

@@ -79,7 +79,8 @@ pub async fn sync(
         return Uncached::default();
     }
     let key = (clinic.namespace.clone(), clinic.name.clone());
-    let version = cp.metadata.resource_version.as_ref();
+    let version = crate::reconcile::memory::user_version(&cp.metadata);
+    let version = Some(&version);
     if let Some(recent) = ctx.memory.recent_uncached(&key, version) {
         return recent;
     }

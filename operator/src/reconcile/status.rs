@@ -491,6 +491,9 @@ pub fn differs(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -
 /// conditions — is as already written. Such updates are coalesced, so that a first convergence
 /// is written once per phase, not once per step the API server's pace shows.
 pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStatus) -> bool {
+    let Some(old) = old else {
+        return false;
+    };
     let phase = |status: &ClinicPlatformStatus| {
         let mut s = settled(status, &PROGRESS);
         for c in &mut s.conditions {
@@ -498,7 +501,30 @@ pub fn may_coalesce(old: Option<&ClinicPlatformStatus>, new: &ClinicPlatformStat
         }
         s
     };
-    old.is_some_and(|old| phase(old) == phase(new))
+    phase(old) == phase(new) || converging_without_bad_news(old, new)
+}
+
+/// A clinic not Ready before nor after, for the same reason, at the same generation, nothing
+/// degraded or blocked anew, and no condition turned from True to False: what moved (security
+/// verified, monitoring in place, a certificate issued...) is a convergence going its way, so
+/// it waits like other progress and `Ready` turning True carries it.
+fn converging_without_bad_news(old: &ClinicPlatformStatus, new: &ClinicPlatformStatus) -> bool {
+    let find = |s: &ClinicPlatformStatus, t: &str| {
+        s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let not_ready = |s: &ClinicPlatformStatus| find(s, READY).is_some_and(|(status, _)| status != "True");
+    let kept = |t: &str| find(old, t) == find(new, t);
+    let turned_false = new
+        .conditions
+        .iter()
+        .any(|c| c.status != "True" && find(old, &c.type_).is_some_and(|(status, _)| status == "True"));
+    not_ready(old)
+        && not_ready(new)
+        && kept(READY)
+        && kept(DEGRADED)
+        && kept(CLEANUP_BLOCKED)
+        && old.observed_generation == new.observed_generation
+        && !turned_false
 }
 
 /// Sets each of `conditions` in `status`, replacing one of the same type.
@@ -1151,6 +1177,17 @@ mod tests {
         let step = compute(&c, &pass(one_pod), Some(&first));
         assert!(differs(Some(&first), &step), "progress is a change");
         assert!(may_coalesce(Some(&first), &step), "progress waits");
+        // Good news while not Ready yet (monitoring in place) waits too; bad news does not.
+        let mut unmonitored_pass = pass(workloads(false));
+        unmonitored_pass.monitoring.in_place = 0;
+        let unmonitored = compute(&c, &unmonitored_pass, Some(&step));
+        let monitored_now = compute(&c, &pass(workloads(false)), Some(&unmonitored));
+        assert!(differs(Some(&unmonitored), &monitored_now));
+        assert!(
+            may_coalesce(Some(&unmonitored), &monitored_now),
+            "monitoring in place while converging waits"
+        );
+        assert!(!may_coalesce(Some(&monitored_now), &unmonitored), "monitoring lost is written at once");
         let ready = compute(&c, &pass(workloads(true)), Some(&step));
         assert!(!may_coalesce(Some(&step), &ready), "Ready turning True is written at once");
         let mut unmonitored = pass(workloads(true));

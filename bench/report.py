@@ -4,6 +4,7 @@ present, the floor beside it (floor-<N>.json).
 
 usage: report.py RESULTS_DIR
 """
+import csv
 import glob
 import json
 import os
@@ -37,6 +38,37 @@ def main():
     def floor_of(r, key):
         return floors.get(r["clinics"], {}).get(key)
 
+    def time_to(path, count):
+        """First time the curve at `path` reaches `count` clinics ready, if it does."""
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if int(row["ready"]) >= count:
+                    return float(row["seconds"])
+        return None
+
+    def half_ratio(r):
+        n = r["clinics"]
+        operator = time_to(os.path.join(results, f"curve-{n}.csv"), n / 2)
+        floor = time_to(os.path.join(results, f"floor-curve-{n}.csv"), n / 2)
+        if not (operator and floor):
+            return "—"
+        return f"{fmt(operator)} / {fmt(floor)} = {fmt(operator / floor, 2)}"
+
+    def last_ready(path):
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        return int(rows[-1]["ready"]) if rows else None
+
+    def at_end(r):
+        n = r["clinics"]
+        operator = last_ready(os.path.join(results, f"curve-{n}.csv"))
+        floor = last_ready(os.path.join(results, f"floor-curve-{n}.csv"))
+        return f"{fmt(operator)} / {fmt(floor)}"
+
     def ratio(r):
         floor = floor_of(r, "converged_in_seconds")
         if not (r["converged"] and floor):
@@ -46,6 +78,8 @@ def main():
     rows = [
         ("floor: workloads of all clinics ready, no operator (s)", lambda r: fmt(floor_of(r, "converged_in_seconds")), ""),
         ("operator / floor", ratio, "≤ 1.1"),
+        ("half the fleet ready, operator / floor (s)", half_ratio, ""),
+        ("clinics ready at the end, operator / floor", at_end, ""),
         ("all Ready after (s)", lambda r: fmt(r["converged_in_seconds"]) if r["converged"] else "not all in time", "≤ 180 at 1,000"),
         ("ClinicPlatforms applied in (s)", lambda r: fmt(r["created_in_seconds"]), ""),
         ("operator writes per clinic", lambda r: fmt(r["operator_writes_per_clinic"], 2), "≤ children + 2 = " + str(runs[0]["children_per_clinic"] + 2)),

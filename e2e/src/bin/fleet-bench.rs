@@ -157,6 +157,7 @@ fn operator_resource(resource: &str) -> bool {
             | "ingresses"
             | "servicemonitors"
             | "prometheusrules"
+            | "alertmanagerconfigs"
             | "schedules"
             | "namespaces"
     )

@@ -456,11 +456,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join(format!("fleet-{n}.json")), serde_json::to_string_pretty(&result)?)?;
-    let mut csv = String::from("seconds,ready\n");
-    for (t, r) in &curve {
-        let _ = writeln!(csv, "{t:.1},{r}");
-    }
-    std::fs::write(args.out.join(format!("curve-{n}.csv")), csv)?;
+    write_curve(&args.out.join(format!("curve-{n}.csv")), &curve)?;
     drop(op);
     drop(plane);
     Ok(result)
@@ -592,11 +588,7 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join(format!("floor-{n}.json")), serde_json::to_string_pretty(&result)?)?;
-    let mut csv = String::from("seconds,ready\n");
-    for (t, r) in &curve {
-        let _ = writeln!(csv, "{t:.1},{r}");
-    }
-    std::fs::write(args.out.join(format!("floor-curve-{n}.csv")), csv)?;
+    write_curve(&args.out.join(format!("floor-curve-{n}.csv")), &curve)?;
     drop(plane);
     Ok(result)
 }
@@ -642,22 +634,18 @@ async fn write_all(client: kube::Client, objects: Vec<kube::api::DynamicObject>)
     writes.into_iter().try_fold(0, |count, w| w.map(|_| count + 1))
 }
 
-/// Objects the operator makes for a default clinic: what `render` prints, the Velero Schedule among them.
+/// Clinics ready over time, as `seconds,ready` lines.
+fn write_curve(path: &Path, curve: &[(f64, usize)]) -> Result<()> {
+    let mut csv = String::from("seconds,ready\n");
+    for (t, r) in curve {
+        let _ = writeln!(csv, "{t:.1},{r}");
+    }
+    Ok(std::fs::write(path, csv)?)
+}
+
+/// Objects `render` prints for a default clinic, the Velero Schedule among them.
 fn clinic_operator_children() -> usize {
-    let yaml = "apiVersion: clinic.audioprothese.fr/v1alpha1\nkind: ClinicPlatform\nmetadata: {name: c, namespace: c}\nspec: {}\n";
-    let out = std::process::Command::new(operator::binary().unwrap_or_default())
-        .args(["render", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().map(|mut s| s.write_all(yaml.as_bytes()));
-            child.wait_with_output()
-        });
-    // One top-level `kind:` per document (nested ones are indented).
-    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("kind: ")).count())
-        .unwrap_or(0)
+    rendered_children(1).map(|objects| objects.len()).unwrap_or(0)
 }
 
 fn main() -> Result<()> {

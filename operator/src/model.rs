@@ -307,6 +307,21 @@ impl Clinic {
         }
     }
 
+    /// The in-cluster Elasticsearch Services a clustered backend searches through, as
+    /// (namespace, port); none without clustering or for URIs outside the cluster.
+    pub fn search_services(&self) -> Vec<(String, u16)> {
+        let Some(clustering) = &self.spec.openmrs.backend.clustering else { return Vec::new() };
+        // Checked when the model was built: a URI that does not parse opens nothing.
+        search_endpoints(&clustering.elasticsearch_uris, &self.namespace)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|endpoint| match endpoint {
+                SearchEndpoint::InCluster { namespace, port } => Some((namespace, port)),
+                SearchEndpoint::Outside => None,
+            })
+            .collect()
+    }
+
     /// The URL users reach: the public host (Ingress or route) over HTTPS, else the in-cluster
     /// gateway.
     pub fn url(&self) -> String {
@@ -321,6 +336,42 @@ impl Clinic {
         let spec = &self.spec;
         spec.ingress.as_ref().map(|i| i.host.as_str()).or(spec.route.as_ref().map(|r| r.host.as_str()))
     }
+}
+
+/// Where one of `spec.openmrs.backend.clustering.elasticsearchUris` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchEndpoint {
+    /// A Service of the cluster, as a pod resolves the host: `name` (the clinic's namespace),
+    /// `name.namespace`, `name.namespace.svc` or `name.namespace.svc.cluster.local`.
+    InCluster { namespace: String, port: u16 },
+    /// Any other host (an IP address, a name of three labels or more): reached through
+    /// `spec.security.extraEgress`, which the platform's denied networks bound.
+    Outside,
+}
+
+/// Reads the comma-separated Elasticsearch URIs of a clustered backend.
+pub fn search_endpoints(uris: &str, clinic_namespace: &str) -> Result<Vec<SearchEndpoint>, InvalidSpec> {
+    const FIELD: &str = "spec.openmrs.backend.clustering.elasticsearchUris";
+    uris.split(',')
+        .map(str::trim)
+        .map(|uri| {
+            let url = reqwest::Url::parse(uri)
+                .map_err(|e| InvalidSpec::new(FIELD, format!("{uri:?} is not a URL ({e})")))?;
+            let (Some(_), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+                return Err(InvalidSpec::new(FIELD, format!("{uri:?} names no host")));
+            };
+            // `domain` is none for an IP address.
+            let Some(host) = url.domain() else { return Ok(SearchEndpoint::Outside) };
+            let service =
+                host.strip_suffix(".svc.cluster.local").or_else(|| host.strip_suffix(".svc")).unwrap_or(host);
+            let labels: Vec<&str> = service.split('.').collect();
+            Ok(match labels.as_slice() {
+                [_] => SearchEndpoint::InCluster { namespace: clinic_namespace.to_string(), port },
+                [_, namespace] => SearchEndpoint::InCluster { namespace: namespace.to_string(), port },
+                _ => SearchEndpoint::Outside,
+            })
+        })
+        .collect()
 }
 
 /// Value of `app.kubernetes.io/managed-by` on every child.
@@ -383,6 +434,9 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         }
     }
 
+    if let Some(clustering) = &spec.openmrs.backend.clustering {
+        search_endpoints(&clustering.elasticsearch_uris, &namespace)?;
+    }
     for (field, value) in [
         ("spec.backup.retention", &spec.backup.retention),
         ("spec.backup.rpo", &spec.backup.rpo),

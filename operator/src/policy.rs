@@ -26,6 +26,12 @@ pub struct Policy {
     pub dashboard_namespaces: Vec<String>,
     /// Namespaces a clinic may open its metrics ports to (`spec.monitoring.prometheusNamespace`).
     pub prometheus_namespaces: Vec<String>,
+    /// Namespaces whose Elasticsearch a clustered backend may search through
+    /// (`spec.openmrs.backend.clustering.elasticsearchUris` naming a Service there); its
+    /// NetworkPolicy then lets the backend reach that namespace on the URI's port. The clinic's
+    /// own namespace needs no permission. None by default: an Elasticsearch shared by clinics
+    /// holds their indexes side by side.
+    pub search_namespaces: Vec<String>,
     /// Namespaces a clinic may open its gateway to (`spec.ingress.controllerNamespace`).
     pub ingress_controller_namespaces: Vec<String>,
     /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`,
@@ -99,6 +105,7 @@ impl Default for Policy {
             backup_storage_locations: Vec::new(),
             dashboard_namespaces: one("monitoring"),
             prometheus_namespaces: one("monitoring"),
+            search_namespaces: Vec::new(),
             ingress_controller_namespaces: one("ingress-nginx"),
             cluster_issuers: one("*"),
             ingress_hosts: one("*"),
@@ -136,6 +143,7 @@ impl Policy {
             backup_storage_locations: any(),
             dashboard_namespaces: any(),
             prometheus_namespaces: any(),
+            search_namespaces: any(),
             ingress_controller_namespaces: any(),
             cluster_issuers: any(),
             ingress_hosts: any(),
@@ -678,6 +686,14 @@ impl Policy {
             &self.prometheus_namespaces,
             "prometheusNamespaces",
         ));
+        for (namespace, _) in clinic.search_services().into_iter().filter(|(ns, _)| *ns != clinic.namespace) {
+            requests.push(Request::named(
+                "spec.openmrs.backend.clustering.elasticsearchUris",
+                &namespace,
+                &self.search_namespaces,
+                "searchNamespaces",
+            ));
+        }
         if let Some(route) = &spec.route {
             requests.push(Request {
                 matches: host_matches,

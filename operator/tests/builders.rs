@@ -318,8 +318,41 @@ fn backend_clustering_switches_search_and_adds_discovery() {
     let main = &spec.template.spec.unwrap().containers[0];
     assert_eq!(env_value(main, "OMRS_SEARCH"), "elasticsearch");
     assert_eq!(env_value(main, "OMRS_SEARCH_ES_URIS"), "http://es.search:9200");
+    // One cache over the replicas, found through the headless Service, as upstream's chart does.
+    assert_eq!(env_value(main, "cache.type"), "cluster");
+    assert_eq!(env_value(main, "cache.stack"), "kubernetes");
+    assert_eq!(env_value(main, "jgroups.dns.query"), "lyon-backend-cluster.clinic-lyon.svc.cluster.local");
+    assert_eq!(env_value(main, "jgroups.bind.port"), "7800");
     let headless: Service = typed(&objects, "Service", "lyon-backend-cluster");
-    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let headless = headless.spec.unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+    // Search goes through: to the Elasticsearch's namespace, on its port, and nowhere else new.
+    let policy: NetworkPolicy = typed(&objects, "NetworkPolicy", "lyon-backend");
+    let egress = policy.spec.unwrap().egress.unwrap();
+    let search: Vec<_> = egress
+        .iter()
+        .filter(|rule| {
+            rule.to.iter().flatten().any(|peer| {
+                peer.namespace_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.as_ref())
+                    .and_then(|l| l.get("kubernetes.io/metadata.name"))
+                    == Some(&"search".to_string())
+            })
+        })
+        .collect();
+    assert_eq!(search.len(), 1, "{egress:?}");
+    let ports = search[0].ports.clone().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9200)));
+    // Without clustering, none of it.
+    let single = desired::objects(&clinic("  {}\n"), &SecretValues::Placeholder);
+    let sts: StatefulSet = typed(&single, "StatefulSet", "lyon-backend");
+    let main = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(
+        main.env.iter().flatten().all(|e| !e.name.starts_with("cache.") && !e.name.starts_with("jgroups."))
+    );
 }
 
 #[test]

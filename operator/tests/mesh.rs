@@ -186,7 +186,7 @@ fn authorization_follows_the_network_policies() {
     // Clustering adds the JGroups ports between backends.
     let clustered = meshed(
         MESH,
-        "  openmrs:\n    backend:\n      replicas: 2\n      clustering: {elasticsearchUris: 'http://es.search:9200', attachmentsClaimName: attachments}\n",
+        "  openmrs:\n    backend:\n      replicas: 2\n      clustering: {elasticsearchUris: 'http://es:9200', attachmentsClaimName: attachments}\n",
     );
     assert_eq!(
         find(&objects(&clustered), "AuthorizationPolicy", "lyon-backend").data["spec"]["rules"][0]["to"],

@@ -44,6 +44,48 @@ fn cross_namespace_targets_outside_the_default_policy_are_refused() {
     policy.admit(clinic("  monitoring:\n    dashboard:\n      namespace: clinic-lyon\n")).unwrap();
 }
 
+/// A clustered backend's Elasticsearch: its own namespace and hosts outside the cluster need no
+/// permission (the latter reach nothing without `extraEgress`); another namespace must be listed.
+#[test]
+fn an_elasticsearch_in_another_namespace_must_be_listed() {
+    let clustered = |uris: &str| {
+        format!(
+            "  openmrs:\n    backend:\n      replicas: 2\n      clustering:\n        elasticsearchUris: '{uris}'\n        attachmentsClaimName: shared\n"
+        )
+    };
+    let field = "spec.openmrs.backend.clustering.elasticsearchUris";
+    let default = Policy::default();
+    for uris in ["http://es.search:9200", "http://es:9200,https://es.search.svc.cluster.local"] {
+        assert_eq!(refused_field(&default, &clustered(uris)), field, "{uris}");
+    }
+    for uris in [
+        "http://es:9200",
+        "http://es.clinic-lyon.svc:9200",
+        "https://search.example.org",
+        "http://10.1.2.3:9200",
+    ] {
+        default.admit(clinic(&clustered(uris))).unwrap_or_else(|e| panic!("{uris}: {e:?}"));
+    }
+    let listed = Policy { search_namespaces: vec!["search".into()], ..Policy::default() };
+    let admitted =
+        listed.admit(clinic(&clustered("http://es.search:9200,http://es-2.search.svc:9201"))).unwrap();
+    assert_eq!(admitted.search_services(), [("search".to_string(), 9200), ("search".to_string(), 9201)]);
+}
+
+#[test]
+fn elasticsearch_uris_that_do_not_parse_are_refused() {
+    use clinic_operator::model::{SearchEndpoint, search_endpoints};
+    for bad in ["http://", "http://es:99999", "http://es:9200,"] {
+        let err = search_endpoints(bad, "clinic-lyon").expect_err(bad);
+        assert_eq!(err.field, "spec.openmrs.backend.clustering.elasticsearchUris");
+        assert!(err.message.contains("URL") || err.message.contains("host"), "{bad}: {}", err.message);
+    }
+    assert_eq!(
+        search_endpoints("https://es", "clinic-lyon").unwrap(),
+        [SearchEndpoint::InCluster { namespace: "clinic-lyon".into(), port: 443 }]
+    );
+}
+
 #[test]
 fn a_narrowed_policy_refuses_hosts_issuers_registries_regions_and_cluster_networks() {
     let policy = Policy::from_yaml(

@@ -250,8 +250,11 @@ impl Default for BackendSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusteringSpec {
-    /// Elasticsearch endpoints for the shared search index (`OMRS_SEARCH_ES_URIS`), e.g.
-    /// `http://elasticsearch.search:9200`.
+    /// Elasticsearch endpoints for the shared search index (`OMRS_SEARCH_ES_URIS`), separated
+    /// by commas, e.g. `http://elasticsearch.search:9200`. A Service of the cluster (`name`,
+    /// `name.namespace`, `name.namespace.svc[.cluster.local]`) in the clinic's namespace or in
+    /// one the platform's policy lists (`searchNamespaces`) is let through the backend's
+    /// NetworkPolicy on the URI's port; any other host needs `spec.security.extraEgress`.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("spec.openmrs.backend.clustering.elasticsearchUris: must be http:// or https:// URLs"))]
     #[schemars(length(min = 1, max = 1024))]
     pub elasticsearch_uris: String,

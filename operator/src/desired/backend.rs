@@ -50,7 +50,7 @@ pub fn services(clinic: &Clinic) -> Vec<Service> {
     let mut out = vec![main];
     if clinic.spec.openmrs.backend.clustering.is_some() {
         out.push(Service {
-            metadata: metadata(clinic, clinic.child_name("backend-cluster"), Component::Backend),
+            metadata: metadata(clinic, cluster_service_name(clinic), Component::Backend),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(clinic.selector_labels(Component::Backend)),
@@ -73,6 +73,11 @@ pub fn services(clinic: &Clinic) -> Vec<Service> {
         });
     }
     out
+}
+
+/// The headless Service through which clustered backend replicas find each other.
+pub fn cluster_service_name(clinic: &Clinic) -> String {
+    clinic.child_name("backend-cluster")
 }
 
 fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
@@ -115,6 +120,16 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     if let Some(clustering) = &spec.backend.clustering {
         vars.push(env("OMRS_SEARCH", "elasticsearch"));
         vars.push(env("OMRS_SEARCH_ES_URIS", clustering.elasticsearch_uris.clone()));
+        // A cache shared by the replicas, as upstream's chart sets it: Infinispan over JGroups,
+        // members found by DNS through the headless Service (which lists pods before they are
+        // ready, so that the first ones find each other).
+        vars.push(env("cache.type", "cluster"));
+        vars.push(env("cache.stack", "kubernetes"));
+        vars.push(env(
+            "jgroups.dns.query",
+            format!("{}.{}.svc.cluster.local", cluster_service_name(clinic), clinic.namespace),
+        ));
+        vars.push(env("jgroups.bind.port", JGROUPS_PORTS[0].to_string()));
     }
     if let Some(tracing) = &clinic.tracing {
         vars.extend(tracing_environment(clinic, tracing));

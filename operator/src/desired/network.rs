@@ -220,6 +220,15 @@ fn backend(clinic: &Clinic) -> NetworkPolicy {
         let jgroups = meshed(clinic, super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect());
         ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
         egress.push(to(vec![pods_of(clinic, Component::Backend)], jgroups));
+        // The Elasticsearch the clinic names, when it is a Service of the cluster in a namespace
+        // the policy admitted (`searchNamespaces`) or the clinic's own.
+        for (namespace, port) in clinic.search_services() {
+            let search = NetworkPolicyPeer {
+                namespace_selector: Some(namespace_named(&namespace)),
+                ..Default::default()
+            };
+            egress.push(to(vec![search], vec![tcp(i32::from(port))]));
+        }
     }
     // The trace collector the platform names, and only it (its pods, when the policy names
     // their labels).

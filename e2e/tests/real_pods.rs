@@ -1743,6 +1743,65 @@ fn operator_killed_mid_converge(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// A clinic made before the backend StatefulSet was governed by its headless Service (it was
+/// governed by the ClusterIP Service, and `serviceName` cannot change in place) is moved by
+/// making the StatefulSet again around its running pod: same pod, no container restarted.
+fn an_old_backend_statefulset_moves_to_its_headless_service(env: &Env) -> Result<()> {
+    let (ns, clinic) = ("e2e-kill", "kill");
+    env.wait_ready(ns, clinic, READY)?;
+    let (statefulset, pod) = (format!("{clinic}-backend"), format!("{clinic}-backend-0"));
+    let pod_state = || -> Result<(String, i64, String)> {
+        let pod = env.json(&["-n", ns, "get", "pod", &pod])?;
+        let restarts = pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+            .sum();
+        let owner = pod["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap_or_default().to_string();
+        Ok((pod["metadata"]["uid"].as_str().unwrap_or_default().to_string(), restarts, owner))
+    };
+    let (uid, restarts, _) = pod_state()?;
+    // What an operator before the change left, made while no operator runs.
+    env.operator().kill();
+    let mut old = env.json(&["-n", ns, "get", "statefulset", &statefulset])?;
+    env.kubectl(&["-n", ns, "delete", "statefulset", &statefulset, "--cascade=orphan", "--wait=true"])?;
+    let metadata = old["metadata"].clone();
+    old["metadata"] = serde_json::json!({
+        "name": metadata["name"], "namespace": metadata["namespace"], "labels": metadata["labels"],
+        "annotations": metadata["annotations"], "ownerReferences": metadata["ownerReferences"],
+    });
+    old["spec"]["serviceName"] = Value::String(statefulset.clone());
+    old.as_object_mut().context("a StatefulSet is an object")?.remove("status");
+    env.plane.apply_yaml(&serde_json::to_string(&old)?)?;
+    let old_uid = env.json(&["-n", ns, "get", "statefulset", &statefulset])?["metadata"]["uid"].clone();
+    eventually("the old-style StatefulSet adopts the pod", Duration::from_secs(60), || {
+        Ok(Value::String(pod_state()?.2) == old_uid)
+    })?;
+    env.operator().restart()?;
+    let started = Instant::now();
+    eventually("the backend governed by its headless Service", Duration::from_secs(120), || {
+        let live = env.json(&["-n", ns, "get", "statefulset", &statefulset])?;
+        Ok(live["spec"]["serviceName"] == format!("{clinic}-backend-pods")
+            && Value::String(pod_state()?.2) == live["metadata"]["uid"])
+    })?;
+    eprintln!(
+        "    moved and the pod adopted {:.1}s after the operator's start",
+        started.elapsed().as_secs_f64()
+    );
+    env.wait_ready(ns, clinic, READY)?;
+    let (uid_after, restarts_after, _) = pod_state()?;
+    ensure!(uid_after == uid, "the backend pod was replaced ({uid} -> {uid_after})");
+    ensure!(restarts_after == restarts, "containers restarted: {restarts} -> {restarts_after}");
+    let events =
+        env.json(&["-n", ns, "get", "events", "--field-selector", "reason=GoverningServiceMoved"])?;
+    ensure!(
+        events["items"].as_array().is_some_and(|items| !items.is_empty()),
+        "no GoverningServiceMoved event"
+    );
+    Ok(())
+}
+
 /// A weakened securityContext on a running workload is put back, and the pods that run
 /// afterwards have it again (a write to their root filesystem fails).
 fn drift_on_running_workload_is_put_back(env: &Env) -> Result<()> {
@@ -1856,6 +1915,7 @@ fn main() -> ExitCode {
         an_installed_clinic_moves_to_tls,
         backup_hook_dump_restores_into_a_fresh_clinic,
         operator_killed_mid_converge,
+        an_old_backend_statefulset_moves_to_its_headless_service,
     ];
     let trials = scenarios.into_iter().map(|(name, scenario)| trial(&env, name, scenario)).collect();
     let conclusion = libtest_mimic::run(&args, trials);

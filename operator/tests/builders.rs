@@ -61,6 +61,7 @@ fn minimal_clinic_has_the_full_child_set() {
         "Service/lyon-mariadb",
         "StatefulSet/lyon-mariadb",
         "Service/lyon-backend",
+        "Service/lyon-backend-pods",
         "StatefulSet/lyon-backend",
         "Service/lyon-frontend",
         "Deployment/lyon-frontend",
@@ -226,7 +227,13 @@ fn backend_is_configured_safely() {
     let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
     let spec = sts.spec.unwrap();
     assert_eq!(spec.replicas, Some(1));
-    assert_eq!(spec.service_name.as_deref(), Some("lyon-backend"));
+    // Governed by the headless Service (per-pod DNS names), not the one the gateway reaches.
+    assert_eq!(spec.service_name.as_deref(), Some("lyon-backend-pods"));
+    let headless: Service = typed(&objects, "Service", "lyon-backend-pods");
+    let headless = headless.spec.unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    let ports: Vec<i32> = headless.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [8080], "no JGroups port without clustering");
     let pod = spec.template.spec.unwrap();
     let main = &pod.containers[0];
     assert_eq!(
@@ -315,18 +322,21 @@ fn backend_clustering_switches_search_and_adds_discovery() {
     let sts: StatefulSet = typed(&objects, "StatefulSet", "lyon-backend");
     let spec = sts.spec.unwrap();
     assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.service_name.as_deref(), Some("lyon-backend-pods"));
     let main = &spec.template.spec.unwrap().containers[0];
     assert_eq!(env_value(main, "OMRS_SEARCH"), "elasticsearch");
     assert_eq!(env_value(main, "OMRS_SEARCH_ES_URIS"), "http://es.search:9200");
     // One cache over the replicas, found through the headless Service, as upstream's chart does.
     assert_eq!(env_value(main, "cache.type"), "cluster");
     assert_eq!(env_value(main, "cache.stack"), "kubernetes");
-    assert_eq!(env_value(main, "jgroups.dns.query"), "lyon-backend-cluster.clinic-lyon.svc.cluster.local");
+    assert_eq!(env_value(main, "jgroups.dns.query"), "lyon-backend-pods.clinic-lyon.svc.cluster.local");
     assert_eq!(env_value(main, "jgroups.bind.port"), "7800");
-    let headless: Service = typed(&objects, "Service", "lyon-backend-cluster");
+    let headless: Service = typed(&objects, "Service", "lyon-backend-pods");
     let headless = headless.spec.unwrap();
     assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
     assert_eq!(headless.publish_not_ready_addresses, Some(true));
+    let ports: Vec<i32> = headless.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [8080, 7800, 7801]);
     // Search goes through: to the Elasticsearch's namespace, on its port, and nowhere else new.
     let policy: NetworkPolicy = typed(&objects, "NetworkPolicy", "lyon-backend");
     let egress = policy.spec.unwrap().egress.unwrap();

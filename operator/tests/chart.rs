@@ -128,9 +128,6 @@ const KUBE_SCORE_IGNORED: &[(&str, &str)] = &[
     // kube-score does not read.
     ("deployment-has-host-podantiaffinity", "topology spread"),
     ("statefulset-has-host-podantiaffinity", "topology spread"),
-    // The backend StatefulSet is governed by its ClusterIP Service, and `serviceName` cannot be
-    // changed on an existing StatefulSet: moving it to a headless one is left to issue 17.
-    ("statefulset-has-servicename", "immutable on existing clinics"),
 ];
 
 /// kube-score (a third-party linter, built from its Go module) finds nothing critical and

@@ -40,11 +40,11 @@ fn render_minimal_example_prints_every_child() {
     let out = run(&["render", "-f", "examples/minimal.yaml"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&String::from_utf8(out.stdout).unwrap());
-    // 31 children in the clinic's namespace, and the Velero Schedule in Velero's.
-    assert_eq!(docs.len(), 32);
+    // 32 children in the clinic's namespace, and the Velero Schedule in Velero's.
+    assert_eq!(docs.len(), 33);
     let (outside, inside): (Vec<_>, Vec<_>) =
         docs.iter().partition(|d| d["metadata"]["namespace"] != "clinic-minimal");
-    assert_eq!(inside.len(), 31);
+    assert_eq!(inside.len(), 32);
     assert_eq!(outside.len(), 1);
     assert_eq!(
         (outside[0]["kind"].as_str(), outside[0]["metadata"]["namespace"].as_str()),
@@ -96,7 +96,7 @@ fn render_reads_several_clinics_from_stdin() {
     let out = run(&["render", "-f", "-", "-n", "clinics"], Some(input));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(docs.len(), 64);
+    assert_eq!(docs.len(), 66);
     assert!(
         docs.iter().any(|d| d["metadata"]["name"] == "a-backend" && d["metadata"]["namespace"] == "clinics")
     );

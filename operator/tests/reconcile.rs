@@ -424,8 +424,8 @@ async fn create_from_nothing() {
                 && c.path.split('?').next() != Some("/api/v1/namespaces/clinic-lyon")
         })
         .collect();
-    // 20 platform children, 2 metrics Services and the dashboard (no Prometheus Operator here).
-    assert_eq!(applies.len(), 23, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
+    // 21 platform children, 2 metrics Services and the dashboard (no Prometheus Operator here).
+    assert_eq!(applies.len(), 24, "{:#?}", applies.iter().map(|c| &c.path).collect::<Vec<_>>());
     for a in &applies {
         assert!(
             a.path.contains("fieldManager=clinic-operator") && a.path.contains("force=true"),
@@ -449,7 +449,7 @@ async fn create_from_nothing() {
     let events: Vec<&Call> = calls.iter().filter(|c| c.path.contains("/events")).collect();
     assert_eq!(events.len(), 1, "one Created event for the pass: {events:?}");
     assert_eq!(events[0].body["reason"], "Created");
-    assert_eq!(events[0].body["note"], "created 27 objects");
+    assert_eq!(events[0].body["note"], "created 28 objects");
     // No password nor private key in any event or status.
     for c in calls.iter().filter(|c| c.path.contains("/events") || c.path.contains("/status")) {
         assert!(!c.body.to_string().contains(password), "a password leaked into {}", c.path);
@@ -483,7 +483,7 @@ async fn converged_clinic_sends_no_request_at_all() {
         "only the status: {calls:?}"
     );
     let gets: Vec<&str> = calls.iter().filter(|c| c.method == "GET").map(|c| c.path.as_str()).collect();
-    assert_eq!(gets.len(), 23, "one read per cached child: {gets:#?}");
+    assert_eq!(gets.len(), 24, "one read per cached child: {gets:#?}");
     cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
     // ...then a second pass must send nothing: no apply, no status, no event, not even a GET
     // (Velero discovery is cached in the context).

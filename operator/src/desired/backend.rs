@@ -7,7 +7,7 @@
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, ServicePort, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -36,48 +36,39 @@ pub fn serving_port(clinic: &Clinic) -> i32 {
 }
 
 /// The backend Service (its `https` port alone with TLS on, so nothing reaches OpenMRS in
-/// plaintext through it), plus a headless one for cluster discovery when clustering is on.
+/// plaintext through it), and the headless Service that governs the StatefulSet: it gives each
+/// pod its DNS name and, with clustering, is where the replicas find each other.
 pub fn services(clinic: &Clinic) -> Vec<Service> {
-    let mut main = if clinic.backend_tls() {
-        port_service(clinic, name(clinic), Component::Backend, "https", super::tls_proxy::PORT)
-    } else {
-        http_service(clinic, name(clinic), Component::Backend, PORT)
-    };
+    let (port_name, port) =
+        if clinic.backend_tls() { ("https", super::tls_proxy::PORT) } else { ("http", PORT) };
+    let mut main = port_service(clinic, name(clinic), Component::Backend, port_name, port);
     if let Some(spec) = main.spec.as_mut() {
         // Sessions live in one backend's memory.
         spec.session_affinity = Some("ClientIP".into());
     }
-    let mut out = vec![main];
-    if clinic.spec.openmrs.backend.clustering.is_some() {
-        out.push(Service {
-            metadata: metadata(clinic, cluster_service_name(clinic), Component::Backend),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                selector: Some(clinic.selector_labels(Component::Backend)),
-                publish_not_ready_addresses: Some(true),
-                ports: Some(
-                    JGROUPS_PORTS
-                        .iter()
-                        .enumerate()
-                        .map(|(i, port)| ServicePort {
-                            name: Some(format!("jgroups-{i}")),
-                            port: *port,
-                            protocol: Some("TCP".into()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+    let mut pods = port_service(clinic, pods_service_name(clinic), Component::Backend, port_name, port);
+    if let Some(spec) = pods.spec.as_mut() {
+        spec.type_ = None;
+        spec.cluster_ip = Some("None".into());
+        // Replicas starting together must find each other before any is ready.
+        spec.publish_not_ready_addresses = Some(true);
+        if clinic.spec.openmrs.backend.clustering.is_some() {
+            spec.ports.get_or_insert_default().extend(JGROUPS_PORTS.iter().enumerate().map(|(i, port)| {
+                ServicePort {
+                    name: Some(format!("jgroups-{i}")),
+                    port: *port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }
+            }));
+        }
     }
-    out
+    vec![main, pods]
 }
 
-/// The headless Service through which clustered backend replicas find each other.
-pub fn cluster_service_name(clinic: &Clinic) -> String {
-    clinic.child_name("backend-cluster")
+/// The headless Service that governs the backend StatefulSet.
+pub fn pods_service_name(clinic: &Clinic) -> String {
+    clinic.child_name("backend-pods")
 }
 
 fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
@@ -127,7 +118,7 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         vars.push(env("cache.stack", "kubernetes"));
         vars.push(env(
             "jgroups.dns.query",
-            format!("{}.{}.svc.cluster.local", cluster_service_name(clinic), clinic.namespace),
+            format!("{}.{}.svc.cluster.local", pods_service_name(clinic), clinic.namespace),
         ));
         vars.push(env("jgroups.bind.port", JGROUPS_PORTS[0].to_string()));
     }
@@ -352,7 +343,7 @@ pub fn stateful_set(clinic: &Clinic, tls_proxy: Option<&ConfigMap>) -> StatefulS
         metadata: metadata(clinic, name(clinic), Component::Backend),
         spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
-            service_name: Some(name(clinic)),
+            service_name: Some(pods_service_name(clinic)),
             selector: selector(clinic, Component::Backend),
             pod_management_policy: Some("OrderedReady".into()),
             persistent_volume_claim_retention_policy: Some(retention(clinic)),

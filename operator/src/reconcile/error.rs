@@ -94,6 +94,10 @@ pub enum Error {
     #[error("could not write Secret {name}: {}. The operator retries with backoff.", Cause(source))]
     WriteCertificate { name: String, source: kube::Error },
 
+    /// A StatefulSet could not be deleted to be made again (its governing Service moved).
+    #[error("could not replace {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
+    Replace { kind: String, name: String, source: kube::Error },
+
     /// Reading the cluster failed.
     #[error("could not read {what}: {}. The operator retries with backoff.", Cause(source))]
     Read { what: String, source: kube::Error },
@@ -156,6 +160,7 @@ impl Error {
             Error::NameClash { .. } => "NameClash",
             Error::Certificate { .. } => "CertificateFailed",
             Error::WriteCertificate { .. } => "CertificateWriteFailed",
+            Error::Replace { .. } => "ReplaceFailed",
             Error::Read { .. } => "ReadFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize { .. } => "SerializationFailed",

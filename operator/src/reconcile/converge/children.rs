@@ -83,6 +83,55 @@ fn keep_immutable_fields(desired: &mut Value, live: &DynamicObject, notices: &mu
     spec.insert("volumeClaimTemplates".into(), kept);
 }
 
+/// A StatefulSet whose governing Service (`spec.serviceName`, which cannot change in place) is
+/// not the declared one: the notice that says it is being moved.
+fn governed_elsewhere(desired: &Value, live: &DynamicObject) -> Option<Notice> {
+    let wanted = desired.pointer("/spec/serviceName").and_then(Value::as_str)?;
+    let current = live.data.pointer("/spec/serviceName").and_then(Value::as_str)?;
+    (wanted != current).then(|| {
+        Notice::normal(
+            "GoverningServiceMoved",
+            format!(
+                "StatefulSet {}: governed by Service {wanted} instead of {current}; serviceName cannot change in place, so the StatefulSet is made again and adopts its running pods (they are not restarted)",
+                live.name_any()
+            ),
+        )
+    })
+}
+
+/// Deletes a StatefulSet leaving its pods and claims in place (`Orphan`), for one with the same
+/// selector to adopt them, and waits a little for it to be gone. True when it is.
+async fn replace_keeping_pods(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<bool> {
+    use kube::api::{DeleteParams, Preconditions};
+    ctx.metrics.record_write("delete");
+    let params = DeleteParams {
+        // Only the object that was read: one made again meanwhile is not touched.
+        preconditions: Some(Preconditions { uid, resource_version: None }),
+        ..DeleteParams::orphan()
+    };
+    let deleted = |source| Error::Replace { kind: "StatefulSet".into(), name: name.to_string(), source };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+        Err(source) => return Err(deleted(source)),
+    }
+    // The garbage collector removes the orphan finalizer once the pods are let go: well under a
+    // second on a healthy control plane.
+    for _ in 0..20 {
+        match api.get_metadata_opt(name).await {
+            Ok(None) => return Ok(true),
+            Ok(Some(_)) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            Err(source) => return Err(Error::Read { what: format!("StatefulSet {name}"), source }),
+        }
+    }
+    Ok(false)
+}
+
 /// The body the operator applies for a desired child: the object plus the annotation with the
 /// hash of what was declared. Returns the body and the hash.
 pub fn declared(object: &DynamicObject) -> Result<(Value, String)> {
@@ -229,6 +278,20 @@ async fn apply_child(
             .get_opt(&name)
             .await
             .map_err(|source| Error::Read { what: format!("{} {name}", ar.kind), source })?;
+        let moved =
+            full.as_ref().filter(|_| ar.kind == "StatefulSet").and_then(|f| governed_elsewhere(&value, f));
+        if let (Some(moved), Some(live)) = (moved, &full) {
+            // Not a deletion by someone else when the next pass finds it gone.
+            ctx.memory.forget_verified(&key);
+            outcome.notices.push(moved);
+            // Still going (its pods being let go): its deletion brings the next pass.
+            if replace_keeping_pods(ctx, &api, &name, live.uid()).await? {
+                let after = write_child(ctx, clinic, &ar, &name, &value, false).await?;
+                ctx.memory.set_verified(key, marker(&ar.kind, &after.metadata));
+                outcome.change = Change::Updated;
+            }
+            return Ok(outcome);
+        }
         if let Some(mut full) = full {
             exists = true;
             live_hash = full.annotations().get(DESIRED_HASH_ANNOTATION).cloned();

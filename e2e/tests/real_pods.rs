@@ -1586,7 +1586,8 @@ fn load(env: &Env, from: &str, url: &str, password: &str, rate: u32, duration: &
 
 /// The load kit (hack/loadtest.sh, vegeta) against the NET clinic through its gateway Service,
 /// as users reach it: at rest, then while one gateway pod is deleted, while the operator is
-/// killed, and while MariaDB's pod is deleted. The stand-in backend answers, so the figures
+/// killed, while MariaDB's pod is deleted, and while the backend's pod is deleted, with one
+/// replica and then two. The stand-in backend answers, so the figures
 /// prove the kit and the path, not OpenMRS's own speed.
 fn load_through_faults(env: &Env) -> Result<()> {
     let (ns, clinic) = NET;
@@ -1636,6 +1637,40 @@ fn load_through_faults(env: &Env) -> Result<()> {
     under("MariaDB pod deleted:", &|| {
         env.kubectl(&["-n", ns, "delete", "pod", &format!("{clinic}-mariadb-0"), "--wait=false"]).map(drop)
     })?;
+    env.wait_ready(ns, clinic, READY)?;
+    // The backend's one pod lost: an outage for as long as it takes to start and be ready.
+    let delete_backend = || {
+        env.kubectl(&["-n", ns, "delete", "pod", &format!("{clinic}-backend-0"), "--wait=false"]).map(drop)
+    };
+    let single = under("backend pod deleted:", &delete_backend)?;
+    env.wait_ready(ns, clinic, READY)?;
+    // Two replicas (spec.openmrs.backend.clustering): the other one serves while it comes back.
+    env.plane.apply_yaml(&format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {clinic}-attachments, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteMany]\n  storageClassName: standard\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+    ))?;
+    let clustering = format!(
+        r#"{{"spec":{{"openmrs":{{"backend":{{"replicas":2,"clustering":{{"elasticsearchUris":"http://search:9200","attachmentsClaimName":"{clinic}-attachments"}}}}}}}}}}"#
+    );
+    env.merge_patch(ns, "clinicplatform", clinic, &clustering)?;
+    eventually("two backend pods ready", READY, || {
+        let statefulset = env.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-backend")])?;
+        Ok(statefulset["status"]["readyReplicas"] == 2 && statefulset["status"]["updatedReplicas"] == 2)
+    })?;
+    env.wait_ready(ns, clinic, READY)?;
+    let clustered = under("backend pod deleted, 2 replicas:", &delete_backend)?;
+    ensure!(
+        clustered.success_percent >= single.success_percent,
+        "two backend replicas did worse than one: {} vs {}",
+        clustered.line,
+        single.line
+    );
+    env.merge_patch(
+        ns,
+        "clinicplatform",
+        clinic,
+        r#"{"spec":{"openmrs":{"backend":{"replicas":1,"clustering":null}}}}"#,
+    )?;
+    eventually("back to one backend pod", READY, || Ok(env.pods(ns, clinic, "backend")?.len() == 1))?;
     env.wait_ready(ns, clinic, READY)?;
     Ok(())
 }
@@ -1710,11 +1745,12 @@ fn the_operator_sees_what_users_see(env: &Env) -> Result<()> {
 }
 
 /// The operator SIGKILLed in the middle of converging a clinic with real pods converges it on
-/// restart, with no regenerated secret and no duplicate workload.
+/// restart, with no regenerated secret and no duplicate workload. Its MariaDB runs with the
+/// PriorityClass its spec names.
 fn operator_killed_mid_converge(env: &Env) -> Result<()> {
     let (ns, clinic) = ("e2e-kill", "kill");
     env.namespace(ns)?;
-    env.clinic(ns, clinic, SMALL)?;
+    env.clinic(ns, clinic, &format!("{SMALL}    placement: {{priorityClassName: clinic-critical}}\n"))?;
     eventually("the generated Secrets exist", Duration::from_secs(60), || {
         Ok(env.kubectl(&["-n", ns, "get", "secret", "kill-db-credentials", "kill-openmrs-admin"]).is_ok())
     })?;
@@ -1732,6 +1768,14 @@ fn operator_killed_mid_converge(env: &Env) -> Result<()> {
     eventually("6 pods Running and Ready", Duration::from_secs(120), || {
         Ok(env.every_pod_ready(ns, clinic)? == 6)
     })?;
+    // The PriorityClass its spec names (one the policy lists), resolved by admission.
+    let mariadb = env.json(&["-n", ns, "get", "pod", &format!("{clinic}-mariadb-0")])?;
+    ensure!(
+        mariadb["spec"]["priorityClassName"] == "clinic-critical" && mariadb["spec"]["priority"] == 1_000_000,
+        "MariaDB's priority: {} {}",
+        mariadb["spec"]["priorityClassName"],
+        mariadb["spec"]["priority"]
+    );
     let selector = format!("{INSTANCE}={clinic}");
     for (kind, expected) in [("statefulsets", 2), ("deployments", 2), ("replicasets", 2)] {
         let n = env.json(&["-n", ns, "get", kind, "-l", &selector])?["items"]
@@ -1861,6 +1905,11 @@ fn setup() -> Result<Env> {
     let mut policy: serde_yaml::Value = serde_yaml::from_str(&operator::suite_policy()?)?;
     policy["clinicProbe"] = serde_yaml::from_str(
         "{operatorNamespace: clinic-operator, intervalSeconds: 5, timeoutSeconds: 3, failuresBeforeDown: 2}",
+    )?;
+    // A PriorityClass the platform lets clinics use (operator_killed_mid_converge's MariaDB).
+    policy["priorityClasses"] = serde_yaml::from_str("[clinic-critical]")?;
+    plane.apply_yaml(
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: clinic-critical}\nvalue: 1000000\ndescription: clinic databases (the real-pods tier)\n",
     )?;
     let policy_file = plane.dir.join("policy-probing.yaml");
     std::fs::write(&policy_file, serde_yaml::to_string(&policy)?)?;

@@ -26,6 +26,9 @@ pub struct Policy {
     pub dashboard_namespaces: Vec<String>,
     /// Namespaces a clinic may open its metrics ports to (`spec.monitoring.prometheusNamespace`).
     pub prometheus_namespaces: Vec<String>,
+    /// PriorityClasses a clinic's pods may run with (`placement.priorityClassName` of each
+    /// component). None by default: a tenant's high priority would evict other tenants' pods.
+    pub priority_classes: Vec<String>,
     /// Namespaces whose Elasticsearch a clustered backend may search through
     /// (`spec.openmrs.backend.clustering.elasticsearchUris` naming a Service there); its
     /// NetworkPolicy then lets the backend reach that namespace on the URI's port. The clinic's
@@ -106,6 +109,7 @@ impl Default for Policy {
             dashboard_namespaces: one("monitoring"),
             prometheus_namespaces: one("monitoring"),
             search_namespaces: Vec::new(),
+            priority_classes: Vec::new(),
             ingress_controller_namespaces: one("ingress-nginx"),
             cluster_issuers: one("*"),
             ingress_hosts: one("*"),
@@ -144,6 +148,7 @@ impl Policy {
             dashboard_namespaces: any(),
             prometheus_namespaces: any(),
             search_namespaces: any(),
+            priority_classes: any(),
             ingress_controller_namespaces: any(),
             cluster_issuers: any(),
             ingress_hosts: any(),
@@ -686,6 +691,17 @@ impl Policy {
             &self.prometheus_namespaces,
             "prometheusNamespaces",
         ));
+        let openmrs = &spec.openmrs;
+        for (field, placement) in [
+            ("spec.openmrs.backend.placement.priorityClassName", &openmrs.backend.placement),
+            ("spec.openmrs.frontend.placement.priorityClassName", &openmrs.frontend.placement),
+            ("spec.openmrs.gateway.placement.priorityClassName", &openmrs.gateway.placement),
+            ("spec.database.placement.priorityClassName", &spec.database.placement),
+        ] {
+            if let Some(class) = &placement.priority_class_name {
+                requests.push(Request::named(field, class, &self.priority_classes, "priorityClasses"));
+            }
+        }
         for (namespace, _) in clinic.search_services().into_iter().filter(|(ns, _)| *ns != clinic.namespace) {
             requests.push(Request::named(
                 "spec.openmrs.backend.clustering.elasticsearchUris",

@@ -1120,3 +1120,49 @@ fn pod_of(objects: &[DynamicObject], kind: &str, name: &str) -> PodSpec {
         _ => typed::<Deployment>(objects, kind, name).spec.unwrap().template.spec.unwrap(),
     }
 }
+
+/// A serving pod being deleted keeps answering while the Services withdraw it: every container
+/// of the backend, frontend and gateway pods waits before it is signalled, within the grace
+/// period; MariaDB, which no Service balances, stops at once.
+#[test]
+fn serving_pods_drain_before_they_stop() {
+    let objects = objects(&clinic("  {}\n"));
+    let pods: Vec<(&str, PodSpec)> = vec![
+        (
+            "backend",
+            typed::<StatefulSet>(&objects, "StatefulSet", "lyon-backend")
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap(),
+        ),
+        (
+            "frontend",
+            typed::<Deployment>(&objects, "Deployment", "lyon-frontend").spec.unwrap().template.spec.unwrap(),
+        ),
+        (
+            "gateway",
+            typed::<Deployment>(&objects, "Deployment", "lyon-gateway").spec.unwrap().template.spec.unwrap(),
+        ),
+    ];
+    for (name, pod) in pods {
+        let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+        for container in &pod.containers {
+            let sleep = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.sleep.as_ref())
+                .unwrap_or_else(|| panic!("{name}/{}: no preStop sleep", container.name));
+            assert_eq!(sleep.seconds, 5, "{name}/{}", container.name);
+            assert!(
+                sleep.seconds * 3 <= grace,
+                "{name}: {grace} s of grace leave too little after the drain"
+            );
+        }
+    }
+    let mariadb =
+        typed::<StatefulSet>(&objects, "StatefulSet", "lyon-mariadb").spec.unwrap().template.spec.unwrap();
+    assert!(mariadb.containers.iter().all(|c| c.lifecycle.is_none()));
+}

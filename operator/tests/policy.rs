@@ -72,6 +72,37 @@ fn an_elasticsearch_in_another_namespace_must_be_listed() {
     assert_eq!(admitted.search_services(), [("search".to_string(), 9200), ("search".to_string(), 9201)]);
 }
 
+/// A PriorityClass decides whose pods the scheduler evicts: only the platform's are allowed, and
+/// the pods of the component that names one run with it.
+#[test]
+fn priority_classes_are_the_platforms() {
+    let spec = "  database:\n    placement: {priorityClassName: clinic-critical}\n";
+    assert_eq!(refused_field(&Policy::default(), spec), "spec.database.placement.priorityClassName");
+    let listed = Policy { priority_classes: vec!["clinic-critical".into()], ..Policy::default() };
+    assert_eq!(
+        refused_field(
+            &listed,
+            "  openmrs:\n    gateway:\n      placement: {priorityClassName: system-cluster-critical}\n"
+        ),
+        "spec.openmrs.gateway.placement.priorityClassName"
+    );
+    let clinic = listed.admit(clinic(spec)).unwrap();
+    let objects =
+        clinic_operator::desired::objects(&clinic, &clinic_operator::desired::SecretValues::Placeholder);
+    let class_of = |name: &str| {
+        let sts = objects
+            .iter()
+            .find(|o| {
+                o.types.as_ref().is_some_and(|t| t.kind == "StatefulSet")
+                    && o.metadata.name.as_deref() == Some(name)
+            })
+            .unwrap();
+        sts.data["spec"]["template"]["spec"]["priorityClassName"].clone()
+    };
+    assert_eq!(class_of("lyon-mariadb"), "clinic-critical");
+    assert!(class_of("lyon-backend").is_null(), "only the component that names it");
+}
+
 #[test]
 fn elasticsearch_uris_that_do_not_parse_are_refused() {
     use clinic_operator::model::{SearchEndpoint, search_endpoints};

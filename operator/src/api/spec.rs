@@ -417,6 +417,14 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods: which pods the scheduler evicts first when the cluster is
+    /// full, and which wait. Must be one the platform's policy lists (`priorityClasses`); unset,
+    /// the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("priorityClassName: must be a lower-case DNS name, e.g. clinic-critical"))]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
 }
 
 /// A public host name: lower-case DNS labels, at least two.

@@ -335,6 +335,7 @@ pub fn stateful_set(clinic: &Clinic, tls_proxy: Option<&ConfigMap>) -> StatefulS
             containers: std::iter::once(main).chain(containers).collect(),
             volumes,
             spread: Some(Component::Backend),
+            drains: true,
             grace_seconds: Some(60),
             ..Default::default()
         },

@@ -80,6 +80,7 @@ pub fn deployment(clinic: &Clinic) -> Deployment {
                 empty_dir("tmp", "64Mi"),
             ],
             spread: Some(Component::Frontend),
+            drains: true,
             ..Default::default()
         },
     );

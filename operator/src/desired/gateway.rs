@@ -253,6 +253,7 @@ pub fn deployment(clinic: &Clinic, config: &ConfigMap) -> Deployment {
             },
             volumes,
             spread: Some(Component::Gateway),
+            drains: true,
             ..Default::default()
         },
     );

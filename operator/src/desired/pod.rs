@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Sysctl, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    Lifecycle, LifecycleHandler, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, SleepAction, Sysctl, TCPSocketAction,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -202,13 +203,33 @@ pub(crate) struct PodParts {
     /// Spread the component's replicas over nodes (not for single-replica databases).
     pub spread: Option<Component>,
     pub grace_seconds: Option<i64>,
+    /// Behind a Service: each container waits [`DRAIN_SECONDS`] before it is signalled to stop.
+    pub drains: bool,
 }
+
+/// How long a serving pod's containers keep running once the pod is being deleted, before they
+/// are signalled: the time for kube-proxy and the Ingress controller to stop sending it new
+/// requests (the endpoint is withdrawn at once, the rules follow within a second or two), so
+/// that a pod's end (a rollout, a drain, a scale-down) fails no request. The kubelet's own
+/// `sleep` action: no binary needed in the image.
+pub(crate) const DRAIN_SECONDS: i64 = 5;
 
 /// A pod of the platform: restricted security context, no API token, no service links, the
 /// image pull secrets, placement and residency.
 pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, mut parts: PodParts) -> PodSpec {
     for container in parts.init_containers.iter_mut().chain(parts.containers.iter_mut()) {
         bound_ephemeral_storage(container, &parts.volumes);
+    }
+    if parts.drains {
+        for container in &mut parts.containers {
+            container.lifecycle = Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction { seconds: DRAIN_SECONDS }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
     }
     PodSpec {
         init_containers: non_empty_vec(&parts.init_containers),
@@ -233,6 +254,7 @@ pub(crate) fn pod_spec(clinic: &Clinic, placement: &Placement, mut parts: PodPar
         tolerations: non_empty_vec(&placement.tolerations),
         topology_spread_constraints: parts.spread.and_then(|c| topology_spread(clinic, c, placement)),
         termination_grace_period_seconds: parts.grace_seconds,
+        priority_class_name: placement.priority_class_name.clone(),
         volumes: non_empty_vec(&parts.volumes),
         ..Default::default()
     }

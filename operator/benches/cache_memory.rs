@@ -1,5 +1,7 @@
 //! `cargo bench -p clinic-operator --bench cache_memory`: the heap the operator's caches (and its
-//! memory of verified children) hold for a fleet of converged default clinics, per clinic.
+//! memory of verified children) hold for a fleet of converged default clinics, per clinic, and
+//! beside them the other parts that grow with the fleet: the cached ClinicPlatforms and the
+//! per-clinic metric series.
 //!
 //! Not a test (nothing asserts a size): it prints figures for `docs/benchmarks.md`. Every child
 //! of N clinics is rendered, given what the API server adds (uid, resourceVersion, generation,
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use clinic_operator::api::ClinicPlatform;
 use clinic_operator::desired::{self, SecretValues};
+use clinic_operator::metrics::{ClinicTimes, Metrics};
 use clinic_operator::model;
 use clinic_operator::reconcile::caches::{CacheWriters, Caches, marker};
 use clinic_operator::reconcile::memory::Memory;
@@ -80,26 +83,38 @@ fn served_children(i: usize) -> Vec<DynamicObject> {
     objects
 }
 
-/// What a converged fleet leaves in memory: the caches filled by the watches, and every cached
-/// child remembered as verified.
-struct Held {
-    _caches: Caches,
-    _writers: CacheWriters,
-    _memory: Memory,
-}
-
-fn fill(n: usize) -> (Held, usize, usize) {
+/// The child caches, filled as the watches fill them: workloads whole, every other kind as
+/// metadata only.
+fn fill_children_only(n: usize) -> (Caches, CacheWriters) {
     let (caches, mut writers) = Caches::new();
-    let memory = Memory::default();
-    let (mut children, mut secrets) = (0, 0);
     for (_, writer) in &mut writers.children {
         writer.apply_watcher_event(&Event::Init);
     }
+    for i in 0..n {
+        for mut object in served_children(i) {
+            let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+            let Some((_, writer)) = writers.children.iter_mut().find(|(ar, _)| ar.kind == kind) else {
+                continue;
+            };
+            if !clinic_operator::reconcile::caches::is_workload(&kind) {
+                object.data = serde_json::json!({});
+            }
+            writer.apply_watcher_event(&Event::InitApply(object));
+        }
+    }
+    for (_, writer) in &mut writers.children {
+        writer.apply_watcher_event(&Event::InitDone);
+    }
+    (caches, writers)
+}
+
+/// The Secrets' metadata cache, filled as the Secret watch fills it.
+fn fill_secrets(n: usize) -> impl Sized {
+    let (caches, mut writers) = Caches::new();
     writers.secrets.apply_watcher_event(&Event::Init);
     for i in 0..n {
         for object in served_children(i) {
-            let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
-            if kind == "Secret" {
+            if object.types.as_ref().is_some_and(|t| t.kind == "Secret") {
                 // Secrets are watched as metadata only.
                 let meta = PartialObjectMeta::<Secret> {
                     types: object.types.clone(),
@@ -107,28 +122,58 @@ fn fill(n: usize) -> (Held, usize, usize) {
                     _phantom: Default::default(),
                 };
                 writers.secrets.apply_watcher_event(&Event::InitApply(meta));
-                secrets += 1;
-                continue;
             }
-            let Some((_, writer)) = writers.children.iter_mut().find(|(ar, _)| ar.kind == kind) else {
-                continue;
-            };
-            let key = (kind.clone(), object.namespace().unwrap_or_default(), object.name_any());
-            memory.set_verified(key, marker(&kind, &object.metadata));
-            // As the watches deliver them: workloads whole, every other kind as metadata only.
-            let mut served = object;
-            if !clinic_operator::reconcile::caches::is_workload(&kind) {
-                served.data = serde_json::json!({});
-            }
-            writer.apply_watcher_event(&Event::InitApply(served));
-            children += 1;
         }
     }
-    for (_, writer) in &mut writers.children {
-        writer.apply_watcher_event(&Event::InitDone);
-    }
     writers.secrets.apply_watcher_event(&Event::InitDone);
-    (Held { _caches: caches, _writers: writers, _memory: memory }, children, secrets)
+    (caches, writers.secrets)
+}
+
+/// The memory of verified children: every cached child of a converged fleet, with its marker.
+fn fill_markers(n: usize) -> Memory {
+    let memory = Memory::default();
+    for i in 0..n {
+        for object in served_children(i) {
+            let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+            if kind != "Secret" {
+                let key = (kind.clone(), object.namespace().unwrap_or_default(), object.name_any());
+                memory.set_verified(key, marker(&kind, &object.metadata));
+            }
+        }
+    }
+    memory
+}
+
+/// The ClinicPlatforms of `n` clinics as the operator caches them: a converged clinic's object as
+/// the API server served it in the real-pods tier (managedFields dropped, as the watch does).
+fn served_clinics(n: usize) -> Vec<ClinicPlatform> {
+    let sample: serde_json::Value =
+        serde_json::from_str(include_str!("converged-clinic.json")).expect("the fixture is JSON");
+    (0..n)
+        .map(|i| {
+            let mut cp = sample.clone();
+            cp["metadata"]["name"] = format!("clinic-{i:04}").into();
+            cp["metadata"]["namespace"] = format!("clinic-{i:04}").into();
+            cp["metadata"]["uid"] = format!("6f1c2a8e-0000-4000-8000-{i:012}").into();
+            serde_json::from_value(cp).expect("a ClinicPlatform")
+        })
+        .collect()
+}
+
+/// Heap kept by `make`'s result, in bytes.
+fn kept<T>(make: impl FnOnce() -> T) -> (T, isize) {
+    let before = live();
+    let held = make();
+    (held, live() - before)
+}
+
+fn mib(bytes: isize) -> f64 {
+    bytes as f64 / 1024.0 / 1024.0
+}
+
+/// KiB per clinic.
+fn kib_each(bytes: isize, clinics: usize) -> f64 {
+    bytes as f64 / 1024.0 / clinics as f64
 }
 
 fn main() {
@@ -140,15 +185,52 @@ fn main() {
         return;
     }
     for n in [100usize, 1000] {
-        let before = live();
-        let (held, children, secrets) = fill(n);
-        let bytes = live() - before;
+        let (caches, records) = kept(|| fill_children_only(n));
+        let (secrets, secret_bytes) = kept(|| fill_secrets(n));
+        let (markers, marker_bytes) = kept(|| fill_markers(n));
+        drop((caches, secrets, markers));
+        let (clinics, clinic_bytes) = kept(|| {
+            let (reader, mut writer) = kube::runtime::reflector::store::<ClinicPlatform>();
+            writer.apply_watcher_event(&Event::Init);
+            for cp in served_clinics(n) {
+                writer.apply_watcher_event(&Event::InitApply(cp));
+            }
+            writer.apply_watcher_event(&Event::InitDone);
+            (reader, writer)
+        });
+        drop(clinics);
+        let (metrics, metric_bytes) = kept(|| {
+            let metrics = Metrics::new();
+            let times = ClinicTimes {
+                last_backup: Some(1.8e9),
+                database_certificate_expiry: Some(1.9e9),
+                backend_certificate_expiry: None,
+            };
+            for i in 0..n {
+                let namespace = format!("clinic-{i:04}");
+                metrics.observe_clinic(&namespace, &namespace, true, times);
+                metrics.observe_probe(&namespace, &namespace, true, 0.01);
+            }
+            metrics
+        });
+        drop(metrics);
+        let parts = [
+            ("child records", records),
+            ("Secrets' metadata", secret_bytes),
+            ("verified markers", marker_bytes),
+            ("ClinicPlatforms", clinic_bytes),
+            ("metric series", metric_bytes),
+        ];
+        let total: isize = parts.iter().map(|(_, b)| b).sum();
+        let shown: Vec<String> = parts
+            .iter()
+            .map(|(what, b)| format!("{what} {:.1} MiB ({:.1} KiB)", mib(*b), kib_each(*b, n)))
+            .collect();
         println!(
-            "{n:>5} clinics, {children} children and {secrets} Secrets cached: {:.1} MiB, {:.1} KiB per clinic, {:.0} bytes per object",
-            bytes as f64 / 1024.0 / 1024.0,
-            bytes as f64 / 1024.0 / n as f64,
-            bytes as f64 / (children + secrets) as f64
+            "{n:>5} clinics: {:.1} MiB in all, {:.1} KiB per clinic: {}",
+            mib(total),
+            kib_each(total, n),
+            shown.join(", ")
         );
-        drop(held);
     }
 }

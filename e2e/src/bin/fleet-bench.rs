@@ -513,10 +513,12 @@ fn workload_ready(kind: &str, o: &kube::api::DynamicObject) -> bool {
         && number(&status["observedGeneration"]) >= o.metadata.generation.unwrap_or(0)
 }
 
-/// Watches every StatefulSet and Deployment into `readiness` until the runtime stops.
+/// Watches every StatefulSet and Deployment into `readiness` until the runtime stops. A watch
+/// that fails is retried with backoff, as the operator's are, rather than freezing the curve.
 fn watch_readiness(runtime: &tokio::runtime::Runtime, client: &kube::Client, readiness: &Readiness) {
-    use futures::TryStreamExt;
+    use futures::StreamExt;
     use kube::api::{Api, ApiResource, DynamicObject};
+    use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
     for resource in [
         ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
@@ -524,33 +526,28 @@ fn watch_readiness(runtime: &tokio::runtime::Runtime, client: &kube::Client, rea
     ] {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let readiness = readiness.clone();
-        runtime.spawn(async move {
-            let kind = resource.kind.clone();
-            let stream = watcher::watcher(api, watcher::Config::default());
-            let _ = stream
-                .try_for_each(|event| {
-                    let mut seen = readiness.lock().unwrap_or_else(|p| p.into_inner());
-                    match &event {
-                        Event::Apply(o) | Event::InitApply(o) => {
-                            let key = (
-                                o.metadata.namespace.clone().unwrap_or_default(),
-                                format!("{kind}/{}", o.metadata.name.clone().unwrap_or_default()),
-                            );
-                            seen.insert(key, workload_ready(&kind, o));
-                        }
-                        Event::Delete(o) => {
-                            let key = (
-                                o.metadata.namespace.clone().unwrap_or_default(),
-                                format!("{kind}/{}", o.metadata.name.clone().unwrap_or_default()),
-                            );
-                            seen.remove(&key);
-                        }
-                        Event::Init | Event::InitDone => {}
-                    }
-                    futures::future::ready(Ok(()))
-                })
-                .await;
-        });
+        let kind = resource.kind;
+        let key = {
+            let kind = kind.clone();
+            move |o: &DynamicObject| {
+                let name = o.metadata.name.as_deref().unwrap_or_default();
+                (o.metadata.namespace.clone().unwrap_or_default(), format!("{kind}/{name}"))
+            }
+        };
+        let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        runtime.spawn(events.for_each(move |event| {
+            let mut seen = readiness.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                Ok(Event::Apply(o) | Event::InitApply(o)) => {
+                    seen.insert(key(&o), workload_ready(&kind, &o));
+                }
+                Ok(Event::Delete(o)) => {
+                    seen.remove(&key(&o));
+                }
+                Ok(Event::Init | Event::InitDone) | Err(_) => {}
+            }
+            futures::future::ready(())
+        }));
     }
 }
 

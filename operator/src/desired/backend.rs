@@ -48,7 +48,6 @@ pub fn services(clinic: &Clinic) -> Vec<Service> {
     }
     let mut pods = port_service(clinic, pods_service_name(clinic), Component::Backend, port_name, port);
     if let Some(spec) = pods.spec.as_mut() {
-        spec.type_ = None;
         spec.cluster_ip = Some("None".into());
         // Replicas starting together must find each other before any is ready.
         spec.publish_not_ready_addresses = Some(true);

@@ -114,11 +114,15 @@ async fn replace_keeping_pods(
         preconditions: Some(Preconditions { uid, resource_version: None }),
         ..DeleteParams::orphan()
     };
-    let deleted = |source| Error::Replace { kind: "StatefulSet".into(), name: name.to_string(), source };
     match api.delete(name, &params).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-        Err(source) => return Err(deleted(source)),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        // The uid precondition failed: another StatefulSet stands there now, which the next pass
+        // reads and compares (waiting for it to go would be waiting for nothing).
+        Err(kube::Error::Api(status)) if status.code == 409 => return Ok(false),
+        Err(source) => {
+            return Err(Error::Replace { kind: "StatefulSet".into(), name: name.to_string(), source });
+        }
     }
     // The garbage collector removes the orphan finalizer once the pods are let go: well under a
     // second on a healthy control plane.

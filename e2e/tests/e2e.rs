@@ -493,11 +493,7 @@ fn spec_invalid_beyond_schema_degrades_without_writes(env: &Env) -> Result<()> {
     ensure!(ready["status"] == "False", "Ready should be False: {ready}");
     let children = env.children(ns, "bad")?;
     ensure!(children.is_empty(), "an invalid spec must apply nothing, found {children:?}");
-    eventually("Warning event InvalidSpec", Duration::from_secs(30), || {
-        let events =
-            env.json(&["-n", ns, "get", "events", "--field-selector", "reason=InvalidSpec,type=Warning"])?;
-        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
-    })?;
+    env.wait_warning_event(ns, "InvalidSpec", Duration::from_secs(30))?;
     Ok(())
 }
 
@@ -1296,17 +1292,7 @@ fn upgrade_waits_for_a_backup(env: &Env) -> Result<()> {
     env.poke(ns, "up")?;
     env.wait_condition(ns, "up", ("Degraded", "True", "UpgradeBackupFailed"), Duration::from_secs(40))?;
     ensure!(env.backend_image(ns, "up")?.ends_with(":3.8.0-no-demo"), "upgraded despite a failed backup");
-    eventually("Warning event UpgradeBackupFailed", Duration::from_secs(20), || {
-        let events = env.json(&[
-            "-n",
-            ns,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=UpgradeBackupFailed,type=Warning",
-        ])?;
-        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
-    })?;
+    env.wait_warning_event(ns, "UpgradeBackupFailed", Duration::from_secs(20))?;
     // Skipping the gate is explicit.
     env.merge_patch(ns, "clinicplatform", "up", r#"{"spec":{"backup":{"upgradeGate":"Skip"}}}"#)?;
     eventually("backend upgraded to 3.9.0 with the gate skipped", Duration::from_secs(40), || {
@@ -1406,17 +1392,45 @@ fn namespace_pod_security_is_enforced_and_opt_out_is_visible(env: &Env) -> Resul
     let workloads =
         env.kubectl(&["-n", "e2e-psa-optout", "get", "statefulsets,deployments", "-o", "name"])?;
     ensure!(workloads.trim().is_empty(), "a refused clinic got workloads: {workloads}");
-    eventually("Warning event NotAllowed", Duration::from_secs(20), || {
-        let events = env.json(&[
-            "-n",
-            "e2e-psa-optout",
-            "get",
-            "events",
-            "--field-selector",
-            "reason=NotAllowed,type=Warning",
-        ])?;
-        Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
-    })?;
+    env.wait_warning_event("e2e-psa-optout", "NotAllowed", Duration::from_secs(20))?;
+    Ok(())
+}
+
+/// `examples/high-availability.yaml` on a cluster without the mariadb-operator: refused with
+/// `DatabaseOperatorMissing`, a Warning event and nothing written (no single MariaDB in its
+/// place). The choice is fixed at creation: the API server refuses adding, removing or resizing
+/// it afterwards. (The kind workflow installs the mariadb-operator and proves the rest.)
+fn a_replicated_database_waits_for_the_mariadb_operator(env: &Env) -> Result<()> {
+    let (ns, name) = ("clinic-ha", "clinic-ha");
+    let example = workspace_root().join("examples/high-availability.yaml");
+    env.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    env.wait_condition(ns, name, ("Degraded", "True", "DatabaseOperatorMissing"), Duration::from_secs(60))?;
+    let degraded = env.condition(ns, name, "Degraded")?.context("no Degraded")?;
+    ensure!(
+        degraded["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("k8s.mariadb.com") && m.contains("Nothing was applied")),
+        "{degraded}"
+    );
+    env.wait_warning_event(ns, "DatabaseOperatorMissing", Duration::from_secs(20))?;
+    let written = env.children(ns, name)?;
+    ensure!(written.is_empty(), "a clinic waiting for the mariadb-operator got children: {written:?}");
+
+    // Set at creation only, in both directions, and its size too.
+    let refused = |patch: &str, clinic: &str| -> Result<String> {
+        match env.kubectl(&["-n", ns, "patch", "clinicplatform", clinic, "--type=merge", "-p", patch]) {
+            Ok(out) => anyhow::bail!("patch {patch} of {clinic} accepted: {out}"),
+            Err(e) => Ok(format!("{e:#}")),
+        }
+    };
+    let removed = refused(r#"{"spec":{"database":{"highAvailability":null}}}"#, name)?;
+    ensure!(removed.contains("spec.database.highAvailability: set at creation only"), "{removed}");
+    let resized = refused(r#"{"spec":{"database":{"highAvailability":{"replicas":5}}}}"#, name)?;
+    ensure!(resized.contains("set at creation only"), "{resized}");
+    env.clinic(ns, "single", "  paused: true\n")?;
+    let added = refused(r#"{"spec":{"database":{"highAvailability":{"replicas":3}}}}"#, "single")?;
+    ensure!(added.contains("spec.database.highAvailability: set at creation only"), "{added}");
+    env.kubectl(&["-n", ns, "delete", "clinicplatform", "single", "--wait=false"])?;
     Ok(())
 }
 
@@ -2690,6 +2704,7 @@ fn main() -> ExitCode {
         Local kind_workflow_steps_pass_locally,
         Local oldest_supported_api_server_accepts_the_crd_and_children,
         Any namespace_pod_security_is_enforced_and_opt_out_is_visible,
+        Local a_replicated_database_waits_for_the_mariadb_operator,
         Any tls_certificate_and_compliance_evidence,
         Any gateway_route_is_accepted_and_refusals_are_told,
         Any monitoring_is_accepted_by_the_real_schemas,

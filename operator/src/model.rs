@@ -113,6 +113,18 @@ pub struct Clinic {
     /// How the operator probes the clinic through its gateway, as the policy says (`None`
     /// until admitted, and without the policy's `clinicProbe`).
     pub probe: Option<crate::policy::ClinicProbePolicy>,
+    /// The replicated MariaDB of `spec.database.highAvailability`, as the policy admits it
+    /// (`None` without it, and until admitted).
+    pub database_cluster: Option<DatabaseCluster>,
+}
+
+/// A replicated MariaDB run by the mariadb-operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseCluster {
+    /// MariaDB servers: one primary, the others replicas.
+    pub replicas: i32,
+    /// Where the mariadb-operator runs (the policy's `databaseOperatorNamespace`).
+    pub operator_namespace: String,
 }
 
 /// The images the workloads run now, kept while an upgrade is gated.
@@ -437,6 +449,20 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
     if let Some(clustering) = &spec.openmrs.backend.clustering {
         search_endpoints(&clustering.elasticsearch_uris, &namespace)?;
     }
+    if spec.database.high_availability.is_some() {
+        if spec.security.mtls {
+            return Err(InvalidSpec::new(
+                "spec.security.mtls",
+                "not with spec.database.highAvailability yet: the mesh policies select the operator's own MariaDB pods, not the mariadb-operator's",
+            ));
+        }
+        if spec.database.tls.issuer_ref.is_some() {
+            return Err(InvalidSpec::new(
+                "spec.database.tls.issuerRef",
+                "not with spec.database.highAvailability, where the mariadb-operator issues MariaDB's certificates from the clinic's CA",
+            ));
+        }
+    }
     for (field, value) in [
         ("spec.backup.retention", &spec.backup.retention),
         ("spec.backup.rpo", &spec.backup.rpo),
@@ -461,6 +487,7 @@ pub fn validate_beyond_cel(cp: &ClinicPlatform) -> Result<Clinic, InvalidSpec> {
         alert_routing: None,
         mesh: None,
         probe: None,
+        database_cluster: None,
         spec: spec.clone(),
         owner,
     })
@@ -560,6 +587,7 @@ pub fn unchecked(cp: &ClinicPlatform) -> Clinic {
         alert_routing: None,
         mesh: None,
         probe: None,
+        database_cluster: None,
     }
 }
 

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ClinicPlatformSpec, IssuerKind, RouteSpec};
-use crate::model::{Clinic, DEFAULT_REGISTRY, InvalidSpec};
+use crate::model::{Clinic, DEFAULT_REGISTRY, DatabaseCluster, InvalidSpec};
 
 /// What clinics may ask for. Read from YAML (camelCase keys); unknown keys are refused, so a
 /// misspelt rule never silently allows everything.
@@ -35,6 +35,12 @@ pub struct Policy {
     /// own namespace needs no permission. None by default: an Elasticsearch shared by clinics
     /// holds their indexes side by side.
     pub search_namespaces: Vec<String>,
+    /// The namespace the mariadb-operator runs in, for clinics that ask for a replicated
+    /// database (`spec.database.highAvailability`): their MariaDB pods admit its controller on
+    /// MariaDB's and its agents' ports. None by default: such a clinic is then refused, since
+    /// only the platform team knows whether that operator runs and where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_operator_namespace: Option<String>,
     /// Namespaces a clinic may open its gateway to (`spec.ingress.controllerNamespace`).
     pub ingress_controller_namespaces: Vec<String>,
     /// ClusterIssuers a clinic may name in `spec.ingress.tls.issuerRef`,
@@ -110,6 +116,7 @@ impl Default for Policy {
             prometheus_namespaces: one("monitoring"),
             search_namespaces: Vec::new(),
             priority_classes: Vec::new(),
+            database_operator_namespace: None,
             ingress_controller_namespaces: one("ingress-nginx"),
             cluster_issuers: one("*"),
             ingress_hosts: one("*"),
@@ -171,10 +178,14 @@ impl Policy {
                 },
             }),
             mesh: Some(MeshPolicy::default()),
+            database_operator_namespace: Some(DEFAULT_DATABASE_OPERATOR_NAMESPACE.into()),
             ..Self::default()
         }
     }
 }
+
+/// Where the mariadb-operator's chart is installed in its own documentation.
+pub const DEFAULT_DATABASE_OPERATOR_NAMESPACE: &str = "mariadb-operator";
 
 /// A Gateway clinics may attach to, as the platform team runs it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
@@ -593,6 +604,21 @@ impl Policy {
                 return Err(InvalidSpec {
                     field: "spec.security.mtls".into(),
                     message: "true (its mesh: none): the platform runs no service mesh for clinics; remove the field or ask the platform team".into(),
+                });
+            }
+        };
+        clinic.database_cluster = match (
+            &clinic.spec.database.high_availability,
+            &self.database_operator_namespace,
+        ) {
+            (None, _) => None,
+            (Some(ha), Some(namespace)) => {
+                Some(DatabaseCluster { replicas: ha.replicas, operator_namespace: namespace.clone() })
+            }
+            (Some(_), None) => {
+                return Err(InvalidSpec {
+                    field: "spec.database.highAvailability".into(),
+                    message: "set (its databaseOperatorNamespace: none): the platform runs no mariadb-operator for clinics; remove the field or ask the platform team".into(),
                 });
             }
         };

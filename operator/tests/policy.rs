@@ -232,7 +232,12 @@ fn policy_files_are_checked_and_the_chart_values_read_alike() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let example =
         Policy::from_file(std::path::Path::new(&format!("{root}/examples/platform-values.yaml"))).unwrap();
-    for file in ["examples/minimal.yaml", "examples/production.yaml", "examples/gateway.yaml"] {
+    for file in [
+        "examples/minimal.yaml",
+        "examples/production.yaml",
+        "examples/gateway.yaml",
+        "examples/high-availability.yaml",
+    ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         clinic_operator::render::render_with(&text, "default", &example)
             .unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -127,6 +127,15 @@ impl Env {
         })
     }
 
+    /// Waits until a Warning event with `reason` is recorded in `namespace`.
+    pub fn wait_warning_event(&self, namespace: &str, reason: &str, timeout: Duration) -> Result<()> {
+        let selector = format!("reason={reason},type=Warning");
+        eventually(&format!("Warning event {reason}"), timeout, || {
+            let events = self.json(&["-n", namespace, "get", "events", "--field-selector", &selector])?;
+            Ok(events["items"].as_array().is_some_and(|i| !i.is_empty()))
+        })
+    }
+
     /// Names of the children of `name` of the kinds the operator makes, as `Kind/name`.
     pub fn children(&self, namespace: &str, name: &str) -> Result<BTreeSet<String>> {
         let list = self.json(&[

@@ -298,6 +298,7 @@ impl Default for WebComponentSpec {
 /// The MariaDB database.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.highAvailability) == has(oldSelf.highAvailability)").message("spec.database.highAvailability: set at creation only; to move a clinic between one MariaDB and a replicated one, restore a backup into a new clinic"))]
 pub struct DatabaseSpec {
     /// MariaDB version (tag of the `mariadb` image). OpenMRS supports the 10.11 LTS line. A
     /// change passes the upgrade gate (`spec.backup.upgradeGate`); a release older than the one
@@ -344,6 +345,32 @@ pub struct DatabaseSpec {
     /// (`require_secure_transport`), and the backend and the exporter verify its certificate.
     #[serde(default)]
     pub tls: DatabaseTlsSpec,
+
+    /// A replicated MariaDB run by the mariadb-operator (`k8s.mariadb.com` `MariaDB`) instead
+    /// of the operator's one-pod StatefulSet: a primary and replicas on distinct nodes, a
+    /// PodDisruptionBudget, and a new primary chosen when the primary's pod goes down. The
+    /// backend connects to `<name>-mariadb-primary`. Needs the mariadb-operator installed and
+    /// its namespace named by the platform's policy (`databaseOperatorNamespace`); without
+    /// them the clinic is refused and nothing is written. Set at creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.database.highAvailability: set at creation only; a replica added later would need a physical backup to start from"))]
+    pub high_availability: Option<DatabaseHighAvailability>,
+}
+
+/// How many MariaDB servers a replicated database runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseHighAvailability {
+    /// MariaDB servers: one primary, the others replicas (3 to 7, an odd number: the
+    /// mariadb-operator refuses even ones). Each needs a node of its own.
+    #[serde(default = "three")]
+    #[schemars(range(min = 3, max = 7))]
+    #[x_kube(validation = Rule::new("self % 2 == 1").message("spec.database.highAvailability.replicas: must be odd (3, 5 or 7)"))]
+    pub replicas: i32,
+}
+
+fn three() -> i32 {
+    3
 }
 
 /// Where MariaDB's certificate comes from.
@@ -379,6 +406,7 @@ impl Default for DatabaseSpec {
             placement: Placement::default(),
             encrypt_at_rest: true,
             tls: DatabaseTlsSpec::default(),
+            high_availability: None,
         }
     }
 }

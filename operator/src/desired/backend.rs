@@ -78,10 +78,10 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         // MariaDB Connector/J (in openmrs-core since 2.7) verifies a server certificate against
         // a PEM CA file; MySQL Connector/J needs a Java keystore.
         env("OMRS_DB", if clinic.database_tls() { "mariadb" } else { "mysql" }),
-        env("OMRS_DB_HOSTNAME", database::name(clinic)),
+        env("OMRS_DB_HOSTNAME", database_host(clinic)),
         env("OMRS_DB_PORT", database::PORT.to_string()),
         env("OMRS_DB_NAME", database::DATABASE_NAME),
-        env_from_secret("OMRS_DB_USERNAME", &db_secret, KEY_USERNAME),
+        database_user(clinic, &db_secret),
         env_from_secret("OMRS_DB_PASSWORD", &db_secret, KEY_PASSWORD),
         // Upstream defaults to a well-known admin password.
         env_from_secret("OMRS_ADMIN_USER_PASSWORD", &admin.secret, &admin.key),
@@ -127,12 +127,29 @@ fn environment(clinic: &Clinic) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
     vars
 }
 
+/// Where the backend reaches MariaDB: its Service, or a replicated database's primary.
+pub fn database_host(clinic: &Clinic) -> String {
+    match clinic.database_cluster {
+        Some(_) => super::database_cluster::primary_service(clinic),
+        None => database::name(clinic),
+    }
+}
+
+/// The user the backend connects as: the credentials Secret's, or for a replicated database
+/// the one the mariadb-operator creates (`openmrs`, whatever an existing Secret's `username`).
+fn database_user(clinic: &Clinic, secret: &str) -> k8s_openapi::api::core::v1::EnvVar {
+    match clinic.database_cluster {
+        Some(_) => env("OMRS_DB_USERNAME", super::secrets::DB_USERNAME),
+        None => env_from_secret("OMRS_DB_USERNAME", secret, KEY_USERNAME),
+    }
+}
+
 /// The JDBC URL and driver of the backend: upstream's start script's defaults, and with TLS
 /// MariaDB Connector/J checking the clinic's CA and the Service's name (`verify-full`).
 pub fn jdbc(clinic: &Clinic) -> (String, String) {
     let base = format!(
         "//{}:{}/{}?autoReconnect=true&sessionVariables=default_storage_engine=InnoDB&useUnicode=true&characterEncoding=UTF-8",
-        database::name(clinic),
+        database_host(clinic),
         database::PORT,
         database::DATABASE_NAME
     );

@@ -158,7 +158,11 @@ mv \"$file.tmp\" \"$file\"",
 /// The backup specification shared by the Schedule and the pre-upgrade Backup.
 pub fn backup_spec(clinic: &Clinic) -> Value {
     let backup = &clinic.spec.backup;
-    let database = clinic.selector_labels(Component::Database);
+    // Every MariaDB server dumps (a replica's dump is consistent as of what it applied).
+    let database = match clinic.database_cluster {
+        Some(_) => super::database_cluster::pod_labels(clinic),
+        None => clinic.selector_labels(Component::Database),
+    };
     let dump = dump_script(clinic);
     let (fs_backup, snapshots) = match backup.volumes {
         VolumeBackupMethod::FileSystem => (true, false),

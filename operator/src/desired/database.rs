@@ -29,6 +29,14 @@ pub fn name(clinic: &Clinic) -> String {
     clinic.child_name("mariadb")
 }
 
+/// The volume claim of MariaDB's first server (its only one without
+/// `spec.database.highAvailability`; the mariadb-operator names its claim template `storage`):
+/// while it exists, the data initialised with the clinic's credentials and keys exists.
+pub fn first_data_claim(clinic: &Clinic) -> String {
+    let template = if clinic.database_cluster.is_some() { "storage" } else { "data" };
+    format!("{template}-{}-0", name(clinic))
+}
+
 /// Key of the MariaDB ConfigMap with the exporter's client settings (`--config.my-cnf`).
 pub const EXPORTER_CNF_KEY: &str = "exporter.my-cnf";
 

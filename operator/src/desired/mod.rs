@@ -8,6 +8,7 @@ pub mod autoscaling;
 pub mod backend;
 pub mod backup;
 pub mod database;
+pub mod database_cluster;
 pub mod frontend;
 pub mod gateway;
 pub mod ingress;
@@ -50,10 +51,14 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     for policy in network::build(clinic) {
         push(&mut out, &policy);
     }
-    let db_config = database::config_map(clinic);
-    push(&mut out, &db_config);
-    push(&mut out, &database::service(clinic));
-    push(&mut out, &database::stateful_set(clinic, &db_config));
+    // A replicated database is the mariadb-operator's to run: its `MariaDB` comes with the
+    // children of optional APIs below.
+    if clinic.database_cluster.is_none() {
+        let db_config = database::config_map(clinic);
+        push(&mut out, &db_config);
+        push(&mut out, &database::service(clinic));
+        push(&mut out, &database::stateful_set(clinic, &db_config));
+    }
 
     for service in backend::services(clinic) {
         push(&mut out, &service);
@@ -95,6 +100,7 @@ pub fn objects(clinic: &Clinic, secret_values: &SecretValues) -> Vec<DynamicObje
     if let Some(certificate) = ingress::certificate(clinic) {
         out.push(certificate);
     }
+    out.extend(database_cluster::build(clinic));
     out.extend(internal_tls::certificates(clinic));
     out.extend(route::build(clinic));
     out.extend(mesh::build(clinic));
@@ -118,8 +124,9 @@ pub fn outside(clinic: &Clinic) -> Vec<DynamicObject> {
 }
 
 /// Children of APIs the operator uses only when installed (cert-manager, Gateway API, Istio,
-/// Prometheus Operator and its AlertmanagerConfig, Vertical Pod Autoscaler): part of [`objects`] and of `render`, applied by their own path once discovery
-/// says the CRDs are served. Every one the clinic may have, with its name, so that one no
+/// Prometheus Operator and its AlertmanagerConfig, Vertical Pod Autoscaler, mariadb-operator):
+/// part of [`objects`] and of `render`, applied by their own path once discovery says the CRDs
+/// are served. Every one the clinic may have, with its name, so that one no
 /// longer wanted can be removed.
 pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiResource, String)> {
     let mut children = vec![
@@ -142,6 +149,13 @@ pub fn optional_children(clinic: &Clinic) -> Vec<(OptionalApi, kube::api::ApiRes
     for (_, _, name) in workloads(clinic) {
         children.push((OptionalApi::Istio, mesh::peer_authentication_resource(), name.clone()));
         children.push((OptionalApi::Istio, mesh::authorization_policy_resource(), name));
+    }
+    if clinic.database_cluster.is_some() {
+        children.push((
+            OptionalApi::DatabaseOperator,
+            database_cluster::resource(),
+            database_cluster::name(clinic),
+        ));
     }
     children.push((
         OptionalApi::AlertmanagerConfig,
@@ -171,6 +185,10 @@ pub enum OptionalApi {
     /// The Prometheus Operator's `AlertmanagerConfig` (v1alpha1), for the policy's
     /// `alertRouting`.
     AlertmanagerConfig,
+    /// The mariadb-operator's `MariaDB`, for `spec.database.highAvailability`. Unlike the
+    /// others it is not optional for a clinic that asks for it: without it nothing is written
+    /// (`DatabaseOperatorMissing`).
+    DatabaseOperator,
 }
 
 /// The clinic's workloads: (component, kind, name). Each one's NetworkPolicy, mesh policies and

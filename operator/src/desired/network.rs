@@ -1,6 +1,8 @@
 //! NetworkPolicies: deny everything for the platform's pods, then allow exactly the flows the
 //! platform needs: ingress controller (or the Gateway's proxies) -> gateway -> frontend and
-//! backend (its TLS port with `spec.openmrs.backend.tls`) -> MariaDB, DNS, and
+//! backend (its TLS port with `spec.openmrs.backend.tls`) -> MariaDB (with
+//! `spec.database.highAvailability` also server <-> server, the mariadb-operator's namespace
+//! -> servers and its exporter -> servers), DNS, and
 //! the extra egress the spec declares, backend -> the trace collector the policy names (with
 //! `spec.tracing`), Prometheus' namespace -> the exporters' ports, and the operator's namespace
 //! -> the gateway's port when the policy has the operator probe the clinics.
@@ -106,6 +108,7 @@ pub fn build(clinic: &Clinic) -> Vec<NetworkPolicy> {
         backend(clinic),
         database(clinic),
     ];
+    policies.extend(database_exporter(clinic));
     if clinic.mesh.is_some() {
         policies.push(mesh_probes(clinic));
     }
@@ -212,10 +215,7 @@ fn backend(clinic: &Clinic) -> NetworkPolicy {
         vec![pods_of(clinic, Component::Gateway)],
         meshed(clinic, vec![tcp(super::backend::serving_port(clinic))]),
     )];
-    let mut egress = vec![to(
-        vec![pods_of(clinic, Component::Database)],
-        meshed(clinic, vec![tcp(super::database::PORT)]),
-    )];
+    let mut egress = vec![to(vec![database_pods(clinic)], meshed(clinic, vec![tcp(super::database::PORT)]))];
     if clinic.spec.openmrs.backend.clustering.is_some() {
         let jgroups = meshed(clinic, super::backend::JGROUPS_PORTS.iter().map(|p| tcp(*p)).collect());
         ingress.push(from(vec![pods_of(clinic, Component::Backend)], jgroups.clone()));
@@ -254,13 +254,73 @@ fn backend(clinic: &Clinic) -> NetworkPolicy {
     policy(clinic, "backend", selector(clinic, Component::Backend), ingress, egress)
 }
 
-fn database(clinic: &Clinic) -> NetworkPolicy {
-    let mut ingress = vec![from(
-        vec![pods_of(clinic, Component::Backend)],
-        meshed(clinic, vec![tcp(super::database::PORT)]),
-    )];
-    if let Some(prometheus) = prometheus(clinic) {
-        ingress.push(from(vec![prometheus], exporter_ports(clinic, super::monitoring::MYSQLD_EXPORTER_PORT)));
+/// MariaDB's pods: ours, or a replicated database's, which carry the mariadb-operator's labels.
+fn database_pods(clinic: &Clinic) -> NetworkPolicyPeer {
+    NetworkPolicyPeer { pod_selector: Some(database_selector(clinic)), ..Default::default() }
+}
+
+fn database_selector(clinic: &Clinic) -> LabelSelector {
+    match clinic.database_cluster {
+        Some(_) => LabelSelector {
+            match_labels: Some(super::database_cluster::pod_labels(clinic)),
+            ..Default::default()
+        },
+        None => selector(clinic, Component::Database),
     }
-    policy(clinic, "mariadb", selector(clinic, Component::Database), ingress, vec![])
+}
+
+fn database(clinic: &Clinic) -> NetworkPolicy {
+    let mysql = || meshed(clinic, vec![tcp(super::database::PORT)]);
+    let mut ingress = vec![from(vec![pods_of(clinic, Component::Backend)], mysql())];
+    let mut egress = Vec::new();
+    match &clinic.database_cluster {
+        None => {
+            if let Some(prometheus) = prometheus(clinic) {
+                ingress.push(from(
+                    vec![prometheus],
+                    exporter_ports(clinic, super::monitoring::MYSQLD_EXPORTER_PORT),
+                ));
+            }
+        }
+        Some(cluster) => {
+            // Replicas read the primary's binary log; the mariadb-operator's controller runs SQL
+            // on every server and calls its agent; its exporter reads the servers' status.
+            ingress.push(from(vec![database_pods(clinic)], mysql()));
+            egress.push(to(vec![database_pods(clinic)], mysql()));
+            let controller = NetworkPolicyPeer {
+                namespace_selector: Some(namespace_named(&cluster.operator_namespace)),
+                ..Default::default()
+            };
+            ingress.push(from(
+                vec![controller],
+                vec![tcp(super::database::PORT), tcp(super::database_cluster::AGENT_PORT)],
+            ));
+            if super::monitoring::enabled(clinic) {
+                ingress.push(from(vec![database_exporter_pods(clinic)], vec![tcp(super::database::PORT)]));
+            }
+        }
+    }
+    policy(clinic, "mariadb", database_selector(clinic), ingress, egress)
+}
+
+fn database_exporter_pods(clinic: &Clinic) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(super::database_cluster::exporter_pod_labels(clinic)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A replicated database's exporter (the mariadb-operator's Deployment): Prometheus in, the
+/// MariaDB servers out, nothing else.
+fn database_exporter(clinic: &Clinic) -> Option<NetworkPolicy> {
+    clinic.database_cluster.as_ref()?;
+    let prometheus = prometheus(clinic)?;
+    let ingress =
+        vec![from(vec![prometheus], exporter_ports(clinic, super::monitoring::MYSQLD_EXPORTER_PORT))];
+    let egress = vec![to(vec![database_pods(clinic)], vec![tcp(super::database::PORT)])];
+    let exporter = database_exporter_pods(clinic).pod_selector.unwrap_or_default();
+    Some(policy(clinic, "mariadb-exporter", exporter, ingress, egress))
 }

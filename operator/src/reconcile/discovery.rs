@@ -1,5 +1,6 @@
 //! Which optional APIs the cluster serves (Velero, cert-manager, Gateway API, Istio, the
-//! Prometheus Operator and its AlertmanagerConfig, the Vertical Pod Autoscaler), asked through discovery and trusted for
+//! Prometheus Operator and its AlertmanagerConfig, the Vertical Pod Autoscaler, the
+//! mariadb-operator), asked through discovery and trusted for
 //! [`DISCOVERY_TTL`]: CRDs installed after the operator started are picked up without a restart.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ const ISTIO_SECURITY: (&str, &[&str]) =
     ("security.istio.io/v1", &["peerauthentications", "authorizationpolicies"]);
 const VERTICAL_POD_AUTOSCALER: (&str, &[&str]) = ("autoscaling.k8s.io/v1", &["verticalpodautoscalers"]);
 const ALERTMANAGER_CONFIG: (&str, &[&str]) = ("monitoring.coreos.com/v1alpha1", &["alertmanagerconfigs"]);
+const MARIADB_OPERATOR: (&str, &[&str]) = ("k8s.mariadb.com/v1alpha1", &["mariadbs"]);
 const PROMETHEUS_OPERATOR: (&str, &[&str]) =
     ("monitoring.coreos.com/v1", &["servicemonitors", "prometheusrules"]);
 
@@ -56,6 +58,7 @@ impl Discovery {
             OptionalApi::VerticalPodAutoscaler => self.served(VERTICAL_POD_AUTOSCALER).await,
             OptionalApi::AlertmanagerConfig => self.served(ALERTMANAGER_CONFIG).await,
             OptionalApi::PrometheusOperator => self.served(PROMETHEUS_OPERATOR).await,
+            OptionalApi::DatabaseOperator => self.served(MARIADB_OPERATOR).await,
         }
     }
 

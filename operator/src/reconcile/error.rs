@@ -18,6 +18,14 @@ pub enum Error {
     )]
     NotAllowed(InvalidSpec),
 
+    /// The spec asks for a replicated database and the mariadb-operator's API is not served:
+    /// nothing was applied (a single MariaDB in its place would be an availability the clinic
+    /// did not ask for, and its data could not move to the replicated one later).
+    #[error(
+        "spec.database.highAvailability asks for a replicated MariaDB, but this cluster does not serve the mariadb-operator's API (k8s.mariadb.com/v1alpha1 MariaDB). Nothing was applied; the platform team installs the mariadb-operator, and the clinic is looked at again with backoff."
+    )]
+    DatabaseOperatorMissing,
+
     /// A server-side apply was refused (a child, an object outside the caches, the namespace's
     /// Pod Security labels).
     #[error("could not apply {kind} {name}: {}. The operator retries with backoff.", Cause(source))]
@@ -148,6 +156,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::NotAllowed(_) => "NotAllowed",
+            Error::DatabaseOperatorMissing => "DatabaseOperatorMissing",
             Error::Apply { .. } => "ApplyFailed",
             Error::Patch { .. } => "PatchFailed",
             Error::Create { .. } => "CreateFailed",

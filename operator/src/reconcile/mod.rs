@@ -69,6 +69,11 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         Ok(clinic) => clinic,
         Err(refused) => return publish::rejected(ctx, cp, refused).await,
     };
+    if clinic.database_cluster.is_some()
+        && !ctx.discovery.optional(desired::OptionalApi::DatabaseOperator).await
+    {
+        return publish::rejected(ctx, cp, Error::DatabaseOperatorMissing).await;
+    }
     let mut notices = Vec::new();
     let gathered = gather::gather(ctx, cp, &clinic).await;
     let gate = gate::decide(ctx, cp, &mut clinic, &gathered, &mut notices).await;
@@ -103,6 +108,12 @@ fn next_action(clinic: &model::Clinic, velero: bool, gate: &Gate, observed: &sta
         _ if observed.route.as_ref().is_some_and(|r| !r.is_accepted()) => {
             Action::requeue(Duration::from_secs(60))
         }
+        // A replicated database is not watched: its `MariaDB` is read again soon while it is not
+        // ready, and every minute once it is (its primary may move).
+        _ if clinic.database_cluster.is_some() && !observed.database.is_ready() => {
+            Action::requeue(Duration::from_secs(15))
+        }
+        _ if clinic.database_cluster.is_some() => Action::requeue(Duration::from_secs(60)),
         _ if clinic.spec.backup.enabled && !velero => Action::requeue(Duration::from_secs(60)),
         // Backup age must be re-judged against the RPO as time passes.
         _ if clinic.spec.backup.enabled => Action::requeue(Duration::from_secs(300)),

@@ -33,7 +33,17 @@ pub async fn observe(
     outcome: &Outcome,
     uncached: Uncached,
 ) -> Observed {
-    let Uncached { outside, certificates, routes, monitors, mesh, vertical, alert_routing, .. } = uncached;
+    let Uncached {
+        outside,
+        certificates,
+        routes,
+        monitors,
+        mesh,
+        vertical,
+        alert_routing,
+        database_cluster,
+        ..
+    } = uncached;
     let (schedule_error, dashboard_error) = match &outside {
         Some(o) => (o.schedule_error.clone(), o.dashboard_error.clone()),
         None => (None, None),
@@ -86,10 +96,15 @@ pub async fn observe(
         clinic.spec.ingress.as_ref().is_some_and(|i| i.tls.secret_name.is_some() || certificate_in_place)
             || route_accepted;
     let encrypted = storage_encrypted(ctx, clinic).await;
-    let mut observed = workloads(ctx, clinic, cp, desired, outcome, backup);
+    let mut observed = workloads(ctx, clinic, cp, desired, gathered, outcome, backup);
+    if let Some(problem) = database_cluster.as_ref().and_then(|d| d.error.as_ref()) {
+        warn!(error = %problem, "MariaDB not applied");
+        observed.database.failure = Some(problem.message.clone());
+    }
     // A StatefulSet reports no condition when its pods are refused: its events say it. Read only
     // while it has fewer pods than it should (not during a normal start, when they exist).
-    for workload in [&mut observed.database, &mut observed.backend] {
+    let database = (clinic.database_cluster.is_none()).then_some(&mut observed.database);
+    for workload in database.into_iter().chain([&mut observed.backend]) {
         if workload.exists && workload.created < workload.desired.max(1) {
             workload.failure = pod_creation_failure(ctx, &clinic.namespace, &workload.name).await;
         }
@@ -159,6 +174,7 @@ fn workloads(
     clinic: &Clinic,
     cp: &ClinicPlatform,
     desired: &[DynamicObject],
+    gathered: &Gathered,
     outcome: &Outcome,
     backup: BackupHealth,
 ) -> Observed {
@@ -171,12 +187,15 @@ fn workloads(
         let live = ctx.caches.workload("Deployment", ns, &name);
         WorkloadState::of(name, live.as_ref())
     };
-    let database = sts(desired::database::name(clinic));
+    let database = match &gathered.database_cluster {
+        Some(cluster) => WorkloadState::of_cluster(desired::database_cluster::name(clinic), cluster),
+        None => sts(desired::database::name(clinic)),
+    };
     let backend = sts(desired::backend::name(clinic));
     // A version is reported once every pod of its workload runs it; until then, what was. The
     // caches are read again (not the gather's copy): they may have moved during the writes.
     let previous = cp.status.as_ref().and_then(|s| s.versions.clone()).unwrap_or_default();
-    let running = running_images(ctx, clinic).unwrap_or_default();
+    let running = running_images(ctx, clinic, gathered.database_cluster.as_ref()).unwrap_or_default();
     let rolled = |workload: &WorkloadState, image: Option<String>, path: &str| {
         image.filter(|_| workload.is_ready()).map(|i| clinic.version_in_image(&i, path))
     };

@@ -76,6 +76,25 @@ impl WorkloadState {
         }
     }
 
+    /// A replicated database, as its `MariaDB` reports it: all its servers ready once the
+    /// mariadb-operator says `Ready`, none before (it does not count them one by one).
+    pub fn of_cluster(name: String, cluster: &super::gather::ClusterState) -> Self {
+        if !cluster.exists {
+            return Self { failure: cluster.message.clone(), ..Self::missing(name) };
+        }
+        let ready = if cluster.ready { cluster.replicas } else { 0 };
+        Self {
+            name,
+            exists: true,
+            desired: cluster.replicas,
+            created: cluster.reported,
+            ready,
+            updated: ready,
+            current: cluster.current,
+            failure: cluster.message.clone(),
+        }
+    }
+
     fn missing(name: String) -> Self {
         Self {
             name,

@@ -99,15 +99,23 @@ pub fn metrics_services(clinic: &Clinic) -> Vec<Service> {
     if !enabled(clinic) {
         return Vec::new();
     }
-    [
-        (super::database::name(clinic), Component::Database, MYSQLD_EXPORTER_PORT),
-        (super::gateway::name(clinic), Component::Gateway, NGINX_EXPORTER_PORT),
-    ]
-    .into_iter()
-    .map(|(base, component, port)| {
-        let mut service = port_service(clinic, format!("{base}-metrics"), component, "metrics", port);
-        service.metadata.labels.get_or_insert_with(BTreeMap::new).insert(METRICS_LABEL.into(), "true".into());
-        service
-    })
-    .collect()
+    // A replicated database's exporter and its Service (`<name>-mariadb-metrics` too) are the
+    // mariadb-operator's.
+    let database = clinic
+        .database_cluster
+        .is_none()
+        .then(|| (super::database::name(clinic), Component::Database, MYSQLD_EXPORTER_PORT));
+    database
+        .into_iter()
+        .chain([(super::gateway::name(clinic), Component::Gateway, NGINX_EXPORTER_PORT)])
+        .map(|(base, component, port)| {
+            let mut service = port_service(clinic, format!("{base}-metrics"), component, "metrics", port);
+            service
+                .metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(METRICS_LABEL.into(), "true".into());
+            service
+        })
+        .collect()
 }

@@ -90,7 +90,7 @@ async fn create_secret(
     // Credentials for a database that already holds data cannot be invented again: neither the
     // database's nor the OpenMRS admin password, which the first start wrote into it; nor keys
     // the data was encrypted with (an older, unencrypted database gets its first keys).
-    let claim = format!("data-{}-0", crate::desired::database::name(clinic));
+    let claim = crate::desired::database::first_data_claim(clinic);
     let encryption = generated.name == clinic.encryption_secret();
     let guarded = generated.name == clinic.db_credentials_secret()
         || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret)

@@ -37,6 +37,9 @@ pub struct Uncached {
     /// The clinic's AlertmanagerConfig (the policy's `alertRouting`); `None` when it was not
     /// looked at this pass.
     pub alert_routing: Option<optional::OptionalState>,
+    /// The clinic's `MariaDB` (`spec.database.highAvailability`); `None` without it, or when it
+    /// was not looked at this pass.
+    pub database_cluster: Option<optional::OptionalState>,
     /// The clinic's routes are not accepted by their Gateway yet (or are refused): its answer
     /// is read again on the next pass.
     pub route_unsettled: bool,
@@ -57,6 +60,7 @@ impl Uncached {
             && self.mesh.as_ref().is_none_or(|m| m.error.is_none())
             && self.vertical.as_ref().is_none_or(|v| v.error.is_none())
             && self.alert_routing.as_ref().is_none_or(|a| a.error.is_none())
+            && self.database_cluster.as_ref().is_none_or(|d| d.error.is_none())
     }
 
     /// Names held by something else, for Warning events.
@@ -117,6 +121,11 @@ pub async fn sync(
     // The platform's routing applies to every monitored clinic: always looked at, so that one
     // the policy no longer names goes.
     let alert_routing = Some(optional::ensure(ctx, clinic, OptionalApi::AlertmanagerConfig, desired).await);
+    // Never removed (set at creation only), so read only where it is wanted.
+    let database_cluster = match clinic.database_cluster {
+        Some(_) => Some(optional::ensure(ctx, clinic, OptionalApi::DatabaseOperator, desired).await),
+        None => None,
+    };
     let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),
@@ -126,6 +135,7 @@ pub async fn sync(
         mesh,
         vertical,
         alert_routing,
+        database_cluster,
         route_unsettled,
     };
     ctx.memory.remember_uncached(&key, version, &checked);

@@ -393,19 +393,21 @@ async fn create_from_nothing() {
     // The namespace gets its Pod Security labels next.
     assert_eq!(summary[0], "PATCH /api/v1/namespaces/clinic-lyon");
     assert_eq!(calls[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
-    // Generated Secrets: looked for, the database volume checked for the two whose password the
-    // data keeps (the database's and OpenMRS admin's; the encryption keys only once the status
-    // records data encrypted with them), then created once each.
-    assert_eq!(summary[1], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-credentials");
-    assert_eq!(summary[2], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
-    assert_eq!(summary[3], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[4], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-mariadb-exporter");
-    assert_eq!(summary[5], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[6], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-db-encryption");
-    assert_eq!(summary[7], "POST /api/v1/namespaces/clinic-lyon/secrets");
-    assert_eq!(summary[8], "GET /api/v1/namespaces/clinic-lyon/secrets/lyon-openmrs-admin");
-    assert_eq!(summary[9], "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0");
-    assert_eq!(summary[10], "POST /api/v1/namespaces/clinic-lyon/secrets");
+    // Generated Secrets: the database volume checked for the two whose password the data keeps
+    // (the database's and OpenMRS admin's; the encryption keys only once the status records data
+    // encrypted with them), then each created once, without a read (a 409 would say it exists).
+    let claim = "GET /api/v1/namespaces/clinic-lyon/persistentvolumeclaims/data-lyon-mariadb-0";
+    let create = "POST /api/v1/namespaces/clinic-lyon/secrets";
+    assert_eq!(summary[1..7], [claim, create, create, create, claim, create]);
+    let created: Vec<&Value> = calls[1..7]
+        .iter()
+        .filter(|c| c.is("POST", "/secrets"))
+        .map(|c| &c.body["metadata"]["name"])
+        .collect();
+    assert_eq!(
+        created,
+        ["lyon-db-credentials", "lyon-mariadb-exporter", "lyon-db-encryption", "lyon-openmrs-admin"]
+    );
     let created: Vec<&Value> = calls.iter().filter(|c| c.is("POST", "/secrets")).map(|c| &c.body).collect();
     let password = created[0]["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 32 && password != desired::secrets::PLACEHOLDER);
@@ -585,39 +587,66 @@ async fn a_paused_clinic_changes_no_child() {
 }
 
 /// An API server where the database volume exists and every other GET is a 404.
-fn volume_without_secrets() -> (Client, Arc<Mutex<Vec<String>>>) {
+/// What a mock API server was asked: `METHOD path` and the request's body.
+type Recorded = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A mock API server whose answer to each request (`METHOD path`, method, body) `answer` gives.
+fn scripted_api<F>(answer: F) -> (Client, Recorded)
+where
+    F: Fn(&str, &http::Method, Value) -> (StatusCode, Value) + Send + 'static,
+{
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let calls: Recorded = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let line = format!("{} {}", request.method(), request.uri().path());
-            recorded.lock().unwrap().push(line.clone());
-            let (status, body) = if line.contains("persistentvolumeclaims") {
-                (
-                    StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-lyon-mariadb-0", "namespace": "clinic-lyon"}}),
-                )
-            } else if request.method() == "GET" {
-                (
-                    StatusCode::NOT_FOUND,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                )
-            } else {
-                let bytes = request.into_body().collect_bytes().await.unwrap();
-                let mut reply: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
-                reply["metadata"] = json!({"name": "lyon", "namespace": "clinic-lyon"});
-                (StatusCode::OK, reply)
-            };
+            let method = request.method().clone();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+            recorded.lock().unwrap().push((line.clone(), body.clone()));
+            let (status, reply) = answer(&line, &method, body);
             send.send_response(
                 Response::builder()
                     .status(status)
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                     .unwrap(),
             );
         }
     });
     (Client::new(service, "default"), calls)
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+}
+
+/// Writes answered with what they wrote.
+fn echo(mut body: Value) -> (StatusCode, Value) {
+    body["metadata"] = json!({"name": "lyon", "namespace": "clinic-lyon"});
+    (StatusCode::OK, body)
+}
+
+/// The lines of what a mock API server was asked.
+fn lines(calls: &Recorded) -> Vec<String> {
+    calls.lock().unwrap().iter().map(|(line, _)| line.clone()).collect()
+}
+
+/// The database volume exists, no Secret does.
+fn volume_without_secrets() -> (Client, Recorded) {
+    scripted_api(|line, method, body| {
+        if line.contains("persistentvolumeclaims") {
+            let meta = json!({"name": "data-lyon-mariadb-0", "namespace": "clinic-lyon"});
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta}))
+        } else if method == "GET" {
+            not_found()
+        } else {
+            echo(body)
+        }
+    })
 }
 
 #[tokio::test]
@@ -632,7 +661,7 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
     assert!(error.contains("lyon-db-credentials") && error.contains("data-lyon-mariadb-0"), "{error}");
     // MariaDB's CA and certificate may be made (no data depends on them); no Secret is created
     // once the credentials were found missing.
-    let calls = calls.lock().unwrap().clone();
+    let calls = lines(&calls);
     let looked =
         calls.iter().position(|c| c.ends_with("/secrets/lyon-db-credentials")).expect("looked for it");
     assert!(
@@ -645,6 +674,62 @@ async fn lost_credentials_are_never_regenerated_over_existing_data() {
             && c != "PATCH /api/v1/namespaces/clinic-lyon"),
         "children applied: {calls:?}"
     );
+}
+
+const GENERATED: [&str; 4] =
+    ["lyon-db-credentials", "lyon-mariadb-exporter", "lyon-db-encryption", "lyon-openmrs-admin"];
+
+/// Every generated Secret already exists, but the cache does not hold it (it lags, or the
+/// namespace was just restored): the API server answers the create with 409 and the Secret with
+/// its metadata. The CA and the certificate it signs do not exist.
+fn secrets_outside_the_cache() -> (Client, Recorded) {
+    scripted_api(|line, method, body| {
+        let name = line.rsplit('/').next().unwrap_or_default();
+        let created = body["metadata"]["name"].as_str().unwrap_or_default();
+        if line.contains("persistentvolumeclaims") {
+            not_found()
+        } else if method == "POST" && line.ends_with("/secrets") && GENERATED.contains(&created) {
+            (
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "AlreadyExists"}),
+            )
+        } else if method == "GET" && line.contains("/secrets/") && GENERATED.contains(&name) {
+            let meta = json!({"name": name, "namespace": "clinic-lyon", "uid": format!("uid-{name}")});
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta}))
+        } else if method == "GET" {
+            not_found()
+        } else {
+            echo(body)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_secret_the_cache_does_not_hold_is_adopted_never_written_again() {
+    let (client, calls) = secrets_outside_the_cache();
+    let cp = clinic_platform("  {}\n");
+    let ctx =
+        Arc::new(Context::new(client, seeded(vec![], vec![]).await.caches, Arc::new(Metrics::new()), None));
+    reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await.expect("adopted, and on");
+    let calls = calls.lock().unwrap().clone();
+    for name in GENERATED {
+        let path = format!("/api/v1/namespaces/clinic-lyon/secrets/{name}");
+        let creates = calls
+            .iter()
+            .filter(|(l, b)| {
+                l == "POST /api/v1/namespaces/clinic-lyon/secrets" && b["metadata"]["name"] == name
+            })
+            .count();
+        assert_eq!(creates, 1, "{name}: one create, refused with 409");
+        let read = calls.iter().position(|(l, _)| *l == format!("GET {path}")).expect("read after the 409");
+        // Adopted: our labels by a merge patch that carries no data.
+        let (_, patch) = calls[read..]
+            .iter()
+            .find(|(l, _)| *l == format!("PATCH {path}"))
+            .unwrap_or_else(|| panic!("{name} not adopted: {calls:?}"));
+        assert_eq!(patch["metadata"]["labels"]["app.kubernetes.io/managed-by"], "clinic-operator");
+        assert!(patch.get("data").is_none() && patch.get("stringData").is_none(), "{patch}");
+    }
 }
 
 #[test]
@@ -834,7 +919,7 @@ async fn a_lost_admin_password_is_never_regenerated_over_existing_data() {
     assert!(error.contains("lyon-openmrs-admin") && error.contains("data-lyon-mariadb-0"), "{error}");
     // The exporter's Secret may be made (its account is reset from it at every start); no
     // Secret is created after the admin password was found missing.
-    let calls = calls.lock().unwrap().clone();
+    let calls = lines(&calls);
     let looked =
         calls.iter().position(|c| c.ends_with("/secrets/lyon-openmrs-admin")).expect("looked for it");
     assert!(
@@ -861,7 +946,7 @@ async fn encryption_keys_missing_over_existing_data(recorded: bool) -> (Result<(
     let ctx =
         Arc::new(Context::new(client, seeded(vec![], others).await.caches, Arc::new(Metrics::new()), None));
     let result = reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await;
-    let calls = calls.lock().unwrap().clone();
+    let calls = lines(&calls);
     (result.map(|_| ()).map_err(|e| format!("{} {e}", e.reason())), calls)
 }
 
@@ -882,9 +967,9 @@ async fn lost_encryption_keys_are_never_regenerated_over_encrypted_data() {
 
     let (result, calls) = encryption_keys_missing_over_existing_data(false).await;
     result.expect("an unencrypted database gets its first keys");
-    let looked =
-        calls.iter().position(|c| c.ends_with("/secrets/lyon-db-encryption")).expect("looked for them");
-    assert!(calls[looked + 1].starts_with("POST") && calls[looked + 1].ends_with("/secrets"), "{calls:?}");
+    // No data was encrypted with any keys: they are created, without a read first.
+    assert!(!calls.iter().any(|c| c.ends_with("/secrets/lyon-db-encryption")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.starts_with("POST") && c.ends_with("/secrets")), "{calls:?}");
 }
 
 /// `deletionPolicy: Delete` is not in force until the confirmation annotation names the

@@ -76,20 +76,10 @@ async fn create_secret(
     encryption_recorded: Option<&str>,
 ) -> Result<bool> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-    // The cache may lag; and a restored namespace brings its Secrets back. Look before creating.
-    match api.get_metadata_opt(&generated.name).await {
-        Ok(Some(existing)) => {
-            adopt_secret(ctx, clinic, generated, &existing.metadata).await?;
-            return Ok(false);
-        }
-        Ok(None) => {}
-        Err(source) => {
-            return Err(Error::Read { what: format!("Secret {}", generated.name), source });
-        }
-    }
     // Credentials for a database that already holds data cannot be invented again: neither the
     // database's nor the OpenMRS admin password, which the first start wrote into it; nor keys
-    // the data was encrypted with (an older, unencrypted database gets its first keys).
+    // the data was encrypted with (an older, unencrypted database gets its first keys). Where
+    // that data exists, the Secret must too: the cache may lag, so it is looked for.
     let claim = crate::desired::database::first_data_claim(clinic);
     let encryption = generated.name == clinic.encryption_secret();
     let guarded = generated.name == clinic.db_credentials_secret()
@@ -97,19 +87,27 @@ async fn create_secret(
         || (encryption && encryption_recorded == Some(generated.name.as_str()));
     if guarded {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-        match pvcs.get_metadata_opt(&claim).await {
-            Ok(Some(_)) if encryption => {
-                return Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim });
-            }
-            Ok(Some(_)) => {
-                return Err(Error::CredentialsLost { secret: generated.name.clone(), claim });
-            }
-            Ok(None) => {}
+        let data = match pvcs.get_metadata_opt(&claim).await {
+            Ok(found) => found.is_some(),
             Err(source) => {
                 return Err(Error::Read { what: format!("PersistentVolumeClaim {claim}"), source });
             }
+        };
+        if data {
+            return match api.get_metadata_opt(&generated.name).await {
+                Ok(Some(existing)) => {
+                    adopt_secret(ctx, clinic, generated, &existing.metadata).await.map(|()| false)
+                }
+                Ok(None) if encryption => {
+                    Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim })
+                }
+                Ok(None) => Err(Error::CredentialsLost { secret: generated.name.clone(), claim }),
+                Err(source) => Err(Error::Read { what: format!("Secret {}", generated.name), source }),
+            };
         }
     }
+    // No read before the create: a new clinic's Secrets do not exist, and a 409 says when one
+    // does (the cache lagging, a restored namespace, another replica): then it is adopted.
     let mut secret = secrets::secret(clinic, generated, SecretValues::Generate);
     secret.metadata.owner_references = Some(secret_owner_references(clinic));
     ctx.metrics.record_write("create");
@@ -121,8 +119,16 @@ async fn create_secret(
             info!(secret = %generated.name, "generated Secret created");
             Ok(true)
         }
-        // Created between our look and our create (another replica, a restore): keep theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            match api.get_metadata_opt(&generated.name).await {
+                Ok(Some(existing)) => {
+                    adopt_secret(ctx, clinic, generated, &existing.metadata).await.map(|()| false)
+                }
+                // Gone again between the create and the read: the next pass creates it.
+                Ok(None) => Ok(false),
+                Err(source) => Err(Error::Read { what: format!("Secret {}", generated.name), source }),
+            }
+        }
         Err(source) => Err(Error::CreateSecret { name: generated.name.clone(), source }),
     }
 }

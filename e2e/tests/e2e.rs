@@ -1484,6 +1484,26 @@ fn tls_certificate_and_compliance_evidence(env: &Env) -> Result<()> {
         conf["data"]["nginx.conf"].as_str().is_some_and(|c| c.contains("Strict-Transport-Security")),
         "no HSTS behind TLS"
     );
+    // The Ingress taken away: its Certificate goes with the next check (a clinic without one
+    // reads no Certificate otherwise).
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "clinicplatform",
+        "tls",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/ingress"}]"#,
+    ])?;
+    eventually("the Ingress's Certificate removed", Duration::from_secs(60), || {
+        Ok(env.kubectl(&["-n", ns, "get", "certificates.cert-manager.io", "tls-tls"]).is_err()
+            && env.kubectl(&["-n", ns, "get", "ingress", "tls"]).is_err())
+    })?;
+    ensure!(
+        env.kubectl(&["-n", ns, "get", "certificates.cert-manager.io", "tls-backend-tls"]).is_ok(),
+        "the backend's Certificate went too"
+    );
 
     // Every control holding: TLS, backups within the RPO, residency in a region the platform's
     // policy approves, data on a StorageClass that encrypts (its parameters; the policy

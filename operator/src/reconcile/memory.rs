@@ -126,6 +126,15 @@ impl Memory {
         self.with_clinic(key, |m| Remembered::fresh_value(&m.uncached, version).filter(Uncached::is_clean))
     }
 
+    /// For which version of the ClinicPlatform the clinic's uncached objects were last checked
+    /// and found as wanted (`None`: not since this process started or the clinic was forgotten,
+    /// or that check failed somewhere).
+    pub fn uncached_checked_for(&self, key: &ClinicKey) -> Option<Option<String>> {
+        self.with_clinic(key, |m| {
+            m.uncached.as_ref().filter(|seen| seen.value.is_clean()).map(|seen| seen.version.clone())
+        })
+    }
+
     pub fn remember_uncached(&self, key: &ClinicKey, version: Option<&String>, state: &Uncached) {
         self.with_clinic(key, |m| m.uncached = Some(Remembered::new(version, state.clone())));
     }

@@ -27,7 +27,8 @@ pub struct Uncached {
     /// The Schedule and a dashboard elsewhere; `None` when they were not looked at this pass.
     pub outside: Option<outside::Outcome>,
     pub certificates: optional::OptionalState,
-    /// The clinic's HTTPRoutes; `None` when they were not looked at this pass.
+    /// The clinic's HTTPRoutes; `None` when they were not looked at this pass (a clinic with
+    /// no route).
     pub routes: Option<optional::OptionalState>,
     pub monitors: optional::OptionalState,
     /// The clinic's mesh policies (Istio); `None` when they were not looked at this pass.
@@ -55,7 +56,7 @@ impl Uncached {
                 .as_ref()
                 .is_some_and(|o| o.schedule_error.is_none() && o.dashboard_error.is_none())
             && self.certificates.error.is_none()
-            && self.routes.as_ref().is_some_and(|r| r.error.is_none())
+            && self.routes.as_ref().is_none_or(|r| r.error.is_none())
             && self.monitors.error.is_none()
             && self.mesh.as_ref().is_none_or(|m| m.error.is_none())
             && self.vertical.as_ref().is_none_or(|v| v.error.is_none())
@@ -67,6 +68,18 @@ impl Uncached {
     pub fn clashes(&self) -> Vec<Notice> {
         self.outside.iter().flat_map(|o| o.notices.iter().cloned()).collect()
     }
+}
+
+/// Whether the clinic wants a child of `api` (one is among `desired`).
+fn wants(clinic: &Clinic, desired: &[DynamicObject], api: OptionalApi) -> bool {
+    crate::desired::optional_children(clinic).into_iter().filter(|(a, _, _)| *a == api).any(
+        |(_, resource, name)| {
+            desired.iter().any(|o| {
+                o.metadata.name.as_deref() == Some(name.as_str())
+                    && o.types.as_ref().is_some_and(|t| t.kind == resource.kind)
+            })
+        },
+    )
 }
 
 /// Checks (or reuses the last check of) the clinic's uncached objects. Nothing is looked at
@@ -102,35 +115,38 @@ pub async fn sync(
             }
         }
     };
-    let certificates = optional::ensure(ctx, clinic, OptionalApi::CertManager, desired).await;
-    let routes = optional::ensure(ctx, clinic, OptionalApi::GatewayApi, desired).await;
-    let monitors = optional::ensure(ctx, clinic, OptionalApi::PrometheusOperator, desired).await;
-    // Opt-in children are read only where they are wanted, or when the spec of a clinic
-    // already reconciled just changed (turned off: they go with that pass). A new clinic has
-    // none to remove.
-    let spec_changed = cp.status.as_ref().is_some_and(|s| s.observed_generation != cp.metadata.generation);
-    let opt_in = |api: OptionalApi, wanted: bool| async move {
-        match wanted || spec_changed {
+    // The children of an API are read only where the clinic wants one of them, or when this
+    // check may find some it no longer wants: its ClinicPlatform changed since the last check
+    // (turned off: they go with this one), or this process never checked a clinic reconciled
+    // before (what an older spec or the platform's policy left goes then). A new clinic has none
+    // to remove: the default clinic never reads a Certificate, an HTTPRoute or an
+    // AlertmanagerConfig.
+    let leftovers_possible = match ctx.memory.uncached_checked_for(&key) {
+        Some(checked_for) => checked_for.as_ref() != version,
+        None => cp.status.is_some(),
+    };
+    let opt_in = |api: OptionalApi| async move {
+        match leftovers_possible || wants(clinic, desired, api) {
             true => Some(optional::ensure(ctx, clinic, api, desired).await),
             false => None,
         }
     };
-    let mesh = opt_in(OptionalApi::Istio, clinic.mesh.is_some()).await;
-    let vertical =
-        opt_in(OptionalApi::VerticalPodAutoscaler, clinic.spec.autoscaling.vertical_recommendations).await;
-    // The platform's routing applies to every monitored clinic: always looked at, so that one
-    // the policy no longer names goes.
-    let alert_routing = Some(optional::ensure(ctx, clinic, OptionalApi::AlertmanagerConfig, desired).await);
+    let certificates = opt_in(OptionalApi::CertManager).await.unwrap_or_default();
+    let routes = opt_in(OptionalApi::GatewayApi).await;
+    let monitors = opt_in(OptionalApi::PrometheusOperator).await.unwrap_or_default();
+    let mesh = opt_in(OptionalApi::Istio).await;
+    let vertical = opt_in(OptionalApi::VerticalPodAutoscaler).await;
+    let alert_routing = opt_in(OptionalApi::AlertmanagerConfig).await;
     // Never removed (set at creation only), so read only where it is wanted.
     let database_cluster = match clinic.database_cluster {
         Some(_) => Some(optional::ensure(ctx, clinic, OptionalApi::DatabaseOperator, desired).await),
         None => None,
     };
-    let route_unsettled = exposure::state(clinic, Some(&routes)).is_some_and(|r| !r.is_accepted());
+    let route_unsettled = exposure::state(clinic, routes.as_ref()).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),
         certificates,
-        routes: Some(routes),
+        routes,
         monitors,
         mesh,
         vertical,

@@ -111,7 +111,7 @@ pub fn build(clinic: &Clinic) -> Option<DynamicObject> {
     body.insert("passwordSecretKeyRef".into(), secret_key(&secret, KEY_PASSWORD));
     body.insert("database".into(), json!(super::database::DATABASE_NAME));
     body.insert("storage".into(), storage(clinic));
-    body.insert("myCnf".into(), json!(my_cnf(clinic)));
+    body.insert("myCnf".into(), json!(my_cnf(&config)));
     if let Some(resources) = &container.resources {
         body.insert("resources".into(), json!(resources));
     }
@@ -207,9 +207,8 @@ fn storage(clinic: &Clinic) -> Value {
 /// Our server settings without what the mariadb-operator writes itself: its TLS settings
 /// (`tls.required` sets `require_secure_transport`), and the init file of our own exporter
 /// (it runs its own, with a user of its own).
-pub fn my_cnf(clinic: &Clinic) -> String {
-    let config = super::database::config_map(clinic);
-    let cnf = config.data.and_then(|mut d| d.remove("clinic.cnf")).unwrap_or_default();
+pub fn my_cnf(config: &k8s_openapi::api::core::v1::ConfigMap) -> String {
+    let cnf = config.data.as_ref().and_then(|d| d.get("clinic.cnf")).map(String::as_str).unwrap_or_default();
     const THEIRS: [&str; 6] =
         ["ssl_cert", "ssl_key", "ssl_ca", "require_secure_transport", "tls_version", "init_file"];
     cnf.lines()

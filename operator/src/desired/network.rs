@@ -303,14 +303,15 @@ fn database(clinic: &Clinic) -> NetworkPolicy {
     policy(clinic, "mariadb", database_selector(clinic), ingress, egress)
 }
 
-fn database_exporter_pods(clinic: &Clinic) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(super::database_cluster::exporter_pod_labels(clinic)),
-            ..Default::default()
-        }),
+fn database_exporter_selector(clinic: &Clinic) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(super::database_cluster::exporter_pod_labels(clinic)),
         ..Default::default()
     }
+}
+
+fn database_exporter_pods(clinic: &Clinic) -> NetworkPolicyPeer {
+    NetworkPolicyPeer { pod_selector: Some(database_exporter_selector(clinic)), ..Default::default() }
 }
 
 /// A replicated database's exporter (the mariadb-operator's Deployment): Prometheus in, the
@@ -321,6 +322,5 @@ fn database_exporter(clinic: &Clinic) -> Option<NetworkPolicy> {
     let ingress =
         vec![from(vec![prometheus], exporter_ports(clinic, super::monitoring::MYSQLD_EXPORTER_PORT))];
     let egress = vec![to(vec![database_pods(clinic)], vec![tcp(super::database::PORT)])];
-    let exporter = database_exporter_pods(clinic).pod_selector.unwrap_or_default();
-    Some(policy(clinic, "mariadb-exporter", exporter, ingress, egress))
+    Some(policy(clinic, "mariadb-exporter", database_exporter_selector(clinic), ingress, egress))
 }

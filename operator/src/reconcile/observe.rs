@@ -103,7 +103,8 @@ pub async fn observe(
     }
     // A StatefulSet reports no condition when its pods are refused: its events say it. Read only
     // while it has fewer pods than it should (not during a normal start, when they exist).
-    let database = (clinic.database_cluster.is_none()).then_some(&mut observed.database);
+    // A replicated database's pods are the mariadb-operator's: its `MariaDB` says why they fail.
+    let database = clinic.database_cluster.is_none().then_some(&mut observed.database);
     for workload in database.into_iter().chain([&mut observed.backend]) {
         if workload.exists && workload.created < workload.desired.max(1) {
             workload.failure = pod_creation_failure(ctx, &clinic.namespace, &workload.name).await;

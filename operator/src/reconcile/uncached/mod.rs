@@ -137,11 +137,7 @@ pub async fn sync(
     let mesh = opt_in(OptionalApi::Istio).await;
     let vertical = opt_in(OptionalApi::VerticalPodAutoscaler).await;
     let alert_routing = opt_in(OptionalApi::AlertmanagerConfig).await;
-    // Never removed (set at creation only), so read only where it is wanted.
-    let database_cluster = match clinic.database_cluster {
-        Some(_) => Some(optional::ensure(ctx, clinic, OptionalApi::DatabaseOperator, desired).await),
-        None => None,
-    };
+    let database_cluster = opt_in(OptionalApi::DatabaseOperator).await;
     let route_unsettled = exposure::state(clinic, routes.as_ref()).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),

@@ -108,7 +108,7 @@ fn fill_children_only(n: usize) -> (Caches, CacheWriters) {
     (caches, writers)
 }
 
-/// The Secrets' metadata cache, filled as the Secret watch fills it.
+/// The Secrets' cache, filled as the Secret watch fills it (metadata in, records kept).
 fn fill_secrets(n: usize) -> impl Sized {
     let (caches, mut writers) = Caches::new();
     writers.secrets.apply_watcher_event(&Event::Init);
@@ -216,7 +216,7 @@ fn main() {
         drop(metrics);
         let parts = [
             ("child records", records),
-            ("Secrets' metadata", secret_bytes),
+            ("Secret records", secret_bytes),
             ("verified markers", marker_bytes),
             ("ClinicPlatforms", clinic_bytes),
             ("metric series", metric_bytes),

@@ -4,8 +4,9 @@
 //! Only objects labelled `app.kubernetes.io/managed-by=clinic-operator` are watched. A child is
 //! kept as a [`ChildRecord`] — its marker, declared hash, owner and, for workloads, what status
 //! reads — not as an object: at a thousand clinics their metadata alone held 66.0 MiB, the
-//! records 5.9 MiB (`cargo bench --bench cache_memory`). Secrets are cached as metadata only:
-//! the operator never holds a password in memory after creating it.
+//! records 5.9 MiB (`cargo bench --bench cache_memory`). Secrets are watched as metadata only
+//! and kept as a [`SecretRecord`]: the operator never holds a password in memory after creating
+//! it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -171,53 +172,119 @@ impl ChildRecord {
     }
 }
 
+/// What the caches keep of one Secret: what adoption and the certificates read. Never a value:
+/// Secrets are watched as metadata only. At a thousand clinics their metadata held 11.6 MiB,
+/// these records about a sixth of it (`cargo bench --bench cache_memory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub resource_version: Box<str>,
+    /// A hash of each label (key and value), sorted: adoption asks whether ours are all there.
+    labels: Box<[u64]>,
+    /// The uids of every owner, controller or not.
+    pub owner_uids: Box<[Box<str>]>,
+    /// The end of validity the operator wrote on a certificate it issued.
+    pub not_after: Option<Box<str>>,
+    /// The fingerprint of the CA, on the CA and on the certificates it signed.
+    pub ca_fingerprint: Option<Box<str>>,
+}
+
+fn label_hash(key: &str, value: &str) -> u64 {
+    // Fixed keys, like the markers: the same label gives the same hash for the process's life.
+    let mut hasher = std::hash::DefaultHasher::new();
+    (key, value).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl SecretRecord {
+    /// The record of a Secret with this metadata (from the watch, or read).
+    pub fn of(meta: &ObjectMeta) -> Self {
+        let annotation = |key: &str| meta.annotations.as_ref()?.get(key).map(|v| v.as_str().into());
+        let mut labels: Vec<u64> = meta.labels.iter().flatten().map(|(k, v)| label_hash(k, v)).collect();
+        labels.sort_unstable();
+        Self {
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            labels: labels.into(),
+            owner_uids: meta.owner_references.iter().flatten().map(|o| o.uid.as_str().into()).collect(),
+            not_after: annotation(crate::desired::internal_tls::NOT_AFTER_ANNOTATION),
+            ca_fingerprint: annotation(crate::desired::internal_tls::CA_FINGERPRINT_ANNOTATION),
+        }
+    }
+
+    /// Whether it carries every one of `labels` with the same value.
+    pub fn has_labels(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.binary_search(&label_hash(k, v)).is_ok())
+    }
+}
+
 /// The records of one kind, by namespace then name (prune lists a namespace's).
-#[derive(Default)]
-struct KindState {
-    namespaces: HashMap<Box<str>, HashMap<Box<str>, Slot>>,
+struct RecordState<R> {
+    namespaces: HashMap<Box<str>, HashMap<Box<str>, Slot<R>>>,
     /// Bumped by every (re)list: what a relist did not deliver again is gone.
     listing: u32,
 }
 
-struct Slot {
-    record: ChildRecord,
+struct Slot<R> {
+    record: R,
     listing: u32,
 }
 
-/// The cache of one child kind, shared by its writer (the watch) and the reconciles.
-#[derive(Default)]
-struct KindStore {
-    state: RwLock<KindState>,
+/// The cache of one kind, shared by its writer (the watch) and the reconciles.
+struct RecordStore<R> {
+    state: RwLock<RecordState<R>>,
     ready: tokio::sync::watch::Sender<bool>,
 }
 
-impl KindStore {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, KindState> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KindState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+impl<R> Default for RecordStore<R> {
+    fn default() -> Self {
+        Self {
+            state: RwLock::new(RecordState { namespaces: HashMap::new(), listing: 0 }),
+            ready: tokio::sync::watch::Sender::default(),
+        }
     }
 }
 
-/// Feeds one child kind's cache from its watch events.
-pub struct ChildWriter(Arc<KindStore>);
+impl<R: Clone> RecordStore<R> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RecordState<R>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
 
-impl ChildWriter {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RecordState<R>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<R> {
+        self.read().namespaces.get(namespace)?.get(name).map(|slot| slot.record.clone())
+    }
+
+    async fn wait_ready(&self) {
+        // An error only means the writer was dropped (shutdown): nothing to wait for then.
+        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+    }
+}
+
+/// Feeds one kind's cache from its watch events.
+pub struct RecordWriter<R>(Arc<RecordStore<R>>);
+
+/// The writer of a child kind's records.
+pub type ChildWriter = RecordWriter<ChildRecord>;
+
+/// The writer of the Secrets' records.
+pub type SecretWriter = RecordWriter<SecretRecord>;
+
+impl<R: Clone> RecordWriter<R> {
     /// Applies a watch event. A relist updates records in place and drops, when it is done,
     /// those it did not deliver again: the cache never holds two copies of the fleet.
-    pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
+    fn apply<K: kube::Resource>(&mut self, event: &Event<K>, record: impl Fn(&K) -> R) {
         let mut state = self.0.write();
         match event {
             Event::Init => state.listing = state.listing.wrapping_add(1),
             Event::InitApply(object) | Event::Apply(object) => {
-                let (Some(namespace), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
-                else {
+                let meta = object.meta();
+                let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) else {
                     return;
                 };
                 let listing = state.listing;
-                let slot = Slot { record: ChildRecord::of(object), listing };
+                let slot = Slot { record: record(object), listing };
                 state
                     .namespaces
                     .entry(namespace.as_str().into())
@@ -225,8 +292,8 @@ impl ChildWriter {
                     .insert(name.as_str().into(), slot);
             }
             Event::Delete(object) => {
-                let (Some(namespace), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
-                else {
+                let meta = object.meta();
+                let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) else {
                     return;
                 };
                 if let Some(names) = state.namespaces.get_mut(namespace.as_str()) {
@@ -251,11 +318,25 @@ impl ChildWriter {
     }
 }
 
+impl RecordWriter<ChildRecord> {
+    /// Applies a child watch's event (`types` set; a body only for workloads).
+    pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
+        self.apply(event, ChildRecord::of);
+    }
+}
+
+impl RecordWriter<SecretRecord> {
+    /// Applies a Secret watch's event (metadata only).
+    pub fn apply_watcher_event(&mut self, event: &Event<PartialObjectMeta<Secret>>) {
+        self.apply(event, |secret| SecretRecord::of(&secret.metadata));
+    }
+}
+
 /// Read side of the caches.
 #[derive(Clone)]
 pub struct Caches {
-    children: Vec<(ApiResource, Arc<KindStore>)>,
-    secrets: Store<PartialObjectMeta<Secret>>,
+    children: Vec<(ApiResource, Arc<RecordStore<ChildRecord>>)>,
+    secrets: Arc<RecordStore<SecretRecord>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     ready: Arc<AtomicBool>,
 }
@@ -263,7 +344,7 @@ pub struct Caches {
 /// Write side, handed to the watch streams.
 pub struct CacheWriters {
     pub children: Vec<(ApiResource, ChildWriter)>,
-    pub secrets: Writer<PartialObjectMeta<Secret>>,
+    pub secrets: SecretWriter,
     pub namespaces: Writer<PartialObjectMeta<Namespace>>,
 }
 
@@ -273,19 +354,22 @@ impl Caches {
         let mut children = Vec::new();
         let mut writers = Vec::new();
         for ar in child_kinds() {
-            let store = Arc::new(KindStore::default());
+            let store = Arc::new(RecordStore::default());
             children.push((ar.clone(), store.clone()));
-            writers.push((ar, ChildWriter(store)));
+            writers.push((ar, RecordWriter(store)));
         }
-        let secrets_writer: Writer<PartialObjectMeta<Secret>> = Writer::default();
+        let secrets = Arc::new(RecordStore::default());
         let namespaces_writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
         let caches = Caches {
             children,
-            secrets: secrets_writer.as_reader(),
+            secrets: secrets.clone(),
             namespaces: namespaces_writer.as_reader(),
             ready: Arc::new(AtomicBool::new(false)),
         };
-        (caches, CacheWriters { children: writers, secrets: secrets_writer, namespaces: namespaces_writer })
+        (
+            caches,
+            CacheWriters { children: writers, secrets: RecordWriter(secrets), namespaces: namespaces_writer },
+        )
     }
 
     /// Waits until every cache has listed once. Until then a missing object may only be missing
@@ -295,11 +379,11 @@ impl Caches {
             return;
         }
         // The watches fill all caches concurrently; waiting on them in turn costs nothing more.
-        // An error only means the writer was dropped (shutdown): nothing to wait for then.
         for (_, store) in &self.children {
-            let _ = store.ready.subscribe().wait_for(|ready| *ready).await;
+            store.wait_ready().await;
         }
-        let _ = self.secrets.wait_until_ready().await;
+        self.secrets.wait_ready().await;
+        // An error only means the writer was dropped (shutdown): nothing to wait for then.
         let _ = self.namespaces.wait_until_ready().await;
         self.ready.store(true, Ordering::Release);
     }
@@ -309,14 +393,13 @@ impl Caches {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn store(&self, kind: &str) -> Option<&KindStore> {
+    fn store(&self, kind: &str) -> Option<&RecordStore<ChildRecord>> {
         self.children.iter().find(|(ar, _)| ar.kind == kind).map(|(_, s)| s.as_ref())
     }
 
     /// The cached record of the child of kind `ar`.
     pub fn get(&self, ar: &ApiResource, namespace: &str, name: &str) -> Option<ChildRecord> {
-        let state = self.store(&ar.kind)?.read();
-        state.namespaces.get(namespace)?.get(name).map(|slot| slot.record.clone())
+        self.store(&ar.kind)?.get(namespace, name)
     }
 
     /// What the cache holds of a StatefulSet or Deployment (`kind`) and its status.
@@ -347,9 +430,9 @@ impl Caches {
         self.namespaces.get(&ObjectRef::new(name)).map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
-    /// Cached metadata of a Secret.
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    /// The cached record of a Secret.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<SecretRecord> {
+        self.secrets.get(namespace, name)
     }
 }
 
@@ -422,6 +505,36 @@ mod tests {
         writer.apply_watcher_event(&Event::Delete(child("Service", "ns", "a", "3", json!({}))));
         assert!(caches.get(&service, "ns", "a").is_none());
         assert!(caches.owned_by("ns", "uid-lyon").is_empty());
+    }
+
+    #[test]
+    fn a_secret_record_keeps_what_adoption_and_certificates_read_and_no_value() {
+        use crate::desired::internal_tls::{CA_FINGERPRINT_ANNOTATION, NOT_AFTER_ANNOTATION};
+        let (caches, mut writers) = Caches::new();
+        let secret: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": "lyon-db-tls", "namespace": "ns", "resourceVersion": "42",
+                "labels": { "app.kubernetes.io/instance": "lyon", "app.kubernetes.io/managed-by": "clinic-operator" },
+                "annotations": { NOT_AFTER_ANNOTATION: "2027-01-01T00:00:00Z", CA_FINGERPRINT_ANNOTATION: "ab12",
+                    "cert-manager.io/alt-names": "lyon-mariadb" },
+                "ownerReferences": [{ "apiVersion": "v1", "kind": "ClinicPlatform", "name": "lyon", "uid": "uid-lyon" }],
+            },
+        }))
+        .expect("metadata");
+        writers.secrets.apply_watcher_event(&Event::Apply(secret));
+        let record = caches.secret("ns", "lyon-db-tls").expect("cached");
+        assert_eq!(&*record.resource_version, "42");
+        assert_eq!(record.not_after.as_deref(), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(record.ca_fingerprint.as_deref(), Some("ab12"));
+        assert_eq!(record.owner_uids.iter().map(|u| &**u).collect::<Vec<_>>(), vec!["uid-lyon"]);
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(record.has_labels(&labels(&[("app.kubernetes.io/instance", "lyon")])));
+        assert!(!record.has_labels(&labels(&[("app.kubernetes.io/instance", "nice")])), "another value");
+        assert!(!record.has_labels(&labels(&[("app.kubernetes.io/part-of", "lyon")])), "a missing key");
+        assert!(caches.secret("ns", "other").is_none());
     }
 
     #[test]

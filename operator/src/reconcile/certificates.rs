@@ -9,17 +9,15 @@
 //! certificate.
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tracing::info;
 
+use super::caches::SecretRecord;
 use super::context::Context;
 use super::error::{Error, Result};
 use crate::api::{CertificateStatus, ClinicPlatform, FIELD_MANAGER};
-use crate::desired::internal_tls::{
-    self, CA_FINGERPRINT_ANNOTATION, KEY_CA_CERT, KEY_CA_KEY, KEY_TLS_CERT, Leaf, NOT_AFTER_ANNOTATION,
-};
+use crate::desired::internal_tls::{self, KEY_CA_CERT, KEY_CA_KEY, KEY_TLS_CERT, Leaf};
 use crate::model::Clinic;
 
 /// The clinic's CA (certificate, key) once this pass read or made it.
@@ -53,8 +51,7 @@ pub async fn ensure(ctx: &Context, cp: &ClinicPlatform, clinic: &mut Clinic) -> 
     let mut ca = None;
     let wanted: Vec<Leaf> = Leaf::ALL.into_iter().filter(|leaf| leaf.wanted(clinic)).collect();
     for leaf in wanted {
-        let live =
-            ctx.caches.secret(&clinic.namespace, &leaf.secret_name(clinic)).map(|s| s.metadata.clone());
+        let live = ctx.caches.secret(&clinic.namespace, &leaf.secret_name(clinic));
         let status = if leaf.runs_ca(clinic) && !clinic.spec.paused {
             Some(issued(ctx, clinic, leaf, live.as_ref(), &mut ca, jiff::Timestamp::now()).await?)
         } else {
@@ -68,10 +65,6 @@ pub async fn ensure(ctx: &Context, cp: &ClinicPlatform, clinic: &mut Clinic) -> 
     Ok(())
 }
 
-fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
 fn issuer_text(clinic: &Clinic, leaf: Leaf) -> String {
     match leaf.issuer_ref(clinic) {
         Some(issuer) => format!("cert-manager {}/{}", issuer.kind.as_str(), issuer.name),
@@ -79,11 +72,17 @@ fn issuer_text(clinic: &Clinic, leaf: Leaf) -> String {
     }
 }
 
-fn record(clinic: &Clinic, leaf: Leaf, not_after: jiff::Timestamp, meta: &ObjectMeta) -> CertificateStatus {
+/// `secret_version`: the resourceVersion of the Secret that holds it.
+fn record(
+    clinic: &Clinic,
+    leaf: Leaf,
+    not_after: jiff::Timestamp,
+    secret_version: &str,
+) -> CertificateStatus {
     CertificateStatus {
         not_after: not_after.to_string(),
         issuer: issuer_text(clinic, leaf),
-        secret_version: meta.resource_version.clone().unwrap_or_default(),
+        secret_version: secret_version.to_string(),
     }
 }
 
@@ -93,7 +92,7 @@ async fn issued(
     ctx: &Context,
     clinic: &Clinic,
     leaf: Leaf,
-    live: Option<&ObjectMeta>,
+    live: Option<&SecretRecord>,
     ca_keys: &mut CaKeys,
     now: jiff::Timestamp,
 ) -> Result<CertificateStatus> {
@@ -106,7 +105,7 @@ async fn issued(
         async move {
             api.get_metadata_opt(&name)
                 .await
-                .map(|found| found.map(|s| s.metadata))
+                .map(|found| found.map(|s| SecretRecord::of(&s.metadata)))
                 .map_err(|source| Error::Read { what: format!("Secret {name}"), source })
         }
     };
@@ -114,7 +113,7 @@ async fn issued(
     let memo_fingerprint = ca_keys.as_ref().and_then(|(cert, _)| internal_tls::fingerprint(cert));
     let ca = match (&memo_fingerprint, ctx.caches.secret(&clinic.namespace, &clinic.clinic_ca_secret())) {
         (Some(_), _) => None,
-        (None, Some(cached)) => Some(cached.metadata.clone()),
+        (None, Some(cached)) => Some(cached),
         (None, None) => read(clinic.clinic_ca_secret()).await?,
     };
     let live = match live {
@@ -122,20 +121,18 @@ async fn issued(
         None => read(leaf.secret_name(clinic)).await?,
     };
     let live = live.as_ref();
-    let ca_fingerprint = memo_fingerprint
-        .as_deref()
-        .or_else(|| ca.as_ref().and_then(|m| annotation(m, CA_FINGERPRINT_ANNOTATION)));
+    let ca_fingerprint =
+        memo_fingerprint.as_deref().or_else(|| ca.as_ref().and_then(|m| m.ca_fingerprint.as_deref()));
     let ca_exists = memo_fingerprint.is_some() || ca.is_some();
     if let Some(live) = live {
-        let not_after =
-            annotation(live, NOT_AFTER_ANNOTATION).and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        let signed_by = annotation(live, CA_FINGERPRINT_ANNOTATION);
+        let not_after = live.not_after.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let signed_by = live.ca_fingerprint.as_deref();
         if let Some(not_after) = not_after
             && !internal_tls::due(not_after, now)
             && ca_fingerprint.is_some()
             && signed_by == ca_fingerprint
         {
-            return Ok(record(clinic, leaf, not_after, live));
+            return Ok(record(clinic, leaf, not_after, &live.resource_version));
         }
     }
     let name = leaf.secret_name(clinic);
@@ -171,7 +168,8 @@ async fn issued(
     }
     .map_err(|source| Error::WriteCertificate { name: name.clone(), source })?;
     info!(secret = %name, certificate = leaf.as_str(), not_after = %issued.not_after, "certificate issued");
-    Ok(record(clinic, leaf, issued.not_after, &written.metadata))
+    let version = written.metadata.resource_version.unwrap_or_default();
+    Ok(record(clinic, leaf, issued.not_after, &version))
 }
 
 /// The clinic's CA: read when `exists` (its metadata was found), else made once. `leaf_secret`
@@ -225,14 +223,14 @@ async fn read(
     ctx: &Context,
     clinic: &Clinic,
     leaf: Leaf,
-    live: &ObjectMeta,
+    live: &SecretRecord,
     previous: Option<CertificateStatus>,
 ) -> Result<Option<CertificateStatus>> {
-    if let Some(previous) = previous.filter(|p| Some(&p.secret_version) == live.resource_version.as_ref()) {
+    if let Some(previous) = previous.filter(|p| *p.secret_version == *live.resource_version) {
         return Ok(Some(previous));
     }
-    if let Some(not_after) = annotation(live, NOT_AFTER_ANNOTATION).and_then(|t| t.parse().ok()) {
-        return Ok(Some(record(clinic, leaf, not_after, live)));
+    if let Some(not_after) = live.not_after.as_deref().and_then(|t| t.parse().ok()) {
+        return Ok(Some(record(clinic, leaf, not_after, &live.resource_version)));
     }
     let name = leaf.secret_name(clinic);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
@@ -243,5 +241,5 @@ async fn read(
         .and_then(|s| s.data.as_ref()?.get(KEY_TLS_CERT))
         .and_then(|v| std::str::from_utf8(&v.0).ok())
         .and_then(internal_tls::not_after);
-    Ok(not_after.map(|t| record(clinic, leaf, t, live)))
+    Ok(not_after.map(|t| record(clinic, leaf, t, &live.resource_version)))
 }

@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use crate::api::{DeletionPolicy, FIELD_MANAGER};
 use crate::desired::secrets::{self, GeneratedSecret, SecretValues};
 use crate::model::Clinic;
+use crate::reconcile::caches::SecretRecord;
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 
@@ -47,7 +48,7 @@ pub async fn ensure_secrets(
     let mut created = 0;
     for generated in secrets::generated(clinic) {
         match ctx.caches.secret(&clinic.namespace, &generated.name) {
-            Some(live) => adopt_secret(ctx, clinic, &generated, &live.metadata).await?,
+            Some(live) => adopt_secret(ctx, clinic, &generated, &live).await?,
             None => {
                 if create_secret(ctx, clinic, &generated, encryption_recorded).await? {
                     created += 1;
@@ -96,7 +97,9 @@ async fn create_secret(
         if data {
             return match api.get_metadata_opt(&generated.name).await {
                 Ok(Some(existing)) => {
-                    adopt_secret(ctx, clinic, generated, &existing.metadata).await.map(|()| false)
+                    adopt_secret(ctx, clinic, generated, &SecretRecord::of(&existing.metadata))
+                        .await
+                        .map(|()| false)
                 }
                 Ok(None) if encryption => {
                     Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim })
@@ -122,7 +125,9 @@ async fn create_secret(
         Err(kube::Error::Api(status)) if status.code == 409 => {
             match api.get_metadata_opt(&generated.name).await {
                 Ok(Some(existing)) => {
-                    adopt_secret(ctx, clinic, generated, &existing.metadata).await.map(|()| false)
+                    adopt_secret(ctx, clinic, generated, &SecretRecord::of(&existing.metadata))
+                        .await
+                        .map(|()| false)
                 }
                 // Gone again between the create and the read: the next pass creates it.
                 Ok(None) => Ok(false),
@@ -138,14 +143,12 @@ async fn adopt_secret(
     ctx: &Context,
     clinic: &Clinic,
     generated: &GeneratedSecret,
-    live: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    live: &SecretRecord,
 ) -> Result<()> {
     let labels = clinic.labels(crate::model::Component::Platform);
     let owners = secret_owner_references(clinic);
-    let live_labels = live.labels.clone().unwrap_or_default();
-    let labels_ok = labels.iter().all(|(k, v)| live_labels.get(k) == Some(v));
-    let live_owner_uids: BTreeSet<&str> =
-        live.owner_references.iter().flatten().map(|o| o.uid.as_str()).collect();
+    let labels_ok = live.has_labels(&labels);
+    let live_owner_uids: BTreeSet<&str> = live.owner_uids.iter().map(|uid| &**uid).collect();
     let owners_ok = owners.iter().all(|o| live_owner_uids.contains(o.uid.as_str()))
         && (clinic.deletion_policy() == DeletionPolicy::Delete
             || clinic.owner.as_ref().is_none_or(|o| !live_owner_uids.contains(o.uid.as_str())));

@@ -452,8 +452,9 @@ impl ControlPlane {
     }
 
     /// The operator's identity as the chart installs it in cluster mode with its default policy:
-    /// `clinic-system/clinic-operator` bound to the ClusterRole of `files/clusterrole.yaml`, and
-    /// to the Velero Role of `files/role-velero.yaml` in `velero` (created if missing).
+    /// `clinic-system/clinic-operator` bound to the ClusterRole of `files/clusterrole.yaml`, to
+    /// the Velero Role of `files/role-velero.yaml` in `velero` (created if missing), and to the
+    /// ledger's Role of `files/role-ledger.yaml` in `clinic-system`.
     pub fn operator_kubeconfig(&self) -> Result<PathBuf> {
         let files = crate::workspace_root().join("charts/clinic-operator/files");
         self.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: velero\n")?;
@@ -463,6 +464,12 @@ impl ControlPlane {
             "clinic-operator",
         )?;
         self.bind_role(&files.join("role-velero.yaml"), &["velero"], "clinic-system", "clinic-operator")?;
+        self.bind_role(
+            &files.join("role-ledger.yaml"),
+            &["clinic-system"],
+            "clinic-system",
+            "clinic-operator",
+        )?;
         Ok(kubeconfig)
     }
 

@@ -110,6 +110,8 @@ impl OperatorProcess {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,clinic_operator=debug,kube=warn")
             .env("POD_NAME", format!("e2e-operator-{}", self.starts))
+            // The namespace the chart installs it in: its ledger goes there.
+            .env("POD_NAMESPACE", "clinic-system")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -691,6 +691,65 @@ fn restart_mid_converge_keeps_secrets(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The verified-children ledger: a restarted operator trusts what it verified before only for
+/// children nobody changed since; a change made while no operator ran is still put back.
+fn a_restart_rereads_only_what_changed_while_down(env: &Env) -> Result<()> {
+    let ns = "e2e-ledger";
+    env.namespace(ns)?;
+    env.clinic(ns, "calm", "  backup: {enabled: false}\n")?;
+    env.clinic(ns, "tampered", "  backup: {enabled: false}\n")?;
+    env.wait_ready(ns, "calm", wait())?;
+    env.wait_ready(ns, "tampered", wait())?;
+    // Both verified and written down (the ledger is written every 10 s).
+    eventually("both clinics in the ledger", Duration::from_secs(60), || {
+        let ledger = env.json(&["-n", "clinic-system", "get", "configmap", "clinic-operator-verified"])?;
+        Ok(["e2e-ledger.calm", "e2e-ledger.tampered"].iter().all(|k| ledger["data"][k].is_string()))
+    })?;
+    let policy = |env: &Env| -> Result<Value> {
+        Ok(env.json(&["-n", ns, "get", "networkpolicy", "tampered-default-deny"])?["spec"].clone())
+    };
+    let declared = policy(env)?;
+    // No operator runs while the default-deny policy is opened to every ingress.
+    env.operator().kill();
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "networkpolicy",
+        "tampered-default-deny",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ingress":[{}]}}"#,
+    ])?;
+    ensure!(policy(env)? != declared, "the change did not take");
+    let log_before = env.operator().output().len();
+    env.operator().restart()?;
+    eventually("the opened policy put back after the restart", Duration::from_secs(60), || {
+        Ok(policy(env)? == declared)
+    })?;
+    eventually(
+        "a DriftCorrected event for the policy changed while no operator ran",
+        Duration::from_secs(30),
+        || {
+            let events =
+                env.json(&["-n", ns, "get", "events", "--field-selector", "reason=DriftCorrected"])?;
+            Ok(events["items"].as_array().into_iter().flatten().any(|e| {
+                e["message"].as_str().is_some_and(|m| m.starts_with("NetworkPolicy tampered-default-deny"))
+            }))
+        },
+    )?;
+    // The untouched clinic's children were trusted from the ledger, not read again.
+    eventually("the calm clinic's children trusted from the ledger", Duration::from_secs(60), || {
+        let log = env.operator().output();
+        Ok(log.get(log_before..).unwrap_or_default().lines().any(|line| {
+            line.contains("children unchanged since their last verification")
+                && line.contains(r#""clinic":"calm""#)
+        }))
+    })?;
+    env.wait_ready(ns, "calm", wait())?;
+    Ok(())
+}
+
 fn converged_clinic_is_not_rewritten(env: &Env) -> Result<()> {
     env.wait_ready("clinic-minimal", "clinic-minimal", wait())?;
     let versions = |env: &Env| -> Result<BTreeSet<String>> {
@@ -1053,6 +1112,8 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns-guard, namespace: kube-system}\ndata: {Corefile: '.:53 { forward . 203.0.113.1 }'}\n",
         "apiVersion: v1\nkind: Service\nmetadata: {name: guard, namespace: kube-system}\nspec: {ports: [{port: 53}]}\n",
         "apiVersion: v1\nkind: Secret\nmetadata: {name: guard, namespace: clinic-system}\nstringData: {token: x}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: guard, namespace: clinic-system}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: clinic-operator-verified, namespace: kube-system}\n",
     ] {
         ensure!(
             as_operator(yaml).is_err_and(|e| e.contains("never writes in system namespaces")),
@@ -1060,6 +1121,27 @@ fn operator_account_is_held_by_admission_policies(env: &Env) -> Result<()> {
         );
         refused += 1;
     }
+    // Its one exception there: the verified-children ledger (the chart's Role allows it too).
+    // (Applied as the operator writes it: the operator may well have made it already.)
+    let ledger = env.plane.dir.join("ledger.yaml");
+    std::fs::write(
+        &ledger,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: clinic-operator-verified, namespace: clinic-system}\n",
+    )?;
+    env.plane
+        .kubectl_as(
+            &env.operator_kubeconfig,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=clinic-operator",
+                "--dry-run=server",
+                "-f",
+                &ledger.display().to_string(),
+            ],
+        )
+        .context("the operator's ledger was refused")?;
     // Secrets: labels may change (adoption), data never.
     let patch = |body: &str| {
         env.plane.kubectl_as(
@@ -1741,6 +1823,8 @@ fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
         "clinic-system",
         "clinic-operator",
     )?;
+    let ledger_role = workspace_root().join("charts/clinic-operator/files/role-ledger.yaml");
+    plane.bind_role(&ledger_role, &["clinic-system"], "clinic-system", "clinic-operator")?;
     let operator = OperatorProcess::start_with(
         &operator::binary()?,
         &kubeconfig,
@@ -1768,6 +1852,22 @@ fn namespaced_mode_runs_with_roles_only(_env: &Env) -> Result<()> {
         .cloned()
         .unwrap_or_default();
     ensure!(security["status"] == "True", "SecurityEnforced in namespaced mode: {security}");
+    // Its ledger, in its own namespace, through the chart's Role only.
+    eventually("the ledger written with the ledger's Role", Duration::from_secs(60), || {
+        let ledger = plane.kubectl(&[
+            "-n",
+            "clinic-system",
+            "get",
+            "configmap",
+            "clinic-operator-verified",
+            "-o",
+            "json",
+        ]);
+        Ok(ledger.is_ok_and(|l| {
+            serde_json::from_str::<Value>(&l).is_ok_and(|v| v["data"]["ward-a.a"].is_string())
+        }))
+    })
+    .with_context(|| tail(&operator.output(), 20))?;
     // The unwatched namespace is left alone...
     std::thread::sleep(Duration::from_secs(3));
     let b = plane.kubectl(&[
@@ -2710,6 +2810,7 @@ fn main() -> ExitCode {
         Any spec_invalid_beyond_schema_degrades_without_writes,
         Any deletion_leaves_no_orphans,
         Local restart_mid_converge_keeps_secrets,
+        Local a_restart_rereads_only_what_changed_while_down,
         Any converged_clinic_is_not_rewritten,
         Local rbac_is_least_privilege,
         Local operator_account_is_held_by_admission_policies,

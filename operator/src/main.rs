@@ -65,6 +65,11 @@ struct RunArgs {
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
+    /// The ConfigMap, in the operator's namespace (`POD_NAMESPACE`), where a restart finds which
+    /// children were verified and unchanged since (docs/architecture.md); empty: none, every
+    /// child is read after a restart.
+    #[arg(long, env = "VERIFIED_LEDGER", default_value = clinic_operator::reconcile::ledger::DEFAULT_NAME)]
+    verified_ledger: String,
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -204,12 +209,23 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     };
     leading.store(true, std::sync::atomic::Ordering::Release);
 
+    // Read once the Lease is held: the previous leader wrote its last entries before letting go.
+    let ledger = Arc::new(match args.verified_ledger.as_str() {
+        "" => reconcile::ledger::Ledger::disabled(),
+        name => reconcile::ledger::Ledger::load(client.clone(), &args.leader_election_namespace, name).await,
+    });
+    let flusher = {
+        let ledger = ledger.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { ledger.run(stop).await })
+    };
     let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
         let config = reconcile::RunConfig {
             concurrency: args.concurrency,
             instance: args.pod_name.clone(),
             namespace,
             policy: policy.clone(),
+            ledger: ledger.clone(),
         };
         reconcile::run(client.clone(), config, metrics.clone(), caches, writers, stopped(stop_rx.clone()))
     });
@@ -220,6 +236,8 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         }
         Some(leadership) => run_while_leading(controllers, leadership).await?,
     }
+    // Its last write, after the controllers stopped.
+    let _ = flusher.await;
     match server.await {
         Ok(result) => result.context("metrics server")?,
         Err(e) => anyhow::bail!("metrics server task: {e}"),

@@ -12,6 +12,7 @@ use clinic_operator::desired::{self, SecretValues};
 use clinic_operator::metrics::Metrics;
 use clinic_operator::model;
 use clinic_operator::reconcile::caches::{CacheWriters, Caches};
+use clinic_operator::reconcile::ledger::Ledger;
 use clinic_operator::reconcile::{self, Context, converge};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -277,6 +278,7 @@ fn cached_read(c: &Call) -> bool {
             || c.path == "/apis/monitoring.coreos.com/v1alpha1"
             || c.path == "/apis/security.istio.io/v1"
             || c.path == "/apis/autoscaling.k8s.io/v1"
+            || c.path == "/apis/k8s.mariadb.com/v1alpha1"
             || c.path.starts_with("/apis/storage.k8s.io/v1/storageclasses"))
 }
 
@@ -495,6 +497,104 @@ async fn converged_clinic_sends_no_request_at_all() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let calls = log.lock().unwrap().clone();
     assert!(calls.is_empty(), "a converged clinic sent {calls:?}");
+}
+
+/// A fresh operator over `children` (new caches and memory) that shares `ledger`: the calls of its
+/// first pass.
+async fn first_pass_of_a_fresh_operator(
+    cp: &ClinicPlatform,
+    children: Vec<DynamicObject>,
+    ledger: &Arc<Ledger>,
+) -> Vec<Call> {
+    let fresh = seeded(children, secret_metadata(cp)).await;
+    let (client, log) = mock_api(fresh.live);
+    let ctx = Context::new(client, fresh.caches, Arc::new(Metrics::new()), None).with_ledger(ledger.clone());
+    let (result, calls) = run_with(cp, &Arc::new(ctx), &log).await;
+    result.unwrap();
+    calls
+}
+
+#[tokio::test]
+async fn a_restart_trusts_the_ledger_only_for_children_unchanged_since() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    let ledger = Arc::new(Ledger::disabled());
+    let reads = |calls: &[Call]| calls.iter().filter(|c| c.method == "GET").count();
+    // The first operator reads every child once, finds them as declared, and writes that down.
+    let calls = first_pass_of_a_fresh_operator(&cp, children.clone(), &ledger).await;
+    assert_eq!(reads(&calls), 24, "{calls:#?}");
+    let key = ("clinic-lyon".to_string(), "lyon".to_string());
+    assert!(ledger.digest_of(&key).is_some(), "every child verified: the clinic is in the ledger");
+    cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
+    // Restarted over the same children: nothing changed since, nothing is read.
+    let calls = first_pass_of_a_fresh_operator(&cp, children.clone(), &ledger).await;
+    assert_eq!(reads(&calls), 0, "the ledger showed them unchanged: {calls:#?}");
+    assert!(child_writes(&calls).is_empty(), "{calls:#?}");
+    // Restarted after someone changed one child while no operator ran: its marker moved, so
+    // every child is read again, and the change is put back.
+    let edited: Vec<DynamicObject> = children
+        .into_iter()
+        .map(|mut c| {
+            if c.metadata.name.as_deref() == Some("lyon-default-deny") {
+                c.data["spec"]["ingress"] = json!([{}]);
+                c.metadata.resource_version = Some("7".into());
+            }
+            c
+        })
+        .collect();
+    let calls = first_pass_of_a_fresh_operator(&cp, edited, &ledger).await;
+    assert_eq!(reads(&calls), 24, "a moved marker: every child read again: {calls:#?}");
+    let writes = child_writes(&calls);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].is("PATCH", "/networkpolicies/lyon-default-deny"));
+}
+
+/// cert-manager's API is served; every other GET is a 404.
+fn cert_manager_served() -> (Client, Recorded) {
+    scripted_api(|line, method, body| {
+        if line == "GET /apis/cert-manager.io/v1" {
+            let certificates = json!({"name": "certificates", "singularName": "certificate", "namespaced": true,
+                "kind": "Certificate", "verbs": ["get", "list", "create", "patch", "delete"]});
+            let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1",
+                "resources": [certificates]});
+            (StatusCode::OK, list)
+        } else if method == "GET" {
+            not_found()
+        } else {
+            echo(body)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_restart_looks_for_leftovers_only_where_the_ledger_has_no_clean_check_of_this_version() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    let ledger = Arc::new(Ledger::disabled());
+    let calls = first_pass_of_a_fresh_operator(&cp, children.clone(), &ledger).await;
+    cp.status = Some(serde_json::from_value(written_status(&calls)).unwrap());
+    let key = ("clinic-lyon".to_string(), "lyon".to_string());
+    assert!(ledger.uncached_version_of(&key).is_some(), "a clean check is written down");
+    let restarted = |ledger: Arc<Ledger>| {
+        let cp = cp.clone();
+        let children = children.clone();
+        async move {
+            let fresh = seeded(children, secret_metadata(&cp)).await;
+            let (client, calls) = cert_manager_served();
+            let ctx = Context::new(client, fresh.caches, Arc::new(Metrics::new()), None).with_ledger(ledger);
+            reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), Arc::new(ctx)).await.unwrap();
+            lines(&calls).into_iter().filter(|l| l.contains("/certificates/")).count()
+        }
+    };
+    // The same version as the last clean check: no Certificate (the default clinic wants none)
+    // can be left over.
+    assert_eq!(restarted(ledger.clone()).await, 0);
+    // No clean check of this version known (an older ledger, another spec or policy): every
+    // Certificate the clinic could have had is looked for, to remove it.
+    let older = Arc::new(Ledger::disabled());
+    older.record(&key, ledger.digest_of(&key));
+    older.record_uncached(&key, "another version".into());
+    assert!(restarted(older).await > 0, "leftovers looked for");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! What every reconcile shares: the client, the caches, the event recorder, the metrics, the
-//! platform's policy, discovery and this process's memory.
+//! platform's policy, discovery, and this process's memory and what a restart keeps of it.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::caches::Caches;
 use super::discovery::Discovery;
+use super::ledger::Ledger;
 use super::memory::Memory;
 use super::storage::StorageClassCache;
 use crate::api::FIELD_MANAGER;
@@ -27,6 +28,8 @@ pub struct Context {
     pub discovery: Discovery,
     pub storage_classes: StorageClassCache,
     pub memory: Memory,
+    /// What a restart keeps of `memory`.
+    pub ledger: Arc<Ledger>,
     /// What the operator's own probes of the clinics found (the policy's `clinicProbe`).
     pub probes: super::probe::Probes,
 }
@@ -44,8 +47,15 @@ impl Context {
             cluster_scope: true,
             storage_classes: StorageClassCache::default(),
             memory: Memory::default(),
+            ledger: Arc::new(Ledger::disabled()),
             probes: super::probe::Probes::default(),
         }
+    }
+
+    /// The same context keeping its verified children in `ledger` across restarts.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     /// The same context under another policy.

@@ -40,6 +40,7 @@ pub async fn on_deletion(ctx: &Context, cp: &ClinicPlatform) -> Result<Action> {
     let key = (cp.namespace().unwrap_or_default(), cp.name_any());
     ctx.metrics.forget_clinic(&key.0, &key.1);
     ctx.memory.forget_clinic(&key);
+    ctx.ledger.forget(&key);
     ctx.probes.forget(&key.0, &key.1);
     Ok(Action::await_change())
 }

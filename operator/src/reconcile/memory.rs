@@ -1,7 +1,8 @@
 //! What this process remembers between passes: per child, the marker it was last verified
 //! with; per clinic, its backoff, the last check of the objects the caches do not hold, its
-//! last Backup list and when its status was last written. A restart forgets it all: every
-//! child is then read once (and written only if it differs).
+//! last Backup list and when its status was last written. A restart forgets it all but what
+//! the [`super::ledger`] keeps: children whose markers moved since are read once (and written
+//! only if they differ).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -113,6 +114,12 @@ impl Memory {
     pub fn is_verified(&self, key: &ChildKey, marker: Marker) -> bool {
         let key = self.child_hash(key);
         self.children().get(&key).is_some_and(|m| *m == marker)
+    }
+
+    /// The marker the child was last verified with, if any.
+    pub fn verified_marker(&self, key: &ChildKey) -> Option<Marker> {
+        let key = self.child_hash(key);
+        self.children().get(&key).copied()
     }
 
     /// Whether this process wrote or verified the child (with any marker) and has not let it

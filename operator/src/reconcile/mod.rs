@@ -5,8 +5,9 @@
 //! publish → next.
 //!
 //! Around it: [`watch`] (the watches and the controller), [`caches`] (what they fill),
-//! [`context`] and [`memory`] (what every pass shares and remembers), [`finalizer`] (clean-up
-//! of a deleted clinic), [`events`], [`discovery`] and [`error`].
+//! [`context`], [`memory`] and [`ledger`] (what every pass shares and remembers, and what a
+//! restart keeps), [`finalizer`] (clean-up of a deleted clinic), [`events`], [`discovery`] and
+//! [`error`].
 
 pub mod backups;
 pub mod caches;
@@ -21,6 +22,7 @@ pub mod exposure;
 pub mod finalizer;
 pub mod gate;
 pub mod gather;
+pub mod ledger;
 pub mod memory;
 pub mod observe;
 pub mod probe;

@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub namespace: Option<String>,
     /// The platform team's policy.
     pub policy: Arc<crate::policy::Policy>,
+    /// What a restart keeps of the verified children (shared by every watched namespace).
+    pub ledger: Arc<super::ledger::Ledger>,
 }
 
 /// Watches and reconciles until `shutdown` resolves.
@@ -94,7 +96,9 @@ pub async fn run(
         info!("watches synced");
     });
     let probe_policy = config.policy.clinic_probe.clone();
-    let mut context = Context::new(client, caches, metrics, config.instance).with_policy(config.policy);
+    let mut context = Context::new(client, caches, metrics, config.instance)
+        .with_policy(config.policy)
+        .with_ledger(config.ledger);
     context.cluster_scope = scope.is_none();
     let context = Arc::new(context);
     // The operator's own probes ask for a reconcile when a clinic's verdict changes.

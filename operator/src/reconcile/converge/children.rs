@@ -17,6 +17,8 @@ use crate::reconcile::compare::{converged, first_difference};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 use crate::reconcile::events::Notice;
+use crate::reconcile::ledger::digest;
+use crate::reconcile::memory::{ChildKey, ClinicKey};
 
 /// Annotation holding the hash of what the operator last declared for a child. Equal hash but
 /// different content means someone else changed the object: drift, not a spec change.
@@ -166,6 +168,10 @@ pub async fn apply_children(
         .filter_map(|o| api_resource(o).map(|ar| (o, ar)))
         .filter(|(_, ar)| ar.kind != "Secret")
         .collect();
+    let clinic_key = (clinic.namespace.clone(), clinic.name.clone());
+    let child_keys: Vec<ChildKey> =
+        children.iter().map(|(o, ar)| (ar.kind.clone(), clinic.namespace.clone(), o.name_any())).collect();
+    restore_verified(ctx, &clinic_key, &children, &child_keys);
     // Children are independent objects: several are read or written at once, which divides a
     // first reconcile's latency; results are taken in declaration order (stable events).
     // The futures are made before the stream (not by a closure inside it): a stream of
@@ -224,8 +230,52 @@ pub async fn apply_children(
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(applied),
+        None => {
+            record_verified(ctx, &clinic_key, &child_keys);
+            Ok(applied)
+        }
     }
+}
+
+/// After a restart (this process remembers none of the clinic's children): children whose
+/// cached markers are those of the last time all were verified ([`super::super::ledger`]) are
+/// known verified without a read.
+fn restore_verified(
+    ctx: &Context,
+    clinic: &ClinicKey,
+    children: &[(&DynamicObject, ApiResource)],
+    keys: &[ChildKey],
+) {
+    let Some(recorded) = ctx.ledger.digest_of(clinic) else {
+        return;
+    };
+    if keys.iter().any(|key| ctx.memory.remembers(key)) {
+        return;
+    }
+    let mut cached = Vec::with_capacity(keys.len());
+    for ((_, ar), key) in children.iter().zip(keys) {
+        let Some(record) = ctx.caches.get(ar, &key.1, &key.2) else {
+            return;
+        };
+        cached.push((key, record.marker));
+    }
+    if digest(cached.iter().map(|((kind, _, name), marker)| (kind.as_str(), name.as_str(), *marker)))
+        == recorded
+    {
+        debug!(clinic = %clinic.1, children = cached.len(), "children unchanged since their last verification");
+        for (key, marker) in cached {
+            ctx.memory.set_verified(key.clone(), marker);
+        }
+    }
+}
+
+/// Every child verified: their markers go to the ledger.
+fn record_verified(ctx: &Context, clinic: &ClinicKey, children: &[ChildKey]) {
+    let markers: Option<Vec<_>> = children
+        .iter()
+        .map(|key| ctx.memory.verified_marker(key).map(|m| (key.0.as_str(), key.2.as_str(), m)))
+        .collect();
+    ctx.ledger.record(clinic, markers.map(digest));
 }
 
 /// Children of one clinic read or written at once.

@@ -17,6 +17,7 @@ use super::error::Problem;
 use super::events::Notice;
 use super::exposure;
 use super::finalizer;
+use super::ledger;
 use crate::api::ClinicPlatform;
 use crate::desired::OptionalApi;
 use crate::model::Clinic;
@@ -103,27 +104,35 @@ pub async fn sync(
     }
     let wanted = outside::wanted(clinic, velero);
     let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
-    let outside = match finalizer::ensure(ctx, cp, !wanted.is_empty()).await {
-        Ok(()) => outside::sync(ctx, clinic, &wanted, recorded, velero).await,
-        Err(e) => {
-            let problem = Problem::from(&e);
-            outside::Outcome {
-                schedule_error: Some(problem.clone()),
-                dashboard_error: Some(problem),
-                record: recorded.map(<[_]>::to_vec).unwrap_or_default(),
-                notices: Vec::new(),
+    let outside = async {
+        match finalizer::ensure(ctx, cp, !wanted.is_empty()).await {
+            Ok(()) => outside::sync(ctx, clinic, &wanted, recorded, velero).await,
+            Err(e) => {
+                let problem = Problem::from(&e);
+                outside::Outcome {
+                    schedule_error: Some(problem.clone()),
+                    dashboard_error: Some(problem),
+                    record: recorded.map(<[_]>::to_vec).unwrap_or_default(),
+                    notices: Vec::new(),
+                }
             }
         }
     };
     // The children of an API are read only where the clinic wants one of them, or when this
     // check may find some it no longer wants: its ClinicPlatform changed since the last check
     // (turned off: they go with this one), or this process never checked a clinic reconciled
-    // before (what an older spec or the platform's policy left goes then). A new clinic has none
-    // to remove: the default clinic never reads a Certificate, an HTTPRoute or an
+    // before and the ledger shows no clean check of this very version (what an older spec, the
+    // platform's policy or another operator version left goes then). A new clinic has none to
+    // remove: the default clinic never reads a Certificate, an HTTPRoute or an
     // AlertmanagerConfig.
+    // After a restart, the ledger says for which version the last clean check was.
+    let ledger_version = version.map(|v| ledger::uncached_version(v, &ctx.policy));
     let leftovers_possible = match ctx.memory.uncached_checked_for(&key) {
         Some(checked_for) => checked_for.as_ref() != version,
-        None => cp.status.is_some(),
+        None => match ctx.ledger.uncached_version_of(&key) {
+            Some(checked_for) => Some(checked_for) != ledger_version,
+            None => cp.status.is_some(),
+        },
     };
     let opt_in = |api: OptionalApi| async move {
         match leftovers_possible || wants(clinic, desired, api) {
@@ -131,13 +140,20 @@ pub async fn sync(
             false => None,
         }
     };
-    let certificates = opt_in(OptionalApi::CertManager).await.unwrap_or_default();
-    let routes = opt_in(OptionalApi::GatewayApi).await;
-    let monitors = opt_in(OptionalApi::PrometheusOperator).await.unwrap_or_default();
-    let mesh = opt_in(OptionalApi::Istio).await;
-    let vertical = opt_in(OptionalApi::VerticalPodAutoscaler).await;
-    let alert_routing = opt_in(OptionalApi::AlertmanagerConfig).await;
-    let database_cluster = opt_in(OptionalApi::DatabaseOperator).await;
+    // Independent objects: read (and written) at once, so a check costs one round trip of the
+    // API server, not one per API.
+    let (outside, certificates, routes, monitors, mesh, vertical, alert_routing, database_cluster) = futures::join!(
+        outside,
+        opt_in(OptionalApi::CertManager),
+        opt_in(OptionalApi::GatewayApi),
+        opt_in(OptionalApi::PrometheusOperator),
+        opt_in(OptionalApi::Istio),
+        opt_in(OptionalApi::VerticalPodAutoscaler),
+        opt_in(OptionalApi::AlertmanagerConfig),
+        opt_in(OptionalApi::DatabaseOperator),
+    );
+    let certificates = certificates.unwrap_or_default();
+    let monitors = monitors.unwrap_or_default();
     let route_unsettled = exposure::state(clinic, routes.as_ref()).is_some_and(|r| !r.is_accepted());
     let checked = Uncached {
         outside: Some(outside),
@@ -151,5 +167,8 @@ pub async fn sync(
         route_unsettled,
     };
     ctx.memory.remember_uncached(&key, version, &checked);
+    if let (true, Some(v)) = (checked.is_clean(), ledger_version) {
+        ctx.ledger.record_uncached(&key, v);
+    }
     checked
 }

@@ -47,11 +47,18 @@ pub async fn ensure(
     if !state.installed {
         return state;
     }
-    for (_, resource, name) in desired::optional_children(clinic).into_iter().filter(|(a, _, _)| *a == api) {
+    let children = desired::optional_children(clinic).into_iter().filter(|(a, _, _)| *a == api);
+    // Each object on its own: read (and written) at once.
+    let outcomes = futures::future::join_all(children.map(|(_, resource, name)| async move {
         let wanted = desired
             .iter()
             .find(|o| o.name_any() == name && o.types.as_ref().is_some_and(|t| t.kind == resource.kind));
-        match ensure_one(ctx, &resource, &clinic.namespace, &name, wanted).await {
+        let outcome = ensure_one(ctx, &resource, &clinic.namespace, &name, wanted).await;
+        (resource, name, outcome)
+    }))
+    .await;
+    for (resource, name, outcome) in outcomes {
+        match outcome {
             Ok(Some(object)) => {
                 let status = object.data.get("status").filter(|s| !s.is_null()).cloned();
                 let key = (resource.kind.clone(), name);

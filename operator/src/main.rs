@@ -215,9 +215,9 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         name => reconcile::ledger::Ledger::load(client.clone(), &args.leader_election_namespace, name).await,
     });
     let flusher = {
-        let ledger = ledger.clone();
+        let (ledger, metrics) = (ledger.clone(), metrics.clone());
         let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { ledger.run(stop).await })
+        tokio::spawn(async move { ledger.run(&metrics, stop).await })
     };
     let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
         let config = reconcile::RunConfig {

@@ -183,7 +183,7 @@ impl Ledger {
 
     /// Writes the ConfigMap if an entry changed. The entries of clinics not reconciled since the
     /// start go once [`FORGET_UNSEEN_AFTER`] has passed.
-    pub async fn flush(&self) -> Result<(), kube::Error> {
+    pub async fn flush(&self, metrics: &crate::metrics::Metrics) -> Result<(), kube::Error> {
         let Some((api, name)) = &self.target else {
             return Ok(());
         };
@@ -205,6 +205,7 @@ impl Ledger {
             "metadata": { "name": name, "labels": { "app.kubernetes.io/part-of": "clinic-operator" } },
             "data": text,
         });
+        metrics.record_write("ledger");
         api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
         debug!(clinics = data.len(), "verified-children ledger written");
         self.state().stored = data;
@@ -212,7 +213,7 @@ impl Ledger {
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] until `stop` resolves, then once more.
-    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(&self, metrics: &crate::metrics::Metrics, stop: impl std::future::Future<Output = ()>) {
         if self.target.is_none() {
             return;
         }
@@ -225,7 +226,7 @@ impl Ledger {
                 _ = interval.tick() => false,
                 () = &mut stop => true,
             };
-            match self.flush().await {
+            match self.flush(metrics).await {
                 Ok(()) => failing = false,
                 // Said once per run of failures: until it is written, a restart reads every child.
                 Err(e) if !failing => {

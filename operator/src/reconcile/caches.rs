@@ -54,8 +54,9 @@ pub fn is_workload(kind: &str) -> bool {
 /// A fingerprint of a child's state as the cache sees it; equal markers mean nobody changed
 /// what the operator declares. Where controllers write status (workloads, autoscalers, budgets)
 /// the resourceVersion moves on every status update, so the spec is followed by
-/// `metadata.generation`, and labels, annotations and owners with it; elsewhere any change
-/// moves the resourceVersion.
+/// `metadata.generation`, and labels, annotations, owners and the uid with it (an object
+/// deleted and made again starts at generation 1 again: only its uid tells it from the one
+/// verified); elsewhere any change, a new object included, moves the resourceVersion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Marker(u64);
 
@@ -68,6 +69,7 @@ pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
     match (kind, generation) {
         ("StatefulSet" | "Deployment" | "HorizontalPodAutoscaler" | "PodDisruptionBudget", Some(g)) => {
             'g'.hash(&mut hasher);
+            meta.uid.hash(&mut hasher);
             g.hash(&mut hasher);
             meta.labels.hash(&mut hasher);
             meta.annotations.hash(&mut hasher);
@@ -580,6 +582,13 @@ mod tests {
         let second = caches.get(&ApiResource::erase::<Deployment>(&()), "ns", "gw").expect("cached");
         assert_eq!(first.marker, second.marker);
         assert_eq!(caches.workload("Deployment", "ns", "gw").map(|w| w.ready), Some(2));
+
+        // Deleted and made again with the same metadata: a new object, whatever its generation.
+        let mut again = child("Deployment", "ns", "gw", "3", body(2));
+        again.metadata.uid = Some("another-uid".into());
+        writer.apply_watcher_event(&Event::Apply(again));
+        let third = caches.get(&ApiResource::erase::<Deployment>(&()), "ns", "gw").expect("cached");
+        assert_ne!(third.marker, second.marker, "a new uid is a new object");
 
         let writer = kind_writer(&mut writers, "StatefulSet");
         writer.apply_watcher_event(&Event::Apply(child("StatefulSet", "ns", "db", "1", body(0))));

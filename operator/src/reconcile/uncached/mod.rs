@@ -125,7 +125,6 @@ pub async fn sync(
     // platform's policy or another operator version left goes then). A new clinic has none to
     // remove: the default clinic never reads a Certificate, an HTTPRoute or an
     // AlertmanagerConfig.
-    // After a restart, the ledger says for which version the last clean check was.
     let ledger_version = version.map(|v| ledger::uncached_version(v, &ctx.policy));
     let leftovers_possible = match ctx.memory.uncached_checked_for(&key) {
         Some(checked_for) => checked_for.as_ref() != version,

@@ -67,7 +67,8 @@ struct RunArgs {
     leader_election_namespace: String,
     /// The ConfigMap, in the operator's namespace (`POD_NAMESPACE`), where a restart finds which
     /// children were verified and unchanged since (docs/architecture.md); empty: none, every
-    /// child is read after a restart.
+    /// child is read after a restart. The chart's Role and admission policy allow the default
+    /// name only.
     #[arg(long, env = "VERIFIED_LEDGER", default_value = clinic_operator::reconcile::ledger::DEFAULT_NAME)]
     verified_ledger: String,
     /// This replica's name in events (the pod name).

@@ -551,18 +551,14 @@ async fn a_restart_trusts_the_ledger_only_for_children_unchanged_since() {
 
 /// cert-manager's API is served; every other GET is a 404.
 fn cert_manager_served() -> (Client, Recorded) {
-    scripted_api(|line, method, body| {
-        if line == "GET /apis/cert-manager.io/v1" {
+    answering_or_absent(|line, _, _| {
+        (line == "GET /apis/cert-manager.io/v1").then(|| {
             let certificates = json!({"name": "certificates", "singularName": "certificate", "namespaced": true,
                 "kind": "Certificate", "verbs": ["get", "list", "create", "patch", "delete"]});
             let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1",
                 "resources": [certificates]});
             (StatusCode::OK, list)
-        } else if method == "GET" {
-            not_found()
-        } else {
-            echo(body)
-        }
+        })
     })
 }
 
@@ -717,6 +713,19 @@ where
     (Client::new(service, "default"), calls)
 }
 
+/// [`scripted_api`] answering with `answer` where it has one; otherwise every GET is a 404 and
+/// every write is answered with what it wrote.
+fn answering_or_absent<F>(answer: F) -> (Client, Recorded)
+where
+    F: Fn(&str, &http::Method, &Value) -> Option<(StatusCode, Value)> + Send + 'static,
+{
+    scripted_api(move |line, method, body| match answer(line, method, &body) {
+        Some(answered) => answered,
+        None if method == "GET" => not_found(),
+        None => echo(body),
+    })
+}
+
 fn not_found() -> (StatusCode, Value) {
     (
         StatusCode::NOT_FOUND,
@@ -737,15 +746,11 @@ fn lines(calls: &Recorded) -> Vec<String> {
 
 /// The database volume exists, no Secret does.
 fn volume_without_secrets() -> (Client, Recorded) {
-    scripted_api(|line, method, body| {
-        if line.contains("persistentvolumeclaims") {
+    answering_or_absent(|line, _, _| {
+        line.contains("persistentvolumeclaims").then(|| {
             let meta = json!({"name": "data-lyon-mariadb-0", "namespace": "clinic-lyon"});
             (StatusCode::OK, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta}))
-        } else if method == "GET" {
-            not_found()
-        } else {
-            echo(body)
-        }
+        })
     })
 }
 
@@ -783,23 +788,19 @@ const GENERATED: [&str; 4] =
 /// namespace was just restored): the API server answers the create with 409 and the Secret with
 /// its metadata. The CA and the certificate it signs do not exist.
 fn secrets_outside_the_cache() -> (Client, Recorded) {
-    scripted_api(|line, method, body| {
+    answering_or_absent(|line, method, body| {
         let name = line.rsplit('/').next().unwrap_or_default();
         let created = body["metadata"]["name"].as_str().unwrap_or_default();
-        if line.contains("persistentvolumeclaims") {
-            not_found()
-        } else if method == "POST" && line.ends_with("/secrets") && GENERATED.contains(&created) {
-            (
+        if method == "POST" && line.ends_with("/secrets") && GENERATED.contains(&created) {
+            Some((
                 StatusCode::CONFLICT,
                 json!({"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "AlreadyExists"}),
-            )
+            ))
         } else if method == "GET" && line.contains("/secrets/") && GENERATED.contains(&name) {
             let meta = json!({"name": name, "namespace": "clinic-lyon", "uid": format!("uid-{name}")});
-            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta}))
-        } else if method == "GET" {
-            not_found()
+            Some((StatusCode::OK, json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta})))
         } else {
-            echo(body)
+            None
         }
     })
 }

@@ -154,16 +154,16 @@ impl Ledger {
         self.state().current.get(&entry(key))?.uncached.clone()
     }
 
+    /// Changes the clinic's entry; an entry left with nothing known is removed.
     fn update(&self, key: &ClinicKey, change: impl FnOnce(&mut Entry)) {
         let entry = entry(key);
         let mut state = self.state();
-        state.seen.insert(entry.clone());
-        let slot = state.current.entry(entry).or_default();
-        change(slot);
-        if *slot == Entry::default() {
-            let State { current, .. } = &mut *state;
-            current.retain(|_, e| *e != Entry::default());
+        let mut value = state.current.remove(&entry).unwrap_or_default();
+        change(&mut value);
+        if value != Entry::default() {
+            state.current.insert(entry.clone(), value);
         }
+        state.seen.insert(entry);
     }
 
     /// Records the digest of the clinic's children, all verified now (`None`: some are not).

@@ -246,12 +246,13 @@ fn restore_verified(
     children: &[(&DynamicObject, ApiResource)],
     keys: &[ChildKey],
 ) {
-    let Some(recorded) = ctx.ledger.digest_of(clinic) else {
-        return;
-    };
+    // Checked first: every pass of a clinic this process knows stops here, at its first child.
     if keys.iter().any(|key| ctx.memory.remembers(key)) {
         return;
     }
+    let Some(recorded) = ctx.ledger.digest_of(clinic) else {
+        return;
+    };
     let mut cached = Vec::with_capacity(keys.len());
     for ((_, ar), key) in children.iter().zip(keys) {
         let Some(record) = ctx.caches.get(ar, &key.1, &key.2) else {

@@ -738,14 +738,19 @@ fn a_restart_rereads_only_what_changed_while_down(env: &Env) -> Result<()> {
             }))
         },
     )?;
-    // The untouched clinic's children were trusted from the ledger, not read again.
-    eventually("the calm clinic's children trusted from the ledger", Duration::from_secs(60), || {
+    // The untouched clinic's children were trusted from the ledger, not read again, and its
+    // first pass stopped there (resume); the tampered one took the full pass at once.
+    let logged = |message: &str, clinic: &str| {
         let log = env.operator().output();
-        Ok(log.get(log_before..).unwrap_or_default().lines().any(|line| {
-            line.contains("children unchanged since their last verification")
-                && line.contains(r#""clinic":"calm""#)
-        }))
+        let clinic = format!(r#""clinic":"{clinic}""#);
+        log.get(log_before..).unwrap_or_default().lines().any(|l| l.contains(message) && l.contains(&clinic))
+    };
+    eventually("the calm clinic's children trusted from the ledger", Duration::from_secs(60), || {
+        Ok(logged("children unchanged since their last verification", "calm"))
     })?;
+    const RESUMED: &str = "nothing changed while no operator ran";
+    ensure!(logged(RESUMED, "calm"), "the calm clinic's first pass was not left at that");
+    ensure!(!logged(RESUMED, "tampered"), "the tampered clinic's first pass was deferred");
     env.wait_ready(ns, "calm", wait())?;
     Ok(())
 }

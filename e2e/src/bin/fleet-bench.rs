@@ -211,6 +211,18 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     None
 }
 
+/// The share of reconciles that took at most `le` seconds (a bucket bound of the histogram).
+fn share_within(buckets: &[(f64, f64)], le: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    let within = buckets.iter().find(|(bound, _)| (*bound - le).abs() < 1e-9)?.1;
+    (total > 0.0).then(|| within / total)
+}
+
+/// The histogram's cumulative buckets as `[le, count]` pairs (`+Inf` last, as `null`).
+fn bucket_table(buckets: &[(f64, f64)]) -> Value {
+    buckets.iter().map(|(le, count)| json!([le.is_finite().then_some(*le), count])).collect()
+}
+
 /// (VmRSS, VmHWM) in MiB and CPU seconds of a process.
 fn process_usage(pid: u32) -> Option<(f64, f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -438,6 +450,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         "reconcile_errors": om.errors,
         "reconcile_p50_seconds": quantile(&om.buckets, 0.5),
         "reconcile_p99_seconds": quantile(&om.buckets, 0.99),
+        "reconcile_share_within_50ms": share_within(&om.buckets, 0.05),
+        "reconcile_buckets": bucket_table(&om.buckets),
         "operator_peak_rss_mib": hwm.max(peak_rss),
         "operator_rss_after_mib": rss_now,
         "operator_cpu_seconds": cpu,
@@ -450,6 +464,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
             "api_requests": table(&resync_requests),
             "reconcile_p50_seconds": quantile(&resync.buckets, 0.5),
             "reconcile_p99_seconds": quantile(&resync.buckets, 0.99),
+            "reconcile_share_within_50ms": share_within(&resync.buckets, 0.05),
+            "reconcile_buckets": bucket_table(&resync.buckets),
             "operator_peak_rss_mib": resync_hwm,
             "operator_cpu_seconds": resync_cpu,
         },

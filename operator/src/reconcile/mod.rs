@@ -1,7 +1,7 @@
 //! One pass over one ClinicPlatform, level-triggered, phase by phase; each phase lives in the
 //! module of its name (see `docs/architecture.md`):
 //!
-//! validate → gather → gate → certificates → desired → converge → uncached → observe → status →
+//! validate → (resume) → gather → gate → certificates → desired → converge → uncached → observe → status →
 //! publish → next.
 //!
 //! Around it: [`watch`] (the watches and the controller), [`caches`] (what they fill),
@@ -27,6 +27,7 @@ pub mod memory;
 pub mod observe;
 pub mod probe;
 pub mod publish;
+pub mod resume;
 pub mod status;
 pub mod storage;
 pub mod uncached;
@@ -75,6 +76,9 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         && !ctx.discovery.optional(desired::OptionalApi::DatabaseOperator).await
     {
         return publish::rejected(ctx, cp, Error::DatabaseOperatorMissing).await;
+    }
+    if let Some(full_pass_in) = resume::deferred(ctx, cp, &clinic) {
+        return Ok(Action::requeue(full_pass_in));
     }
     let mut notices = Vec::new();
     let gathered = gather::gather(ctx, cp, &clinic).await;

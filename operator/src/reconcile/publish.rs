@@ -44,19 +44,7 @@ pub async fn status_and_events(
     mut notices: Vec<Notice>,
 ) -> Result<Published> {
     let reference = cp.object_ref(&());
-    let ready = new_status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
-    let expiry = |certificate: &Option<crate::api::CertificateStatus>| {
-        certificate
-            .as_ref()
-            .and_then(|c| c.not_after.parse::<jiff::Timestamp>().ok())
-            .map(|t| t.as_second() as f64)
-    };
-    let times = ClinicTimes {
-        last_backup: new_status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0),
-        database_certificate_expiry: expiry(&new_status.database_certificate),
-        backend_certificate_expiry: expiry(&new_status.backend_certificate),
-    };
-    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, times);
+    clinic_metrics(ctx, clinic, new_status);
     let key = (clinic.namespace.clone(), clinic.name.clone());
     let changed = status::differs(cp.status.as_ref(), new_status);
     let coalesce =
@@ -73,6 +61,23 @@ pub async fn status_and_events(
     }
     publish(ctx, &reference, &notices).await;
     Ok(Published::Done)
+}
+
+/// The clinic's gauges (ready, last backup, certificates' expiry) as `status` says.
+pub fn clinic_metrics(ctx: &Context, clinic: &Clinic, status: &ClinicPlatformStatus) {
+    let ready = status.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
+    let expiry = |certificate: &Option<crate::api::CertificateStatus>| {
+        certificate
+            .as_ref()
+            .and_then(|c| c.not_after.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second() as f64)
+    };
+    let times = ClinicTimes {
+        last_backup: status.last_backup_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0),
+        database_certificate_expiry: expiry(&status.database_certificate),
+        backend_certificate_expiry: expiry(&status.backend_certificate),
+    };
+    ctx.metrics.observe_clinic(&clinic.namespace, &clinic.name, ready, times);
 }
 
 /// Events a status change calls for, once (not at every pass while it lasts).

@@ -163,14 +163,7 @@ pub async fn apply_children(
     notices: &mut Vec<Notice>,
 ) -> Result<Applied> {
     use futures::StreamExt;
-    let children: Vec<(&DynamicObject, ApiResource)> = desired
-        .iter()
-        .filter_map(|o| api_resource(o).map(|ar| (o, ar)))
-        .filter(|(_, ar)| ar.kind != "Secret")
-        .collect();
-    let clinic_key = (clinic.namespace.clone(), clinic.name.clone());
-    let child_keys: Vec<ChildKey> =
-        children.iter().map(|(o, ar)| (ar.kind.clone(), clinic.namespace.clone(), o.name_any())).collect();
+    let (clinic_key, children, child_keys) = cached_children(clinic, desired);
     restore_verified(ctx, &clinic_key, &children, &child_keys);
     // Children are independent objects: several are read or written at once, which divides a
     // first reconcile's latency; results are taken in declaration order (stable events).
@@ -237,37 +230,61 @@ pub async fn apply_children(
     }
 }
 
+/// The desired children the caches hold (all but the Secrets), with their keys.
+type CachedChildren<'a> = (ClinicKey, Vec<(&'a DynamicObject, ApiResource)>, Vec<ChildKey>);
+
+fn cached_children<'a>(clinic: &Clinic, desired: &'a [DynamicObject]) -> CachedChildren<'a> {
+    let children: Vec<(&DynamicObject, ApiResource)> = desired
+        .iter()
+        .filter_map(|o| api_resource(o).map(|ar| (o, ar)))
+        .filter(|(_, ar)| ar.kind != "Secret")
+        .collect();
+    let keys =
+        children.iter().map(|(o, ar)| (ar.kind.clone(), clinic.namespace.clone(), o.name_any())).collect();
+    ((clinic.namespace.clone(), clinic.name.clone()), children, keys)
+}
+
+/// For a restarted operator's first pass over a clinic: whether the ledger vouches for every
+/// desired child as it is cached now (see [`restore_verified`]; they are then remembered as
+/// verified). False once this process remembers any of them.
+pub fn vouched_for_by_ledger(ctx: &Context, clinic: &Clinic, desired: &[DynamicObject]) -> bool {
+    let (clinic_key, children, child_keys) = cached_children(clinic, desired);
+    restore_verified(ctx, &clinic_key, &children, &child_keys)
+}
+
 /// After a restart (this process remembers none of the clinic's children): children whose
 /// cached markers are those of the last time all were verified ([`super::super::ledger`]) are
-/// known verified without a read.
+/// known verified without a read. Returns whether they were.
 fn restore_verified(
     ctx: &Context,
     clinic: &ClinicKey,
     children: &[(&DynamicObject, ApiResource)],
     keys: &[ChildKey],
-) {
+) -> bool {
     // Checked first: every pass of a clinic this process knows stops here, at its first child.
     if keys.iter().any(|key| ctx.memory.remembers(key)) {
-        return;
+        return false;
     }
     let Some(recorded) = ctx.ledger.digest_of(clinic) else {
-        return;
+        return false;
     };
     let mut cached = Vec::with_capacity(keys.len());
     for ((_, ar), key) in children.iter().zip(keys) {
         let Some(record) = ctx.caches.get(ar, &key.1, &key.2) else {
-            return;
+            return false;
         };
         cached.push((key, record.marker));
     }
-    if digest(cached.iter().map(|((kind, _, name), marker)| (kind.as_str(), name.as_str(), *marker)))
-        == recorded
-    {
+    let unchanged =
+        digest(cached.iter().map(|((kind, _, name), marker)| (kind.as_str(), name.as_str(), *marker)))
+            == recorded;
+    if unchanged {
         debug!(clinic = %clinic.1, children = cached.len(), "children unchanged since their last verification");
         for (key, marker) in cached {
             ctx.memory.set_verified(key.clone(), marker);
         }
     }
+    unchanged
 }
 
 /// Every child verified: their markers go to the ledger.

@@ -6,8 +6,8 @@ mod children;
 mod namespace;
 mod secrets;
 
-pub use children::{Applied, DESIRED_HASH_ANNOTATION, declared};
-pub use namespace::{enforces_restricted, pod_security_labels};
+pub use children::{Applied, DESIRED_HASH_ANNOTATION, declared, vouched_for_by_ledger};
+pub use namespace::{enforces_restricted, pod_security_in_place, pod_security_labels};
 
 use kube::api::DynamicObject;
 

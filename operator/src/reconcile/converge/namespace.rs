@@ -27,20 +27,25 @@ pub fn enforces_restricted(labels: &BTreeMap<String, String>) -> bool {
     labels.get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some(POD_SECURITY_LEVEL)
 }
 
+/// Nothing to add: the namespace carries the labels, or the clinic opted out, or the namespace
+/// is not cached (namespaced mode: the operator cannot see namespaces).
+pub fn pod_security_in_place(ctx: &Context, clinic: &Clinic) -> bool {
+    let Some(labels) = ctx.caches.namespace_labels(&clinic.namespace) else {
+        return true;
+    };
+    !clinic.spec.security.enforce_pod_security
+        || pod_security_labels().iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Labels the clinic's namespace for Pod Security `restricted`. Labels are only ever added: a
 /// clinic that opts out (when the platform's policy lets it) stops adding them but never
 /// removes them, so two clinics of one namespace cannot undo each other, and lifting Pod
 /// Security stays the platform team's act.
 pub async fn ensure_pod_security(ctx: &Context, clinic: &Clinic) -> Result<()> {
-    let Some(labels) = ctx.caches.namespace_labels(&clinic.namespace) else {
-        return Ok(());
-    };
-    let wanted = pod_security_labels();
-    let present = wanted.iter().all(|(k, v)| labels.get(k) == Some(v));
-    if present || !clinic.spec.security.enforce_pod_security {
+    if pod_security_in_place(ctx, clinic) {
         return Ok(());
     }
-    let body_labels = wanted;
+    let body_labels = pod_security_labels();
     let patch = json!({
         "apiVersion": "v1",
         "kind": "Namespace",

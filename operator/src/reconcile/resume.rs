@@ -35,8 +35,7 @@ use crate::model::Clinic;
 /// When the full pass over `clinic` is due, if this first pass may stop here (see the module).
 pub fn deferred(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Option<Duration> {
     let key: ClinicKey = (clinic.namespace.clone(), clinic.name.clone());
-    // Cheapest first: a clinic this process has checked, and one the ledger has no clean check
-    // of this version for, take the full pass.
+    // Cheapest tests first. A clinic this process has checked takes the full pass.
     if ctx.memory.uncached_checked_for(&key).is_some() || clinic.spec.paused {
         return None;
     }
@@ -71,15 +70,14 @@ pub fn deferred(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Option<D
     Some(full_pass_in)
 }
 
-/// `Ready` and not `Degraded`, both about the current generation.
+/// `Ready` about the current generation, and not `Degraded` (about any).
 fn settled(status: &ClinicPlatformStatus, generation: Option<i64>) -> bool {
-    let is = |type_: &str, value: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == value && c.observed_generation == generation)
-    };
-    status.observed_generation == generation && is(READY, "True") && !is(DEGRADED, "True")
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True" && c.observed_generation == generation);
+    let degraded = status.conditions.iter().any(|c| c.type_ == DEGRADED && c.status == "True");
+    status.observed_generation == generation && ready && !degraded
 }
 
 /// The cached workload runs the images `desired` declares, with every pod ready and updated,

@@ -803,6 +803,7 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
         ("patch", "networkpolicies.networking.k8s.io"),
         ("create", "events.events.k8s.io"),
         ("watch", "secrets"),
+        ("watch", "servicemonitors.monitoring.coreos.com"),
     ] {
         ensure!(can(verb, resource)?, "the operator needs {verb} {resource}");
     }
@@ -830,9 +831,13 @@ fn rbac_is_least_privilege(env: &Env) -> Result<()> {
             env.plane.kubectl_as(&env.operator_kubeconfig, &["auth", "can-i", verb, resource, "-n", ns]);
         matches!(out, Ok(ref s) if s.trim() == "yes")
     };
-    for (verb, resource) in
-        [("create", "schedules.velero.io"), ("patch", "schedules.velero.io"), ("list", "backups.velero.io")]
-    {
+    for (verb, resource) in [
+        ("create", "schedules.velero.io"),
+        ("patch", "schedules.velero.io"),
+        ("watch", "schedules.velero.io"),
+        ("list", "backups.velero.io"),
+        ("watch", "backups.velero.io"),
+    ] {
         ensure!(can_in(verb, resource, "velero"), "the operator needs {verb} {resource} in velero");
         for ns in ["kube-system", "e2e-delete", "default"] {
             ensure!(!can_in(verb, resource, ns), "the operator can {verb} {resource} in {ns}");
@@ -2211,16 +2216,30 @@ fn monitoring_is_accepted_by_the_real_schemas(env: &Env) -> Result<()> {
     let dashboard = env.json(&["-n", "grafana", "get", "configmap", &outside_dashboard])?;
     ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1", "{}", dashboard["metadata"]);
 
-    // A deleted PrometheusRule is put back: it is not watched, so at the next check (a change to
-    // the ClinicPlatform, as here, or within UNCACHED_RECHECK).
+    // A deleted PrometheusRule, an edited ServiceMonitor are put back at once: they are watched,
+    // and their change brings the clinic's next pass (nothing here pokes the ClinicPlatform).
     env.kubectl(&["-n", ns, "delete", "prometheusrules.monitoring.coreos.com", "mon-alerts"])?;
     let deleted = Instant::now();
-    eventually("PrometheusRule put back", Duration::from_secs(30), || {
-        env.poke(ns, "mon")?;
-        std::thread::sleep(Duration::from_secs(2));
+    eventually("PrometheusRule put back", Duration::from_secs(20), || {
         Ok(env.kubectl(&["-n", ns, "get", "prometheusrules.monitoring.coreos.com", "mon-alerts"]).is_ok())
     })?;
-    eprintln!("    PrometheusRule put back {:.0}s after its deletion", deleted.elapsed().as_secs_f64());
+    eprintln!("    PrometheusRule put back {:.1}s after its deletion", deleted.elapsed().as_secs_f64());
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "servicemonitors.monitoring.coreos.com",
+        "mon-metrics",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"endpoints":[{"port":"metrics","interval":"5m"}]}}"#,
+    ])?;
+    let edited = Instant::now();
+    eventually("ServiceMonitor put back", Duration::from_secs(20), || {
+        let monitor = env.json(&["-n", ns, "get", "servicemonitors.monitoring.coreos.com", "mon-metrics"])?;
+        Ok(monitor["spec"]["endpoints"][0]["interval"] != "5m")
+    })?;
+    eprintln!("    ServiceMonitor put back {:.1}s after its edit", edited.elapsed().as_secs_f64());
 
     // Turning monitoring off removes the monitors and the sidecars and says so.
     env.merge_patch(ns, "clinicplatform", "mon", r#"{"spec":{"monitoring":{"enabled":false}}}"#)?;

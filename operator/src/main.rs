@@ -178,8 +178,10 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().map(Some).collect()
     };
-    let controllers: Vec<_> =
-        scopes.into_iter().map(|scope| (scope, reconcile::caches::Caches::new())).collect();
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| (scope, reconcile::caches::Caches::new_for(&policy.velero_namespaces)))
+        .collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

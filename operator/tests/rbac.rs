@@ -62,3 +62,25 @@ fn no_file_grants_dangerous_verbs() {
         }
     }
 }
+
+/// What the operator watches it may list and watch, else its cache never gets in step and every
+/// check reads those objects again (correct, but not what the caches are for).
+#[test]
+fn every_watched_kind_may_be_listed_and_watched() {
+    use clinic_operator::reconcile::caches::{child_kinds, watched_optional_kinds};
+    let cluster = rules("clusterrole.yaml");
+    let namespaced = rules("role-namespaced.yaml");
+    let velero = rules("role-velero.yaml");
+    let may = |granted: &BTreeSet<(String, String, String)>, group: &str, plural: &str| {
+        ["list", "watch"]
+            .iter()
+            .all(|verb| granted.contains(&(group.into(), plural.into(), verb.to_string())))
+    };
+    for ar in child_kinds().into_iter().chain(watched_optional_kinds()) {
+        assert!(may(&cluster, &ar.group, &ar.plural), "clusterrole.yaml: list/watch {}", ar.plural);
+        assert!(may(&namespaced, &ar.group, &ar.plural), "role-namespaced.yaml: list/watch {}", ar.plural);
+    }
+    for plural in ["schedules", "backups"] {
+        assert!(may(&velero, "velero.io", plural), "role-velero.yaml: list/watch {plural}");
+    }
+}

@@ -11,7 +11,7 @@ use clinic_operator::api::ClinicPlatform;
 use clinic_operator::desired::{self, SecretValues};
 use clinic_operator::metrics::Metrics;
 use clinic_operator::model;
-use clinic_operator::reconcile::caches::{CacheWriters, Caches};
+use clinic_operator::reconcile::caches::{CacheWriters, Caches, ChildRecord, OptionalWriter};
 use clinic_operator::reconcile::ledger::Ledger;
 use clinic_operator::reconcile::{self, Context, converge};
 use http::{Request, Response, StatusCode};
@@ -136,13 +136,22 @@ fn secret_metadata(cp: &ClinicPlatform) -> Vec<PartialObjectMeta<Secret>> {
 struct Seeded {
     caches: Caches,
     live: Vec<DynamicObject>,
+    /// The writers of the optional APIs' caches (the Prometheus Operator's kinds), to deliver
+    /// a change as their watch would.
+    optional: Vec<(kube::api::ApiResource, OptionalWriter<ChildRecord>)>,
 }
 
 async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Secret>>) -> Seeded {
     let labelled = !children.is_empty();
     let (
         caches,
-        CacheWriters { children: mut writers, secrets: mut secret_writer, namespaces: mut namespace_writer },
+        CacheWriters {
+            children: mut writers,
+            secrets: mut secret_writer,
+            namespaces: mut namespace_writer,
+            mut optional,
+            ..
+        },
     ) = Caches::new();
     namespace_writer.apply_watcher_event(&Event::Init);
     namespace_writer.apply_watcher_event(&Event::InitApply(PartialObjectMeta::<Namespace> {
@@ -163,6 +172,13 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
         }
         writer.apply_watcher_event(&Event::InitDone);
     }
+    for (ar, writer) in &mut optional {
+        writer.apply_watcher_result(&Ok(Event::Init));
+        for child in children.iter().filter(|c| c.types.as_ref().unwrap().kind == ar.kind) {
+            writer.apply_watcher_result(&Ok(Event::InitApply(child.clone())));
+        }
+        writer.apply_watcher_result(&Ok(Event::InitDone));
+    }
     secret_writer.apply_watcher_event(&Event::Init);
     for s in secrets {
         secret_writer.apply_watcher_event(&Event::InitApply(s));
@@ -172,7 +188,7 @@ async fn seeded(children: Vec<DynamicObject>, secrets: Vec<PartialObjectMeta<Sec
     // The writers may go: the stores keep their contents.
     std::mem::forget(writers);
     std::mem::forget(secret_writer);
-    Seeded { caches, live: children }
+    Seeded { caches, live: children, optional }
 }
 
 #[derive(Debug, Clone)]
@@ -596,7 +612,7 @@ async fn a_restart_looks_for_leftovers_only_where_the_ledger_has_no_clean_check_
     // Certificate the clinic could have had is looked for, to remove it.
     let older = Arc::new(Ledger::disabled());
     older.record(&key, ledger.digest_of(&key));
-    older.record_uncached(&key, "another version".into());
+    older.record_uncached(&key, "another version".into(), None);
     assert!(restarted(older).await > 0, "leftovers looked for");
 }
 
@@ -687,6 +703,111 @@ async fn a_restart_defers_the_uncached_check_of_a_ready_clinic_nothing_changed()
         .collect();
     let (_, first_calls, _, _) = restarted(cp, unready).await;
     assert!(first_calls.iter().any(|l| l.contains("/servicemonitors")), "{first_calls:#?}");
+}
+
+/// The Prometheus Operator's API is served; GETs of the objects in `live` (children, monitors)
+/// answer them as they stand there now; every other GET is a 404.
+fn serving_monitors(live: Arc<Mutex<Vec<DynamicObject>>>) -> (Client, Recorded) {
+    answering_or_absent(move |line, method, _| {
+        if line == "GET /apis/monitoring.coreos.com/v1" {
+            let resource = |name: &str, kind: &str| {
+                json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
+                    "verbs": ["get", "list", "watch", "create", "patch", "delete"]})
+            };
+            let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+                "resources": [resource("servicemonitors", "ServiceMonitor"), resource("prometheusrules", "PrometheusRule")]});
+            return Some((StatusCode::OK, list));
+        }
+        if method != http::Method::GET {
+            return None;
+        }
+        let live = live.lock().unwrap();
+        let found = live.iter().find(|o| {
+            let plural = clinic_operator::reconcile::caches::child_kinds()
+                .into_iter()
+                .chain(clinic_operator::reconcile::caches::watched_optional_kinds())
+                .find(|ar| ar.kind == o.types.as_ref().unwrap().kind)
+                .map(|ar| ar.plural);
+            plural.is_some_and(|p| line.ends_with(&format!("/{p}/{}", o.metadata.name.as_deref().unwrap())))
+        });
+        found.map(|o| (StatusCode::OK, serde_json::to_value(o).unwrap()))
+    })
+}
+
+fn is_monitor(o: &DynamicObject) -> bool {
+    matches!(o.types.as_ref().unwrap().kind.as_str(), "ServiceMonitor" | "PrometheusRule")
+}
+
+#[tokio::test]
+async fn watched_monitors_are_read_only_when_their_cached_marker_moved() {
+    let mut cp = clinic_platform("  {}\n");
+    let children = live_children(&cp);
+    assert_eq!(children.iter().filter(|c| is_monitor(c)).count(), 2, "a ServiceMonitor and a PrometheusRule");
+    let live = Arc::new(Mutex::new(children.clone()));
+    let ledger = Arc::new(Ledger::disabled());
+    let monitor_calls = |calls: &Recorded| -> Vec<String> {
+        let mut shown: Vec<String> = lines(calls)
+            .into_iter()
+            .filter(|l| l.contains("/servicemonitors/") || l.contains("/prometheusrules/"))
+            .map(|l| l.rsplit_once("/namespaces/clinic-lyon/").map(|(m, p)| format!("{m} {p}")).unwrap_or(l))
+            .collect();
+        shown.sort();
+        shown
+    };
+    let operator = |seeded: Seeded| {
+        let (client, calls) = serving_monitors(live.clone());
+        let ctx = Context::new(client, seeded.caches.clone(), Arc::new(Metrics::new()), None)
+            .with_ledger(ledger.clone());
+        (Arc::new(ctx), calls, seeded.optional)
+    };
+    let pass = |ctx: Arc<Context>, cp: ClinicPlatform| async move {
+        reconcile::reconcile(Arc::new(DeserializeGuard(Ok(cp))), ctx).await.unwrap();
+    };
+
+    // The first check reads each once and finds it as declared.
+    let (ctx, calls, _) = operator(seeded(children.clone(), secret_metadata(&cp)).await);
+    pass(ctx.clone(), cp.clone()).await;
+    assert_eq!(
+        monitor_calls(&calls),
+        [
+            "GET /apis/monitoring.coreos.com/v1 prometheusrules/lyon-alerts",
+            "GET /apis/monitoring.coreos.com/v1 servicemonitors/lyon-metrics"
+        ]
+    );
+    // A change to the ClinicPlatform checks them again at once: their cache vouches for both.
+    cp.metadata.annotations = Some(BTreeMap::from([("team".to_string(), "lyon-ops".to_string())]));
+    calls.lock().unwrap().clear();
+    pass(ctx, cp.clone()).await;
+    assert_eq!(monitor_calls(&calls), Vec::<String>::new());
+
+    // A restarted operator whose caches show the markers of that check: the ledger vouches.
+    let (ctx, calls, mut writers) = operator(seeded(children.clone(), secret_metadata(&cp)).await);
+    pass(ctx.clone(), cp.clone()).await;
+    assert_eq!(monitor_calls(&calls), Vec::<String>::new(), "nothing moved while no operator ran");
+
+    // Someone edits the ServiceMonitor: its watch delivers the change, and the next pass (within
+    // the minute the last check would otherwise be reused) reads it and puts it back.
+    let mut tampered =
+        children.iter().find(|c| c.types.as_ref().unwrap().kind == "ServiceMonitor").unwrap().clone();
+    tampered.data["spec"]["endpoints"] = json!([]);
+    tampered.metadata.generation = Some(2);
+    tampered.metadata.resource_version = Some("9".into());
+    for object in live.lock().unwrap().iter_mut() {
+        if object.types == tampered.types && object.metadata.name == tampered.metadata.name {
+            *object = tampered.clone();
+        }
+    }
+    let writer = &mut writers.iter_mut().find(|(ar, _)| ar.kind == "ServiceMonitor").unwrap().1;
+    writer.apply_watcher_result(&Ok(Event::Apply(tampered)));
+    calls.lock().unwrap().clear();
+    pass(ctx, cp.clone()).await;
+    assert_eq!(
+        monitor_calls(&calls),
+        [
+            "GET /apis/monitoring.coreos.com/v1 servicemonitors/lyon-metrics",
+            "PATCH /apis/monitoring.coreos.com/v1 servicemonitors/lyon-metrics"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -954,7 +1075,7 @@ async fn an_outside_name_held_by_another_clinic_is_never_taken_over() {
     let cp = clinic_platform("  monitoring:\n    dashboard:\n      namespace: monitoring\n");
     let theirs = dashboard_held_by(&cp, "clinic", "lyon-other");
     let path = object_path(&theirs).unwrap();
-    let seeded = Seeded { caches: seeded(vec![], vec![]).await.caches, live: vec![theirs] };
+    let seeded = Seeded { live: vec![theirs], ..seeded(vec![], vec![]).await };
     let (result, calls) = run(&cp, seeded).await;
     result.unwrap();
     let touched: Vec<&Call> = calls.iter().filter(|c| c.mutating() && c.path.contains(&path)).collect();
@@ -983,7 +1104,7 @@ async fn a_moved_outside_object_is_removed_only_when_it_is_the_clinics() {
     let mut theirs = dashboard_held_by(&before, "clinic", "lyon-other");
     theirs.metadata.namespace = Some("grafana".into());
     let (ours_path, theirs_path) = (object_path(&ours).unwrap(), object_path(&theirs).unwrap());
-    let seeded = Seeded { caches: seeded(vec![], vec![]).await.caches, live: vec![ours, theirs] };
+    let seeded = Seeded { live: vec![ours, theirs], ..seeded(vec![], vec![]).await };
     let (result, calls) = run(&cp, seeded).await;
     result.unwrap();
     let deleted: Vec<&str> = calls.iter().filter(|c| c.method == "DELETE").map(|c| c.path.as_str()).collect();

@@ -68,9 +68,13 @@ pub async fn list_backups(ctx: &Context, clinic: &Clinic) -> Result<Vec<BackupRe
         .await
         .map_err(|source| Error::Read { what: "the clinic's Velero backups".into(), source })?;
     let mut records: Vec<BackupRecord> = list.items.iter().map(BackupRecord::from_object).collect();
-    // Newest first; the name (Velero's scheduled names end in a timestamp) breaks ties.
-    records.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
+    newest_first(&mut records);
     Ok(records)
+}
+
+/// Newest first; the name (Velero's scheduled names end in a timestamp) breaks ties.
+pub fn newest_first(records: &mut [BackupRecord]) {
+    records.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
 }
 
 /// Backup health when the clinic's Schedule could not be written (`error` says why).

@@ -7,6 +7,12 @@
 //! records 5.9 MiB (`cargo bench --bench cache_memory`). Secrets are watched as metadata only
 //! and kept as a [`SecretRecord`]: the operator never holds a password in memory after creating
 //! it.
+//!
+//! Children of optional APIs that every monitored or backed-up clinic has (the Prometheus
+//! Operator's ServiceMonitor, PrometheusRule and AlertmanagerConfig, Velero's Schedule) are
+//! watched too, and Velero's Backups kept as [`BackupEntry`]s: their APIs may be absent, or
+//! come and go, so each of these caches says whether it is in step with the API server, and
+//! while it is not, the object is read instead ([`Caches::watched`], [`Caches::backups_of`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -24,7 +30,9 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use serde_json::Value;
 
+use super::backups::BackupRecord;
 use super::converge::DESIRED_HASH_ANNOTATION;
+use crate::desired::backup::CLINIC_NAMESPACE_LABEL;
 use crate::model::MANAGED_BY;
 
 /// Label selector of everything the operator manages.
@@ -46,6 +54,18 @@ pub fn child_kinds() -> Vec<ApiResource> {
     ]
 }
 
+/// The kinds of optional APIs whose children are cached while the API is served: the
+/// Prometheus Operator's, which every clinic with monitoring has (Velero's Schedule is cached
+/// per Velero namespace, [`Caches::new_for`]). The children of the other optional APIs
+/// (cert-manager, Gateway API, Istio, the Vertical Pod Autoscaler, the mariadb-operator) are
+/// read at each check of the uncached objects.
+pub fn watched_optional_kinds() -> Vec<ApiResource> {
+    use crate::desired::monitoring::{
+        alertmanager_config_resource, prometheus_rule_resource, service_monitor_resource,
+    };
+    vec![service_monitor_resource(), prometheus_rule_resource(), alertmanager_config_resource()]
+}
+
 /// Whether the kind is watched whole (its status and images are read), not as metadata.
 pub fn is_workload(kind: &str) -> bool {
     matches!(kind, "StatefulSet" | "Deployment")
@@ -56,7 +76,9 @@ pub fn is_workload(kind: &str) -> bool {
 /// the resourceVersion moves on every status update, so the spec is followed by
 /// `metadata.generation`, and labels, annotations, owners and the uid with it (an object
 /// deleted and made again starts at generation 1 again: only its uid tells it from the one
-/// verified); elsewhere any change, a new object included, moves the resourceVersion.
+/// verified). Velero's Schedule (its status at every backup) and the Prometheus Operator's
+/// kinds (a status on newer versions) are followed the same way. Elsewhere any change, a new
+/// object included, moves the resourceVersion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Marker(u64);
 
@@ -67,7 +89,17 @@ pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
     let mut hasher = std::hash::DefaultHasher::new();
     let generation = meta.generation.filter(|g| *g > 0);
     match (kind, generation) {
-        ("StatefulSet" | "Deployment" | "HorizontalPodAutoscaler" | "PodDisruptionBudget", Some(g)) => {
+        (
+            "StatefulSet"
+            | "Deployment"
+            | "HorizontalPodAutoscaler"
+            | "PodDisruptionBudget"
+            | "Schedule"
+            | "ServiceMonitor"
+            | "PrometheusRule"
+            | "AlertmanagerConfig",
+            Some(g),
+        ) => {
             'g'.hash(&mut hasher);
             meta.uid.hash(&mut hasher);
             g.hash(&mut hasher);
@@ -218,6 +250,30 @@ impl SecretRecord {
     }
 }
 
+/// What the caches keep of one Velero Backup: whose it is (by its labels, as the Schedule's
+/// template and the upgrade gate write them) and what backup health reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupEntry {
+    clinic_namespace: Option<Box<str>>,
+    clinic: Option<Box<str>>,
+    pub record: BackupRecord,
+}
+
+impl BackupEntry {
+    pub fn of(backup: &DynamicObject) -> Self {
+        let label = |key: &str| backup.metadata.labels.as_ref()?.get(key).map(|v| v.as_str().into());
+        Self {
+            clinic_namespace: label(CLINIC_NAMESPACE_LABEL),
+            clinic: label("app.kubernetes.io/instance"),
+            record: BackupRecord::from_object(backup),
+        }
+    }
+
+    fn is_of(&self, namespace: &str, name: &str) -> bool {
+        self.clinic_namespace.as_deref() == Some(namespace) && self.clinic.as_deref() == Some(name)
+    }
+}
+
 /// The records of one kind, by namespace then name (prune lists a namespace's).
 struct RecordState<R> {
     namespaces: HashMap<Box<str>, HashMap<Box<str>, Slot<R>>>,
@@ -261,6 +317,10 @@ impl<R: Clone> RecordStore<R> {
     async fn wait_ready(&self) {
         // An error only means the writer was dropped (shutdown): nothing to wait for then.
         let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+    }
+
+    fn in_step(&self) -> bool {
+        *self.ready.borrow()
     }
 }
 
@@ -320,6 +380,51 @@ impl<R: Clone> RecordWriter<R> {
     }
 }
 
+/// Feeds the cache of a kind whose API may be absent, or unreadable: in step with the API
+/// server once a list is complete; out of step from a watch error (its API gone, a broken
+/// connection) until a relist completes or the resumed watch delivers a change again.
+pub struct OptionalWriter<R>(RecordWriter<R>);
+
+impl<R: Clone> OptionalWriter<R> {
+    fn apply<K: kube::Resource>(
+        &mut self,
+        result: &Result<Event<K>, kube::runtime::watcher::Error>,
+        record: impl Fn(&K) -> R,
+    ) {
+        match result {
+            Err(_) => {
+                self.0.0.ready.send_replace(false);
+            }
+            Ok(event) => {
+                self.0.apply(event, record);
+                if matches!(event, Event::Apply(_) | Event::Delete(_)) {
+                    self.0.0.ready.send_replace(true);
+                }
+            }
+        }
+    }
+}
+
+impl OptionalWriter<ChildRecord> {
+    /// Applies a metadata watch's event or error (`types` set).
+    pub fn apply_watcher_result(
+        &mut self,
+        result: &Result<Event<DynamicObject>, kube::runtime::watcher::Error>,
+    ) {
+        self.apply(result, ChildRecord::of);
+    }
+}
+
+impl OptionalWriter<BackupEntry> {
+    /// Applies a Backup watch's event or error.
+    pub fn apply_watcher_result(
+        &mut self,
+        result: &Result<Event<DynamicObject>, kube::runtime::watcher::Error>,
+    ) {
+        self.apply(result, BackupEntry::of);
+    }
+}
+
 impl RecordWriter<ChildRecord> {
     /// Applies a child watch's event (`types` set; a body only for workloads).
     pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
@@ -341,6 +446,17 @@ pub struct Caches {
     secrets: Arc<RecordStore<SecretRecord>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     ready: Arc<AtomicBool>,
+    /// Children of [`watched_optional_kinds`], by kind.
+    optional: Vec<(ApiResource, Arc<RecordStore<ChildRecord>>)>,
+    velero: Vec<VeleroStores>,
+}
+
+/// Velero's Schedules and Backups of one namespace (`None`: all).
+#[derive(Clone)]
+struct VeleroStores {
+    namespace: Option<Box<str>>,
+    schedules: Arc<RecordStore<ChildRecord>>,
+    backups: Arc<RecordStore<BackupEntry>>,
 }
 
 /// Write side, handed to the watch streams.
@@ -348,11 +464,27 @@ pub struct CacheWriters {
     pub children: Vec<(ApiResource, ChildWriter)>,
     pub secrets: SecretWriter,
     pub namespaces: Writer<PartialObjectMeta<Namespace>>,
+    pub optional: Vec<(ApiResource, OptionalWriter<ChildRecord>)>,
+    pub velero: Vec<VeleroWriters>,
+}
+
+/// The writers of one Velero namespace's caches (`namespace` `None`: all namespaces).
+pub struct VeleroWriters {
+    pub namespace: Option<String>,
+    pub schedules: OptionalWriter<ChildRecord>,
+    pub backups: OptionalWriter<BackupEntry>,
 }
 
 impl Caches {
-    /// Empty caches and their writers.
+    /// Empty caches and their writers, with no Velero namespace watched.
     pub fn new() -> (Caches, CacheWriters) {
+        Self::new_for(&[])
+    }
+
+    /// Empty caches and their writers; Velero's objects are watched in each of
+    /// `velero_namespaces` (the policy's `veleroNamespaces`, where the chart gives the operator
+    /// its rights; `*`: every namespace).
+    pub fn new_for(velero_namespaces: &[String]) -> (Caches, CacheWriters) {
         let mut children = Vec::new();
         let mut writers = Vec::new();
         for ar in child_kinds() {
@@ -360,6 +492,33 @@ impl Caches {
             children.push((ar.clone(), store.clone()));
             writers.push((ar, RecordWriter(store)));
         }
+        let mut optional = Vec::new();
+        let mut optional_writers = Vec::new();
+        for ar in watched_optional_kinds() {
+            let store = Arc::new(RecordStore::default());
+            optional.push((ar.clone(), store.clone()));
+            optional_writers.push((ar, OptionalWriter(RecordWriter(store))));
+        }
+        let scopes: Vec<Option<&str>> = match velero_namespaces.iter().any(|n| n == "*") {
+            true => vec![None],
+            false => velero_namespaces.iter().map(|n| Some(n.as_str())).collect(),
+        };
+        let (velero, velero_writers) = scopes
+            .into_iter()
+            .map(|namespace| {
+                let stores = VeleroStores {
+                    namespace: namespace.map(Into::into),
+                    schedules: Arc::default(),
+                    backups: Arc::default(),
+                };
+                let writers = VeleroWriters {
+                    namespace: namespace.map(String::from),
+                    schedules: OptionalWriter(RecordWriter(stores.schedules.clone())),
+                    backups: OptionalWriter(RecordWriter(stores.backups.clone())),
+                };
+                (stores, writers)
+            })
+            .unzip();
         let secrets = Arc::new(RecordStore::default());
         let namespaces_writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
         let caches = Caches {
@@ -367,11 +526,74 @@ impl Caches {
             secrets: secrets.clone(),
             namespaces: namespaces_writer.as_reader(),
             ready: Arc::new(AtomicBool::new(false)),
+            optional,
+            velero,
         };
-        (
-            caches,
-            CacheWriters { children: writers, secrets: RecordWriter(secrets), namespaces: namespaces_writer },
-        )
+        let writers = CacheWriters {
+            children: writers,
+            secrets: RecordWriter(secrets),
+            namespaces: namespaces_writer,
+            optional: optional_writers,
+            velero: velero_writers,
+        };
+        (caches, writers)
+    }
+
+    fn velero_in(&self, namespace: &str) -> Option<&VeleroStores> {
+        self.velero.iter().find(|v| v.namespace.as_deref().is_none_or(|n| n == namespace))
+    }
+
+    /// Whether objects of kind `ar` are cached when their API is served (the Prometheus
+    /// Operator's kinds, Velero's Schedule).
+    pub fn watches(&self, ar: &ApiResource) -> bool {
+        self.watches_type(&ar.api_version, &ar.kind)
+    }
+
+    /// [`Caches::watches`] by apiVersion and kind.
+    pub fn watches_type(&self, api_version: &str, kind: &str) -> bool {
+        (api_version == "velero.io/v1" && kind == "Schedule")
+            || self.optional.iter().any(|(a, _)| a.api_version == api_version && a.kind == kind)
+    }
+
+    /// What the cache of an optional API's kind holds of `namespace/name` (`Some(None)`: no
+    /// such object), or `None` when no cache of that kind is in step with the API server (the
+    /// kind is not watched here, its API is absent, or its watch is failing): read it then.
+    pub fn watched(&self, ar: &ApiResource, namespace: &str, name: &str) -> Option<Option<ChildRecord>> {
+        let store = match is_schedule(ar) {
+            true => self.velero_in(namespace)?.schedules.as_ref(),
+            false => self
+                .optional
+                .iter()
+                .find(|(a, _)| a.api_version == ar.api_version && a.kind == ar.kind)?
+                .1
+                .as_ref(),
+        };
+        store.in_step().then(|| store.get(namespace, name))
+    }
+
+    /// The Backups of the clinic `clinic_namespace/clinic` in `velero_namespace`, newest first,
+    /// or `None` when no cache of them is in step (list them then).
+    pub fn backups_of(
+        &self,
+        velero_namespace: &str,
+        clinic_namespace: &str,
+        clinic: &str,
+    ) -> Option<Vec<BackupRecord>> {
+        let store = &self.velero_in(velero_namespace)?.backups;
+        if !store.in_step() {
+            return None;
+        }
+        let mut records: Vec<BackupRecord> = store
+            .read()
+            .namespaces
+            .get(velero_namespace)
+            .into_iter()
+            .flatten()
+            .filter(|(_, slot)| slot.record.is_of(clinic_namespace, clinic))
+            .map(|(_, slot)| slot.record.record.clone())
+            .collect();
+        super::backups::newest_first(&mut records);
+        Some(records)
     }
 
     /// Waits until every cache has listed once. Until then a missing object may only be missing
@@ -436,6 +658,10 @@ impl Caches {
     pub fn secret(&self, namespace: &str, name: &str) -> Option<SecretRecord> {
         self.secrets.get(namespace, name)
     }
+}
+
+fn is_schedule(ar: &ApiResource) -> bool {
+    ar.group == "velero.io" && ar.kind == "Schedule"
 }
 
 /// A metadata-only watch event as the object the child writers read (metadata, no body).
@@ -594,5 +820,77 @@ mod tests {
         writer.apply_watcher_event(&Event::Apply(child("StatefulSet", "ns", "db", "1", body(0))));
         let db = caches.workload("StatefulSet", "ns", "db").expect("a workload");
         assert_eq!(db.ready, 2, "a StatefulSet is ready by its ready replicas");
+    }
+
+    fn velero_object(kind: &str, name: &str, clinic: (&str, &str), status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "velero.io/v1", "kind": kind,
+            "metadata": { "name": name, "namespace": "velero", "resourceVersion": "1", "generation": 1,
+                "labels": { CLINIC_NAMESPACE_LABEL: clinic.0, "app.kubernetes.io/instance": clinic.1 } },
+            "status": status,
+        }))
+        .expect("an object")
+    }
+
+    #[test]
+    fn an_optional_cache_is_read_only_while_its_watch_is_in_step() {
+        let (caches, mut writers) = Caches::new_for(&["velero".to_string()]);
+        let schedule = crate::desired::backup::schedule_resource();
+        let velero = writers.velero.first_mut().expect("velero's namespace is watched");
+        assert_eq!(caches.watched(&schedule, "velero", "a"), None, "not listed yet: read it");
+        velero.schedules.apply_watcher_result(&Ok(Event::Init));
+        let a = velero_object("Schedule", "a", ("ns", "lyon"), json!({}));
+        velero.schedules.apply_watcher_result(&Ok(Event::InitApply(a.clone())));
+        assert_eq!(caches.watched(&schedule, "velero", "a"), None, "mid-list");
+        velero.schedules.apply_watcher_result(&Ok(Event::InitDone));
+        assert!(caches.watched(&schedule, "velero", "a").is_some_and(|r| r.is_some()));
+        assert_eq!(caches.watched(&schedule, "velero", "b"), Some(None), "in step: b does not exist");
+        assert_eq!(caches.watched(&schedule, "elsewhere", "a"), None, "a namespace not watched");
+        // The watch fails (its API went, the connection broke): out of step until it delivers again.
+        let error = kube::runtime::watcher::Error::NoResourceVersion;
+        velero.schedules.apply_watcher_result(&Err(error));
+        assert_eq!(caches.watched(&schedule, "velero", "b"), None);
+        velero.schedules.apply_watcher_result(&Ok(Event::Apply(velero_object(
+            "Schedule",
+            "b",
+            ("ns", "nice"),
+            json!({}),
+        ))));
+        assert!(caches.watched(&schedule, "velero", "b").is_some_and(|r| r.is_some()), "resumed");
+        assert!(caches.watches(&schedule));
+        assert!(!caches.watches(&ApiResource::erase::<ConfigMap>(&())), "not an optional kind");
+        let monitor = crate::desired::monitoring::service_monitor_resource();
+        assert_eq!(caches.watched(&monitor, "ns", "m"), None, "its watch never listed");
+    }
+
+    #[test]
+    fn the_backups_of_a_clinic_come_from_its_velero_namespace_newest_first() {
+        let (caches, mut writers) = Caches::new_for(&["velero".to_string()]);
+        let velero = writers.velero.first_mut().expect("velero's namespace is watched");
+        assert_eq!(caches.backups_of("velero", "ns", "lyon"), None, "not listed yet: list them");
+        velero.backups.apply_watcher_result(&Ok(Event::Init));
+        for (name, clinic, started) in [
+            ("lyon-1", ("ns", "lyon"), "2026-12-01T02:00:00Z"),
+            ("lyon-2", ("ns", "lyon"), "2026-12-02T02:00:00Z"),
+            ("nice-1", ("ns", "nice"), "2026-12-02T02:00:00Z"),
+            ("other-lyon", ("other", "lyon"), "2026-12-03T02:00:00Z"),
+        ] {
+            let status = json!({ "phase": "Completed", "startTimestamp": started });
+            velero
+                .backups
+                .apply_watcher_result(&Ok(Event::InitApply(velero_object("Backup", name, clinic, status))));
+        }
+        velero.backups.apply_watcher_result(&Ok(Event::InitDone));
+        let names = |records: Option<Vec<BackupRecord>>| -> Option<Vec<String>> {
+            records.map(|r| r.into_iter().map(|b| b.name).collect())
+        };
+        assert_eq!(
+            names(caches.backups_of("velero", "ns", "lyon")),
+            Some(vec!["lyon-2".into(), "lyon-1".into()])
+        );
+        assert_eq!(names(caches.backups_of("velero", "ns", "paris")), Some(vec![]));
+        assert_eq!(caches.backups_of("backups", "ns", "lyon"), None, "another Velero namespace");
+        let (everywhere, _) = Caches::new_for(&["velero".to_string(), "*".to_string()]);
+        assert_eq!(everywhere.velero.len(), 1, "any namespace: one watch of them all");
     }
 }

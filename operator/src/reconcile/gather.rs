@@ -99,6 +99,10 @@ pub async fn gather(ctx: &Context, cp: &ClinicPlatform, clinic: &Clinic) -> Gath
     let key: ClinicKey = (clinic.namespace.clone(), clinic.name.clone());
     let backups = if !(clinic.spec.backup.enabled && velero) {
         Ok(Vec::new())
+    } else if let Some(cached) =
+        ctx.caches.backups_of(&clinic.spec.backup.velero_namespace, &clinic.namespace, &clinic.name)
+    {
+        Ok(cached)
     } else if let Some(recent) =
         ctx.memory.recent_backups(&key, Some(&super::memory::user_version(&cp.metadata)))
     {

@@ -9,7 +9,9 @@
 //! platform's policy, this operator's version) its uncached objects were last checked and found
 //! clean: while that version stands, no child of an optional API it does not want can be left
 //! over, and a restart reads only those it wants (in the fleet bench, where Istio's, the Vertical
-//! Pod Autoscaler's, cert-manager's and Gateway API's are served: 17 reads a clinic fewer).
+//! Pod Autoscaler's, cert-manager's and Gateway API's are served: 17 reads a clinic fewer),
+//! and the digest of the markers its watched uncached objects (the Prometheus Operator's, the
+//! Schedule) had then: the same markers in the caches after a restart, and those are not read.
 //!
 //! It is one ConfigMap in the operator's own namespace, which tenants cannot write (the chart
 //! gives them no rights there, and lets the operator write that one ConfigMap only): a forged
@@ -42,22 +44,27 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// [`super::RESYNC`] at the latest.
 const FORGET_UNSEEN_AFTER: Duration = super::RESYNC;
 
-/// One clinic's entry: `<children digest> <uncached version>`, `-` for either not known.
+/// One clinic's entry: `<children digest> <uncached version> <watched digest>`, `-` for any
+/// not known (an entry of an earlier build has no third field: its watched objects are read).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entry {
     children: Option<String>,
     uncached: Option<String>,
+    /// The digest of the markers of its watched uncached objects (the Prometheus Operator's,
+    /// the Schedule) when that check was made.
+    watched: Option<String>,
 }
 
 impl Entry {
     fn parse(text: &str) -> Self {
-        let known = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty() && s != "-");
-        let (children, uncached) = text.split_once(' ').unwrap_or((text, ""));
-        Self { children: known(children), uncached: known(uncached) }
+        let known = |s: Option<&str>| s.map(String::from).filter(|s| !s.is_empty() && s != "-");
+        let mut fields = text.split(' ');
+        Self { children: known(fields.next()), uncached: known(fields.next()), watched: known(fields.next()) }
     }
 
     fn text(&self) -> String {
-        format!("{} {}", self.children.as_deref().unwrap_or("-"), self.uncached.as_deref().unwrap_or("-"))
+        let shown = |field: &Option<String>| field.clone().unwrap_or_else(|| "-".into());
+        format!("{} {} {}", shown(&self.children), shown(&self.uncached), shown(&self.watched))
     }
 }
 
@@ -171,9 +178,18 @@ impl Ledger {
         self.update(key, |e| e.children = digest);
     }
 
-    /// Records that the clinic's uncached objects were checked clean for `version`.
-    pub fn record_uncached(&self, key: &ClinicKey, version: String) {
-        self.update(key, |e| e.uncached = Some(version));
+    /// The digest of the clinic's watched uncached objects' markers at that check.
+    pub fn watched_digest_of(&self, key: &ClinicKey) -> Option<String> {
+        self.state().current.get(&entry(key))?.watched.clone()
+    }
+
+    /// Records that the clinic's uncached objects were checked clean for `version`, the watched
+    /// ones with markers of digest `watched` (`None`: not all verified).
+    pub fn record_uncached(&self, key: &ClinicKey, version: String, watched: Option<String>) {
+        self.update(key, |e| {
+            e.uncached = Some(version);
+            e.watched = watched;
+        });
     }
 
     /// Drops the clinic's entry (deleted).
@@ -269,9 +285,10 @@ mod tests {
         let lyon = ("clinic-lyon".to_string(), "lyon".to_string());
         assert_eq!(ledger.digest_of(&lyon), None);
         ledger.record(&lyon, Some("d1".into()));
-        ledger.record_uncached(&lyon, "v1".into());
+        ledger.record_uncached(&lyon, "v1".into(), Some("w1".into()));
         assert_eq!(ledger.digest_of(&lyon).as_deref(), Some("d1"));
         assert_eq!(ledger.uncached_version_of(&lyon).as_deref(), Some("v1"));
+        assert_eq!(ledger.watched_digest_of(&lyon).as_deref(), Some("w1"));
         assert_eq!(ledger.digest_of(&("clinic-lyon".into(), "other".into())), None);
         ledger.record(&lyon, None);
         assert_eq!(ledger.digest_of(&lyon), None, "a child not verified");
@@ -283,13 +300,24 @@ mod tests {
 
     #[test]
     fn an_entry_reads_back_as_written() {
-        for entry in [
-            Entry { children: Some("0123abcd".into()), uncached: Some("ffee".into()) },
-            Entry { children: None, uncached: Some("ffee".into()) },
-            Entry { children: Some("0123abcd".into()), uncached: None },
+        let entry = |c: Option<&str>, u: Option<&str>, w: Option<&str>| Entry {
+            children: c.map(String::from),
+            uncached: u.map(String::from),
+            watched: w.map(String::from),
+        };
+        for written in [
+            entry(Some("0123abcd"), Some("ffee"), Some("77aa")),
+            entry(None, Some("ffee"), None),
+            entry(Some("0123abcd"), None, None),
+            entry(None, Some("ffee"), Some("77aa")),
         ] {
-            assert_eq!(Entry::parse(&entry.text()), entry);
+            assert_eq!(Entry::parse(&written.text()), written);
         }
-        assert_eq!(Entry::parse("0123abcd"), Entry { children: Some("0123abcd".into()), uncached: None });
+        assert_eq!(Entry::parse("0123abcd"), entry(Some("0123abcd"), None, None));
+        assert_eq!(
+            Entry::parse("0123abcd ffee"),
+            entry(Some("0123abcd"), Some("ffee"), None),
+            "an earlier build's"
+        );
     }
 }

@@ -19,9 +19,11 @@ pub type ClinicKey = (String, String);
 /// A child by kind, namespace and name.
 pub type ChildKey = (String, String, String);
 
-/// How long what was read of the objects the caches do not hold (Velero Schedule and Backups,
-/// Certificate, ServiceMonitor, PrometheusRule, a dashboard in another namespace) is reused
-/// while the ClinicPlatform is unchanged: drift on them is put back within this time.
+/// How long what was read of the objects the children's caches do not hold (Certificate,
+/// HTTPRoutes, a dashboard in another namespace...) is reused while the ClinicPlatform is
+/// unchanged: drift on them is put back within this time. Where they are watched (the
+/// Prometheus Operator's kinds, the Velero Schedule and Backups) a change is seen at once, and
+/// the check re-reads only what moved.
 pub const UNCACHED_RECHECK: Duration = Duration::from_secs(60);
 
 /// A status change that only reports progress (see [`super::status::may_coalesce`]) waits this

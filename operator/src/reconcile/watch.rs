@@ -1,7 +1,9 @@
 //! The watches that fill the caches and trigger reconciles, and the controller that runs them:
 //! ClinicPlatforms (whole, listed in pages), every child kind by the managed-by label
 //! (workloads whole, the rest as metadata only; both kept as records), Secrets as metadata
-//! kept as records, and namespaces' labels.
+//! kept as records, and namespaces' labels; and, where their APIs are served, the children of
+//! the Prometheus Operator's kinds, Velero's Schedules (metadata) and Backups (whole), kept as
+//! records.
 
 use std::sync::Arc;
 
@@ -16,8 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info};
 
-use super::caches::{self, CacheWriters, Caches};
+use super::caches::{self, CacheWriters, Caches, VeleroWriters};
 use super::context::Context;
+use super::discovery::DISCOVERY_TTL;
 use super::{error_policy, reconcile};
 use crate::api::ClinicPlatform;
 use crate::metrics::Metrics;
@@ -45,6 +48,16 @@ pub(super) fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<Clinic>> {
     };
     let name = by_label.or_else(by_owner)?;
     Some(ObjectRef::new(&name).within(namespace))
+}
+
+/// Maps a Velero object to its ClinicPlatform: by the labels that name the clinic's namespace
+/// and name (Velero's objects live in Velero's namespace, and no owner reference crosses
+/// namespaces).
+fn clinic_of_velero_object(object: &DynamicObject) -> Option<ObjectRef<Clinic>> {
+    let labels = object.meta().labels.as_ref()?;
+    let namespace = labels.get(crate::desired::backup::CLINIC_NAMESPACE_LABEL)?;
+    let name = labels.get("app.kubernetes.io/instance")?;
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 /// Runtime settings of the controller.
@@ -81,6 +94,40 @@ pub async fn run(
             .inspect_ok(move |event| writer.apply_watcher_event(event))
             .touched_objects();
         controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+    }
+    // Optional APIs: each watch starts once its API is served; until its cache is in step, what
+    // it would hold is read.
+    for (ar, mut writer) in writers.optional {
+        let stream = once_served(&client, &ar, metadata_events(&client, scope, &ar))
+            .default_backoff()
+            .inspect(move |result| writer.apply_watcher_result(result))
+            .touched_objects();
+        controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+    }
+    for VeleroWriters { namespace, mut schedules, mut backups } in writers.velero {
+        let schedule = crate::desired::backup::schedule_resource();
+        let stream =
+            once_served(&client, &schedule, metadata_events(&client, namespace.as_deref(), &schedule))
+                .default_backoff()
+                .inspect(move |result| schedules.apply_watcher_result(result))
+                .touched_objects();
+        controller =
+            controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), schedule);
+        let backup = crate::desired::backup::backup_resource();
+        // Whole: health reads their status. Those that name a clinic (the Schedules' template
+        // and the upgrade gate label them so), as the list they replace selected them.
+        let config = watcher::Config::default()
+            .labels(crate::desired::backup::CLINIC_NAMESPACE_LABEL)
+            .page_size(LIST_PAGE);
+        let events = watcher(scoped_with::<DynamicObject>(&client, namespace.as_deref(), &backup), config)
+            .modify(|o| o.managed_fields_mut().clear())
+            .boxed();
+        let stream = once_served(&client, &backup, events)
+            .default_backoff()
+            .inspect(move |result| backups.apply_watcher_result(result))
+            .touched_objects();
+        controller =
+            controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), backup);
     }
     let mut secret_writer = writers.secrets;
     let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config())
@@ -195,11 +242,43 @@ fn child_events(
             })
             .boxed()
     } else {
-        // An Api of PartialObjectMeta asks the API server for metadata only.
-        watcher(scoped_with::<PartialObjectMeta<DynamicObject>>(client, scope, ar), children_config())
-            .map_ok(move |event| caches::metadata_event(event, &types))
-            .boxed()
+        metadata_events(client, scope, ar)
     }
+}
+
+/// `events` (a watch, which asks nothing before it is polled), from the moment the API server
+/// serves `ar`: a cluster without an optional API is asked only discovery, every
+/// [`DISCOVERY_TTL`], not for a list it would refuse every 30 seconds.
+fn once_served<T: Send + 'static>(
+    client: &Client,
+    ar: &ApiResource,
+    events: BoxStream<'static, T>,
+) -> BoxStream<'static, T> {
+    let (client, ar) = (client.clone(), ar.clone());
+    let served = async move {
+        loop {
+            match client.list_api_group_resources(&ar.api_version).await {
+                Ok(list) if list.resources.iter().any(|r| r.name == ar.plural) => break,
+                Ok(_) | Err(_) => tokio::time::sleep(DISCOVERY_TTL).await,
+            }
+        }
+        debug!(kind = %ar.kind, "optional API served: watching it");
+        events
+    };
+    futures::stream::once(served).flatten().boxed()
+}
+
+/// The events of one kind watched as metadata only (`types` set on each object).
+fn metadata_events(
+    client: &Client,
+    scope: Option<&str>,
+    ar: &ApiResource,
+) -> BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>> {
+    let types = kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() };
+    // An Api of PartialObjectMeta asks the API server for metadata only.
+    watcher(scoped_with::<PartialObjectMeta<DynamicObject>>(client, scope, ar), children_config())
+        .map_ok(move |event| caches::metadata_event(event, &types))
+        .boxed()
 }
 
 /// Namespace labels (Pod Security) are part of the secure state: a change re-reconciles every

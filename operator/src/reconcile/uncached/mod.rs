@@ -1,10 +1,14 @@
-//! Sync what the caches do not hold: the Velero Schedule and a dashboard outside the clinic's
-//! namespace ([`outside`]), and the children of optional APIs ([`optional`]), each through the
-//! one write path of [`write`]. They never block the platform: what failed is reported in
-//! `BackupReady` and `MonitoringReady`. They are read and put right at most once per
+//! Sync what the children's caches do not hold: the Velero Schedule and a dashboard outside
+//! the clinic's namespace ([`outside`]), and the children of optional APIs ([`optional`]), each
+//! through the one write path of [`write`]. They never block the platform: what failed is
+//! reported in `BackupReady` and `MonitoringReady`. They are checked at most once per
 //! [`UNCACHED_RECHECK`](crate::reconcile::memory::UNCACHED_RECHECK) while the ClinicPlatform
 //! is unchanged (passes triggered by its children's events reuse the last check); any change
-//! to the ClinicPlatform, or a failure, checks them on the next pass.
+//! to the ClinicPlatform, or a failure, checks them on the next pass. Those of them the caches
+//! watch where their API is served (the Prometheus Operator's, the Schedule) are checked at
+//! once when their cached marker moves, and a check reads only those whose marker moved since
+//! they were last verified: by this process, or (after a restart) by the one before it, as
+//! its [`ledger`] says.
 
 pub mod optional;
 pub mod outside;
@@ -18,6 +22,7 @@ use super::events::Notice;
 use super::exposure;
 use super::finalizer;
 use super::ledger;
+use super::memory::ChildKey;
 use crate::api::ClinicPlatform;
 use crate::desired::OptionalApi;
 use crate::model::Clinic;
@@ -99,10 +104,13 @@ pub async fn sync(
     let key = (clinic.namespace.clone(), clinic.name.clone());
     let version = crate::reconcile::memory::user_version(&cp.metadata);
     let version = Some(&version);
-    if let Some(recent) = ctx.memory.recent_uncached(&key, version) {
+    let wanted = outside::wanted(clinic, velero);
+    let watched = watched_wanted(ctx, clinic, desired, &wanted);
+    if let Some(recent) = ctx.memory.recent_uncached(&key, version)
+        && !any_moved(ctx, &watched)
+    {
         return recent;
     }
-    let wanted = outside::wanted(clinic, velero);
     let recorded = cp.status.as_ref().and_then(|s| s.outside_objects.as_deref());
     let outside = async {
         match finalizer::ensure(ctx, cp, !wanted.is_empty()).await {
@@ -129,7 +137,11 @@ pub async fn sync(
     let leftovers_possible = match ctx.memory.uncached_checked_for(&key) {
         Some(checked_for) => checked_for.as_ref() != version,
         None => match ctx.ledger.uncached_version_of(&key) {
-            Some(checked_for) => Some(checked_for) != ledger_version,
+            Some(checked_for) if Some(&checked_for) == ledger_version.as_ref() => {
+                restore_verified(ctx, &key, &watched);
+                false
+            }
+            Some(_) => true,
             None => cp.status.is_some(),
         },
     };
@@ -167,7 +179,94 @@ pub async fn sync(
     };
     ctx.memory.remember_uncached(&key, version, &checked);
     if let (true, Some(v)) = (checked.is_clean(), ledger_version) {
-        ctx.ledger.record_uncached(&key, v);
+        ctx.ledger.record_uncached(&key, v, verified_digest(ctx, &watched));
     }
     checked
+}
+
+/// A wanted object the caches watch where its API is served: the key it is verified under,
+/// and where the cache holds it.
+struct Watched {
+    verified_as: ChildKey,
+    resource: kube::api::ApiResource,
+    namespace: String,
+    name: String,
+}
+
+/// The clinic's wanted objects of watched kinds: its Prometheus Operator children, its Schedule.
+fn watched_wanted(
+    ctx: &Context,
+    clinic: &Clinic,
+    desired: &[DynamicObject],
+    outside: &[(crate::api::OutsideObject, DynamicObject)],
+) -> Vec<Watched> {
+    let resource_of = |object: &DynamicObject| {
+        let types = object.types.as_ref().filter(|t| ctx.caches.watches_type(&t.api_version, &t.kind))?;
+        let gvk = kube::api::GroupVersionKind::try_from(types).ok()?;
+        Some(kube::api::ApiResource::from_gvk(&gvk))
+    };
+    let in_namespace = desired.iter().filter_map(|object| {
+        let resource = resource_of(object)?;
+        let name = object.metadata.name.clone()?;
+        Some(Watched {
+            verified_as: (resource.kind.clone(), clinic.namespace.clone(), name.clone()),
+            namespace: clinic.namespace.clone(),
+            name,
+            resource,
+        })
+    });
+    let elsewhere = outside.iter().filter_map(|(key, object)| {
+        Some(Watched {
+            verified_as: outside::memory_key(clinic, key),
+            resource: resource_of(object)?,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        })
+    });
+    in_namespace.chain(elsewhere).collect()
+}
+
+/// Whether a watched object moved (or went) since it was last verified, as far as a cache in
+/// step shows: the last check is stale then.
+fn any_moved(ctx: &Context, watched: &[Watched]) -> bool {
+    watched.iter().any(|w| match ctx.caches.watched(&w.resource, &w.namespace, &w.name) {
+        Some(Some(record)) => !ctx.memory.is_verified(&w.verified_as, record.marker),
+        Some(None) => true,
+        None => false,
+    })
+}
+
+/// The digest of the watched objects' verified markers, for the ledger (`None`: one is not
+/// verified).
+fn verified_digest(ctx: &Context, watched: &[Watched]) -> Option<String> {
+    let markers: Option<Vec<_>> = watched
+        .iter()
+        .map(|w| {
+            ctx.memory.verified_marker(&w.verified_as).map(|m| (w.resource.kind.as_str(), w.name.as_str(), m))
+        })
+        .collect();
+    markers.map(ledger::digest)
+}
+
+/// A restarted operator's first check of a clinic whose uncached objects were last checked
+/// clean for this very version: the watched ones whose cached markers are those the ledger
+/// recorded then are known verified, and not read.
+fn restore_verified(ctx: &Context, key: &super::memory::ClinicKey, watched: &[Watched]) {
+    let Some(recorded) = ctx.ledger.watched_digest_of(key) else {
+        return;
+    };
+    let mut cached = Vec::with_capacity(watched.len());
+    for w in watched {
+        let Some(Some(record)) = ctx.caches.watched(&w.resource, &w.namespace, &w.name) else {
+            return;
+        };
+        cached.push((w, record.marker));
+    }
+    if ledger::digest(cached.iter().map(|(w, marker)| (w.resource.kind.as_str(), w.name.as_str(), *marker)))
+        == recorded
+    {
+        for (w, marker) in cached {
+            ctx.memory.set_verified(w.verified_as.clone(), marker);
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Children of APIs that may not be installed: cert-manager's Certificate, Gateway API's
-//! HTTPRoutes, the Prometheus Operator's ServiceMonitor and PrometheusRule. The caches do not watch them (their CRDs may
-//! come and go), so each is read, compared and applied on its own; once discovery says an API
-//! is served it is picked up without a restart.
+//! HTTPRoutes, Istio's policies, the Vertical Pod Autoscaler's, the mariadb-operator's MariaDB,
+//! the Prometheus Operator's ServiceMonitor, PrometheusRule and AlertmanagerConfig. Each is
+//! read, compared and applied on its own; once discovery says an API is served it is picked up
+//! without a restart. The Prometheus Operator's are also watched: while their cache is in step,
+//! one it shows as last verified is not read again.
 
 use std::collections::BTreeMap;
 
@@ -59,10 +61,8 @@ pub async fn ensure(
     .await;
     for (resource, name, outcome) in outcomes {
         match outcome {
-            Ok(Some(object)) => {
-                let status = object.data.get("status").filter(|s| !s.is_null()).cloned();
-                let key = (resource.kind.clone(), name);
-                state.in_place.insert(key, InPlace { generation: object.metadata.generation, status });
+            Ok(Some(in_place)) => {
+                state.in_place.insert((resource.kind.clone(), name), in_place);
             }
             Ok(None) => {}
             Err(e) => {
@@ -74,22 +74,40 @@ pub async fn ensure(
 }
 
 /// Brings one object to `desired`, or deletes it when it is not wanted and the operator made
-/// it. Returns a wanted object as it now stands.
+/// it. Returns what is known of a wanted object as it now stands (a watched one vouched for by
+/// its cache: neither generation nor status, which are only read where they are needed).
 async fn ensure_one(
     ctx: &Context,
     resource: &ApiResource,
     namespace: &str,
     name: &str,
     desired: Option<&DynamicObject>,
-) -> Result<Option<DynamicObject>> {
+) -> Result<Option<InPlace>> {
+    let key = (resource.kind.clone(), namespace.to_string(), name.to_string());
+    let cached = ctx.caches.watched(resource, namespace, name);
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
     let Some(desired) = desired else {
+        ctx.memory.forget_verified(&key);
+        if matches!(cached, Some(None)) {
+            // The cache is in step and holds none: nothing to remove.
+            return Ok(None);
+        }
         let made_by_us = |labels: &BTreeMap<String, String>| {
             labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
         };
         write::remove_if(ctx, &api, (&resource.kind, name, name), made_by_us).await?;
         return Ok(None);
     };
+    if let Some(Some(record)) = &cached
+        && write::vouched(ctx, &key, desired, record)?
+    {
+        return Ok(Some(InPlace::default()));
+    }
     let live = write::read(&api, &format!("{} {name}", resource.kind), name).await?;
-    write::put(ctx, &api, &resource.kind, desired, live).await.map(Some)
+    let after = write::put(ctx, &api, &resource.kind, desired, live).await?;
+    if ctx.caches.watches(resource) {
+        ctx.memory.set_verified(key, crate::reconcile::caches::marker(&resource.kind, &after.metadata));
+    }
+    let status = after.data.get("status").filter(|s| !s.is_null()).cloned();
+    Ok(Some(InPlace { generation: after.metadata.generation, status }))
 }

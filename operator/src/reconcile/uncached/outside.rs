@@ -19,6 +19,7 @@ use crate::model::{Clinic, MANAGED_BY};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Problem, Result};
 use crate::reconcile::events::Notice;
+use crate::reconcile::memory::ChildKey;
 
 /// What one pass over the clinic's outside objects did.
 #[derive(Debug, Clone, Default)]
@@ -171,17 +172,36 @@ pub async fn remove_all(
     Ok(())
 }
 
-/// Creates the object, or brings it back to `desired`, if it is free or the clinic's.
+/// The key [`crate::reconcile::memory::Memory`] keeps a verified outside object under: in the
+/// clinic's namespace, so that it goes with the clinic.
+pub fn memory_key(clinic: &Clinic, key: &OutsideObject) -> ChildKey {
+    (key.kind.clone(), clinic.namespace.clone(), key.name.clone())
+}
+
+/// Creates the object, or brings it back to `desired`, if it is free or the clinic's. A watched
+/// one (the Schedule) whose cached record shows it as last verified is not read.
 async fn put(ctx: &Context, clinic: &Clinic, key: &OutsideObject, desired: &DynamicObject) -> Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource_of(&key.kind));
+    let resource = resource_of(&key.kind);
+    let verified_as = memory_key(clinic, key);
+    if ctx.caches.watches(&resource)
+        && let Some(Some(record)) = ctx.caches.watched(&resource, &key.namespace, &key.name)
+        && write::vouched(ctx, &verified_as, desired, &record)?
+    {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &key.namespace, &resource);
     let live = write::read(&api, &describe(key), &key.name).await?;
     if let Some(live) = &live
         && !is_ours(live.labels(), &clinic.namespace, &clinic.name)
     {
+        ctx.memory.forget_verified(&verified_as);
         return Err(Error::NameClash { object: describe(key), holder: holder(live.labels()) });
     }
-    write::put(ctx, &api, &key.kind, desired, live).await.map(drop)
+    let after = write::put(ctx, &api, &key.kind, desired, live).await?;
+    if ctx.caches.watches(&resource) {
+        ctx.memory.set_verified(verified_as, crate::reconcile::caches::marker(&key.kind, &after.metadata));
+    }
+    Ok(())
 }
 
 /// Deletes the object if it is the clinic `<namespace>/<name>`'s; gone or someone else's, it is

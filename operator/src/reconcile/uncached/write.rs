@@ -8,10 +8,23 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 
 use crate::api::FIELD_MANAGER;
+use crate::reconcile::caches::ChildRecord;
 use crate::reconcile::compare::converged;
 use crate::reconcile::context::Context;
 use crate::reconcile::converge::declared;
 use crate::reconcile::error::{Error, Result};
+use crate::reconcile::memory::ChildKey;
+
+/// Whether a watched object is known as declared without a read: its cached record carries the
+/// hash of `desired` and the marker it was last verified with (by this process, or by one
+/// before it, [`crate::reconcile::ledger`]).
+pub fn vouched(ctx: &Context, key: &ChildKey, desired: &DynamicObject, cached: &ChildRecord) -> Result<bool> {
+    if !ctx.memory.is_verified(key, cached.marker) {
+        return Ok(false);
+    }
+    let (_, hash) = declared(desired)?;
+    Ok(cached.declared_hash.as_deref() == Some(hash.as_str()))
+}
 
 /// The live object, if any. A missing namespace reads as a missing object.
 pub async fn read(api: &Api<DynamicObject>, what: &str, name: &str) -> Result<Option<DynamicObject>> {

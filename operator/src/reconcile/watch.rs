@@ -98,7 +98,7 @@ pub async fn run(
     // Optional APIs: each watch starts once its API is served; until its cache is in step, what
     // it would hold is read.
     for (ar, mut writer) in writers.optional {
-        let stream = once_served(&client, &ar, metadata_events(&client, scope, &ar))
+        let stream = once_served(&client, &ar, scope, metadata_events(&client, scope, &ar))
             .default_backoff()
             .inspect(move |result| writer.apply_watcher_result(result))
             .touched_objects();
@@ -106,11 +106,15 @@ pub async fn run(
     }
     for VeleroWriters { namespace, mut schedules, mut backups } in writers.velero {
         let schedule = crate::desired::backup::schedule_resource();
-        let stream =
-            once_served(&client, &schedule, metadata_events(&client, namespace.as_deref(), &schedule))
-                .default_backoff()
-                .inspect(move |result| schedules.apply_watcher_result(result))
-                .touched_objects();
+        let stream = once_served(
+            &client,
+            &schedule,
+            namespace.as_deref(),
+            metadata_events(&client, namespace.as_deref(), &schedule),
+        )
+        .default_backoff()
+        .inspect(move |result| schedules.apply_watcher_result(result))
+        .touched_objects();
         controller =
             controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), schedule);
         let backup = crate::desired::backup::backup_resource();
@@ -122,7 +126,7 @@ pub async fn run(
         let events = watcher(scoped_with::<DynamicObject>(&client, namespace.as_deref(), &backup), config)
             .modify(|o| o.managed_fields_mut().clear())
             .boxed();
-        let stream = once_served(&client, &backup, events)
+        let stream = once_served(&client, &backup, namespace.as_deref(), events)
             .default_backoff()
             .inspect(move |result| backups.apply_watcher_result(result))
             .touched_objects();
@@ -246,26 +250,66 @@ fn child_events(
     }
 }
 
-/// `events` (a watch, which asks nothing before it is polled), from the moment the API server
-/// serves `ar`: a cluster without an optional API is asked only discovery, every
-/// [`DISCOVERY_TTL`], not for a list it would refuse every 30 seconds.
+/// `events` (a watch of `ar` in `namespace`, all namespaces for `None`; it asks nothing before
+/// it is polled), from the moment the API server serves `ar` and lets this operator list and
+/// watch it there. Until then only discovery and an access review are asked, every
+/// [`DISCOVERY_TTL`]: a cluster without the optional API, or a Velero namespace of the policy
+/// that has no Role of the operator yet (the chart makes it where the namespace exists), is not
+/// asked for lists it would refuse, nor the log filled with those refusals.
 fn once_served<T: Send + 'static>(
     client: &Client,
     ar: &ApiResource,
+    namespace: Option<&str>,
     events: BoxStream<'static, T>,
 ) -> BoxStream<'static, T> {
-    let (client, ar) = (client.clone(), ar.clone());
+    let (client, ar, namespace) = (client.clone(), ar.clone(), namespace.map(String::from));
     let served = async move {
         loop {
-            match client.list_api_group_resources(&ar.api_version).await {
-                Ok(list) if list.resources.iter().any(|r| r.name == ar.plural) => break,
-                Ok(_) | Err(_) => tokio::time::sleep(DISCOVERY_TTL).await,
+            let served = match client.list_api_group_resources(&ar.api_version).await {
+                Ok(list) => list.resources.iter().any(|r| r.name == ar.plural),
+                Err(_) => false,
+            };
+            if served
+                && may(&client, "list", &ar, namespace.as_deref()).await
+                && may(&client, "watch", &ar, namespace.as_deref()).await
+            {
+                break;
             }
+            tokio::time::sleep(DISCOVERY_TTL).await;
         }
-        debug!(kind = %ar.kind, "optional API served: watching it");
+        debug!(kind = %ar.kind, namespace = ?namespace, "optional API served and allowed: watching it");
         events
     };
     futures::stream::once(served).flatten().boxed()
+}
+
+/// Whether this operator may `verb` the objects of `ar` in `namespace` (`None`: all), as the
+/// API server's authorizer answers a self access review (which every account may ask).
+async fn may(client: &Client, verb: &str, ar: &ApiResource, namespace: Option<&str>) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(ar.group.clone()),
+                resource: Some(ar.plural.clone()),
+                verb: Some(verb.to_string()),
+                namespace: namespace.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    match reviews.create(&kube::api::PostParams::default(), &review).await {
+        Ok(answer) => answer.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            debug!(error = %e, "access review failed");
+            false
+        }
+    }
 }
 
 /// The events of one kind watched as metadata only (`types` set on each object).

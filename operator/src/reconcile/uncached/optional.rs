@@ -103,7 +103,12 @@ async fn ensure_one(
     {
         return Ok(Some(InPlace::default()));
     }
-    let live = write::read(&api, &format!("{} {name}", resource.kind), name).await?;
+    // A cache in step that holds none: nothing to compare with, the apply creates it (a
+    // server-side apply, so a cache a moment late costs nothing but that write).
+    let live = match cached {
+        Some(None) => None,
+        _ => write::read(&api, &format!("{} {name}", resource.kind), name).await?,
+    };
     let after = write::put(ctx, &api, &resource.kind, desired, live).await?;
     if ctx.caches.watches(resource) {
         ctx.memory.set_verified(key, crate::reconcile::caches::marker(&resource.kind, &after.metadata));

@@ -136,6 +136,14 @@ pub async fn sync(
         if wanted.iter().any(|(key, _)| *key == old) || outcome.record.contains(&old) {
             continue;
         }
+        let resource = resource_of(&old.kind);
+        if guessed
+            && ctx.caches.watches(&resource)
+            && ctx.caches.watched(&resource, &old.namespace, &old.name) == Some(None)
+        {
+            // An earlier build's name that a cache in step does not hold: nothing to remove.
+            continue;
+        }
         if old.kind == "Schedule" && !velero {
             // Velero's API is not served: nothing can be asked about it now (and without its
             // CRD no Schedule of an earlier build can exist).

@@ -405,6 +405,10 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     let t1 = Instant::now();
     op.restart()?;
     wait_ready(&op)?;
+    // Where the resync's peak memory is made: while the restart lists every kind (until
+    // /readyz), or in the passes after it.
+    let resync_ready_in = t1.elapsed().as_secs_f64();
+    let (_, resync_hwm_at_ready, _) = op.pid().and_then(process_usage).unwrap_or_default();
     // Done when every clinic's status has been looked at again: reconciles that only waited
     // for the caches do not count, so wait for N reconciles after readiness, then for calm.
     let mut resync_reconciles = 0.0;
@@ -467,6 +471,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
             "reconcile_share_within_50ms": share_within(&resync.buckets, 0.05),
             "reconcile_buckets": bucket_table(&resync.buckets),
             "operator_peak_rss_mib": resync_hwm,
+            "ready_after_seconds": resync_ready_in,
+            "operator_peak_rss_mib_when_ready": resync_hwm_at_ready,
             "operator_cpu_seconds": resync_cpu,
         },
     });

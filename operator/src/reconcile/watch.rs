@@ -16,6 +16,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::caches::{self, CacheWriters, Caches, VeleroWriters};
@@ -30,9 +31,34 @@ const LIST_PAGE: u32 = 50;
 
 /// Objects per page when metadata is listed. Unpaged, a list at a thousand clinics (7,000
 /// NetworkPolicies, 6,000 Secrets, each with its managedFields) came as one response of several
-/// MiB, decoded whole: most of a restarted operator's peak memory. A restart lists every kind
-/// at once, so what each page holds while it is decoded adds up.
+/// MiB, decoded whole: most of a restarted operator's peak memory. A restart lists
+/// [`LISTS_AT_ONCE`] kinds at a time, each holding its page while it is decoded.
 const METADATA_PAGE: u32 = 100;
+
+/// Kinds listed at once. A restart lists every watched kind (about thirty at a thousand
+/// clinics: 24 child kinds, Secrets, namespaces, ClinicPlatforms, the optional APIs), and each
+/// list holds its page, raw and decoded, while the next is asked for: all at once, those pages
+/// made a restarted operator's peak memory. Each watch waits its turn for its first list only.
+const LISTS_AT_ONCE: usize = 4;
+
+/// `events` (a watch), whose first list waits for a permit of `lists` and holds it until the
+/// list is done (or fails: a list asked again after an error does not wait).
+fn listed_in_turn<K: Send + 'static>(
+    lists: &Arc<Semaphore>,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> BoxStream<'static, Result<watcher::Event<K>, watcher::Error>> {
+    let lists = lists.clone();
+    futures::stream::once(async move {
+        let mut permit = lists.acquire_owned().await.ok();
+        events.inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone) | Err(_)) {
+                drop(permit.take());
+            }
+        })
+    })
+    .flatten()
+    .boxed()
+}
 
 /// Maps a child to its ClinicPlatform: by the instance label (present on every child, also on
 /// Secrets that carry no owner reference), else by the controller owner reference.
@@ -86,11 +112,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let scope = config.namespace.as_deref();
-    let (clinics, clinics_reader) = clinic_stream(&client, scope);
+    let lists = Arc::new(Semaphore::new(LISTS_AT_ONCE));
+    let (clinics, clinics_reader) = clinic_stream(&client, scope, &lists);
     let probed_clinics = clinics_reader.clone();
     let mut controller = Controller::for_stream(clinics, clinics_reader);
     for (ar, mut writer) in writers.children {
-        let stream = child_events(&client, scope, &ar)
+        let stream = listed_in_turn(&lists, child_events(&client, scope, &ar))
             .default_backoff()
             .inspect_ok(move |event| writer.apply_watcher_event(event))
             .touched_objects();
@@ -99,7 +126,8 @@ pub async fn run(
     // Optional APIs: each watch starts once its API is served; until its cache is in step, what
     // it would hold is read.
     for (ar, mut writer) in writers.optional {
-        let stream = once_served(&client, &ar, scope, metadata_events(&client, scope, &ar))
+        let events = listed_in_turn(&lists, metadata_events(&client, scope, &ar));
+        let stream = once_served(&client, &ar, scope, events)
             .default_backoff()
             .inspect(move |result| writer.apply_watcher_result(result))
             .touched_objects();
@@ -107,15 +135,11 @@ pub async fn run(
     }
     for VeleroWriters { namespace, mut schedules, mut backups } in writers.velero {
         let schedule = crate::desired::backup::schedule_resource();
-        let stream = once_served(
-            &client,
-            &schedule,
-            namespace.as_deref(),
-            metadata_events(&client, namespace.as_deref(), &schedule),
-        )
-        .default_backoff()
-        .inspect(move |result| schedules.apply_watcher_result(result))
-        .touched_objects();
+        let events = listed_in_turn(&lists, metadata_events(&client, namespace.as_deref(), &schedule));
+        let stream = once_served(&client, &schedule, namespace.as_deref(), events)
+            .default_backoff()
+            .inspect(move |result| schedules.apply_watcher_result(result))
+            .touched_objects();
         controller =
             controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), schedule);
         let backup = crate::desired::backup::backup_resource();
@@ -124,9 +148,8 @@ pub async fn run(
         let config = watcher::Config::default()
             .labels(crate::desired::backup::CLINIC_NAMESPACE_LABEL)
             .page_size(LIST_PAGE);
-        let events = watcher(scoped_with::<DynamicObject>(&client, namespace.as_deref(), &backup), config)
-            .modify(|o| o.managed_fields_mut().clear())
-            .boxed();
+        let events = watcher(scoped_with::<DynamicObject>(&client, namespace.as_deref(), &backup), config);
+        let events = listed_in_turn(&lists, events).modify(|o| o.managed_fields_mut().clear()).boxed();
         let stream = once_served(&client, &backup, namespace.as_deref(), events)
             .default_backoff()
             .inspect(move |result| backups.apply_watcher_result(result))
@@ -135,12 +158,13 @@ pub async fn run(
             controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), backup);
     }
     let mut secret_writer = writers.secrets;
-    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config())
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config());
+    let secrets = listed_in_turn(&lists, secrets)
         .default_backoff()
         .inspect_ok(move |event| secret_writer.apply_watcher_event(event))
         .touched_objects();
     controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
-    controller = watch_namespaces(controller, &client, scope.is_none(), writers.namespaces);
+    controller = watch_namespaces(controller, &client, scope.is_none(), writers.namespaces, &lists);
 
     let synced = caches.clone();
     tokio::spawn(async move {
@@ -211,11 +235,13 @@ fn children_config() -> watcher::Config {
 fn clinic_stream(
     client: &Client,
     scope: Option<&str>,
+    lists: &Arc<Semaphore>,
 ) -> (impl Stream<Item = Result<Clinic, watcher::Error>> + Send + 'static, Store<Clinic>) {
     let (reader, writer) = kube::runtime::reflector::store();
     // Full objects are listed in pages (a resourceVersion=0 list is served whole, whatever the
     // fleet's size, and its decoding was the operator's peak memory).
-    let stream = watcher(scoped::<Clinic>(client, scope), watcher::Config::default().page_size(LIST_PAGE))
+    let events = watcher(scoped::<Clinic>(client, scope), watcher::Config::default().page_size(LIST_PAGE));
+    let stream = listed_in_turn(lists, events)
         // Cached without managedFields: those entries (kubectl's, ours for the status) describe
         // every field and would be most of each cached object.
         .modify(|cp: &mut Clinic| match &mut cp.0 {
@@ -334,6 +360,7 @@ fn watch_namespaces(
     client: &Client,
     cluster_scope: bool,
     mut writer: Writer<PartialObjectMeta<Namespace>>,
+    lists: &Arc<Semaphore>,
 ) -> Controller<Clinic> {
     if !cluster_scope {
         // Marked as listed (and empty), so that readiness does not wait for a watch that never
@@ -346,15 +373,16 @@ fn watch_namespaces(
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default().page_size(METADATA_PAGE),
-    )
-    // Only the labels are read.
-    .modify(|o| {
-        o.managed_fields_mut().clear();
-        o.annotations_mut().clear();
-    })
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
+    );
+    let namespaces = listed_in_turn(lists, namespaces)
+        // Only the labels are read.
+        .modify(|o| {
+            o.managed_fields_mut().clear();
+            o.annotations_mut().clear();
+        })
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     controller.watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
         let name = ns.name_any();
         clinics
@@ -364,4 +392,50 @@ fn watch_namespaces(
             .map(|cp| ObjectRef::from_obj(cp.as_ref()))
             .collect::<Vec<_>>()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use watcher::Event;
+
+    fn listing(
+        objects: &[&str],
+    ) -> impl Stream<Item = Result<Event<String>, watcher::Error>> + Send + 'static {
+        let mut events = vec![Ok(Event::Init)];
+        events.extend(objects.iter().map(|o| Ok(Event::InitApply(o.to_string()))));
+        events.push(Ok(Event::InitDone));
+        // A watch goes on after its list: it never ends.
+        futures::stream::iter(events).chain(futures::stream::pending())
+    }
+
+    #[tokio::test]
+    async fn a_watch_lists_only_once_an_earlier_list_is_done() {
+        let lists = Arc::new(Semaphore::new(1));
+        let mut first = listed_in_turn(&lists, listing(&["a"]));
+        let mut second = listed_in_turn(&lists, listing(&["b"]));
+        assert!(matches!(first.next().await, Some(Ok(Event::Init))));
+        assert!(second.next().now_or_never().is_none(), "the second list waits while the first runs");
+        assert!(matches!(first.next().await, Some(Ok(Event::InitApply(_)))));
+        assert!(second.next().now_or_never().is_none());
+        assert!(matches!(first.next().await, Some(Ok(Event::InitDone))));
+        assert!(matches!(second.next().await, Some(Ok(Event::Init))), "its turn once the first is listed");
+        assert_eq!(lists.available_permits(), 0);
+        assert!(matches!(second.next().await, Some(Ok(Event::InitApply(_)))));
+        assert!(matches!(second.next().await, Some(Ok(Event::InitDone))));
+        assert_eq!(lists.available_permits(), 1, "a listed watch holds no permit");
+    }
+
+    #[tokio::test]
+    async fn a_failed_list_gives_its_turn_away() {
+        let lists = Arc::new(Semaphore::new(1));
+        let failing = futures::stream::iter(vec![Ok(Event::Init), Err(watcher::Error::NoResourceVersion)])
+            .chain(futures::stream::pending());
+        let mut first = listed_in_turn::<String>(&lists, failing);
+        assert!(matches!(first.next().await, Some(Ok(Event::Init))));
+        assert_eq!(lists.available_permits(), 0);
+        assert!(first.next().await.is_some_and(|e| e.is_err()));
+        assert_eq!(lists.available_permits(), 1);
+    }
 }

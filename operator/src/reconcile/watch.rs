@@ -127,35 +127,27 @@ pub async fn run(
     // it would hold is read.
     for (ar, mut writer) in writers.optional {
         let events = listed_in_turn(&lists, metadata_events(&client, scope, &ar));
-        let stream = once_served(&client, &ar, scope, events)
-            .default_backoff()
-            .inspect(move |result| writer.apply_watcher_result(result))
-            .touched_objects();
-        controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+        let apply = move |result: &WatchResult| writer.apply_watcher_result(result);
+        controller = watch_optional(controller, &client, ar, scope, events, apply, owner_of::<DynamicObject>);
     }
     for VeleroWriters { namespace, mut schedules, mut backups } in writers.velero {
+        let namespace = namespace.as_deref();
         let schedule = crate::desired::backup::schedule_resource();
-        let events = listed_in_turn(&lists, metadata_events(&client, namespace.as_deref(), &schedule));
-        let stream = once_served(&client, &schedule, namespace.as_deref(), events)
-            .default_backoff()
-            .inspect(move |result| schedules.apply_watcher_result(result))
-            .touched_objects();
+        let events = listed_in_turn(&lists, metadata_events(&client, namespace, &schedule));
+        let apply = move |result: &WatchResult| schedules.apply_watcher_result(result);
         controller =
-            controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), schedule);
+            watch_optional(controller, &client, schedule, namespace, events, apply, clinic_of_velero_object);
         let backup = crate::desired::backup::backup_resource();
         // Whole: health reads their status. Those that name a clinic (the Schedules' template
         // and the upgrade gate label them so), as the list they replace selected them.
         let config = watcher::Config::default()
             .labels(crate::desired::backup::CLINIC_NAMESPACE_LABEL)
             .page_size(LIST_PAGE);
-        let events = watcher(scoped_with::<DynamicObject>(&client, namespace.as_deref(), &backup), config);
+        let events = watcher(scoped_with::<DynamicObject>(&client, namespace, &backup), config);
         let events = listed_in_turn(&lists, events).modify(|o| o.managed_fields_mut().clear()).boxed();
-        let stream = once_served(&client, &backup, namespace.as_deref(), events)
-            .default_backoff()
-            .inspect(move |result| backups.apply_watcher_result(result))
-            .touched_objects();
+        let apply = move |result: &WatchResult| backups.apply_watcher_result(result);
         controller =
-            controller.watches_stream_with(stream, |o: DynamicObject| clinic_of_velero_object(&o), backup);
+            watch_optional(controller, &client, backup, namespace, events, apply, clinic_of_velero_object);
     }
     let mut secret_writer = writers.secrets;
     let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config());
@@ -200,6 +192,27 @@ pub async fn run(
 }
 
 type Clinic = DeserializeGuard<ClinicPlatform>;
+
+type WatchResult = Result<watcher::Event<DynamicObject>, watcher::Error>;
+
+/// Adds the watch of an optional API's kind `ar` in `namespace` (all for `None`): `events`
+/// from the moment the API is served ([`once_served`]), each applied to its cache by `apply`,
+/// each object's clinic found by `clinic_of`.
+fn watch_optional(
+    controller: Controller<Clinic>,
+    client: &Client,
+    ar: ApiResource,
+    namespace: Option<&str>,
+    events: BoxStream<'static, WatchResult>,
+    mut apply: impl FnMut(&WatchResult) + Send + 'static,
+    clinic_of: fn(&DynamicObject) -> Option<ObjectRef<Clinic>>,
+) -> Controller<Clinic> {
+    let stream = once_served(client, &ar, namespace, events)
+        .default_backoff()
+        .inspect(move |result| apply(result))
+        .touched_objects();
+    controller.watches_stream_with(stream, move |o: DynamicObject| clinic_of(&o), ar)
+}
 
 /// An Api over the watched scope: one namespace (namespaced mode) or all.
 fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>

@@ -199,6 +199,14 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             .is_some_and(|i| i.contains("openmrs-reference-application-3-frontend")))
     })?;
 
+    // A raised autoscaling ceiling is lowered again. The API server gives HPAs no generation:
+    // the operator tells this edit from the controller's status writes by who wrote what.
+    env.merge_patch(ns, "horizontalpodautoscaler", "drift-gateway", r#"{"spec":{"maxReplicas":50}}"#)?;
+    eventually("autoscaling bounds put back", Duration::from_secs(30), || {
+        let hpa = env.json(&["-n", ns, "get", "horizontalpodautoscaler", "drift-gateway"])?;
+        Ok(hpa["spec"]["maxReplicas"] == 5)
+    })?;
+
     // A removed label comes back.
     env.kubectl(&["-n", ns, "label", "configmap", "drift-gateway-nginx", "app.kubernetes.io/part-of-"])?;
     eventually("label put back", Duration::from_secs(30), || {
@@ -260,6 +268,7 @@ fn drift_is_put_back(env: &Env) -> Result<()> {
             "Service drift-gateway",
             "Deployment drift-frontend",
             "ConfigMap drift-gateway-nginx",
+            "HorizontalPodAutoscaler drift-gateway: spec.maxReplicas",
             "StatefulSet drift-mariadb: spec.template.spec.host",
         ]
         .iter()

@@ -77,10 +77,22 @@ pub fn is_workload(kind: &str) -> bool {
 /// `metadata.generation`, and labels, annotations, owners and the uid with it (an object
 /// deleted and made again starts at generation 1 again: only its uid tells it from the one
 /// verified). Velero's Schedule (its status at every backup) and the Prometheus Operator's
-/// kinds (a status on newer versions) are followed the same way. Elsewhere any change, a new
-/// object included, moves the resourceVersion.
+/// kinds (a status on newer versions) are followed the same way. The API server gives
+/// HorizontalPodAutoscalers no generation (seen on v1.34): theirs is followed by who last wrote
+/// which fields of the object itself, its `managedFields` entries other than the `status`
+/// subresource's. Elsewhere any change, a new object included, moves the resourceVersion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Marker(u64);
+
+/// Annotations a controller writes on what the operator declares, for its own bookkeeping: a
+/// Deployment's revision (one more read of each new Deployment otherwise, for nothing).
+const CONTROLLER_ANNOTATIONS: [&str; 1] = ["deployment.kubernetes.io/revision"];
+
+/// Whether the [`marker`] of `kind` reads the object's `managedFields` (watches strip them
+/// from everything else).
+pub fn marker_reads_managed_fields(kind: &str) -> bool {
+    kind == "HorizontalPodAutoscaler"
+}
 
 /// The [`Marker`] of a child of `kind` with this metadata.
 pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
@@ -88,7 +100,19 @@ pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
     // which is as long as a marker is remembered.
     let mut hasher = std::hash::DefaultHasher::new();
     let generation = meta.generation.filter(|g| *g > 0);
-    match (kind, generation) {
+    let identity = |hasher: &mut std::hash::DefaultHasher| {
+        meta.uid.hash(hasher);
+        meta.labels.hash(hasher);
+        for (key, value) in meta.annotations.iter().flatten() {
+            if !CONTROLLER_ANNOTATIONS.contains(&key.as_str()) {
+                (key, value).hash(hasher);
+            }
+        }
+        for owner in meta.owner_references.iter().flatten() {
+            (&owner.uid, &owner.kind, &owner.name, owner.controller, owner.block_owner_deletion).hash(hasher);
+        }
+    };
+    match (kind, generation, &meta.managed_fields) {
         (
             "StatefulSet"
             | "Deployment"
@@ -99,15 +123,22 @@ pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
             | "PrometheusRule"
             | "AlertmanagerConfig",
             Some(g),
+            _,
         ) => {
             'g'.hash(&mut hasher);
-            meta.uid.hash(&mut hasher);
             g.hash(&mut hasher);
-            meta.labels.hash(&mut hasher);
-            meta.annotations.hash(&mut hasher);
-            for owner in meta.owner_references.iter().flatten() {
-                (&owner.uid, &owner.kind, &owner.name, owner.controller, owner.block_owner_deletion)
-                    .hash(&mut hasher);
+            identity(&mut hasher);
+        }
+        (kind, None, Some(entries)) if marker_reads_managed_fields(kind) => {
+            'm'.hash(&mut hasher);
+            identity(&mut hasher);
+            for entry in entries.iter().filter(|e| e.subresource.as_deref().unwrap_or_default() != "status") {
+                (&entry.manager, &entry.operation, &entry.api_version, &entry.subresource).hash(&mut hasher);
+                entry.time.as_ref().map(|t| t.0).hash(&mut hasher);
+                // Two writes by one manager in the same second differ by the fields they own.
+                if let Some(fields) = &entry.fields_v1 {
+                    hash_json(&fields.0, &mut hasher);
+                }
             }
         }
         _ => {
@@ -116,6 +147,28 @@ pub fn marker(kind: &str, meta: &ObjectMeta) -> Marker {
         }
     }
     Marker(hasher.finish())
+}
+
+/// Hashes a JSON value (serde_json's `Value` has no `Hash`): objects by their keys in order.
+fn hash_json(value: &Value, hasher: &mut impl Hasher) {
+    std::mem::discriminant(value).hash(hasher);
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => b.hash(hasher),
+        Value::Number(n) => n.to_string().hash(hasher),
+        Value::String(s) => s.hash(hasher),
+        Value::Array(items) => {
+            items.len().hash(hasher);
+            items.iter().for_each(|item| hash_json(item, hasher));
+        }
+        Value::Object(map) => {
+            map.len().hash(hasher);
+            for (key, item) in map {
+                key.hash(hasher);
+                hash_json(item, hasher);
+            }
+        }
+    }
 }
 
 /// What the caches keep of one child: what drift detection, prune and status need.
@@ -669,8 +722,11 @@ pub fn metadata_event(
     event: Event<PartialObjectMeta<DynamicObject>>,
     types: &kube::core::TypeMeta,
 ) -> Event<DynamicObject> {
+    let keep_managed_fields = marker_reads_managed_fields(&types.kind);
     let convert = |mut meta: PartialObjectMeta<DynamicObject>| {
-        meta.metadata.managed_fields = None;
+        if !keep_managed_fields {
+            meta.metadata.managed_fields = None;
+        }
         DynamicObject { types: Some(types.clone()), metadata: meta.metadata, data: serde_json::json!({}) }
     };
     match event {
@@ -820,6 +876,107 @@ mod tests {
         writer.apply_watcher_event(&Event::Apply(child("StatefulSet", "ns", "db", "1", body(0))));
         let db = caches.workload("StatefulSet", "ns", "db").expect("a workload");
         assert_eq!(db.ready, 2, "a StatefulSet is ready by its ready replicas");
+    }
+
+    fn hpa_meta(resource_version: &str, managed_fields: Value) -> ObjectMeta {
+        serde_json::from_value(json!({
+            "name": "lyon-gateway", "namespace": "ns", "uid": "uid-hpa", "resourceVersion": resource_version,
+            "annotations": { DESIRED_HASH_ANNOTATION: "h1" },
+            "managedFields": managed_fields,
+        }))
+        .expect("metadata")
+    }
+
+    fn entry(manager: &str, operation: &str, subresource: Option<&str>, time: &str, fields: Value) -> Value {
+        let mut entry = json!({ "manager": manager, "operation": operation, "apiVersion": "autoscaling/v2",
+            "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields });
+        if let Some(subresource) = subresource {
+            entry["subresource"] = json!(subresource);
+        }
+        entry
+    }
+
+    #[test]
+    fn an_autoscaler_without_generation_is_marked_by_who_wrote_its_spec_not_its_status() {
+        let ours = entry(
+            "clinic-operator",
+            "Apply",
+            None,
+            "2026-12-07T10:00:00Z",
+            json!({"f:spec": {"f:minReplicas": {}}}),
+        );
+        let status = |time: &str| {
+            entry(
+                "kube-controller-manager",
+                "Update",
+                Some("status"),
+                time,
+                json!({"f:status": {"f:currentReplicas": {}}}),
+            )
+        };
+        let applied = marker("HorizontalPodAutoscaler", &hpa_meta("10", json!([ours.clone()])));
+        let first_status = hpa_meta("11", json!([ours.clone(), status("2026-12-07T10:00:15Z")]));
+        let later_status = hpa_meta("12", json!([ours.clone(), status("2026-12-07T10:05:00Z")]));
+        assert_eq!(marker("HorizontalPodAutoscaler", &first_status), applied, "a status write");
+        assert_eq!(marker("HorizontalPodAutoscaler", &later_status), applied, "another status write");
+
+        let edit = entry(
+            "kubectl-edit",
+            "Update",
+            None,
+            "2026-12-07T10:06:00Z",
+            json!({"f:spec": {"f:maxReplicas": {}}}),
+        );
+        let edited = hpa_meta("13", json!([ours.clone(), status("2026-12-07T10:05:00Z"), edit]));
+        assert_ne!(marker("HorizontalPodAutoscaler", &edited), applied, "someone else's write to the spec");
+        // The same manager in the same second, another field: told apart by the fields.
+        let wider = json!({"f:spec": {"f:minReplicas": {}, "f:behavior": {}}});
+        let reapplied = entry("clinic-operator", "Apply", None, "2026-12-07T10:00:00Z", wider);
+        assert_ne!(marker("HorizontalPodAutoscaler", &hpa_meta("14", json!([reapplied]))), applied);
+        let mut relabelled = hpa_meta("15", json!([ours.clone()]));
+        relabelled.labels = Some([("team".to_string(), "a".to_string())].into());
+        assert_ne!(marker("HorizontalPodAutoscaler", &relabelled), applied, "a label");
+        let mut again = hpa_meta("16", json!([ours.clone()]));
+        again.uid = Some("another-uid".into());
+        assert_ne!(marker("HorizontalPodAutoscaler", &again), applied, "deleted and made again");
+
+        // Without managedFields (a source that strips them), only the resourceVersion can tell.
+        let (bare, bare_later) = (hpa_meta("17", Value::Null), hpa_meta("18", Value::Null));
+        assert_ne!(marker("HorizontalPodAutoscaler", &bare), marker("HorizontalPodAutoscaler", &bare_later));
+        // Other kinds without generation keep following the resourceVersion.
+        assert_ne!(marker("Service", &first_status), marker("Service", &later_status));
+    }
+
+    #[test]
+    fn the_autoscalers_metadata_watch_keeps_their_managed_fields_and_no_other_kinds() {
+        let meta: PartialObjectMeta<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": hpa_meta("10", json!([entry("clinic-operator", "Apply", None, "2026-12-07T10:00:00Z", json!({}))])),
+        }))
+        .expect("metadata");
+        let of = |kind: &str| {
+            let types = kube::core::TypeMeta { api_version: "v1".into(), kind: kind.into() };
+            match metadata_event(Event::Apply(meta.clone()), &types) {
+                Event::Apply(o) => o.metadata.managed_fields.is_some(),
+                _ => unreachable!("an Apply stays an Apply"),
+            }
+        };
+        assert!(of("HorizontalPodAutoscaler"));
+        assert!(!of("Service"));
+    }
+
+    #[test]
+    fn the_revision_a_deployment_controller_writes_does_not_move_the_marker() {
+        let mut meta = hpa_meta("1", Value::Null);
+        meta.generation = Some(1);
+        let created = marker("Deployment", &meta);
+        meta.annotations
+            .get_or_insert_default()
+            .insert("deployment.kubernetes.io/revision".into(), "1".into());
+        meta.resource_version = Some("2".into());
+        assert_eq!(marker("Deployment", &meta), created);
+        meta.annotations.get_or_insert_default().insert("team".into(), "a".into());
+        assert_ne!(marker("Deployment", &meta), created, "any other annotation");
     }
 
     fn velero_object(kind: &str, name: &str, clinic: (&str, &str), status: Value) -> DynamicObject {

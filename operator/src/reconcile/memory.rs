@@ -77,6 +77,10 @@ struct ClinicMemory {
     uncached: Option<Remembered<Uncached>>,
     backups: Option<Remembered<Vec<BackupRecord>>>,
     status_written: Option<Instant>,
+    /// The [`user_version`] of the ClinicPlatform whose CRD CEL rules last passed: they read
+    /// only what that version covers, and evaluating them (regular expressions compiled anew
+    /// each time) was 5.6 % of a converging operator's CPU.
+    cel_passed: Option<String>,
 }
 
 /// A child as [`Memory`] keys it: hashes of its namespace, and of its kind and name. Three
@@ -186,6 +190,15 @@ impl Memory {
         self.with_clinic(key, |m| m.backups = None);
     }
 
+    /// Whether the CRD's CEL rules passed for this [`user_version`] of the ClinicPlatform.
+    pub fn cel_passed(&self, key: &ClinicKey, version: &str) -> bool {
+        self.with_clinic(key, |m| m.cel_passed.as_deref() == Some(version))
+    }
+
+    pub fn remember_cel_passed(&self, key: &ClinicKey, version: String) {
+        self.with_clinic(key, |m| m.cel_passed = Some(version));
+    }
+
     /// How long a coalescible status update should still wait, if at all.
     pub fn status_wait(&self, key: &ClinicKey) -> Option<Duration> {
         let since = self.with_clinic(key, |m| m.status_written)?.elapsed();
@@ -208,5 +221,23 @@ impl Memory {
 
     pub fn reset_backoff(&self, key: &ClinicKey) {
         self.with_clinic(key, |m| m.failures = 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cel_rules_passed_hold_for_that_version_of_that_clinic_only() {
+        let memory = Memory::default();
+        let (lyon, nice) = (("ns".to_string(), "lyon".to_string()), ("ns".to_string(), "nice".to_string()));
+        assert!(!memory.cel_passed(&lyon, "uid:1:h"));
+        memory.remember_cel_passed(&lyon, "uid:1:h".into());
+        assert!(memory.cel_passed(&lyon, "uid:1:h"));
+        assert!(!memory.cel_passed(&lyon, "uid:2:h"), "a new generation is checked again");
+        assert!(!memory.cel_passed(&nice, "uid:1:h"));
+        memory.forget_clinic(&lyon);
+        assert!(!memory.cel_passed(&lyon, "uid:1:h"));
     }
 }

@@ -36,6 +36,7 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use tracing::{Instrument, debug, info_span, warn};
@@ -65,7 +66,18 @@ async fn reconcile_clinic(cp: &ClinicPlatform, ctx: &Context) -> Result<Action> 
         // that polling. Nothing may be judged absent before they are complete: come back soon.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let admitted = model::validate(cp)
+    let key = (cp.namespace().unwrap_or_default(), cp.name_any());
+    let version = memory::user_version(&cp.metadata);
+    let checked = if ctx.memory.cel_passed(&key, &version) {
+        model::validate_beyond_cel(cp)
+    } else {
+        let checked = model::validate(cp);
+        if checked.is_ok() {
+            ctx.memory.remember_cel_passed(&key, version);
+        }
+        checked
+    };
+    let admitted = checked
         .map_err(Error::InvalidSpec)
         .and_then(|clinic| ctx.policy.admit(clinic).map_err(Error::NotAllowed));
     let mut clinic = match admitted {

@@ -46,11 +46,12 @@ pub async fn ensure_secrets(
     encryption_recorded: Option<&str>,
 ) -> Result<usize> {
     let mut created = 0;
+    let mut data = DataOnClaim::default();
     for generated in secrets::generated(clinic) {
         match ctx.caches.secret(&clinic.namespace, &generated.name) {
             Some(live) => adopt_secret(ctx, clinic, &generated, &live).await?,
             None => {
-                if create_secret(ctx, clinic, &generated, encryption_recorded).await? {
+                if create_secret(ctx, clinic, &generated, encryption_recorded, &mut data).await? {
                     created += 1;
                 }
             }
@@ -70,11 +71,32 @@ fn secret_owner_references(
     }
 }
 
+/// Whether the database's first volume claim exists, read once in a pass for all the Secrets
+/// it guards.
+#[derive(Default)]
+struct DataOnClaim(Option<bool>);
+
+impl DataOnClaim {
+    async fn exists(&mut self, ctx: &Context, clinic: &Clinic, claim: &str) -> Result<bool> {
+        if let Some(known) = self.0 {
+            return Ok(known);
+        }
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
+        let found = pvcs
+            .get_metadata_opt(claim)
+            .await
+            .map_err(|source| Error::Read { what: format!("PersistentVolumeClaim {claim}"), source })?
+            .is_some();
+        Ok(*self.0.insert(found))
+    }
+}
+
 async fn create_secret(
     ctx: &Context,
     clinic: &Clinic,
     generated: &GeneratedSecret,
     encryption_recorded: Option<&str>,
+    data_on_claim: &mut DataOnClaim,
 ) -> Result<bool> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
     // Credentials for a database that already holds data cannot be invented again: neither the
@@ -86,28 +108,15 @@ async fn create_secret(
     let guarded = generated.name == clinic.db_credentials_secret()
         || (clinic.generates_admin_password && generated.name == clinic.admin_password().secret)
         || (encryption && encryption_recorded == Some(generated.name.as_str()));
-    if guarded {
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &clinic.namespace);
-        let data = match pvcs.get_metadata_opt(&claim).await {
-            Ok(found) => found.is_some(),
-            Err(source) => {
-                return Err(Error::Read { what: format!("PersistentVolumeClaim {claim}"), source });
-            }
+    if guarded && data_on_claim.exists(ctx, clinic, &claim).await? {
+        return match api.get_metadata_opt(&generated.name).await {
+            Ok(Some(existing)) => adopt_secret(ctx, clinic, generated, &SecretRecord::of(&existing.metadata))
+                .await
+                .map(|()| false),
+            Ok(None) if encryption => Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim }),
+            Ok(None) => Err(Error::CredentialsLost { secret: generated.name.clone(), claim }),
+            Err(source) => Err(Error::Read { what: format!("Secret {}", generated.name), source }),
         };
-        if data {
-            return match api.get_metadata_opt(&generated.name).await {
-                Ok(Some(existing)) => {
-                    adopt_secret(ctx, clinic, generated, &SecretRecord::of(&existing.metadata))
-                        .await
-                        .map(|()| false)
-                }
-                Ok(None) if encryption => {
-                    Err(Error::EncryptionKeyLost { secret: generated.name.clone(), claim })
-                }
-                Ok(None) => Err(Error::CredentialsLost { secret: generated.name.clone(), claim }),
-                Err(source) => Err(Error::Read { what: format!("Secret {}", generated.name), source }),
-            };
-        }
     }
     // No read before the create: a new clinic's Secrets do not exist, and a 409 says when one
     // does (the cache lagging, a restored namespace, another replica): then it is adopted.

@@ -8,6 +8,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's allocator: in the 1,000-clinic bench glibc's malloc and free
+/// were 40 % of the operator's CPU (perf, docs/benchmarks.md); mimalloc, tried too, cut that but
+/// held 113 MiB where glibc held 65. The image's static musl build keeps musl's allocator.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts: two arenas (it makes four per core, and RSS
+/// follows the arenas in use), and freed pages given back within a second rather than ten.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Kubernetes operator that runs OpenMRS 3 platforms for clinics.
 #[derive(Parser)]
 #[command(name = "clinic-operator", version, about)]
@@ -87,22 +101,7 @@ enum LogFormat {
     Json,
 }
 
-/// glibc gives every thread that allocates its own arena; with tokio's workers and the JSON
-/// of thousands of objects that fragments into RSS that is never returned (89 MiB against 63 MiB
-/// at 100 clinics after a restart, docs/benchmarks.md). Two arenas are enough for this process.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only changes allocator tuning; called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),

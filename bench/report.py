@@ -99,6 +99,37 @@ def main():
         print(f"| {name} | " + " | ".join(get(r) for r in runs) + f" | {target} |")
     print()
     for r in runs:
+        cpu, floor_cpu = r.get("cpu_seconds"), floor_of(r, "cpu_seconds")
+        if not cpu:
+            continue
+        print(f"CPU seconds by process until all were ready, {r['clinics']} clinics:")
+        print()
+        print("| process | floor | operator run |")
+        print("|---|---|---|")
+        names = sorted(set(cpu) | set(floor_cpu or {}), key=lambda k: (k == "machine", -cpu.get(k, 0)))
+        for name in names:
+            print(f"| {name} | {fmt((floor_cpu or {}).get(name))} | {fmt(cpu.get(name))} |")
+        print()
+    for r in runs:
+        sent = {w["kind"]: w for w in r.get("watch_events_sent", [])}
+        if not sent:
+            continue
+        floor_sent = {w["kind"]: w for w in floor_of(r, "watch_events_sent") or []}
+        print(f"Watch events the API server sent, by resource, until all were ready, {r['clinics']} clinics (floor / operator run):")
+        print()
+        print("| resource | events | MiB | watchers closed as too slow |")
+        print("|---|---|---|---|")
+        kinds = sorted(set(sent) | set(floor_sent), key=lambda k: -sent.get(k, {}).get("bytes", 0))
+        for kind in kinds[:12]:
+            f, o = floor_sent.get(kind, {}), sent.get(kind, {})
+            mib = lambda w: fmt(w["bytes"] / 2**20) if w else "—"
+            events = lambda w: fmt(w["events"], 0) if w else "—"
+            closed = lambda w: fmt(w.get("terminated_watchers"), 0) if w else "—"
+            print(f"| {kind} | {events(f)} / {events(o)} | {mib(f)} / {mib(o)} | {closed(f)} / {closed(o)} |")
+        total = lambda ws: sum(w["bytes"] for w in ws.values()) / 2**20
+        print(f"| all | {fmt(sum(w['events'] for w in floor_sent.values()), 0)} / {fmt(sum(w['events'] for w in sent.values()), 0)} | {fmt(total(floor_sent))} / {fmt(total(sent))} | |")
+        print()
+    for r in runs:
         print(f"Top API requests during convergence, {r['clinics']} clinics:")
         print()
         print("| verb | resource | count | per clinic |")

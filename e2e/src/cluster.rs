@@ -512,6 +512,12 @@ impl ControlPlane {
         log_tail(&self.dir.join("logs"), component, lines)
     }
 
+    /// Name and process id of each component started (etcd, kube-apiserver, ...), for
+    /// benchmarks that read their CPU time in /proc.
+    pub fn component_pids(&self) -> Vec<(String, u32)> {
+        self.processes.iter().map(|(name, child)| (name.clone(), child.id())).collect()
+    }
+
     /// Fails with the log tail of a component that exited.
     fn check_running(&mut self) -> Result<()> {
         check_running(&mut self.processes, &self.dir.join("logs"))

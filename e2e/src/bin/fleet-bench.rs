@@ -7,11 +7,17 @@
 //!   operator's own writes by verb; writes per converged clinic;
 //! - writes during a forced full resync of the converged fleet (the operator restarted: every
 //!   clinic reconciled again from fresh caches);
-//! - operator peak RSS and CPU seconds; reconcile latency p50/p99 from its histogram.
+//! - operator peak RSS and CPU seconds; reconcile latency p50/p99 from its histogram;
+//! - CPU seconds of every process (control plane, operator, this bench) and of the machine, and
+//!   the watch events the API server sent, by resource: where the time of a saturated machine
+//!   went.
 //!
 //! Before the operator, at each N, the floor: the same children (what `render` prints) written
-//! by server-side apply with no operator, on a control plane started the same way, waited on
-//! until every clinic's workloads are ready (`<out>/floor-<N>.json`, `floor-curve-<N>.csv`).
+//! by server-side apply with no operator, as the operator's ServiceAccount, on a control plane
+//! started the same way, waited on until every clinic's workloads are ready
+//! (`<out>/floor-<N>.json`, `floor-curve-<N>.csv`). Both runs apply the namespaces by kubectl,
+//! then their objects (the children, or the ClinicPlatforms) with the same writer, and count
+//! readiness from watches, so that they differ only in what is written.
 //!
 //! Results go to `<out>/fleet-<N>.json` and `<out>/curve-<N>.csv`. Bounded: each N stops at its
 //! timeout. `make bench` runs it; not part of `make test`.
@@ -112,7 +118,8 @@ fn split_labels(s: &str) -> Vec<&str> {
     parts
 }
 
-/// API server requests by (verb, resource[/subresource]).
+/// API server requests by (verb, resource[/subresource]), and watch events sent to watchers by
+/// (`events`, `bytes` or `terminated`, resource): what serving the watches cost.
 fn apiserver_requests(plane: &ControlPlane) -> Result<BTreeMap<(String, String), f64>> {
     let body = plane.kubectl(&["get", "--raw", "/metrics"])?;
     let mut out = BTreeMap::new();
@@ -123,7 +130,48 @@ fn apiserver_requests(plane: &ControlPlane) -> Result<BTreeMap<(String, String),
         }
         *out.entry((labels.get("verb").cloned().unwrap_or_default(), resource)).or_insert(0.0) += v;
     }
+    for (metric, what) in [
+        ("apiserver_watch_events_total", "events"),
+        ("apiserver_watch_events_sizes_sum", "bytes"),
+        // Watchers the API server closed because they did not take their events in time.
+        ("apiserver_terminated_watchers_total", "terminated"),
+    ] {
+        for (labels, v) in samples(&body, metric) {
+            // `resource` since Kubernetes 1.30, `kind` before.
+            let kind = labels.get("resource").or_else(|| labels.get("kind")).cloned().unwrap_or_default();
+            *out.entry((format!("{WATCH_SENT}{what}"), kind)).or_insert(0.0) += v;
+        }
+    }
     Ok(out)
+}
+
+/// Prefix of the watch entries in [`apiserver_requests`]' map (no request verb starts so).
+const WATCH_SENT: &str = "watch sent: ";
+
+/// Requests only, most first.
+fn table(requests: &BTreeMap<(String, String), f64>) -> Value {
+    rows(requests.iter().filter(|((verb, _), _)| !verb.starts_with(WATCH_SENT)))
+}
+
+/// Watch events and bytes sent, and watchers closed as too slow, by resource, most bytes first.
+fn watch_table(requests: &BTreeMap<(String, String), f64>) -> Value {
+    let sent =
+        |what: &str, kind: &str| requests.get(&(format!("{WATCH_SENT}{what}"), kind.to_string())).copied();
+    let mut kinds: Vec<(&str, f64, f64)> = requests
+        .keys()
+        .filter(|(verb, _)| *verb == format!("{WATCH_SENT}events"))
+        .map(|(_, kind)| {
+            (kind.as_str(), sent("events", kind).unwrap_or(0.0), sent("bytes", kind).unwrap_or(0.0))
+        })
+        .collect();
+    kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
+    kinds
+        .into_iter()
+        .map(|(kind, events, bytes)| {
+            let terminated = sent("terminated", kind).unwrap_or(0.0);
+            json!({"kind": kind, "events": events, "bytes": bytes, "terminated_watchers": terminated})
+        })
+        .collect()
 }
 
 fn delta(
@@ -245,16 +293,15 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-fn ready_count(plane: &ControlPlane) -> Result<usize> {
-    let out = plane.kubectl(&[
-        "get",
-        "clinicplatforms",
-        "-A",
-        "--no-headers",
-        "-o",
-        "custom-columns=R:.status.conditions[?(@.type==\"Ready\")].status",
-    ])?;
-    Ok(out.lines().filter(|l| l.trim() == "True").count())
+/// Ready as `kubectl get clinicplatforms` shows it: the Ready condition True.
+fn clinic_ready(_kind: &str, o: &kube::api::DynamicObject) -> bool {
+    o.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn ready_count(seen: &Seen) -> usize {
+    seen.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|ready| **ready).count()
 }
 
 /// The namespace of clinic `i`, labelled for Pod Security as the docs ask.
@@ -281,8 +328,9 @@ fn apply_in_batches(plane: &ControlPlane, n: usize, document: impl Fn(usize) -> 
     Ok(())
 }
 
-fn create_clinics(plane: &ControlPlane, n: usize) -> Result<()> {
-    apply_in_batches(plane, n, |i| namespace_yaml(i) + &clinic_yaml(i))
+/// The ClinicPlatforms of clinics `0..n`, as objects for [`write_all`].
+fn clinic_objects(n: usize) -> Result<Vec<kube::api::DynamicObject>> {
+    (0..n).map(|i| Ok(serde_yaml::from_str(&clinic_yaml(i))?)).collect()
 }
 
 fn writes_of(requests: &BTreeMap<(String, String), f64>, filter: impl Fn(&str) -> bool) -> f64 {
@@ -293,8 +341,8 @@ fn writes_of(requests: &BTreeMap<(String, String), f64>, filter: impl Fn(&str) -
         .sum()
 }
 
-fn table(requests: &BTreeMap<(String, String), f64>) -> Value {
-    let mut rows: Vec<_> = requests.iter().collect();
+fn rows<'a>(requests: impl Iterator<Item = (&'a (String, String), &'a f64)>) -> Value {
+    let mut rows: Vec<_> = requests.collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1));
     Value::Array(
         rows.into_iter()
@@ -341,16 +389,30 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         started.elapsed().as_secs_f64()
     );
 
+    let (runtime, client) = observer(&plane)?;
+    let seen = Seen::default();
+    watch_all(&runtime, &client, clinic_platform_resource(), &seen, clinic_ready);
+    let objects = clinic_objects(n)?;
     let before = apiserver_requests(&plane)?;
+    let cpu_before = cpu_by_component(&plane, op.pid());
+    // As the floor: namespaces first, then the objects (here the ClinicPlatforms) by the same
+    // writer, so that the two runs differ only in what is written.
     let t0 = Instant::now();
-    create_clinics(&plane, n)?;
-    let created_in = t0.elapsed().as_secs_f64();
+    apply_in_batches(&plane, n, namespace_yaml)?;
+    let writer = {
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || handle.block_on(write_all(client, objects, "fleet-bench")))
+    };
+    let mut created_in = None;
     let mut curve = vec![(0.0, 0usize)];
     let mut peak_rss = 0.0f64;
     let mut converged_in = None;
     while t0.elapsed() < args.timeout {
         std::thread::sleep(Duration::from_secs(1));
-        let ready = ready_count(&plane)?;
+        if created_in.is_none() && writer.is_finished() {
+            created_in = Some(t0.elapsed().as_secs_f64());
+        }
+        let ready = ready_count(&seen);
         let t = t0.elapsed().as_secs_f64();
         curve.push((t, ready));
         if let Some((rss, _, _)) = op.pid().and_then(process_usage) {
@@ -364,15 +426,17 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
             eprintln!("   {t:>5.0}s  {ready}/{n} Ready");
         }
     }
+    writer.join().map_err(|_| anyhow::anyhow!("ClinicPlatform writer panicked"))??;
+    let cpu = cpu_spent(&cpu_by_component(&plane, op.pid()), &cpu_before);
     // Let the last status writes and events land before counting.
     std::thread::sleep(Duration::from_secs(3));
     let after = apiserver_requests(&plane)?;
     let converge_requests = delta(&after, &before);
     let om = operator_metrics(&op)?;
-    let (rss_now, hwm, cpu) = op.pid().and_then(process_usage).unwrap_or_default();
+    let (rss_now, hwm, operator_cpu) = op.pid().and_then(process_usage).unwrap_or_default();
     let converge_ops = om.writes.values().sum::<f64>();
     eprintln!(
-        "   converged: {} in {:.1}s; operator writes {converge_ops:.0} ({:.1}/clinic); peak RSS {:.1} MiB; CPU {cpu:.1}s",
+        "   converged: {} in {:.1}s; operator writes {converge_ops:.0} ({:.1}/clinic); peak RSS {:.1} MiB; CPU {operator_cpu:.1}s",
         if converged_in.is_some() { "all" } else { "NOT all" },
         converged_in.unwrap_or(f64::NAN),
         converge_ops / n as f64,
@@ -450,6 +514,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         "api_writes_on_operator_resources_per_clinic": writes_of(&converge_requests, operator_resource) / n as f64,
         "api_writes_all": writes_of(&converge_requests, |_| true),
         "api_requests": table(&converge_requests),
+        "watch_events_sent": watch_table(&converge_requests),
         "reconciles": om.reconciles,
         "reconcile_errors": om.errors,
         "reconcile_p50_seconds": quantile(&om.buckets, 0.5),
@@ -458,7 +523,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         "reconcile_buckets": bucket_table(&om.buckets),
         "operator_peak_rss_mib": hwm.max(peak_rss),
         "operator_rss_after_mib": rss_now,
-        "operator_cpu_seconds": cpu,
+        "operator_cpu_seconds": operator_cpu,
+        "cpu_seconds": cpu,
         "resync": {
             "reconciles": resync_reconciles,
             "seconds": resync_in,
@@ -479,6 +545,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join(format!("fleet-{n}.json")), serde_json::to_string_pretty(&result)?)?;
     write_curve(&args.out.join(format!("curve-{n}.csv")), &curve)?;
+    // The watches end with their runtime, before the API server they watch.
+    drop(runtime);
     drop(op);
     drop(plane);
     Ok(result)
@@ -514,10 +582,10 @@ fn rendered_children(n: usize) -> Result<Vec<kube::api::DynamicObject>> {
     Ok(objects)
 }
 
-/// Each StatefulSet's and Deployment's readiness, by namespace and kind/name, as watches report
-/// it: the API server sends changes only, as it does to the operator, where a poll would list
-/// every workload of the fleet each time (20 to 30 s a list at 1,000 clinics).
-type Readiness = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), bool>>>;
+/// Whether each watched object is ready, by namespace and kind/name, as watches report it: the
+/// API server sends changes only, as it does to the operator, where a poll would list the whole
+/// fleet each time (20 to 30 s a list at 1,000 clinics) and load the machine it measures.
+type Seen = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), bool>>>;
 
 /// Ready as the operator judges a workload: every wanted replica ready (available, for a
 /// Deployment) and updated, the current generation observed.
@@ -535,46 +603,116 @@ fn workload_ready(kind: &str, o: &kube::api::DynamicObject) -> bool {
         && number(&status["observedGeneration"]) >= o.metadata.generation.unwrap_or(0)
 }
 
-/// Watches every StatefulSet and Deployment into `readiness` until the runtime stops. A watch
-/// that fails is retried with backoff, as the operator's are, rather than freezing the curve.
-fn watch_readiness(runtime: &tokio::runtime::Runtime, client: &kube::Client, readiness: &Readiness) {
+/// Watches every object of `resource` into `seen`, judged by `ready`, until the runtime stops.
+/// A watch that fails is retried with backoff, as the operator's are, rather than freezing the
+/// curve.
+fn watch_all(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    resource: kube::api::ApiResource,
+    seen: &Seen,
+    ready: fn(&str, &kube::api::DynamicObject) -> bool,
+) {
     use futures::StreamExt;
-    use kube::api::{Api, ApiResource, DynamicObject};
+    use kube::api::{Api, DynamicObject};
     use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
-    for resource in [
-        ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
-        ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
-    ] {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let readiness = readiness.clone();
-        let kind = resource.kind;
-        let key = {
-            let kind = kind.clone();
-            move |o: &DynamicObject| {
-                let name = o.metadata.name.as_deref().unwrap_or_default();
-                (o.metadata.namespace.clone().unwrap_or_default(), format!("{kind}/{name}"))
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let seen = seen.clone();
+    let kind = resource.kind;
+    let key = {
+        let kind = kind.clone();
+        move |o: &DynamicObject| {
+            let name = o.metadata.name.as_deref().unwrap_or_default();
+            (o.metadata.namespace.clone().unwrap_or_default(), format!("{kind}/{name}"))
+        }
+    };
+    let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    runtime.spawn(events.for_each(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Ok(Event::Apply(o) | Event::InitApply(o)) => {
+                seen.insert(key(&o), ready(&kind, &o));
             }
-        };
-        let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        runtime.spawn(events.for_each(move |event| {
-            let mut seen = readiness.lock().unwrap_or_else(|p| p.into_inner());
-            match event {
-                Ok(Event::Apply(o) | Event::InitApply(o)) => {
-                    seen.insert(key(&o), workload_ready(&kind, &o));
-                }
-                Ok(Event::Delete(o)) => {
-                    seen.remove(&key(&o));
-                }
-                Ok(Event::Init | Event::InitDone) | Err(_) => {}
+            Ok(Event::Delete(o)) => {
+                seen.remove(&key(&o));
             }
-            futures::future::ready(())
-        }));
+            Ok(Event::Init | Event::InitDone) | Err(_) => {}
+        }
+        futures::future::ready(())
+    }));
+}
+
+fn clinic_platform_resource() -> kube::api::ApiResource {
+    let gvk = kube::api::GroupVersionKind::gvk("clinic.audioprothese.fr", "v1alpha1", "ClinicPlatform");
+    kube::api::ApiResource::from_gvk(&gvk)
+}
+
+/// A one-thread runtime and an admin client of `plane`: what the benchmark watches with, the
+/// same in both runs.
+fn observer(plane: &ControlPlane) -> Result<(tokio::runtime::Runtime, kube::Client)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let client = client_of(&runtime, &plane.kubeconfig)?;
+    Ok((runtime, client))
+}
+
+fn client_of(runtime: &tokio::runtime::Runtime, kubeconfig: &Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    runtime.block_on(async {
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await?;
+        anyhow::Ok(kube::Client::try_from(config)?)
+    })
+}
+
+/// CPU seconds used so far by each component of `plane`, the operator (when running), this
+/// benchmark (its watches, writer and the volume provisioner) with the kubectl it ran, and the
+/// whole machine (`/proc/stat`, all but idle and iowait): where a run's time went.
+fn cpu_by_component(plane: &ControlPlane, operator: Option<u32>) -> BTreeMap<String, f64> {
+    let mut cpu: BTreeMap<String, f64> = plane
+        .component_pids()
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name, process_usage(pid)?.2)))
+        .collect();
+    if let Some(seconds) = operator.and_then(process_usage).map(|(_, _, cpu)| cpu) {
+        cpu.insert("clinic-operator".into(), seconds);
     }
+    let bench = process_usage(std::process::id()).map(|(_, _, cpu)| cpu).unwrap_or(0.0);
+    cpu.insert("fleet-bench and its kubectl".into(), bench + reaped_children_cpu());
+    if let Some(busy) = machine_busy_seconds() {
+        cpu.insert("machine".into(), busy);
+    }
+    cpu
+}
+
+fn cpu_spent(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> Value {
+    after.iter().map(|(k, v)| (k.clone(), json!(v - before.get(k).copied().unwrap_or(0.0)))).collect()
+}
+
+/// CPU seconds of the children this process waited for (its kubectl and render runs).
+fn reaped_children_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Busy CPU seconds of the whole machine since boot: the first line of `/proc/stat`.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> =
+        stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    Some(busy / clock_ticks())
 }
 
 /// Namespaces with at least `workloads` workloads, all ready.
-fn namespaces_with_ready_workloads(readiness: &Readiness, workloads: usize) -> usize {
+fn namespaces_with_ready_workloads(readiness: &Seen, workloads: usize) -> usize {
     let seen = readiness.lock().unwrap_or_else(|p| p.into_inner());
     let mut by_namespace: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
     for ((namespace, _), ready) in seen.iter() {
@@ -599,22 +737,25 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
         .filter(|o| o.types.as_ref().is_some_and(|t| matches!(t.kind.as_str(), "StatefulSet" | "Deployment")))
         .count()
         / n.max(1);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&plane.kubeconfig)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let client = runtime.block_on(async {
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                .await?;
-        anyhow::Ok(kube::Client::try_from(config)?)
-    })?;
-    let readiness = Readiness::default();
-    watch_readiness(&runtime, &client, &readiness);
+    let (runtime, client) = observer(&plane)?;
+    let readiness = Seen::default();
+    for resource in [
+        kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+        kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+    ] {
+        watch_all(&runtime, &client, resource, &readiness, workload_ready);
+    }
+    // The floor writes as the operator does: its ServiceAccount and the chart's RBAC. An admin
+    // (`system:masters`) is exempt from API Priority and Fairness, so its writes would go ahead
+    // of the controllers' while the operator's wait their turn behind them.
+    let writer_client = client_of(&runtime, &plane.operator_kubeconfig()?)?;
     let before = apiserver_requests(&plane)?;
+    let cpu_before = cpu_by_component(&plane, None);
     let t0 = Instant::now();
     apply_in_batches(&plane, n, namespace_yaml)?;
     let writer = {
         let handle = runtime.handle().clone();
-        std::thread::spawn(move || handle.block_on(write_all(client, objects)))
+        std::thread::spawn(move || handle.block_on(write_all(writer_client, objects, "floor")))
     };
     let mut curve = vec![(0.0, 0usize)];
     let mut converged_in = None;
@@ -636,6 +777,7 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
         }
     }
     let writes = writer.join().map_err(|_| anyhow::anyhow!("floor writer panicked"))??;
+    let cpu = cpu_spent(&cpu_by_component(&plane, None), &cpu_before);
     std::thread::sleep(Duration::from_secs(3));
     let requests = delta(&apiserver_requests(&plane)?, &before);
     eprintln!(
@@ -653,9 +795,11 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
         "converged_in_seconds": converged_in,
         "written_in_seconds": written_in,
         "applies": writes,
+        "cpu_seconds": cpu,
         "api_writes_on_operator_resources": writes_of(&requests, operator_resource),
         "api_writes_all": writes_of(&requests, |_| true),
         "api_requests": table(&requests),
+        "watch_events_sent": watch_table(&requests),
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join(format!("floor-{n}.json")), serde_json::to_string_pretty(&result)?)?;
@@ -669,9 +813,13 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
 /// Requests in flight while the floor writes: the operator's default concurrency.
 const FLOOR_CONCURRENCY: usize = 16;
 
-/// Server-side applies every object (field manager `floor`), [`FLOOR_CONCURRENCY`] at a time;
+/// Server-side applies every object (field manager `manager`), [`FLOOR_CONCURRENCY`] at a time;
 /// returns how many were written.
-async fn write_all(client: kube::Client, objects: Vec<kube::api::DynamicObject>) -> Result<usize> {
+async fn write_all(
+    client: kube::Client,
+    objects: Vec<kube::api::DynamicObject>,
+    manager: &str,
+) -> Result<usize> {
     use futures::StreamExt;
     use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
     use kube::core::GroupVersionKind;
@@ -689,7 +837,7 @@ async fn write_all(client: kube::Client, objects: Vec<kube::api::DynamicObject>)
             slot.insert(resource);
         }
     }
-    let params = PatchParams::apply("floor").force();
+    let params = PatchParams::apply(manager).force();
     let writes = futures::stream::iter(objects.into_iter().map(|o| {
         let types = o.types.clone().unwrap_or_default();
         let resource = kinds[&(types.api_version, types.kind)].clone();

@@ -118,18 +118,35 @@ fn split_labels(s: &str) -> Vec<&str> {
     parts
 }
 
-/// API server requests by (verb, resource[/subresource]), and watch events sent to watchers by
-/// (`events`, `bytes` or `terminated`, resource): what serving the watches cost.
-fn apiserver_requests(plane: &ControlPlane) -> Result<BTreeMap<(String, String), f64>> {
+/// Counters of one `/metrics` reading of the API server.
+struct ApiCounters {
+    /// Requests by (verb, resource[/subresource]).
+    requests: BTreeMap<(String, String), f64>,
+    /// What serving the watches cost, by (`events`, `bytes` or `terminated`, resource).
+    watches: BTreeMap<(String, String), f64>,
+}
+
+impl ApiCounters {
+    /// What was counted since `before`.
+    fn since(&self, before: &ApiCounters) -> ApiCounters {
+        ApiCounters {
+            requests: delta(&self.requests, &before.requests),
+            watches: delta(&self.watches, &before.watches),
+        }
+    }
+}
+
+fn apiserver_requests(plane: &ControlPlane) -> Result<ApiCounters> {
     let body = plane.kubectl(&["get", "--raw", "/metrics"])?;
-    let mut out = BTreeMap::new();
+    let mut requests = BTreeMap::new();
     for (labels, v) in samples(&body, "apiserver_request_total") {
         let mut resource = labels.get("resource").cloned().unwrap_or_default();
         if let Some(sub) = labels.get("subresource").filter(|s| !s.is_empty()) {
             resource = format!("{resource}/{sub}");
         }
-        *out.entry((labels.get("verb").cloned().unwrap_or_default(), resource)).or_insert(0.0) += v;
+        *requests.entry((labels.get("verb").cloned().unwrap_or_default(), resource)).or_insert(0.0) += v;
     }
+    let mut watches = BTreeMap::new();
     for (metric, what) in [
         ("apiserver_watch_events_total", "events"),
         ("apiserver_watch_events_sizes_sum", "bytes"),
@@ -139,36 +156,26 @@ fn apiserver_requests(plane: &ControlPlane) -> Result<BTreeMap<(String, String),
         for (labels, v) in samples(&body, metric) {
             // `resource` since Kubernetes 1.30, `kind` before.
             let kind = labels.get("resource").or_else(|| labels.get("kind")).cloned().unwrap_or_default();
-            *out.entry((format!("{WATCH_SENT}{what}"), kind)).or_insert(0.0) += v;
+            *watches.entry((what.to_string(), kind)).or_insert(0.0) += v;
         }
     }
-    Ok(out)
-}
-
-/// Prefix of the watch entries in [`apiserver_requests`]' map (no request verb starts so).
-const WATCH_SENT: &str = "watch sent: ";
-
-/// Requests only, most first.
-fn table(requests: &BTreeMap<(String, String), f64>) -> Value {
-    rows(requests.iter().filter(|((verb, _), _)| !verb.starts_with(WATCH_SENT)))
+    Ok(ApiCounters { requests, watches })
 }
 
 /// Watch events and bytes sent, and watchers closed as too slow, by resource, most bytes first.
-fn watch_table(requests: &BTreeMap<(String, String), f64>) -> Value {
+fn watch_table(watches: &BTreeMap<(String, String), f64>) -> Value {
     let sent =
-        |what: &str, kind: &str| requests.get(&(format!("{WATCH_SENT}{what}"), kind.to_string())).copied();
-    let mut kinds: Vec<(&str, f64, f64)> = requests
+        |what: &str, kind: &str| watches.get(&(what.to_string(), kind.to_string())).copied().unwrap_or(0.0);
+    let mut kinds: Vec<(&str, f64, f64)> = watches
         .keys()
-        .filter(|(verb, _)| *verb == format!("{WATCH_SENT}events"))
-        .map(|(_, kind)| {
-            (kind.as_str(), sent("events", kind).unwrap_or(0.0), sent("bytes", kind).unwrap_or(0.0))
-        })
+        .filter(|(what, _)| what == "events")
+        .map(|(_, kind)| (kind.as_str(), sent("events", kind), sent("bytes", kind)))
         .collect();
     kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
     kinds
         .into_iter()
         .map(|(kind, events, bytes)| {
-            let terminated = sent("terminated", kind).unwrap_or(0.0);
+            let terminated = sent("terminated", kind);
             json!({"kind": kind, "events": events, "bytes": bytes, "terminated_watchers": terminated})
         })
         .collect()
@@ -341,8 +348,8 @@ fn writes_of(requests: &BTreeMap<(String, String), f64>, filter: impl Fn(&str) -
         .sum()
 }
 
-fn rows<'a>(requests: impl Iterator<Item = (&'a (String, String), &'a f64)>) -> Value {
-    let mut rows: Vec<_> = requests.collect();
+fn table(requests: &BTreeMap<(String, String), f64>) -> Value {
+    let mut rows: Vec<_> = requests.iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1));
     Value::Array(
         rows.into_iter()
@@ -431,7 +438,8 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     // Let the last status writes and events land before counting.
     std::thread::sleep(Duration::from_secs(3));
     let after = apiserver_requests(&plane)?;
-    let converge_requests = delta(&after, &before);
+    let converged_counts = after.since(&before);
+    let converge_requests = &converged_counts.requests;
     let om = operator_metrics(&op)?;
     let (rss_now, hwm, operator_cpu) = op.pid().and_then(process_usage).unwrap_or_default();
     let converge_ops = om.writes.values().sum::<f64>();
@@ -489,7 +497,7 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     let resync_in = t1.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
     let resync = operator_metrics(&op)?;
-    let resync_requests = delta(&apiserver_requests(&plane)?, &before_resync);
+    let resync_requests = apiserver_requests(&plane)?.since(&before_resync).requests;
     let (_, resync_hwm, resync_cpu) = op.pid().and_then(process_usage).unwrap_or_default();
     let resync_writes = resync.writes.values().sum::<f64>();
     eprintln!(
@@ -510,11 +518,11 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
         "operator_writes_total": converge_ops,
         "operator_writes_per_clinic": converge_ops / n as f64,
         "operator_writes_while_settling": settle_writes,
-        "api_writes_on_operator_resources": writes_of(&converge_requests, operator_resource),
-        "api_writes_on_operator_resources_per_clinic": writes_of(&converge_requests, operator_resource) / n as f64,
-        "api_writes_all": writes_of(&converge_requests, |_| true),
-        "api_requests": table(&converge_requests),
-        "watch_events_sent": watch_table(&converge_requests),
+        "api_writes_on_operator_resources": writes_of(converge_requests, operator_resource),
+        "api_writes_on_operator_resources_per_clinic": writes_of(converge_requests, operator_resource) / n as f64,
+        "api_writes_all": writes_of(converge_requests, |_| true),
+        "api_requests": table(converge_requests),
+        "watch_events_sent": watch_table(&converged_counts.watches),
         "reconciles": om.reconciles,
         "reconcile_errors": om.errors,
         "reconcile_p50_seconds": quantile(&om.buckets, 0.5),
@@ -648,8 +656,8 @@ fn clinic_platform_resource() -> kube::api::ApiResource {
     kube::api::ApiResource::from_gvk(&gvk)
 }
 
-/// A one-thread runtime and an admin client of `plane`: what the benchmark watches with, the
-/// same in both runs.
+/// A one-thread runtime and an admin client of `plane`: what the benchmark watches with in both
+/// runs, and writes the ClinicPlatforms with (as a platform team would).
 fn observer(plane: &ControlPlane) -> Result<(tokio::runtime::Runtime, kube::Client)> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let client = client_of(&runtime, &plane.kubeconfig)?;
@@ -779,7 +787,8 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
     let writes = writer.join().map_err(|_| anyhow::anyhow!("floor writer panicked"))??;
     let cpu = cpu_spent(&cpu_by_component(&plane, None), &cpu_before);
     std::thread::sleep(Duration::from_secs(3));
-    let requests = delta(&apiserver_requests(&plane)?, &before);
+    let counts = apiserver_requests(&plane)?.since(&before);
+    let requests = &counts.requests;
     eprintln!(
         "   floor: {} in {:.1}s ({writes} applies, written in {:.1}s)",
         if converged_in.is_some() { "all ready" } else { "NOT all ready" },
@@ -796,10 +805,10 @@ fn run_floor(n: usize, args: &Args) -> Result<Value> {
         "written_in_seconds": written_in,
         "applies": writes,
         "cpu_seconds": cpu,
-        "api_writes_on_operator_resources": writes_of(&requests, operator_resource),
-        "api_writes_all": writes_of(&requests, |_| true),
-        "api_requests": table(&requests),
-        "watch_events_sent": watch_table(&requests),
+        "api_writes_on_operator_resources": writes_of(requests, operator_resource),
+        "api_writes_all": writes_of(requests, |_| true),
+        "api_requests": table(requests),
+        "watch_events_sent": watch_table(&counts.watches),
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join(format!("floor-{n}.json")), serde_json::to_string_pretty(&result)?)?;

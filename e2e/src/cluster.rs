@@ -77,8 +77,38 @@ fn audit_policy_with_catch_all() -> Result<String> {
     Ok(serde_yaml::to_string(&policy)?)
 }
 
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Ports this machine's kernel never picks on its own: below its ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), so no outgoing connection and no
+/// `bind(0)` can take one between the check here and the component's own `bind`. A port from
+/// `bind(0)` could: an e2e run failed when kube-controller-manager found the port it was given
+/// held, as the source port of one of the many client connections the suite opens.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32768;
+
+/// A port of `PORT_RANGE` that nothing listens on, never handed out twice by this process;
+/// each process starts at an offset of its own, so concurrent suites (the kind-workflow
+/// scenario runs a nested one) walk different stretches of the range.
+pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    // The first caller sets the offset from the pid (times a prime, so neighbouring pids land
+    // far apart); a racing second caller's value is equally good.
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            std::process::id().wrapping_mul(7919) % span,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORT_RANGE.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {PORT_RANGE:?}")
 }
 
 pub(crate) fn wait_until(

@@ -79,7 +79,7 @@ impl OperatorProcess {
         log_dir: &Path,
         extra_args: &[&str],
     ) -> Result<OperatorProcess> {
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics_port = crate::cluster::free_port()?;
         let mut op = OperatorProcess {
             spawner: Spawner::new()?,
             child: None,

@@ -68,6 +68,13 @@ struct RunArgs {
     /// ClinicPlatforms reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Milliseconds the children's watches gather changes before each clinic they concern is
+    /// reconciled, once: while a clinic converges its children change in bursts (each pod
+    /// reported by its ReplicaSet and Deployment, the operator's own writes coming back). A
+    /// change waits this long at most; a change to the ClinicPlatform itself does not wait.
+    /// 0: a reconcile for every change.
+    #[arg(long, env = "COALESCE_MS", default_value_t = 1000)]
+    coalesce_ms: u64,
     /// Watch only these namespaces (comma-separated), with RBAC from namespaced Roles; empty
     /// watches every namespace with the ClusterRole.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
@@ -224,6 +231,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let runs = controllers.into_iter().map(|(namespace, (caches, writers))| {
         let config = reconcile::RunConfig {
             concurrency: args.concurrency,
+            coalesce: std::time::Duration::from_millis(args.coalesce_ms),
             instance: args.pod_name.clone(),
             namespace,
             policy: policy.clone(),

@@ -92,6 +92,9 @@ fn clinic_of_velero_object(object: &DynamicObject) -> Option<ObjectRef<Clinic>> 
 pub struct RunConfig {
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// How long the children's watches gather changes before each clinic's reconcile is asked
+    /// for, once ([`coalesced`]).
+    pub coalesce: std::time::Duration,
     /// Identity in events (the pod name).
     pub instance: Option<String>,
     /// Watch only this namespace (namespaced mode, RBAC through a Role); `None` watches all.
@@ -116,27 +119,28 @@ pub async fn run(
     let (clinics, clinics_reader) = clinic_stream(&client, scope, &lists);
     let probed_clinics = clinics_reader.clone();
     let mut controller = Controller::for_stream(clinics, clinics_reader);
+    // What the children's watches ask for: a reconcile of the clinic each object belongs to.
+    let mut triggers: Vec<BoxStream<'static, ObjectRef<Clinic>>> = Vec::new();
     for (ar, mut writer) in writers.children {
         let stream = listed_in_turn(&lists, child_events(&client, scope, &ar))
             .default_backoff()
             .inspect_ok(move |event| writer.apply_watcher_event(event))
             .touched_objects();
-        controller = controller.watches_stream_with(stream, |o: DynamicObject| owner_of(&o), ar);
+        triggers.push(clinics_of(stream, |o: &DynamicObject| owner_of(o)));
     }
     // Optional APIs: each watch starts once its API is served; until its cache is in step, what
     // it would hold is read.
     for (ar, mut writer) in writers.optional {
         let events = listed_in_turn(&lists, metadata_events(&client, scope, &ar));
         let apply = move |result: &WatchResult| writer.apply_watcher_result(result);
-        controller = watch_optional(controller, &client, ar, scope, events, apply, owner_of::<DynamicObject>);
+        triggers.push(watch_optional(&client, ar, scope, events, apply, owner_of::<DynamicObject>));
     }
     for VeleroWriters { namespace, mut schedules, mut backups } in writers.velero {
         let namespace = namespace.as_deref();
         let schedule = crate::desired::backup::schedule_resource();
         let events = listed_in_turn(&lists, metadata_events(&client, namespace, &schedule));
         let apply = move |result: &WatchResult| schedules.apply_watcher_result(result);
-        controller =
-            watch_optional(controller, &client, schedule, namespace, events, apply, clinic_of_velero_object);
+        triggers.push(watch_optional(&client, schedule, namespace, events, apply, clinic_of_velero_object));
         let backup = crate::desired::backup::backup_resource();
         // Whole: health reads their status. Those that name a clinic (the Schedules' template
         // and the upgrade gate label them so), as the list they replace selected them.
@@ -146,8 +150,7 @@ pub async fn run(
         let events = watcher(scoped_with::<DynamicObject>(&client, namespace, &backup), config);
         let events = listed_in_turn(&lists, events).modify(|o| o.managed_fields_mut().clear()).boxed();
         let apply = move |result: &WatchResult| backups.apply_watcher_result(result);
-        controller =
-            watch_optional(controller, &client, backup, namespace, events, apply, clinic_of_velero_object);
+        triggers.push(watch_optional(&client, backup, namespace, events, apply, clinic_of_velero_object));
     }
     let mut secret_writer = writers.secrets;
     let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, scope), children_config());
@@ -155,7 +158,8 @@ pub async fn run(
         .default_backoff()
         .inspect_ok(move |event| secret_writer.apply_watcher_event(event))
         .touched_objects();
-    controller = controller.watches_stream(secrets, |o: PartialObjectMeta<Secret>| owner_of(&o));
+    triggers.push(clinics_of(secrets, |o: &PartialObjectMeta<Secret>| owner_of(o)));
+    controller = controller.reconcile_on(coalesced(futures::stream::select_all(triggers), config.coalesce));
     controller = watch_namespaces(controller, &client, scope.is_none(), writers.namespaces, &lists);
 
     let synced = caches.clone();
@@ -195,23 +199,67 @@ type Clinic = DeserializeGuard<ClinicPlatform>;
 
 type WatchResult = Result<watcher::Event<DynamicObject>, watcher::Error>;
 
-/// Adds the watch of an optional API's kind `ar` in `namespace` (all for `None`): `events`
-/// from the moment the API is served ([`once_served`]), each applied to its cache by `apply`,
-/// each object's clinic found by `clinic_of`.
+/// The watch of an optional API's kind `ar` in `namespace` (all for `None`): `events` from the
+/// moment the API is served ([`once_served`]), each applied to its cache by `apply`; yields the
+/// clinic of each object, found by `clinic_of`.
 fn watch_optional(
-    controller: Controller<Clinic>,
     client: &Client,
     ar: ApiResource,
     namespace: Option<&str>,
     events: BoxStream<'static, WatchResult>,
     mut apply: impl FnMut(&WatchResult) + Send + 'static,
     clinic_of: fn(&DynamicObject) -> Option<ObjectRef<Clinic>>,
-) -> Controller<Clinic> {
+) -> BoxStream<'static, ObjectRef<Clinic>> {
     let stream = once_served(client, &ar, namespace, events)
         .default_backoff()
         .inspect(move |result| apply(result))
         .touched_objects();
-    controller.watches_stream_with(stream, move |o: DynamicObject| clinic_of(&o), ar)
+    clinics_of(stream, clinic_of)
+}
+
+/// The clinic of each object a watch touched, for those that belong to one. A watch error is
+/// only logged: the watch retries with backoff, and its cache tells readers it is out of step.
+fn clinics_of<K: Send + 'static>(
+    objects: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    clinic_of: impl Fn(&K) -> Option<ObjectRef<Clinic>> + Send + 'static,
+) -> BoxStream<'static, ObjectRef<Clinic>> {
+    objects
+        .filter_map(move |touched| {
+            let clinic = match touched {
+                Ok(object) => clinic_of(&object),
+                Err(error) => {
+                    debug!(%error, "watch of children");
+                    None
+                }
+            };
+            futures::future::ready(clinic)
+        })
+        .boxed()
+}
+
+/// Triggers most a window can hold: a watch (re)listing thousands of children fills it at once.
+const TRIGGERS_PER_WINDOW: usize = 4096;
+
+/// `triggers` gathered for `window` from the first one, then each clinic once, in the order
+/// first asked: the children of a converging clinic change in bursts (each pod reported by its
+/// ReplicaSet and Deployment, the operator's own writes coming back), and a burst leads to one
+/// reconcile instead of one per change. A trigger waits `window` at most, however busy the
+/// clinic (a debounce that waits for quiet would keep postponing one whose objects never stop
+/// changing). A zero window passes every trigger on at once.
+fn coalesced(
+    triggers: impl Stream<Item = ObjectRef<Clinic>> + Send + 'static,
+    window: std::time::Duration,
+) -> BoxStream<'static, ObjectRef<Clinic>> {
+    if window.is_zero() {
+        return triggers.boxed();
+    }
+    tokio_stream::StreamExt::chunks_timeout(triggers, TRIGGERS_PER_WINDOW, window)
+        .flat_map(|batch| {
+            let mut seen = std::collections::HashSet::with_capacity(batch.len());
+            let unique: Vec<_> = batch.into_iter().filter(|clinic| seen.insert(clinic.clone())).collect();
+            futures::stream::iter(unique)
+        })
+        .boxed()
 }
 
 /// An Api over the watched scope: one namespace (namespaced mode) or all.
@@ -411,6 +459,7 @@ fn watch_namespaces(
 mod tests {
     use super::*;
     use futures::FutureExt;
+    use std::time::Duration;
     use watcher::Event;
 
     fn listing(
@@ -450,5 +499,54 @@ mod tests {
         assert_eq!(lists.available_permits(), 0);
         assert!(first.next().await.is_some_and(|e| e.is_err()));
         assert_eq!(lists.available_permits(), 1);
+    }
+
+    fn clinic(name: &str) -> ObjectRef<Clinic> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    /// Triggers sent every `every`, `count` times, for the clinics of `names` in turn; what
+    /// `coalesced` passes on in ten seconds, with the (paused, virtual) time since the start.
+    async fn passed_on(names: &[&'static str], every: Duration, count: usize) -> Vec<(String, Duration)> {
+        let started = tokio::time::Instant::now();
+        let names = names.to_vec();
+        let sent = futures::stream::iter(0..count).then(move |i| {
+            let name = names[i % names.len()];
+            async move {
+                if i > 0 {
+                    tokio::time::sleep(every).await;
+                }
+                clinic(name)
+            }
+        });
+        // A watch never ends: the triggers are followed by silence, and what came out in ten
+        // seconds is the answer.
+        coalesced(sent.chain(futures::stream::pending()), Duration::from_secs(1))
+            .map(|c| (c.name, started.elapsed()))
+            .take_until(tokio::time::sleep(Duration::from_secs(10)))
+            .collect()
+            .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_triggers_is_one_per_clinic_a_window_later() {
+        let out = passed_on(&["a", "b", "a", "a", "b"], Duration::from_millis(10), 5).await;
+        let names: Vec<_> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "each clinic once, in the order first asked");
+        assert!(out.iter().all(|(_, at)| *at == Duration::from_secs(1)), "{out:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clinic_that_never_stops_changing_is_still_reconciled_every_window() {
+        // A trigger every 250 ms for 5 s: a debounce waiting for a quiet second never fires.
+        let out = passed_on(&["busy"], Duration::from_millis(250), 20).await;
+        assert!((4..=6).contains(&out.len()), "{out:?}");
+        assert!(out[0].1 <= Duration::from_secs(1), "the first waits one window at most: {out:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_window_passes_every_trigger_on() {
+        let sent = futures::stream::iter([clinic("a"), clinic("a")]);
+        assert_eq!(coalesced(sent, Duration::ZERO).count().await, 2);
     }
 }

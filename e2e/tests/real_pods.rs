@@ -1597,6 +1597,19 @@ fn load_through_faults(env: &Env) -> Result<()> {
     let url = format!("http://{}", service["spec"]["clusterIP"].as_str().context("no cluster IP")?);
     let secret = env.json(&["-n", ns, "get", "secret", &format!("{clinic}-openmrs-admin")])?;
     let password = base64_decode(secret["data"]["password"].as_str().unwrap_or_default());
+    // Ready is what the operator last saw, and a fault's effects outlast it: the backend's
+    // readiness probe needs three failures to take it out of its Service, and the operator
+    // hears of that a moment later. Each run starts once users are served again: an
+    // authenticated session through the gateway, which reads MariaDB.
+    let credentials = format!("admin:{password}");
+    let session = format!("{url}/openmrs/ws/rest/v1/session");
+    let serving_again = || -> Result<()> {
+        env.wait_ready(ns, clinic, READY)?;
+        eventually("the clinic serving users through its gateway", READY, || {
+            Ok(env.http(&ingress, &session, &["-u", &credentials])?.0 == 200)
+        })
+    };
+    serving_again()?;
 
     let at_rest = load(env, &ingress, &url, &password, 20, "20s")?;
     eprintln!("    at rest:               {}", at_rest.line);
@@ -1622,7 +1635,7 @@ fn load_through_faults(env: &Env) -> Result<()> {
     under("gateway pod deleted:", &|| {
         env.kubectl(&["-n", ns, "delete", "pod", &gateway_pod, "--wait=false"]).map(drop)
     })?;
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     let operator_killed = under("operator killed:", &|| {
         env.operator().kill();
         std::thread::sleep(Duration::from_secs(10));
@@ -1633,17 +1646,17 @@ fn load_through_faults(env: &Env) -> Result<()> {
         "users saw the operator's death: {}",
         operator_killed.line
     );
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     under("MariaDB pod deleted:", &|| {
         env.kubectl(&["-n", ns, "delete", "pod", &format!("{clinic}-mariadb-0"), "--wait=false"]).map(drop)
     })?;
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     // The backend's one pod lost: an outage for as long as it takes to start and be ready.
     let delete_backend = || {
         env.kubectl(&["-n", ns, "delete", "pod", &format!("{clinic}-backend-0"), "--wait=false"]).map(drop)
     };
     let single = under("backend pod deleted:", &delete_backend)?;
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     // Two replicas (spec.openmrs.backend.clustering): the other one serves while it comes back.
     env.plane.apply_yaml(&format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {clinic}-attachments, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteMany]\n  storageClassName: standard\n  resources: {{requests: {{storage: 1Gi}}}}\n"
@@ -1656,7 +1669,7 @@ fn load_through_faults(env: &Env) -> Result<()> {
         let statefulset = env.json(&["-n", ns, "get", "statefulset", &format!("{clinic}-backend")])?;
         Ok(statefulset["status"]["readyReplicas"] == 2 && statefulset["status"]["updatedReplicas"] == 2)
     })?;
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     let clustered = under("backend pod deleted, 2 replicas:", &delete_backend)?;
     ensure!(
         clustered.success_percent >= single.success_percent,
@@ -1671,7 +1684,7 @@ fn load_through_faults(env: &Env) -> Result<()> {
         r#"{"spec":{"openmrs":{"backend":{"replicas":1,"clustering":null}}}}"#,
     )?;
     eventually("back to one backend pod", READY, || Ok(env.pods(ns, clinic, "backend")?.len() == 1))?;
-    env.wait_ready(ns, clinic, READY)?;
+    serving_again()?;
     Ok(())
 }
 

@@ -242,6 +242,7 @@ impl ControlPlane {
         plane.spawn_from(
             &api_server_dir,
             "kube-apiserver",
+            None,
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 "--bind-address=127.0.0.1".into(),
@@ -340,7 +341,9 @@ impl ControlPlane {
             all.push('\n');
         }
         std::fs::write(&stages, all)?;
-        plane.spawn_niced(
+        let bin = plane.bin.clone();
+        plane.spawn_from(
+            &bin,
             "kwok",
             options.kwok_nice,
             &[
@@ -562,29 +565,25 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
         let bin = self.bin.clone();
-        self.spawn_from(&bin, name, args)
+        self.spawn_from(&bin, name, None, args)
     }
 
-    fn spawn_niced(&mut self, name: &str, nice: Option<i32>, args: &[String]) -> Result<()> {
-        let Some(nice) = nice else { return self.spawn(name, args) };
-        let mut command = logged_command(name, &self.bin.join(name), args, &self.dir.join("logs"))?;
-        // SAFETY: setpriority is async-signal-safe and touches only the child being set up;
-        // the threads its runtime starts later inherit the value.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+    /// Starts `name` from `bin`, logging to `logs/<name>.log`, at priority `nice` if given.
+    fn spawn_from(&mut self, bin: &Path, name: &str, nice: Option<i32>, args: &[String]) -> Result<()> {
+        let mut command = logged_command(name, &bin.join(name), args, &self.dir.join("logs"))?;
+        if let Some(nice) = nice {
+            // SAFETY: setpriority is async-signal-safe and touches only the child being set up;
+            // the threads its runtime starts later inherit the value.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
-        let child = command.spawn().with_context(|| format!("starting {name}"))?;
-        self.processes.push((name.to_string(), child));
-        Ok(())
-    }
-
-    fn spawn_from(&mut self, bin: &Path, name: &str, args: &[String]) -> Result<()> {
-        let child = spawn_logged(name, &bin.join(name), args, &self.dir.join("logs"))?;
+        let child = command.spawn().with_context(|| format!("starting {name} ({})", bin.display()))?;
         self.processes.push((name.to_string(), child));
         Ok(())
     }

@@ -126,7 +126,7 @@ pub async fn run(
             .default_backoff()
             .inspect_ok(move |event| writer.apply_watcher_event(event))
             .touched_objects();
-        triggers.push(clinics_of(stream, |o: &DynamicObject| owner_of(o)));
+        triggers.push(clinics_of(stream, ar.kind.clone(), |o: &DynamicObject| owner_of(o)));
     }
     // Optional APIs: each watch starts once its API is served; until its cache is in step, what
     // it would hold is read.
@@ -158,7 +158,7 @@ pub async fn run(
         .default_backoff()
         .inspect_ok(move |event| secret_writer.apply_watcher_event(event))
         .touched_objects();
-    triggers.push(clinics_of(secrets, |o: &PartialObjectMeta<Secret>| owner_of(o)));
+    triggers.push(clinics_of(secrets, "Secret".into(), |o: &PartialObjectMeta<Secret>| owner_of(o)));
     controller = controller.reconcile_on(coalesced(futures::stream::select_all(triggers), config.coalesce));
     controller = watch_namespaces(controller, &client, scope.is_none(), writers.namespaces, &lists);
 
@@ -214,13 +214,15 @@ fn watch_optional(
         .default_backoff()
         .inspect(move |result| apply(result))
         .touched_objects();
-    clinics_of(stream, clinic_of)
+    clinics_of(stream, ar.kind, clinic_of)
 }
 
-/// The clinic of each object a watch touched, for those that belong to one. A watch error is
-/// only logged: the watch retries with backoff, and its cache tells readers it is out of step.
+/// The clinic of each object a watch of `kind` touched, for those that belong to one. A watch
+/// error is only logged: the watch retries with backoff, and its cache tells readers it is out
+/// of step.
 fn clinics_of<K: Send + 'static>(
     objects: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    kind: String,
     clinic_of: impl Fn(&K) -> Option<ObjectRef<Clinic>> + Send + 'static,
 ) -> BoxStream<'static, ObjectRef<Clinic>> {
     objects
@@ -228,7 +230,7 @@ fn clinics_of<K: Send + 'static>(
             let clinic = match touched {
                 Ok(object) => clinic_of(&object),
                 Err(error) => {
-                    debug!(%error, "watch of children");
+                    debug!(%error, %kind, "watch failed; retrying with backoff");
                     None
                 }
             };

@@ -573,11 +573,23 @@ fn run_one(n: usize, args: &Args, bin: &Path) -> Result<Value> {
     Ok(result)
 }
 
-/// The children `render` prints for clinics `0..n`, as the operator would declare them.
+/// The children `render` prints for clinics `0..n`, as the operator would declare them: under
+/// the policy the bench's operator runs with (its alert routing adds an AlertmanagerConfig).
 fn rendered_children(n: usize) -> Result<Vec<kube::api::DynamicObject>> {
     let input: String = (0..n).map(clinic_yaml).collect();
-    let mut child = std::process::Command::new(operator::binary()?)
-        .args(["render", "-f", "-"])
+    let policy = std::env::temp_dir().join(format!("fleet-bench-policy-{}.yaml", std::process::id()));
+    std::fs::write(&policy, operator::suite_policy()?)?;
+    let rendered = render(&operator::binary()?, &policy, input);
+    let _ = std::fs::remove_file(&policy);
+    rendered
+}
+
+fn render(binary: &Path, policy: &Path, input: String) -> Result<Vec<kube::api::DynamicObject>> {
+    let mut child = std::process::Command::new(binary)
+        .arg("render")
+        .arg("--policy")
+        .arg(policy)
+        .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -887,7 +899,8 @@ fn write_curve(path: &Path, curve: &[(f64, usize)]) -> Result<()> {
     Ok(std::fs::write(path, csv)?)
 }
 
-/// Objects `render` prints for a default clinic, the Velero Schedule among them.
+/// Objects `render` prints for a default clinic, the Velero Schedule and the AlertmanagerConfig
+/// among them.
 fn clinic_operator_children() -> usize {
     rendered_children(1).map(|objects| objects.len()).unwrap_or(0)
 }

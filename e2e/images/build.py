@@ -244,13 +244,17 @@ IMAGES = [
         "refs": ["docker.io/openmrs/openmrs-reference-application-3-gateway:3.7.x"],
         "stands_for": "OpenMRS 3 gateway (nginx)",
         "layer": None,
-        "config": {"User": "", "Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}},
+        # nginx images stop with SIGQUIT, nginx's graceful shutdown (requests under way are
+        # answered); SIGTERM, the default, drops them.
+        "config": {"User": "", "Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}},
+                   "StopSignal": "SIGQUIT"},
     },
     {
         "refs": ["docker.io/openmrs/openmrs-reference-application-3-frontend:3.7.x"],
         "stands_for": "OpenMRS 3 frontend (nginx serving the SPA)",
         "layer": "frontend",
-        "config": {"User": "", "Cmd": ["/usr/local/bin/startup.sh"], "ExposedPorts": {"80/tcp": {}}},
+        "config": {"User": "", "Cmd": ["/usr/local/bin/startup.sh"], "ExposedPorts": {"80/tcp": {}},
+                   "StopSignal": "SIGQUIT"},
     },
     {
         "refs": [

@@ -14,8 +14,8 @@ usage:
 
 Only the samples of the binary's processes count (by command name), so a machine-wide
 recording (`perf record -a`) serves too: it sees every thread, also those a process starts
-after the recording began, and lets two runs be sampled over the same phase. Seconds assume
-the recording's frequency was 49 Hz.
+after the recording began, and lets two runs be sampled over the same phase. Seconds are
+samples over the recording's sampling frequency (`perf record -F`), read from the file.
 """
 import collections
 import os
@@ -26,7 +26,6 @@ import sys
 # Where a non-PIE Go binary's text is mapped: perf reports offsets into the file, addr2line
 # wants addresses.
 TEXT_BASE = 0x400000
-FREQUENCY = 49
 
 # The API server's work, by a frame that marks it; a sample counts for the first that matches.
 # Deep stacks may be cut short by perf, so the request's storage layer is matched as well as
@@ -64,6 +63,15 @@ def samples(data, comm):
     return stacks
 
 
+def sample_frequency(data):
+    """The sampling frequency `data` was recorded at (`perf record -F`), in Hz."""
+    out = subprocess.run(["perf", "evlist", "-F", "-i", data], capture_output=True, text=True, check=True)
+    found = re.search(r"sample_freq=(\d+)", out.stdout)
+    if not found:
+        sys.exit(f"{data}: not recorded at a fixed frequency (perf record -F): {out.stdout.strip()}")
+    return int(found.group(1))
+
+
 def resolved_stacks(data, binary):
     """Each sample's stack of `binary`'s processes as function names, innermost first."""
     name = binary.rsplit("/", 1)[-1]
@@ -89,12 +97,14 @@ def by_work(stacks):
 
 def compare(first, second, binary):
     a, b = resolved_stacks(first, binary), resolved_stacks(second, binary)
+    fa, fb = sample_frequency(first), sample_frequency(second)
     ca, cb = by_work(a), by_work(b)
     print(f"| CPU seconds | {os.path.basename(first)} | {os.path.basename(second)} | difference |")
     print("|---|---|---|---|")
-    for work in [w for w, _ in API_SERVER_WORK] + ["other"]:
-        print(f"| {work} | {ca[work] / FREQUENCY:.1f} | {cb[work] / FREQUENCY:.1f} | {(cb[work] - ca[work]) / FREQUENCY:+.1f} |")
-    print(f"| total | {len(a) / FREQUENCY:.1f} | {len(b) / FREQUENCY:.1f} | {(len(b) - len(a)) / FREQUENCY:+.1f} |")
+    rows = [(work, ca[work] / fa, cb[work] / fb) for work in [w for w, _ in API_SERVER_WORK] + ["other"]]
+    rows.append(("total", len(a) / fa, len(b) / fb))
+    for work, x, y in rows:
+        print(f"| {work} | {x:.1f} | {y:.1f} | {y - x:+.1f} |")
 
 
 def main():
